@@ -1,0 +1,23 @@
+//! The one definition of Tern's formats, shared by the SDK and the collector.
+//!
+//! * [`wire`]: wire format v1, the body of `POST /v1/batch` that the SDK sends to the collector.
+//! * [`record`]: stream record v1, the JSON object the collector writes to Kinesis, one per event.
+//! * [`limits`]: the limits both sides agree on, each with its reason.
+//!
+//! The JSON Schemas in `protocol/schema/` describe the same formats for other languages; tests
+//! check real payloads against them.
+
+pub mod limits;
+pub mod record;
+pub mod wire;
+
+pub use record::{DeadLetterRecord, StreamRecord, RECORD_VERSION};
+pub use wire::{
+    AppInfo, Batch, BatchAck, Context, DeviceInfo, ErrorBody, Event, OsInfo, SdkInfo, BATCH_PATH,
+    WIRE_VERSION,
+};
+
+/// JSON Schema of the wire format v1 batch body.
+pub const BATCH_SCHEMA: &str = include_str!("../schema/batch.v1.schema.json");
+/// JSON Schema of the stream record v1.
+pub const RECORD_SCHEMA: &str = include_str!("../schema/record.v1.schema.json");

@@ -1,0 +1,188 @@
+//! Wire format v1: what the SDK POSTs to the collector and what the collector answers.
+//!
+//! `POST /v1/batch` with `Authorization: Bearer <write key>`, `Content-Type: application/json`
+//! and `Content-Encoding: zstd` (or `gzip`, or none). The body is one [`Batch`]. See
+//! `docs/protocol.md` for the full contract and `schema/batch.v1.schema.json` for its schema.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Version of the wire format described here.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Path of the batch endpoint.
+pub const BATCH_PATH: &str = "/v1/batch";
+
+/// One upload: events of one install, with the context they share.
+///
+/// `batch_id` and `events` are fixed when the SDK first cuts the batch and never change across
+/// retries; `sent_at` and `sent_uptime_ms` are refreshed at each attempt.
+///
+/// The event type is a parameter so that the SDK can send events it stored already serialized
+/// (`Batch<Box<RawValue>>`) without parsing them again; the collector reads `Batch<Event>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch<E = Event> {
+    /// UUID v7 chosen when the batch was cut; stable across retries.
+    pub batch_id: Uuid,
+    /// Stable identifier of the app installation that produced the events.
+    pub install_id: String,
+    /// Device wall clock at this attempt.
+    #[serde(with = "rfc3339")]
+    pub sent_at: DateTime<Utc>,
+    /// Monotonic milliseconds of `clock_id` at this attempt (see `docs/protocol.md`, clocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_uptime_ms: Option<u64>,
+    /// Identifier of the monotonic clock `sent_uptime_ms` is read from (one per process run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_id: Option<String>,
+    /// The SDK that built the batch.
+    pub sdk: SdkInfo,
+    /// Context shared by every event of the batch.
+    pub context: Context,
+    /// The events, in `seq` order.
+    pub events: Vec<E>,
+}
+
+/// Name and version of the SDK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdkInfo {
+    /// SDK name, e.g. `tern-sdk-kotlin`.
+    pub name: String,
+    /// SDK version.
+    pub version: String,
+}
+
+/// What is known about the app and the device, set once by the host platform.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Context {
+    /// The app.
+    #[serde(default)]
+    pub app: AppInfo,
+    /// The device.
+    #[serde(default)]
+    pub device: DeviceInfo,
+    /// The operating system.
+    #[serde(default)]
+    pub os: OsInfo,
+    /// BCP 47 locale, e.g. `de-CH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// IANA time zone, e.g. `Europe/Zurich`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// The app that tracks events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppInfo {
+    /// Bundle or package identifier, e.g. `com.example.shop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Marketing version, e.g. `4.2.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Build number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+}
+
+/// The device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInfo {
+    /// Manufacturer, e.g. `Google`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// Model, e.g. `Pixel 8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The operating system.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OsInfo {
+    /// `Android`, `iOS`, `Linux`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// OS version, e.g. `15`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// One tracked event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// UUID v7 stamped at `track()`; the key consumers deduplicate on.
+    pub event_id: Uuid,
+    /// Per-install sequence number, starting at 1, without gaps for accepted events.
+    pub seq: u64,
+    /// Event name (see `limits::event_name_problem`).
+    pub name: String,
+    /// Device wall clock at `track()`.
+    #[serde(with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// Monotonic milliseconds of `clock_id` at `track()`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    /// Identifier of the monotonic clock `uptime_ms` is read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_id: Option<String>,
+    /// Free-form properties, a JSON object.
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+    /// The identified user, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The session the event belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// Body of a 200 answer: every event of the batch is in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAck {
+    /// The acknowledged batch.
+    pub batch_id: Uuid,
+    /// Events written to the stream.
+    pub accepted: u32,
+    /// Events written to the dead-letter stream instead (invalid single events).
+    #[serde(default)]
+    pub dead_lettered: u32,
+}
+
+/// Body of every error answer (4xx, 5xx).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable reason, e.g. `malformed_json`, `unauthorized`, `stream_unavailable`.
+    pub error: String,
+    /// What went wrong, for a human.
+    pub message: String,
+}
+
+/// RFC 3339 timestamps in UTC with millisecond precision (`2026-11-24T21:34:56.123Z`); any
+/// RFC 3339 offset is accepted on input and converted to UTC.
+pub mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    /// Parse any RFC 3339 timestamp.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}")))
+    }
+}

@@ -1,0 +1,1 @@
+SELECT body FROM events WHERE batch_id = ?1 ORDER BY seq

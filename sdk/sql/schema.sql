@@ -1,0 +1,36 @@
+-- Tern SDK buffer, schema version 1 (see store.rs: VERSION and upgrade_from).
+
+-- Small facts about this install: install_id, next_seq, ...
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Batches cut for upload. Their content is fixed once cut: the events pointing at them (whose
+-- bodies never change) and the context captured here. Retries resend exactly this.
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id        TEXT PRIMARY KEY,
+    created_at_ms   INTEGER NOT NULL,
+    context         TEXT NOT NULL,
+    event_count     INTEGER NOT NULL,
+    bytes           INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT
+);
+
+-- Tracked events. seq is the install's sequence number and the queue order.
+CREATE TABLE IF NOT EXISTS events (
+    seq           INTEGER PRIMARY KEY,
+    event_id      TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    body          TEXT NOT NULL,
+    bytes         INTEGER NOT NULL,
+    batch_id      TEXT REFERENCES batches(batch_id)
+);
+
+-- Events not yet in a batch, in order: what the next batch is cut from.
+CREATE INDEX IF NOT EXISTS events_unbatched ON events(seq) WHERE batch_id IS NULL;
+-- Events of a batch, to send it and delete it.
+CREATE INDEX IF NOT EXISTS events_by_batch ON events(batch_id) WHERE batch_id IS NOT NULL;

@@ -1,0 +1,20 @@
+//! Tern SDK core: `track()` an event and it is stored durably in SQLite, batched, compressed
+//! and uploaded to the Tern collector; a batch leaves the buffer only when the collector has
+//! acknowledged that every one of its events is in the stream.
+//!
+//! Flow: [`Tracker::track`] (validate, stamp, hand off) → writer thread (group commit to
+//! [`store::Store`]) → uploader thread (cut a batch, [`upload::encode_batch`], [`upload::send`],
+//! delete on acknowledgement, back off otherwise).
+
+pub mod clock;
+pub mod error;
+pub mod policy;
+pub mod store;
+mod tracker;
+pub mod upload;
+
+pub use error::{Error, Result};
+pub use policy::Policy;
+pub use store::Pending;
+pub use tern_protocol::{AppInfo, Context, DeviceInfo, OsInfo};
+pub use tracker::{Config, Stats, Tracker};
