@@ -1,1 +1,61 @@
-//! placeholder
+//! Tern collector: receives SDK batches, validates and enriches every event, writes one Kinesis
+//! record per event and acknowledges an upload only when every record has a sequence number.
+//!
+//! Flow: [`server`] (auth, body limits) → [`decode`] (decompress, parse, validate) → [`enrich`]
+//! (stream records, dead letters) → [`sink::kinesis`] (PutRecords, retry only what failed).
+
+pub mod config;
+pub mod decode;
+pub mod enrich;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod server;
+pub mod sink;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+pub use config::{Cli, Config};
+pub use error::{Error, Result};
+
+use crate::metrics::Metrics;
+use crate::server::AppState;
+use crate::sink::kinesis::{KinesisSink, KinesisSinkConfig};
+
+/// Runs the collector until `shutdown` completes, then finishes in-flight uploads and returns.
+/// Calls `on_listening` with the bound address once the listener is up.
+pub async fn run(
+    config: Config,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let sink_config = KinesisSinkConfig {
+        stream: config.stream.clone(),
+        dead_letter_stream: config.dead_letter_stream.clone(),
+        endpoint: config.kinesis_endpoint.clone(),
+        region: config.region.clone(),
+    };
+    let client = sink_config.client().await;
+    let collector_id = config.instance_id.clone().unwrap_or_else(|| {
+        let id = Uuid::now_v7().simple().to_string();
+        format!("tern-{}", &id[id.len() - 12..])
+    });
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, stream = %config.stream, %collector_id, "listening");
+    let state = Arc::new(AppState::new(
+        config,
+        KinesisSink::new(client, Arc::clone(&metrics)),
+        metrics,
+        collector_id,
+    ));
+    on_listening(addr);
+    axum::serve(listener, server::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Collector configuration: a TOML file, environment variables and flags, in that order of
+//! precedence (a flag beats the environment, which beats the file).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::limits::DEFAULT_ACK_DEADLINE;
+
+/// The collector's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+    /// Kinesis stream that receives valid events.
+    pub stream: String,
+    /// Kinesis stream that receives invalid events with the reason. Without it, a batch with an
+    /// invalid event is refused whole (400), so that nothing is dropped.
+    pub dead_letter_stream: Option<String>,
+    /// Kinesis endpoint URL; unset means the AWS endpoint of `region`.
+    pub kinesis_endpoint: Option<String>,
+    /// AWS region.
+    pub region: String,
+    /// Write keys and the app id each one writes for.
+    pub write_keys: BTreeMap<String, String>,
+    /// How long an upload waits for Kinesis before it is answered 503, in milliseconds.
+    pub ack_deadline_ms: u64,
+    /// Identifier of this collector instance, written in every record; defaults to a fresh id.
+    pub instance_id: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            stream: String::new(),
+            dead_letter_stream: None,
+            kinesis_endpoint: None,
+            region: "us-east-1".to_owned(),
+            write_keys: BTreeMap::new(),
+            ack_deadline_ms: u64::try_from(DEFAULT_ACK_DEADLINE.as_millis()).unwrap_or(10_000),
+            instance_id: None,
+        }
+    }
+}
+
+/// Command line of `tern-collector`; every flag can also be set from the environment.
+#[derive(Debug, Parser)]
+#[command(name = "tern-collector", version, about = "Tern event collector: SDK batches in, Kinesis records out")]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "TERN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "TERN_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Kinesis stream for events.
+    #[arg(long, env = "TERN_STREAM")]
+    pub stream: Option<String>,
+    /// Kinesis stream for invalid events.
+    #[arg(long, env = "TERN_DEAD_LETTER_STREAM")]
+    pub dead_letter_stream: Option<String>,
+    /// Kinesis endpoint URL (for a local Kinesis server).
+    #[arg(long, env = "TERN_KINESIS_ENDPOINT")]
+    pub kinesis_endpoint: Option<String>,
+    /// AWS region.
+    #[arg(long, env = "TERN_REGION")]
+    pub region: Option<String>,
+    /// A write key, added to those of the config file.
+    #[arg(long, env = "TERN_WRITE_KEY")]
+    pub write_key: Option<String>,
+    /// App id of `--write-key`.
+    #[arg(long, env = "TERN_APP_ID", default_value = "default")]
+    pub app_id: String,
+    /// Ack deadline in milliseconds.
+    #[arg(long, env = "TERN_ACK_DEADLINE_MS")]
+    pub ack_deadline_ms: Option<u64>,
+    /// Instance id written in every record.
+    #[arg(long, env = "TERN_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+}
+
+impl Cli {
+    /// The configuration: the file (if any), overridden by environment and flags, validated.
+    pub fn into_config(self) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Config(format!("cannot read config file {}: {e}", path.display()))
+                })?;
+                Config::from_toml(&text)?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.stream {
+            config.stream = v;
+        }
+        if let Some(v) = self.dead_letter_stream {
+            config.dead_letter_stream = Some(v);
+        }
+        if let Some(v) = self.kinesis_endpoint {
+            config.kinesis_endpoint = Some(v);
+        }
+        if let Some(v) = self.region {
+            config.region = v;
+        }
+        if let Some(key) = self.write_key {
+            config.write_keys.insert(key, self.app_id);
+        }
+        if let Some(v) = self.ack_deadline_ms {
+            config.ack_deadline_ms = v;
+        }
+        if let Some(v) = self.instance_id {
+            config.instance_id = Some(v);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Parses a TOML configuration; errors name the field at fault.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config(format!("config file: {e}")))
+    }
+
+    /// Checks values that parse but make no sense, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.stream.is_empty() {
+            return Err(Error::Config("stream: no Kinesis stream is set".into()));
+        }
+        if self.write_keys.is_empty() {
+            return Err(Error::Config("write_keys: no write key is set".into()));
+        }
+        if let Some((key, _)) = self.write_keys.iter().find(|(k, a)| k.is_empty() || a.is_empty()) {
+            return Err(Error::Config(format!(
+                "write_keys: an entry has an empty {}",
+                if key.is_empty() { "key" } else { "app id" }
+            )));
+        }
+        if self.ack_deadline_ms == 0 {
+            return Err(Error::Config("ack_deadline_ms: must be more than 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The ack deadline as a duration.
+    pub fn ack_deadline(&self) -> Duration {
+        Duration::from_millis(self.ack_deadline_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_field() {
+        let err = Config::from_toml("strem = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("strem"), "{err}");
+        let err = Config::from_toml("listen = \"nope\"").unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "stream = \"from-file\"\nregion = \"eu-west-1\"\n[write_keys]\nk1 = \"app1\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "tern-collector",
+            "--config",
+            path.to_str().unwrap(),
+            "--stream",
+            "from-flag",
+            "--write-key",
+            "k2",
+            "--app-id",
+            "app2",
+        ]);
+        let config = cli.into_config().unwrap();
+        assert_eq!(config.stream, "from-flag");
+        assert_eq!(config.region, "eu-west-1");
+        assert_eq!(config.write_keys.get("k1").map(String::as_str), Some("app1"));
+        assert_eq!(config.write_keys.get("k2").map(String::as_str), Some("app2"));
+    }
+
+    #[test]
+    fn missing_stream_is_an_error_naming_it() {
+        let err = Config::default().validate().unwrap_err().to_string();
+        assert!(err.contains("stream"), "{err}");
+    }
+}

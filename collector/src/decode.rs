@@ -1,0 +1,150 @@
+//! From request body to a checked [`Batch`]: decompress within limits, parse, validate.
+
+use std::io::Read;
+
+use tern_protocol::limits::{
+    event_name_problem, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_ID_BYTES,
+    MAX_PROPERTIES_BYTES,
+};
+use tern_protocol::{Batch, Event};
+
+use crate::error::RequestError;
+
+/// How the body is compressed (`Content-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// zstd, what the SDK sends.
+    Zstd,
+    /// gzip, for clients without zstd.
+    Gzip,
+    /// None.
+    Identity,
+}
+
+impl Encoding {
+    /// Parses a `Content-Encoding` header value (absent means identity).
+    pub fn from_header(value: Option<&str>) -> Result<Self, RequestError> {
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") | Some("identity") => Ok(Self::Identity),
+            Some("zstd") => Ok(Self::Zstd),
+            Some("gzip") | Some("x-gzip") => Ok(Self::Gzip),
+            Some(other) => Err(RequestError::UnsupportedEncoding(format!(
+                "Content-Encoding {other:?} is not supported; use zstd, gzip or none"
+            ))),
+        }
+    }
+}
+
+/// Decompresses `body`, refusing to produce more than [`MAX_DECOMPRESSED_BYTES`]: a
+/// decompression bomb is stopped at the limit, never allocated whole.
+pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestError> {
+    let malformed = |what: &str, e: std::io::Error| RequestError::Malformed {
+        code: "malformed_encoding",
+        message: format!("the body is not valid {what}: {e}"),
+    };
+    let limit = MAX_DECOMPRESSED_BYTES as u64;
+    let mut out = Vec::new();
+    let read = match encoding {
+        Encoding::Identity => return Ok(body.to_vec()),
+        Encoding::Zstd => zstd::stream::read::Decoder::new(body)
+            .and_then(|d| d.take(limit + 1).read_to_end(&mut out))
+            .map_err(|e| malformed("zstd", e)),
+        Encoding::Gzip => flate2::read::GzDecoder::new(body)
+            .take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| malformed("gzip", e)),
+    }?;
+    if read as u64 > limit {
+        return Err(RequestError::PayloadTooLarge(format!(
+            "the decompressed body is over the limit of {MAX_DECOMPRESSED_BYTES} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Parses and checks the batch as a whole. A batch that breaks these rules is refused (400);
+/// single events are checked by [`event_problem`].
+pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
+    let batch: Batch = serde_json::from_slice(json).map_err(|e| RequestError::Malformed {
+        code: "malformed_json",
+        message: format!("the body is not a valid v1 batch: {e}"),
+    })?;
+    let bad = |message: String| RequestError::Malformed {
+        code: "invalid_batch",
+        message,
+    };
+    if batch.events.is_empty() {
+        return Err(bad("events: the batch has no events".into()));
+    }
+    if batch.events.len() > MAX_EVENTS_PER_BATCH {
+        return Err(bad(format!(
+            "events: {} events, over the limit of {MAX_EVENTS_PER_BATCH}",
+            batch.events.len()
+        )));
+    }
+    if batch.install_id.is_empty() || batch.install_id.len() > MAX_ID_BYTES {
+        return Err(bad(format!(
+            "install_id: must be 1 to {MAX_ID_BYTES} bytes"
+        )));
+    }
+    Ok(batch)
+}
+
+/// Why one event cannot go to the stream (it goes to the dead-letter stream instead), or
+/// `None` if it is fine. Returns `(code, message)`.
+pub fn event_problem(event: &Event) -> Option<(&'static str, String)> {
+    if let Some(p) = event_name_problem(&event.name) {
+        return Some(("invalid_name", p));
+    }
+    if event.seq == 0 {
+        return Some(("invalid_seq", "seq starts at 1".into()));
+    }
+    for (field, id) in [("user_id", &event.user_id), ("session_id", &event.session_id)] {
+        if id.as_ref().is_some_and(|v| v.len() > MAX_ID_BYTES) {
+            return Some(("invalid_id", format!("{field} is over {MAX_ID_BYTES} bytes")));
+        }
+    }
+    let size = serde_json::to_vec(&event.properties).map_or(usize::MAX, |v| v.len());
+    if size > MAX_PROPERTIES_BYTES {
+        return Some((
+            "properties_too_large",
+            format!("properties are {size} bytes, over the limit of {MAX_PROPERTIES_BYTES}"),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zstd_bomb_stops_at_the_limit() {
+        let zeros = vec![0u8; MAX_DECOMPRESSED_BYTES * 4];
+        let bomb = zstd::bulk::compress(&zeros, 19).unwrap();
+        assert!(bomb.len() < 64 * 1024);
+        let err = decompress(Encoding::Zstd, &bomb).unwrap_err();
+        assert_eq!(err.code(), "payload_too_large");
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        assert_eq!(
+            decompress(Encoding::Zstd, b"not zstd").unwrap_err().code(),
+            "malformed_encoding"
+        );
+        assert_eq!(
+            decompress(Encoding::Gzip, b"not gzip").unwrap_err().code(),
+            "malformed_encoding"
+        );
+        assert_eq!(parse(b"{").unwrap_err().code(), "malformed_json");
+        assert_eq!(parse(b"[]").unwrap_err().code(), "malformed_json");
+    }
+
+    #[test]
+    fn unknown_encodings_are_refused() {
+        assert!(Encoding::from_header(Some("br")).is_err());
+        assert_eq!(Encoding::from_header(Some("ZSTD")), Ok(Encoding::Zstd));
+        assert_eq!(Encoding::from_header(None), Ok(Encoding::Identity));
+    }
+}

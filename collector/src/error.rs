@@ -1,0 +1,105 @@
+//! The collector's errors, and how each one is answered over HTTP.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tern_protocol::ErrorBody;
+
+/// Errors of the collector library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is unusable; the message names the field.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An I/O error (binding the listener, say).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result with the collector's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an upload was not acknowledged: each variant is one HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No `Authorization: Bearer` header, or an unknown key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The body, compressed or not, is over a limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A `Content-Encoding` we do not speak.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
+    /// The batch cannot be read or breaks the wire format (`code` names which rule).
+    #[error("{message}")]
+    Malformed {
+        /// Machine-readable reason, e.g. `malformed_json`.
+        code: &'static str,
+        /// For a human.
+        message: String,
+    },
+    /// The client was too slow sending its body.
+    #[error("the request body did not arrive in time")]
+    Timeout,
+    /// Kinesis did not take every record before the deadline: resend the same batch later.
+    #[error("{message}")]
+    StreamUnavailable {
+        /// What happened.
+        message: String,
+        /// When to come back.
+        retry_after: Duration,
+    },
+}
+
+impl RequestError {
+    /// The HTTP status of this answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Malformed { .. } => StatusCode::BAD_REQUEST,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::StreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Machine-readable reason, also the `reason` label of the rejection metric.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
+            Self::Malformed { code, .. } => code,
+            Self::Timeout => "timeout",
+            Self::StreamUnavailable { .. } => "stream_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = ErrorBody {
+            error: self.code().to_owned(),
+            message: self.to_string(),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Self::StreamUnavailable { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,38 @@
+//! Every limit and default of the collector, in one place, each with its reason.
+//!
+//! Wire-format limits shared with the SDK live in `tern_protocol::limits`.
+
+use std::time::Duration;
+
+pub use tern_protocol::limits::*;
+
+/// Most records in one PutRecords call (Kinesis limit).
+pub const MAX_RECORDS_PER_REQUEST: usize = 500;
+
+/// Most bytes (data + partition keys) in one PutRecords call. Kinesis allows 10 MiB with large
+/// records enabled and 5 MiB otherwise; 5 MiB works on every stream and on kinesalite.
+pub const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
+
+/// Largest record (data + partition key): the Kinesis default of 1 MiB.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// How long an upload may wait for all of its records to be in the stream before it is
+/// answered 503. Shorter than the SDK's 30 s request timeout, so the SDK hears the answer.
+pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `Retry-After` sent with 503 when the stream did not take a batch in time: long enough for a
+/// throttled shard to recover, short against the 120 s end-to-end budget.
+pub const RETRY_AFTER_STREAM_UNAVAILABLE: Duration = Duration::from_secs(5);
+
+/// Timeout of one PutRecords attempt. A healthy call takes tens of milliseconds; a hung one
+/// must leave time within the ack deadline to retry.
+pub const PUT_RECORDS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// First delay before retrying failed records (before jitter).
+pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
+
+/// Longest delay between retries of failed records.
+pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// How long a slow client may take to send its request body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);

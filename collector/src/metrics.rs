@@ -1,0 +1,124 @@
+//! Every metric of the collector, declared in one place. Names follow
+//! `tern_collector_<name>_<unit>_total`; `docs/metrics.md` lists them with their labels.
+//!
+//! Accounting rule: every event that enters (`events_received`) leaves through exactly one of
+//! `events_delivered`, `events_dead_lettered` or `events_rejected` (the request failed and the
+//! SDK keeps the events to resend).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label of a request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Label of a rejection counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Machine-readable reason (the `error` of the answer).
+    pub reason: String,
+}
+
+/// The collector's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Upload requests answered, by status.
+    pub requests: Family<StatusLabel, Counter>,
+    /// Events in uploads that were decoded.
+    pub events_received: Counter,
+    /// Events written to the stream (in acknowledged and unacknowledged uploads alike).
+    pub events_delivered: Counter,
+    /// Events written to the dead-letter stream.
+    pub events_dead_lettered: Counter,
+    /// Events of decoded uploads that were answered with an error, by reason; the SDK resends them.
+    pub events_rejected: Family<ReasonLabel, Counter>,
+    /// Records that failed in a PutRecords call and were sent again.
+    pub records_retried: Counter,
+    /// Records refused with `ProvisionedThroughputExceededException`.
+    pub records_throttled: Counter,
+    /// PutRecords calls that failed as a whole.
+    pub put_records_failed: Counter,
+    /// Latency of PutRecords calls, in seconds.
+    pub put_records_latency: Histogram,
+    /// Latency of upload requests, from arrival to answer, in seconds.
+    pub request_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tern_collector");
+        let m = Self {
+            requests: Family::default(),
+            events_received: Counter::default(),
+            events_delivered: Counter::default(),
+            events_dead_lettered: Counter::default(),
+            events_rejected: Family::default(),
+            records_retried: Counter::default(),
+            records_throttled: Counter::default(),
+            put_records_failed: Counter::default(),
+            put_records_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            request_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            registry: Registry::default(),
+        };
+        registry.register("requests", "Upload requests answered, by HTTP status", m.requests.clone());
+        registry.register("events_received", "Events in decoded uploads", m.events_received.clone());
+        registry.register("events_delivered", "Events written to the stream", m.events_delivered.clone());
+        registry.register(
+            "events_dead_lettered",
+            "Events written to the dead-letter stream",
+            m.events_dead_lettered.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Events of decoded uploads answered with an error (the SDK resends them), by reason",
+            m.events_rejected.clone(),
+        );
+        registry.register(
+            "records_retried",
+            "Records sent again after failing in a PutRecords call",
+            m.records_retried.clone(),
+        );
+        registry.register(
+            "records_throttled",
+            "Records refused with ProvisionedThroughputExceededException",
+            m.records_throttled.clone(),
+        );
+        registry.register(
+            "put_records_failed",
+            "PutRecords calls that failed as a whole",
+            m.put_records_failed.clone(),
+        );
+        registry.register(
+            "put_records_latency_seconds",
+            "Latency of PutRecords calls",
+            m.put_records_latency.clone(),
+        );
+        registry.register(
+            "request_latency_seconds",
+            "Latency of upload requests, arrival to answer",
+            m.request_latency.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

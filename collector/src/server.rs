@@ -1,0 +1,287 @@
+//! HTTP surface: `POST /v1/batch`, `GET /healthz`, `GET /metrics`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use subtle::ConstantTimeEq;
+use tern_protocol::limits::MAX_BODY_BYTES;
+use tern_protocol::{BatchAck, BATCH_PATH};
+
+use crate::config::Config;
+use crate::decode::{self, Encoding};
+use crate::enrich::{self, Upload};
+use crate::error::RequestError;
+use crate::limits::{MAX_RECORD_BYTES, RETRY_AFTER_STREAM_UNAVAILABLE, BODY_READ_TIMEOUT};
+use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
+use crate::sink::kinesis::{Entry, KinesisSink};
+
+/// What every request handler shares.
+pub struct AppState {
+    config: Config,
+    sink: KinesisSink,
+    metrics: Arc<Metrics>,
+    collector_id: String,
+}
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(config: Config, sink: KinesisSink, metrics: Arc<Metrics>, collector_id: String) -> Self {
+        Self {
+            config,
+            sink,
+            metrics,
+            collector_id,
+        }
+    }
+}
+
+/// The collector's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(BATCH_PATH, post(batch))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.encode(),
+    )
+}
+
+async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let result = handle_batch(&state, &headers, body).await;
+    let response = match result {
+        Ok(ack) => (StatusCode::OK, Json(ack)).into_response(),
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::error!(error = %e, "upload not acknowledged");
+            } else {
+                tracing::debug!(error = %e, "upload refused");
+            }
+            e.into_response()
+        }
+    };
+    let m = &state.metrics;
+    m.requests
+        .get_or_create(&StatusLabel {
+            status: response.status().as_u16(),
+        })
+        .inc();
+    m.request_latency.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// What decoding produced: records for the stream and for the dead-letter stream.
+struct Prepared {
+    batch_id: uuid::Uuid,
+    events: u64,
+    records: Vec<Entry>,
+    dead_letters: Vec<Entry>,
+}
+
+async fn handle_batch(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<BatchAck, RequestError> {
+    let received_at = chrono::Utc::now();
+    let app_id = authorize(&state.config, headers)?.to_owned();
+    let encoding = Encoding::from_header(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let body = read_body(body).await?;
+    let has_dead_letter_stream = state.config.dead_letter_stream.is_some();
+    let collector_id = state.collector_id.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        prepare(&body, encoding, &app_id, &collector_id, received_at, has_dead_letter_stream)
+    })
+    .await
+    .map_err(|e| RequestError::StreamUnavailable {
+        message: format!("internal error while decoding: {e}"),
+        retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
+    })?;
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err((events, e)) => {
+            reject(&state.metrics, events, &e);
+            return Err(e);
+        }
+    };
+    let m = &state.metrics;
+    m.events_received.inc_by(prepared.events);
+    let deadline = tokio::time::Instant::now() + state.config.ack_deadline();
+    let dead_lettered = prepared.dead_letters.len() as u64;
+    let delivered = prepared.records.len() as u64;
+    let main = state.sink.put_all(&state.config.stream, prepared.records, deadline);
+    let dlq = async {
+        match &state.config.dead_letter_stream {
+            Some(stream) if dead_lettered > 0 => {
+                state.sink.put_all(stream, prepared.dead_letters, deadline).await
+            }
+            _ => Ok(()),
+        }
+    };
+    let (main, dlq) = tokio::join!(main, dlq);
+    if let Err(e) = main.and(dlq) {
+        let error = RequestError::StreamUnavailable {
+            message: format!("the stream did not take the batch: {e}"),
+            retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
+        };
+        reject(m, prepared.events, &error);
+        return Err(error);
+    }
+    m.events_delivered.inc_by(delivered);
+    m.events_dead_lettered.inc_by(dead_lettered);
+    Ok(BatchAck {
+        batch_id: prepared.batch_id,
+        accepted: u32::try_from(delivered).unwrap_or(u32::MAX),
+        dead_lettered: u32::try_from(dead_lettered).unwrap_or(u32::MAX),
+    })
+}
+
+fn reject(metrics: &Metrics, events: u64, error: &RequestError) {
+    if events > 0 {
+        metrics
+            .events_rejected
+            .get_or_create(&ReasonLabel {
+                reason: error.code().to_owned(),
+            })
+            .inc_by(events);
+    }
+}
+
+/// The app id of the request's write key. Every configured key is compared, each in constant
+/// time, so the answer's timing tells nothing about which key is close.
+fn authorize<'a>(config: &'a Config, headers: &HeaderMap) -> Result<&'a str, RequestError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(RequestError::Unauthorized(
+            "missing Authorization: Bearer <write key> header",
+        ))?;
+    let mut found = None;
+    for (key, app_id) in &config.write_keys {
+        if bool::from(key.as_bytes().ct_eq(presented.as_bytes())) {
+            found = Some(app_id.as_str());
+        }
+    }
+    found.ok_or(RequestError::Unauthorized("unknown write key"))
+}
+
+async fn read_body(body: Body) -> Result<Bytes, RequestError> {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES));
+    match read.await {
+        Err(_) => Err(RequestError::Timeout),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(RequestError::PayloadTooLarge(format!(
+                    "the body is over the limit of {MAX_BODY_BYTES} bytes"
+                )))
+            } else {
+                Err(RequestError::Malformed {
+                    code: "body_read_failed",
+                    message: format!("the request body could not be read: {e}"),
+                })
+            }
+        }
+    }
+}
+
+/// Decodes, validates and enriches an upload into records. On error, also says how many events
+/// the refused batch held (0 when it could not be read).
+fn prepare(
+    body: &[u8],
+    encoding: Encoding,
+    app_id: &str,
+    collector_id: &str,
+    received_at: chrono::DateTime<chrono::Utc>,
+    has_dead_letter_stream: bool,
+) -> Result<Prepared, (u64, RequestError)> {
+    let json = decode::decompress(encoding, body).map_err(|e| (0, e))?;
+    let batch = decode::parse(&json).map_err(|e| (0, e))?;
+    let events = batch.events.len() as u64;
+    let upload = Upload {
+        app_id,
+        received_at,
+        collector_id,
+    };
+    let mut records = Vec::with_capacity(batch.events.len());
+    let mut dead_letters = Vec::new();
+    for event in &batch.events {
+        let (code, message) = match decode::event_problem(event) {
+            Some(problem) => problem,
+            None => {
+                let data = to_json(&enrich::stream_record(&batch, event, &upload));
+                if data.len() + batch.install_id.len() <= MAX_RECORD_BYTES {
+                    records.push(Entry {
+                        data: data.into(),
+                        partition_key: batch.install_id.clone(),
+                    });
+                    continue;
+                }
+                let message = format!(
+                    "the record is {} bytes, over the Kinesis limit of {MAX_RECORD_BYTES}",
+                    data.len()
+                );
+                ("record_too_large", message)
+            }
+        };
+        if !has_dead_letter_stream {
+            // Without a dead-letter stream the only lossless answer is to refuse the batch.
+            let message = format!("event seq {}: {message}", event.seq);
+            let error = RequestError::Malformed {
+                code: "invalid_event",
+                message,
+            };
+            return Err((events, error));
+        }
+        let letter = enrich::dead_letter(&batch, dead_letter_copy(event), code, message, &upload);
+        dead_letters.push(Entry {
+            data: to_json(&letter).into(),
+            partition_key: batch.install_id.clone(),
+        });
+    }
+    Ok(Prepared {
+        batch_id: batch.batch_id,
+        events,
+        records,
+        dead_letters,
+    })
+}
+
+/// The event as it goes into a dead letter: whole, unless that alone would overflow a Kinesis
+/// record, in which case its properties are replaced by a note of their size.
+fn dead_letter_copy(event: &tern_protocol::Event) -> serde_json::Value {
+    let mut value = serde_json::to_value(event).unwrap_or_default();
+    let properties_len = to_json(&event.properties).len();
+    if properties_len > MAX_RECORD_BYTES / 2 {
+        value["properties"] = serde_json::json!({
+            "_tern_truncated": true,
+            "_tern_original_bytes": properties_len,
+        });
+    }
+    value
+}
+
+/// Serializes a record. Our record types have string keys only, so this cannot fail; an empty
+/// result would be refused by Kinesis rather than lost silently.
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}

@@ -1,0 +1,112 @@
+//! The Kinesis sink: writes an upload's records and reports success only when every one has a
+//! sequence number. Split like Vector's sink: [`config`] builds the client,
+//! [`request_builder`] packs records into requests, [`service`] makes one call, [`retry`]
+//! decides what is sent again.
+
+pub mod config;
+pub mod record;
+pub mod request_builder;
+pub mod retry;
+pub mod service;
+
+use std::sync::Arc;
+
+use aws_sdk_kinesis::Client;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+pub use self::config::KinesisSinkConfig;
+pub use self::record::Entry;
+use self::service::EntryResult;
+
+/// Why records are not all in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pending} of {total} records not written before the deadline; last error: {last_error}")]
+pub struct SinkError {
+    /// Records still unwritten.
+    pub pending: usize,
+    /// Records of the call.
+    pub total: usize,
+    /// The last failure seen.
+    pub last_error: String,
+}
+
+/// Writes records to Kinesis, retrying only the ones that failed.
+#[derive(Clone)]
+pub struct KinesisSink {
+    client: Client,
+    metrics: Arc<Metrics>,
+}
+
+impl KinesisSink {
+    /// A sink over `client`.
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+        Self { client, metrics }
+    }
+
+    /// The Kinesis client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Writes every entry to `stream`, retrying failed records (and failed calls) with backoff
+    /// until `deadline`. `Ok` means every record has a sequence number.
+    pub async fn put_all(
+        &self,
+        stream: &str,
+        entries: Vec<Entry>,
+        deadline: Instant,
+    ) -> Result<(), SinkError> {
+        let total = entries.len();
+        let mut pending: Vec<(usize, Entry)> = entries.into_iter().enumerate().collect();
+        let mut attempt = 0u32;
+        let mut last_error = String::new();
+        while !pending.is_empty() {
+            if attempt > 0 {
+                let delay = retry::delay(attempt);
+                if Instant::now() + delay >= deadline {
+                    return Err(SinkError {
+                        pending: pending.len(),
+                        total,
+                        last_error,
+                    });
+                }
+                tokio::time::sleep(delay).await;
+                self.metrics.records_retried.inc_by(pending.len() as u64);
+            }
+            attempt += 1;
+            let requests = request_builder::build_requests(std::mem::take(&mut pending));
+            let calls = requests.into_iter().map(|request| async move {
+                let entries: Vec<Entry> = request.iter().map(|(_, e)| e.clone()).collect();
+                let result =
+                    service::put_records(&self.client, stream, &entries, &self.metrics).await;
+                (request, result)
+            });
+            for (request, result) in futures_util::future::join_all(calls).await {
+                match result {
+                    Ok(results) => {
+                        for ((index, entry), result) in request.into_iter().zip(results) {
+                            if let EntryResult::Failed(code) = result {
+                                if code == retry::THROTTLED {
+                                    self.metrics.records_throttled.inc();
+                                }
+                                last_error = code;
+                                pending.push((index, entry));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.put_records_failed.inc();
+                        tracing::warn!(error = %e, records = request.len(), "PutRecords call failed");
+                        last_error = e;
+                        pending.extend(request);
+                    }
+                }
+            }
+            // Keep the upload's order for the next attempt.
+            pending.sort_unstable_by_key(|(index, _)| *index);
+        }
+        Ok(())
+    }
+}

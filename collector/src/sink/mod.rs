@@ -1,0 +1,3 @@
+//! Where records go. Today: Kinesis Data Streams.
+
+pub mod kinesis;

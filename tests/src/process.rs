@@ -1,0 +1,214 @@
+//! Child processes the harness starts: they are killed when their handle is dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use crate::{workspace_root, APP_ID, WRITE_KEY};
+
+/// How long a child may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A child process that prints `listening on ADDR` on its first stdout line.
+pub struct Listening {
+    child: Child,
+    /// Kept open: some children exit when their stdin closes.
+    _stdin: Option<ChildStdin>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+}
+
+impl Listening {
+    /// Spawns `command` and waits for its `listening on ADDR` line.
+    pub fn spawn(mut command: Command, what: &str) -> Result<Self> {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().with_context(|| format!("cannot start {what}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                bail!("{what} did not start within {START_TIMEOUT:?} (exit: {status:?})");
+            }
+        };
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .ok_or_else(|| anyhow!("{what} printed {line:?}, not `listening on ADDR`"))?;
+        Ok(Self {
+            child,
+            _stdin: stdin,
+            addr,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; returns the exit code if it exited.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A path to one of the workspace's binaries in the same target directory as the running
+/// test or tool (`make test` builds them first).
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/test-binary or target/<profile>/tool
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "{name} is not built next to {}; run `cargo build --workspace --bins` first",
+        exe.display()
+    )
+}
+
+/// A running `tern-collector`.
+pub struct Collector {
+    process: Listening,
+    /// Its base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+}
+
+/// How to start a collector.
+#[derive(Debug, Clone)]
+pub struct CollectorOptions {
+    /// Kinesis endpoint URL.
+    pub kinesis_endpoint: String,
+    /// Stream name.
+    pub stream: String,
+    /// Dead-letter stream, if any.
+    pub dead_letter_stream: Option<String>,
+    /// Listen address (port 0 for a free one).
+    pub listen: SocketAddr,
+    /// Extra flags.
+    pub extra_args: Vec<String>,
+}
+
+impl CollectorOptions {
+    /// Options for a collector on a free port writing to `stream` at `kinesis_endpoint`.
+    pub fn new(kinesis_endpoint: &str, stream: &str) -> Self {
+        Self {
+            kinesis_endpoint: kinesis_endpoint.to_owned(),
+            stream: stream.to_owned(),
+            dead_letter_stream: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl Collector {
+    /// Starts the collector binary and waits until it listens.
+    pub fn start(options: &CollectorOptions) -> Result<Self> {
+        let mut command = Command::new(binary("tern-collector")?);
+        command
+            .current_dir(workspace_root())
+            .arg("--listen")
+            .arg(options.listen.to_string())
+            .args(["--stream", &options.stream])
+            .args(["--kinesis-endpoint", &options.kinesis_endpoint])
+            .args(["--region", "us-east-1"])
+            .args(["--write-key", WRITE_KEY, "--app-id", APP_ID])
+            .args(&options.extra_args)
+            // Any static credentials work with a local Kinesis server.
+            .env("AWS_ACCESS_KEY_ID", "tern-test")
+            .env("AWS_SECRET_ACCESS_KEY", "tern-test")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("TERN_LOG", std::env::var("TERN_LOG").unwrap_or_else(|_| "warn".into()));
+        if let Some(dlq) = &options.dead_letter_stream {
+            command.args(["--dead-letter-stream", dlq]);
+        }
+        let process = Listening::spawn(command, "tern-collector")?;
+        let url = format!("http://{}", process.addr);
+        Ok(Self { process, url })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Sends SIGTERM and waits for the exit (see [`Listening::terminate`]).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        self.process.terminate(timeout)
+    }
+
+    /// The collector's `/metrics` text.
+    pub fn metrics(&self) -> Result<String> {
+        Ok(reqwest::blocking::get(format!("{}/metrics", self.url))?.text()?)
+    }
+
+    /// The value of one metric series (exact name with labels, e.g.
+    /// `tern_collector_requests_total{status="200"}`), 0 if absent.
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        let text = self.metrics()?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0))
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: a tiny race, fine for tests).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
