@@ -52,7 +52,11 @@ impl Default for Config {
 
 /// Command line of `tern-collector`; every flag can also be set from the environment.
 #[derive(Debug, Parser)]
-#[command(name = "tern-collector", version, about = "Tern event collector: SDK batches in, Kinesis records out")]
+#[command(
+    name = "tern-collector",
+    version,
+    about = "Tern event collector: SDK batches in, Kinesis records out"
+)]
 pub struct Cli {
     /// TOML configuration file.
     #[arg(long, env = "TERN_CONFIG")]
@@ -141,7 +145,11 @@ impl Config {
         if self.write_keys.is_empty() {
             return Err(Error::Config("write_keys: no write key is set".into()));
         }
-        if let Some((key, _)) = self.write_keys.iter().find(|(k, a)| k.is_empty() || a.is_empty()) {
+        if let Some((key, _)) = self
+            .write_keys
+            .iter()
+            .find(|(k, a)| k.is_empty() || a.is_empty())
+        {
             return Err(Error::Config(format!(
                 "write_keys: an entry has an empty {}",
                 if key.is_empty() { "key" } else { "app id" }
@@ -167,7 +175,9 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_field() {
         let err = Config::from_toml("strem = \"x\"").unwrap_err().to_string();
         assert!(err.contains("strem"), "{err}");
-        let err = Config::from_toml("listen = \"nope\"").unwrap_err().to_string();
+        let err = Config::from_toml("listen = \"nope\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen"), "{err}");
     }
 
@@ -194,8 +204,14 @@ mod tests {
         let config = cli.into_config().unwrap();
         assert_eq!(config.stream, "from-flag");
         assert_eq!(config.region, "eu-west-1");
-        assert_eq!(config.write_keys.get("k1").map(String::as_str), Some("app1"));
-        assert_eq!(config.write_keys.get("k2").map(String::as_str), Some("app2"));
+        assert_eq!(
+            config.write_keys.get("k1").map(String::as_str),
+            Some("app1")
+        );
+        assert_eq!(
+            config.write_keys.get("k2").map(String::as_str),
+            Some("app2")
+        );
     }
 
     #[test]

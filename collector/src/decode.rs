@@ -99,9 +99,15 @@ pub fn event_problem(event: &Event) -> Option<(&'static str, String)> {
     if event.seq == 0 {
         return Some(("invalid_seq", "seq starts at 1".into()));
     }
-    for (field, id) in [("user_id", &event.user_id), ("session_id", &event.session_id)] {
+    for (field, id) in [
+        ("user_id", &event.user_id),
+        ("session_id", &event.session_id),
+    ] {
         if id.as_ref().is_some_and(|v| v.len() > MAX_ID_BYTES) {
-            return Some(("invalid_id", format!("{field} is over {MAX_ID_BYTES} bytes")));
+            return Some((
+                "invalid_id",
+                format!("{field} is over {MAX_ID_BYTES} bytes"),
+            ));
         }
     }
     let size = serde_json::to_vec(&event.properties).map_or(usize::MAX, |v| v.len());

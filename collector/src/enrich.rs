@@ -23,10 +23,21 @@ pub struct Upload<'a> {
 /// offset at sending is applied: `event_time = created_at + (received_at − sent_at)`. Either way
 /// the result is never after `received_at`. Upload transit time is not subtracted: it is the
 /// error bound of the correction (typically well under a second).
-pub fn corrected_event_time<E>(batch: &Batch<E>, event: &Event, received_at: DateTime<Utc>) -> DateTime<Utc> {
-    let monotonic = match (&batch.clock_id, batch.sent_uptime_ms, &event.clock_id, event.uptime_ms) {
+pub fn corrected_event_time<E>(
+    batch: &Batch<E>,
+    event: &Event,
+    received_at: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let monotonic = match (
+        &batch.clock_id,
+        batch.sent_uptime_ms,
+        &event.clock_id,
+        event.uptime_ms,
+    ) {
         (Some(b), Some(sent), Some(e), Some(at)) if b == e && sent >= at => {
-            i64::try_from(sent - at).ok().map(|age| received_at - ChronoDuration::milliseconds(age))
+            i64::try_from(sent - at)
+                .ok()
+                .map(|age| received_at - ChronoDuration::milliseconds(age))
         }
         _ => None,
     };
@@ -91,7 +102,10 @@ mod tests {
             sent_at,
             sent_uptime_ms: sent_uptime,
             clock_id: Some("c1".into()),
-            sdk: SdkInfo { name: "t".into(), version: "0".into() },
+            sdk: SdkInfo {
+                name: "t".into(),
+                version: "0".into(),
+            },
             context: Context::default(),
             events: vec![],
         }
@@ -117,7 +131,10 @@ mod tests {
         let skew = ChronoDuration::hours(3);
         let b = batch(received - skew, None);
         let e = event(received - skew - ChronoDuration::seconds(60), None, "c1");
-        assert_eq!(corrected_event_time(&b, &e, received), received - ChronoDuration::seconds(60));
+        assert_eq!(
+            corrected_event_time(&b, &e, received),
+            received - ChronoDuration::seconds(60)
+        );
     }
 
     #[test]
@@ -126,9 +143,15 @@ mod tests {
         // The wall clock jumped by a day between the event and the send; uptime did not.
         let b = batch(received + ChronoDuration::days(1), Some(100_000));
         let e = event(received - ChronoDuration::days(5), Some(40_000), "c1");
-        assert_eq!(corrected_event_time(&b, &e, received), received - ChronoDuration::seconds(60));
+        assert_eq!(
+            corrected_event_time(&b, &e, received),
+            received - ChronoDuration::seconds(60)
+        );
         // Another clock (the app restarted): fall back to the wall offset, clamped to arrival.
         let e = event(received, Some(40_000), "c0");
-        assert_eq!(corrected_event_time(&b, &e, received), received - ChronoDuration::days(1));
+        assert_eq!(
+            corrected_event_time(&b, &e, received),
+            received - ChronoDuration::days(1)
+        );
     }
 }

@@ -73,9 +73,21 @@ impl Metrics {
             request_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             registry: Registry::default(),
         };
-        registry.register("requests", "Upload requests answered, by HTTP status", m.requests.clone());
-        registry.register("events_received", "Events in decoded uploads", m.events_received.clone());
-        registry.register("events_delivered", "Events written to the stream", m.events_delivered.clone());
+        registry.register(
+            "requests",
+            "Upload requests answered, by HTTP status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "events_received",
+            "Events in decoded uploads",
+            m.events_received.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Events written to the stream",
+            m.events_delivered.clone(),
+        );
         registry.register(
             "events_dead_lettered",
             "Events written to the dead-letter stream",

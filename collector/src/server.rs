@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::decode::{self, Encoding};
 use crate::enrich::{self, Upload};
 use crate::error::RequestError;
-use crate::limits::{MAX_RECORD_BYTES, RETRY_AFTER_STREAM_UNAVAILABLE, BODY_READ_TIMEOUT};
+use crate::limits::{BODY_READ_TIMEOUT, MAX_RECORD_BYTES, RETRY_AFTER_STREAM_UNAVAILABLE};
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
 use crate::sink::kinesis::{Entry, KinesisSink};
 
@@ -31,7 +31,12 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state.
-    pub fn new(config: Config, sink: KinesisSink, metrics: Arc<Metrics>, collector_id: String) -> Self {
+    pub fn new(
+        config: Config,
+        sink: KinesisSink,
+        metrics: Arc<Metrics>,
+        collector_id: String,
+    ) -> Self {
         Self {
             config,
             sink,
@@ -52,7 +57,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }
@@ -105,7 +113,14 @@ async fn handle_batch(
     let has_dead_letter_stream = state.config.dead_letter_stream.is_some();
     let collector_id = state.collector_id.clone();
     let prepared = tokio::task::spawn_blocking(move || {
-        prepare(&body, encoding, &app_id, &collector_id, received_at, has_dead_letter_stream)
+        prepare(
+            &body,
+            encoding,
+            &app_id,
+            &collector_id,
+            received_at,
+            has_dead_letter_stream,
+        )
     })
     .await
     .map_err(|e| RequestError::StreamUnavailable {
@@ -124,11 +139,16 @@ async fn handle_batch(
     let deadline = tokio::time::Instant::now() + state.config.ack_deadline();
     let dead_lettered = prepared.dead_letters.len() as u64;
     let delivered = prepared.records.len() as u64;
-    let main = state.sink.put_all(&state.config.stream, prepared.records, deadline);
+    let main = state
+        .sink
+        .put_all(&state.config.stream, prepared.records, deadline);
     let dlq = async {
         match &state.config.dead_letter_stream {
             Some(stream) if dead_lettered > 0 => {
-                state.sink.put_all(stream, prepared.dead_letters, deadline).await
+                state
+                    .sink
+                    .put_all(stream, prepared.dead_letters, deadline)
+                    .await
             }
             _ => Ok(()),
         }
@@ -183,7 +203,10 @@ fn authorize<'a>(config: &'a Config, headers: &HeaderMap) -> Result<&'a str, Req
 }
 
 async fn read_body(body: Body) -> Result<Bytes, RequestError> {
-    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES));
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    );
     match read.await {
         Err(_) => Err(RequestError::Timeout),
         Ok(Ok(bytes)) => Ok(bytes),

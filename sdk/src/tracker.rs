@@ -196,13 +196,21 @@ impl Tracker {
 
     /// Sets the user id sent with the events tracked from now on (`None` to forget it).
     pub fn identify(&self, user_id: Option<String>) {
-        *self.shared.user_id.write().unwrap_or_else(|p| p.into_inner()) = user_id;
+        *self
+            .shared
+            .user_id
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = user_id;
     }
 
     /// Replaces the context sent with batches cut from now on.
     pub fn set_context(&self, context: &Context) -> Result<()> {
         let json = serde_json::to_string(context)?;
-        *self.shared.context.write().unwrap_or_else(|p| p.into_inner()) = json;
+        *self
+            .shared
+            .context
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = json;
         Ok(())
     }
 

@@ -22,7 +22,20 @@ pub struct Kinesalite {
     client: Client,
 }
 
-/// A record read from the stream.
+/// A record read from the stream, as bytes.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// Its shard.
+    pub shard_id: String,
+    /// Its partition key.
+    pub partition_key: String,
+    /// Its data.
+    pub data: Vec<u8>,
+    /// When Kinesis accepted it.
+    pub arrived_at: DateTime<Utc>,
+}
+
+/// A stream record read from the stream.
 #[derive(Debug, Clone)]
 pub struct ReadRecord {
     /// The record, parsed.
@@ -40,10 +53,16 @@ impl Kinesalite {
     pub fn start() -> Result<Self> {
         let root = workspace_root();
         if !root.join("node_modules/kinesalite").is_dir() {
-            bail!("node_modules/kinesalite is missing: run `npm ci` (make test does) in {}", root.display());
+            bail!(
+                "node_modules/kinesalite is missing: run `npm ci` (make test does) in {}",
+                root.display()
+            );
         }
         let mut command = Command::new("node");
-        command.current_dir(&root).arg("tools/kinesalite.js").arg("0");
+        command
+            .current_dir(&root)
+            .arg("tools/kinesalite.js")
+            .arg("0");
         let process = Listening::spawn(command, "kinesalite")?;
         let endpoint = format!("http://{}", process.addr);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -109,7 +128,13 @@ impl Kinesalite {
 
 /// A client for a local Kinesis endpoint, with static test credentials.
 pub async fn client(endpoint: &str) -> Client {
-    let credentials = aws_sdk_kinesis::config::Credentials::new("tern-test", "tern-test", None, None, "tern-tests");
+    let credentials = aws_sdk_kinesis::config::Credentials::new(
+        "tern-test",
+        "tern-test",
+        None,
+        None,
+        "tern-tests",
+    );
     let config = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
@@ -139,7 +164,10 @@ impl<'a> StreamReader<'a> {
                     .shard_iterator_type(ShardIteratorType::TrimHorizon)
                     .send()
                     .await?;
-                iterators.push((shard.shard_id().to_owned(), it.shard_iterator().map(str::to_owned)));
+                iterators.push((
+                    shard.shard_id().to_owned(),
+                    it.shard_iterator().map(str::to_owned),
+                ));
             }
             anyhow::Ok(iterators)
         })?;
@@ -147,29 +175,38 @@ impl<'a> StreamReader<'a> {
     }
 
     /// Raw data of every record added since the last call, parsed or not.
-    pub fn read_raw(&mut self) -> Result<Vec<(String, String, Vec<u8>, DateTime<Utc>)>> {
+    pub fn read_raw(&mut self) -> Result<Vec<RawRecord>> {
         let client = self.kinesis.client().clone();
         let iterators = &mut self.iterators;
         self.kinesis.block_on(async move {
             let mut out = Vec::new();
             for (shard_id, iterator) in iterators.iter_mut() {
                 while let Some(it) = iterator.clone() {
-                    let page = client.get_records().shard_iterator(it).limit(10_000).send().await?;
+                    let page = client
+                        .get_records()
+                        .shard_iterator(it)
+                        .limit(10_000)
+                        .send()
+                        .await?;
                     *iterator = page.next_shard_iterator().map(str::to_owned);
                     let records = page.records();
                     for r in records {
                         let arrived = r
                             .approximate_arrival_timestamp()
-                            .and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.to_millis().ok()?))
+                            .and_then(|t| {
+                                DateTime::<Utc>::from_timestamp_millis(t.to_millis().ok()?)
+                            })
                             .unwrap_or_else(Utc::now);
-                        out.push((
-                            shard_id.clone(),
-                            r.partition_key().unwrap_or_default().to_owned(),
-                            r.data().as_ref().to_vec(),
-                            arrived,
-                        ));
+                        out.push(RawRecord {
+                            shard_id: shard_id.clone(),
+                            partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                            data: r.data().as_ref().to_vec(),
+                            arrived_at: arrived,
+                        });
                     }
-                    if records.is_empty() || page.millis_behind_latest() == Some(0) && records.len() < 10_000 {
+                    if records.is_empty()
+                        || page.millis_behind_latest() == Some(0) && records.len() < 10_000
+                    {
                         break;
                     }
                 }
@@ -182,9 +219,16 @@ impl<'a> StreamReader<'a> {
     pub fn read(&mut self) -> Result<Vec<ReadRecord>> {
         self.read_raw()?
             .into_iter()
-            .map(|(shard_id, partition_key, data, arrived_at)| {
-                let record: StreamRecord = serde_json::from_slice(&data)
-                    .with_context(|| format!("not a stream record: {}", String::from_utf8_lossy(&data)))?;
+            .map(|raw| {
+                let RawRecord {
+                    shard_id,
+                    partition_key,
+                    data,
+                    arrived_at,
+                } = raw;
+                let record: StreamRecord = serde_json::from_slice(&data).with_context(|| {
+                    format!("not a stream record: {}", String::from_utf8_lossy(&data))
+                })?;
                 Ok(ReadRecord {
                     record,
                     arrived_at,

@@ -3,12 +3,13 @@
 //!
 //! Everything listens on 127.0.0.1 and is stopped when its handle is dropped.
 
+pub mod capture;
 pub mod kinesis;
 pub mod process;
 
 use std::path::PathBuf;
 
-pub use kinesis::{Kinesalite, ReadRecord, StreamReader};
+pub use kinesis::{Kinesalite, RawRecord, ReadRecord, StreamReader};
 pub use process::Collector;
 
 /// The workspace root (where `Cargo.toml`, `node_modules` and `target` are).
@@ -40,7 +41,12 @@ pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
 }
 
 /// An SDK configuration for a simulated device with its own SQLite file.
-pub fn device_config(db_path: PathBuf, endpoint: &str, policy: tern_sdk::Policy, n: usize) -> tern_sdk::Config {
+pub fn device_config(
+    db_path: PathBuf,
+    endpoint: &str,
+    policy: tern_sdk::Policy,
+    n: usize,
+) -> tern_sdk::Config {
     tern_sdk::Config {
         db_path,
         endpoint: endpoint.to_owned(),
@@ -57,7 +63,14 @@ pub fn device_config(db_path: PathBuf, endpoint: &str, policy: tern_sdk::Policy,
                 model: Some(format!("Simulated {}", n % 3 + 1)),
             },
             os: tern_sdk::OsInfo {
-                name: Some(if n % 2 == 0 { "Android" } else { "iOS" }.into()),
+                name: Some(
+                    if n.is_multiple_of(2) {
+                        "Android"
+                    } else {
+                        "iOS"
+                    }
+                    .into(),
+                ),
                 version: Some("15".into()),
             },
             locale: Some("en-GB".into()),
@@ -68,7 +81,13 @@ pub fn device_config(db_path: PathBuf, endpoint: &str, policy: tern_sdk::Policy,
 
 /// A realistic event: a name from a small app vocabulary and a few properties.
 pub fn sample_event(i: usize) -> (&'static str, serde_json::Map<String, serde_json::Value>) {
-    const NAMES: [&str; 5] = ["screen_view", "button_tap", "add_to_cart", "checkout", "search"];
+    const NAMES: [&str; 5] = [
+        "screen_view",
+        "button_tap",
+        "add_to_cart",
+        "checkout",
+        "search",
+    ];
     const SCREENS: [&str; 4] = ["home", "catalog", "product", "cart"];
     let name = NAMES[i % NAMES.len()];
     let screen = SCREENS[i % SCREENS.len()];
@@ -78,7 +97,7 @@ pub fn sample_event(i: usize) -> (&'static str, serde_json::Map<String, serde_js
         "item_id": format!("sku-{:05}", i * 7919 % 100_000),
         "price": (i % 500) as f64 + 0.99,
         "currency": "EUR",
-        "experiment": { "name": "new_checkout", "variant": if i % 2 == 0 { "a" } else { "b" } },
+        "experiment": { "name": "new_checkout", "variant": if i.is_multiple_of(2) { "a" } else { "b" } },
     }) else {
         unreachable!("json! of an object literal is an object")
     };

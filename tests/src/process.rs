@@ -30,7 +30,9 @@ impl Listening {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = command.spawn().with_context(|| format!("cannot start {what}"))?;
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let (tx, rx) = mpsc::channel();
@@ -164,7 +166,10 @@ impl Collector {
             .env("AWS_SECRET_ACCESS_KEY", "tern-test")
             .env_remove("AWS_PROFILE")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("TERN_LOG", std::env::var("TERN_LOG").unwrap_or_else(|_| "warn".into()));
+            .env(
+                "TERN_LOG",
+                std::env::var("TERN_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         if let Some(dlq) = &options.dead_letter_stream {
             command.args(["--dead-letter-stream", dlq]);
         }
@@ -210,5 +215,7 @@ impl Collector {
 
 /// A free TCP port on 127.0.0.1 (bound and released: a tiny race, fine for tests).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

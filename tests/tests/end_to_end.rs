@@ -1,6 +1,8 @@
 //! The whole path with real parts: SDK trackers (each with its own SQLite file) → the collector
 //! process → kinesalite → read back with GetRecords.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -21,7 +23,12 @@ fn five_devices_times_2000_events_all_reach_the_stream() -> anyhow::Result<()> {
 
     let handles: Vec<_> = (0..DEVICES)
         .map(|n| {
-            let config = device_config(dir.path().join(format!("device-{n}.db")), &collector.url, Policy::default(), n);
+            let config = device_config(
+                dir.path().join(format!("device-{n}.db")),
+                &collector.url,
+                Policy::default(),
+                n,
+            );
             std::thread::spawn(move || -> anyhow::Result<String> {
                 let tracker = Tracker::new(config)?;
                 for i in 0..EVENTS_PER_DEVICE {
@@ -29,14 +36,21 @@ fn five_devices_times_2000_events_all_reach_the_stream() -> anyhow::Result<()> {
                     tracker.track(name, properties)?;
                 }
                 let delivered = tracker.flush_and_wait(Duration::from_secs(120))?;
-                anyhow::ensure!(delivered, "device {n}: buffer not empty: {:?}", tracker.stats());
+                anyhow::ensure!(
+                    delivered,
+                    "device {n}: buffer not empty: {:?}",
+                    tracker.stats()
+                );
                 Ok(tracker.install_id().to_owned())
             })
         })
         .collect();
     let mut installs = Vec::new();
     for h in handles {
-        installs.push(h.join().map_err(|_| anyhow::anyhow!("device thread panicked"))??);
+        installs.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("device thread panicked"))??,
+        );
     }
 
     let expected = DEVICES * EVENTS_PER_DEVICE;
@@ -48,16 +62,25 @@ fn five_devices_times_2000_events_all_reach_the_stream() -> anyhow::Result<()> {
     // Per install, seq must be exactly 1..=EVENTS_PER_DEVICE: a gap would be a lost event.
     let mut seqs: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for r in &records {
-        assert_eq!(r.partition_key, r.record.install_id, "partition key is the install id");
+        assert_eq!(
+            r.partition_key, r.record.install_id,
+            "partition key is the install id"
+        );
         assert_eq!(r.record.app_id, APP_ID);
-        seqs.entry(&r.record.install_id).or_default().push(r.record.seq);
+        seqs.entry(&r.record.install_id)
+            .or_default()
+            .push(r.record.seq);
     }
     assert_eq!(seqs.len(), DEVICES);
     for install in &installs {
         let mut s = seqs.remove(install.as_str()).unwrap_or_default();
         s.sort_unstable();
         s.dedup();
-        assert_eq!(s, (1..=EVENTS_PER_DEVICE as u64).collect::<Vec<_>>(), "install {install}");
+        assert_eq!(
+            s,
+            (1..=EVENTS_PER_DEVICE as u64).collect::<Vec<_>>(),
+            "install {install}"
+        );
     }
     // Sums balance: everything received was delivered, nothing rejected.
     let delivered = collector.metric("tern_collector_events_delivered_total")?;

@@ -43,13 +43,19 @@ mod tests {
     fn respects_count_and_byte_limits_in_order() {
         let entries: Vec<_> = (0..1201).map(|i| (i, entry(10))).collect();
         let requests = build_requests(entries);
-        assert_eq!(requests.iter().map(Vec::len).collect::<Vec<_>>(), vec![500, 500, 201]);
+        assert_eq!(
+            requests.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![500, 500, 201]
+        );
         assert_eq!(requests[1][0].0, 500);
 
         let big = MAX_REQUEST_BYTES / 3;
         let entries: Vec<_> = (0..4).map(|i| (i, entry(big))).collect();
         let requests = build_requests(entries);
-        assert_eq!(requests.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
+        assert_eq!(
+            requests.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
         for r in &requests {
             assert!(r.iter().map(|(_, e)| e.size()).sum::<usize>() <= MAX_REQUEST_BYTES);
         }

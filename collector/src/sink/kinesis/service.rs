@@ -49,7 +49,11 @@ pub async fn put_records(
         .put_records_latency
         .observe(started.elapsed().as_secs_f64());
     let output = match result {
-        Err(_) => return Err(format!("PutRecords timed out after {PUT_RECORDS_ATTEMPT_TIMEOUT:?}")),
+        Err(_) => {
+            return Err(format!(
+                "PutRecords timed out after {PUT_RECORDS_ATTEMPT_TIMEOUT:?}"
+            ))
+        }
         Ok(Err(e)) => {
             return Err(format!(
                 "PutRecords failed: {}",

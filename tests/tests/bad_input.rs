@@ -1,0 +1,176 @@
+//! Bad input gets a clear 4xx, nothing is written, and the collector keeps serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use serde_json::json;
+use tern_protocol::ErrorBody;
+use tern_tests::process::CollectorOptions;
+use tern_tests::{unique_stream, Collector, Kinesalite, WRITE_KEY};
+
+fn batch(install: &str, name: &str) -> serde_json::Value {
+    json!({
+        "batch_id": uuid::Uuid::now_v7(),
+        "install_id": install,
+        "sent_at": "2026-11-24T10:00:00.000Z",
+        "sdk": { "name": "test", "version": "0" },
+        "context": {},
+        "events": [{
+            "event_id": uuid::Uuid::now_v7(),
+            "seq": 1,
+            "name": name,
+            "created_at": "2026-11-24T09:59:59.000Z",
+            "properties": { "k": "v" }
+        }]
+    })
+}
+
+fn post(
+    client: &Client,
+    url: &str,
+    key: Option<&str>,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, String)> {
+    let mut request = client
+        .post(format!("{url}/v1/batch"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(encoding) = encoding {
+        request = request.header("content-encoding", encoding);
+    }
+    let response = request.send()?;
+    Ok((response.status().as_u16(), response.text()?))
+}
+
+fn reason(body: &str) -> ErrorBody {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("error body {body:?} is not JSON: {e}"))
+}
+
+#[test]
+fn bad_keys_and_bodies_are_refused_with_a_reason_and_nothing_is_written() -> anyhow::Result<()> {
+    let kinesis = Kinesalite::start()?;
+    let stream = unique_stream("bad");
+    kinesis.create_stream(&stream, 1)?;
+    let collector = Collector::start(&CollectorOptions::new(&kinesis.endpoint, &stream))?;
+    let client = Client::new();
+    let valid = serde_json::to_vec(&batch("install-bad", "checkout"))?;
+    let zstd = |b: &[u8]| zstd::bulk::compress(b, 3).expect("compress");
+
+    let (status, body) = post(
+        &client,
+        &collector.url,
+        Some("wrong-key"),
+        Some("zstd"),
+        zstd(&valid),
+    )?;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(reason(&body).error, "unauthorized");
+    let (status, _) = post(&client, &collector.url, None, Some("zstd"), zstd(&valid))?;
+    assert_eq!(status, 401);
+
+    let (status, body) = post(
+        &client,
+        &collector.url,
+        Some(WRITE_KEY),
+        Some("zstd"),
+        b"this is not zstd".to_vec(),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    let r = reason(&body);
+    assert_eq!(r.error, "malformed_encoding");
+    assert!(r.message.contains("zstd"), "{}", r.message);
+
+    let (status, body) = post(
+        &client,
+        &collector.url,
+        Some(WRITE_KEY),
+        Some("zstd"),
+        zstd(b"{\"not\": \"a batch\"}"),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    let r = reason(&body);
+    assert_eq!(r.error, "malformed_json");
+    assert!(
+        r.message.contains("batch_id") || r.message.contains("not"),
+        "{}",
+        r.message
+    );
+
+    let (status, body) = post(
+        &client,
+        &collector.url,
+        Some(WRITE_KEY),
+        None,
+        b"{]".to_vec(),
+    )?;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = post(
+        &client,
+        &collector.url,
+        Some(WRITE_KEY),
+        Some("br"),
+        valid.clone(),
+    )?;
+    assert_eq!(status, 415, "{body}");
+
+    // Without a dead-letter stream, an invalid event makes the whole batch a 400 (never dropped).
+    let invalid = serde_json::to_vec(&batch("install-bad", "has spaces"))?;
+    let (status, body) = post(
+        &client,
+        &collector.url,
+        Some(WRITE_KEY),
+        Some("zstd"),
+        zstd(&invalid),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(reason(&body).error, "invalid_event");
+
+    let mut reader = kinesis.reader(&stream)?;
+    assert!(
+        reader.read()?.is_empty(),
+        "nothing was written for refused uploads"
+    );
+
+    // The collector keeps serving: a valid batch, zstd, gzip and plain, is accepted.
+    for (encoding, body) in [
+        (Some("zstd"), zstd(&valid)),
+        (
+            Some("gzip"),
+            gzip(&serde_json::to_vec(&batch("install-gzip", "checkout"))?),
+        ),
+        (
+            None,
+            serde_json::to_vec(&batch("install-plain", "checkout"))?,
+        ),
+    ] {
+        let (status, body) = post(&client, &collector.url, Some(WRITE_KEY), encoding, body)?;
+        assert_eq!(status, 200, "{encoding:?}: {body}");
+        let ack: tern_protocol::BatchAck = serde_json::from_str(&body)?;
+        assert_eq!(ack.accepted, 1);
+    }
+    let records = reader.read_until(Duration::from_secs(10), |r| r.len() >= 3)?;
+    assert_eq!(records.len(), 3);
+    assert_eq!(
+        collector.metric("tern_collector_requests_total{status=\"401\"}")?,
+        2.0
+    );
+    assert_eq!(
+        collector.metric("tern_collector_requests_total{status=\"200\"}")?,
+        3.0
+    );
+    Ok(())
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    encoder.write_all(data).expect("write to a Vec");
+    encoder.finish().expect("finish to a Vec")
+}
