@@ -108,6 +108,7 @@ mod tests {
             },
             context: Context::default(),
             events: vec![],
+            dropped: Default::default(),
         }
     }
 

@@ -4,6 +4,8 @@
 //! and `Content-Encoding: zstd` (or `gzip`, or none). The body is one [`Batch`]. See
 //! `docs/protocol.md` for the full contract and `schema/batch.v1.schema.json` for its schema.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -44,6 +46,11 @@ pub struct Batch<E = Event> {
     pub context: Context,
     /// The events, in `seq` order.
     pub events: Vec<E>,
+    /// Events the SDK dropped on the device since its previous report, by reason (buffer caps,
+    /// full queue, storage errors), so that loss is visible on the server. Sent once, with the
+    /// first batch cut after the drops (and with its retries).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped: BTreeMap<String, u64>,
 }
 
 /// Name and version of the SDK.

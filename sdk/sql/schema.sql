@@ -1,13 +1,14 @@
--- Tern SDK buffer, schema version 1 (see store.rs: VERSION and upgrade_from).
+-- Tern SDK buffer, schema version 2 (see store.rs: VERSION and upgrade_from).
 
--- Small facts about this install: install_id, next_seq, ...
+-- Small facts about this install: install_id, next_seq, opt_out, session, super-properties.
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 
 -- Batches cut for upload. Their content is fixed once cut: the events pointing at them (whose
--- bodies never change) and the context captured here. Retries resend exactly this.
+-- bodies never change), the context and the drop counts captured here. Retries resend exactly
+-- this.
 CREATE TABLE IF NOT EXISTS batches (
     batch_id        TEXT PRIMARY KEY,
     created_at_ms   INTEGER NOT NULL,
@@ -16,7 +17,8 @@ CREATE TABLE IF NOT EXISTS batches (
     bytes           INTEGER NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms INTEGER NOT NULL DEFAULT 0,
-    last_error      TEXT
+    last_error      TEXT,
+    dropped         TEXT
 );
 
 -- Tracked events. seq is the install's sequence number and the queue order.
@@ -34,3 +36,21 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_unbatched ON events(seq) WHERE batch_id IS NULL;
 -- Events of a batch, to send it and delete it.
 CREATE INDEX IF NOT EXISTS events_by_batch ON events(batch_id) WHERE batch_id IS NOT NULL;
+
+-- Batches the collector refused as malformed (400): kept whole for QA, never sent again.
+CREATE TABLE IF NOT EXISTS quarantine (
+    batch_id         TEXT PRIMARY KEY,
+    quarantined_at_ms INTEGER NOT NULL,
+    reason           TEXT NOT NULL,
+    context          TEXT NOT NULL,
+    event_count      INTEGER NOT NULL,
+    events           TEXT NOT NULL
+);
+
+-- Events dropped on the device, by reason. `unreported` is what the next batch will tell the
+-- collector; `total` is kept for QA.
+CREATE TABLE IF NOT EXISTS drops (
+    reason     TEXT PRIMARY KEY,
+    total      INTEGER NOT NULL DEFAULT 0,
+    unreported INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;

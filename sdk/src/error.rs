@@ -9,6 +9,9 @@ pub enum Error {
     /// The hand-off queue to the writer is full; the event was dropped and counted.
     #[error("the event queue is full ({0} events); the event was dropped")]
     QueueFull(usize),
+    /// Storing events failed moments ago (disk full?); the event was dropped and counted.
+    #[error("storage is failing ({0}); the event was dropped")]
+    StorageFailing(String),
     /// The tracker was shut down.
     #[error("the tracker is shut down")]
     Closed,
@@ -24,6 +27,9 @@ pub enum Error {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Another tracker (in this or another process) has the database open.
+    #[error("the buffer {0} is already open by another tracker")]
+    AlreadyOpen(String),
     /// The database was written by a newer SDK.
     #[error("database schema version {found} is newer than this SDK's {supported}")]
     SchemaTooNew {

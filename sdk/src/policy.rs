@@ -26,6 +26,21 @@ pub struct Policy {
     pub retry_max_delay: Duration,
     /// Delay before trying again after the collector refused the write key (401).
     pub unauthorized_pause: Duration,
+    /// Most compressed bytes of one upload; a larger batch is split before it is sent.
+    pub max_batch_compressed_bytes: usize,
+    /// Most events the buffer keeps; beyond, the oldest are dropped and counted.
+    pub max_buffer_events: u64,
+    /// Most bytes (event JSON) the buffer keeps; beyond, the oldest are dropped and counted.
+    pub max_buffer_bytes: u64,
+    /// Oldest event the buffer keeps; older ones are dropped and counted.
+    pub max_event_age: Duration,
+    /// Hard ceiling of the database file; writes past it fail like on a full disk.
+    pub max_file_bytes: u64,
+    /// A session ends after this long without a tracked event.
+    pub session_timeout: Duration,
+    /// After a storage failure, `track()` refuses events at once for this long before trying the
+    /// disk again, so a full disk costs the app nothing but a counter.
+    pub storage_retry_after: Duration,
 }
 
 /// Default upload interval: 10 s keeps the radio mostly idle; with the collector's answer well
@@ -50,6 +65,22 @@ pub const RETRY_MIN_DELAY: Duration = Duration::from_secs(1);
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
 /// A refused write key is a configuration error that a release fixes; retry hourly meanwhile.
 pub const UNAUTHORIZED_PAUSE: Duration = Duration::from_secs(3600);
+/// Compressed upload limit: half the collector's 1 MiB body limit.
+pub const MAX_BATCH_COMPRESSED_BYTES: usize = 512 * 1024;
+/// Buffer cap in events: 100 000 events is days of heavy use offline.
+pub const MAX_BUFFER_EVENTS: u64 = 100_000;
+/// Buffer cap in bytes: 32 MiB of event JSON (~100 000 events of ~300 B) is little next to the
+/// app's own data, and SQLite stays fast at that size.
+pub const MAX_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
+/// Age cap: events older than 30 days have lost most of their value; a phone that comes back
+/// after a month still delivers the last 30 days.
+pub const MAX_EVENT_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Hard file ceiling: 4x the byte cap leaves room for SQLite's overhead and the quarantine.
+pub const MAX_FILE_BYTES: u64 = 4 * MAX_BUFFER_BYTES;
+/// Session timeout: 30 minutes of inactivity, the common analytics definition.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Storage back-off: one disk probe per second at most while storage fails.
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Most events the writer commits in one transaction; bounds a transaction's duration.
 pub const MAX_GROUP_COMMIT: usize = 2_000;
 
@@ -65,11 +96,27 @@ impl Default for Policy {
             retry_min_delay: RETRY_MIN_DELAY,
             retry_max_delay: RETRY_MAX_DELAY,
             unauthorized_pause: UNAUTHORIZED_PAUSE,
+            max_batch_compressed_bytes: MAX_BATCH_COMPRESSED_BYTES,
+            max_buffer_events: MAX_BUFFER_EVENTS,
+            max_buffer_bytes: MAX_BUFFER_BYTES,
+            max_event_age: MAX_EVENT_AGE,
+            max_file_bytes: MAX_FILE_BYTES,
+            session_timeout: SESSION_TIMEOUT,
+            storage_retry_after: STORAGE_RETRY_AFTER,
         }
     }
 }
 
 impl Policy {
+    /// The buffer caps of this policy.
+    pub fn caps(&self) -> crate::store::Caps {
+        crate::store::Caps {
+            max_events: self.max_buffer_events,
+            max_bytes: self.max_buffer_bytes,
+            max_age_ms: i64::try_from(self.max_event_age.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
     /// Sub-2-second delivery: upload every 500 ms and at every event. Costs a radio wake-up per
     /// burst of events; meant for foreground, interactive use cases.
     pub fn realtime() -> Self {

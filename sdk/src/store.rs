@@ -1,22 +1,27 @@
 //! The SQLite buffer: events wait here until the collector has acknowledged them.
 //!
-//! Opened in steps (setup → create or upgrade → load), WAL with `synchronous=NORMAL`, every
-//! write in an IMMEDIATE transaction. Counts of pending events and bytes are kept in memory,
-//! loaded once at open, so the hot path never runs `COUNT(*)`.
+//! Opened in steps (lock → setup → create or upgrade → load), WAL with `synchronous=NORMAL`,
+//! every write in an IMMEDIATE transaction. Counts of pending events and bytes are kept in
+//! memory, loaded once at open, so the hot path never runs `COUNT(*)`.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{
+    params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior,
+};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
 /// Current schema version (`PRAGMA user_version`). Bump it, add an arm to [`upgrade_from`] and a
 /// migration test with an old-schema fixture whenever `sql/schema.sql` changes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 const SCHEMA: &str = include_str!("../sql/schema.sql");
+const UPGRADE_V1_TO_V2: &str = include_str!("../sql/upgrade_v1_to_v2.sql");
 const INSERT_EVENT: &str = include_str!("../sql/insert_event.sql");
 const UNBATCHED_EVENTS: &str = include_str!("../sql/unbatched_events.sql");
 const BATCH_EVENTS: &str = include_str!("../sql/batch_events.sql");
@@ -24,6 +29,24 @@ const NEXT_BATCH: &str = include_str!("../sql/next_batch.sql");
 
 /// How long a write waits for another connection's lock (tern-inspect reading, say).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why events were dropped on the device; the names are sent to the collector.
+pub mod drop_reason {
+    /// The hand-off queue between `track()` and the writer was full.
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// Storing failed (disk full, I/O error).
+    pub const STORAGE_ERROR: &str = "storage_error";
+    /// The buffer held more events than its cap.
+    pub const BUFFER_EVENTS_CAP: &str = "buffer_events_cap";
+    /// The buffer held more bytes than its cap.
+    pub const BUFFER_BYTES_CAP: &str = "buffer_bytes_cap";
+    /// The event waited longer than the buffer's age cap.
+    pub const BUFFER_AGE_CAP: &str = "buffer_age_cap";
+    /// The database file was corrupt and was moved aside.
+    pub const CORRUPT_DATABASE: &str = "corrupt_database";
+    /// A single event was larger than a batch may be.
+    pub const TOO_LARGE: &str = "too_large";
+}
 
 /// An event ready to be stored: its wire JSON and the columns we query by.
 #[derive(Debug, Clone)]
@@ -47,6 +70,8 @@ pub struct BatchRow {
     pub batch_id: Uuid,
     /// Context JSON captured when the batch was cut.
     pub context: String,
+    /// Drop counts (reason → count) captured when the batch was cut.
+    pub dropped: BTreeMap<String, u64>,
     /// Number of events.
     pub event_count: u64,
     /// Uncompressed bytes of the events.
@@ -66,6 +91,21 @@ pub struct Pending {
     pub bytes: u64,
     /// Of those events, how many are not yet in a batch.
     pub unbatched_events: u64,
+    /// Batches the collector refused as malformed, kept aside.
+    pub quarantined_batches: u64,
+    /// Events in those batches.
+    pub quarantined_events: u64,
+}
+
+/// Caps on what the buffer keeps; over a cap, the oldest events are dropped and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Most events.
+    pub max_events: u64,
+    /// Most bytes of event JSON.
+    pub max_bytes: u64,
+    /// Oldest event kept, as an age in milliseconds.
+    pub max_age_ms: i64,
 }
 
 /// The SDK's SQLite buffer.
@@ -74,14 +114,33 @@ pub struct Store {
     install_id: String,
     next_seq: u64,
     pending: Pending,
+    /// Held for the store's life: a second tracker on the same file gets a clear error.
+    _lock: File,
 }
 
 impl Store {
-    /// Opens (creating or upgrading) the buffer at `path`.
+    /// Opens (creating or upgrading) the buffer at `path`. A file that is not a usable SQLite
+    /// database is moved aside (kept for QA as `<path>.corrupt-<ms>`) and a fresh buffer created,
+    /// with the loss recorded as a `corrupt_database` drop.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut conn = Connection::open(path)?;
-        setup(&conn)?;
-        create_or_upgrade(&mut conn)?;
+        let lock = lock(path)?;
+        match open_connection(path) {
+            Ok(conn) => Self::load(conn, lock),
+            Err(e) if is_corruption(&e) => {
+                let moved = move_aside(path)?;
+                tracing::error!(error = %e, moved = %moved.display(), "corrupt buffer moved aside");
+                let conn = open_connection(path)?;
+                let mut store = Self::load(conn, lock)?;
+                let lost = count_events_in(&moved).unwrap_or(0).max(1);
+                store.add_drops(&[(drop_reason::CORRUPT_DATABASE, lost)])?;
+                store.set_meta("recovered_from", &moved.display().to_string())?;
+                Ok(store)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn load(conn: Connection, lock: File) -> Result<Self> {
         let install_id = match meta_get(&conn, "install_id")? {
             Some(id) => id,
             None => {
@@ -95,22 +154,30 @@ impl Store {
             .unwrap_or(1);
         let max_seq: u64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-        let pending = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(batch_id IS NULL), 0) FROM events",
+        let mut pending = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(batch_id IS NULL), 0)
+             FROM events",
             [],
             |r| {
                 Ok(Pending {
                     events: r.get(0)?,
                     bytes: r.get(1)?,
                     unbatched_events: r.get(2)?,
+                    ..Pending::default()
                 })
             },
+        )?;
+        (pending.quarantined_batches, pending.quarantined_events) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(event_count), 0) FROM quarantine",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         Ok(Self {
             conn,
             install_id,
             next_seq: stored_next.max(max_seq + 1),
             pending,
+            _lock: lock,
         })
     }
 
@@ -119,7 +186,7 @@ impl Store {
         &self.install_id
     }
 
-    /// The sequence number the next tracked event gets.
+    /// The sequence number the next stored event gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -129,11 +196,18 @@ impl Store {
         self.pending
     }
 
-    /// Stores `events` in one transaction (group commit).
-    pub fn insert_events(&mut self, events: &[StoredEvent]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
+    /// A value of the `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        meta_get(&self.conn, key)
+    }
+
+    /// Sets a value of the `meta` table.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        meta_set(&self.conn, key, value)
+    }
+
+    /// Stores `events` in one transaction (group commit), with `meta` updates riding along.
+    pub fn insert_events(&mut self, events: &[StoredEvent], meta: &[(&str, &str)]) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -156,7 +230,12 @@ impl Store {
             }
         }
         let next_seq = self.next_seq.max(max_seq + 1);
-        meta_set(&tx, "next_seq", &next_seq.to_string())?;
+        if !events.is_empty() {
+            meta_set(&tx, "next_seq", &next_seq.to_string())?;
+        }
+        for (key, value) in meta {
+            meta_set(&tx, key, value)?;
+        }
         tx.commit()?;
         self.next_seq = next_seq;
         let n = events.len() as u64;
@@ -166,6 +245,25 @@ impl Store {
         Ok(())
     }
 
+    /// Adds to the drop counts (reason, events).
+    pub fn add_drops(&mut self, drops: &[(&str, u64)]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        add_drops(&tx, drops)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drop counts by reason: (total ever, not yet reported to the collector).
+    pub fn drops(&self) -> Result<BTreeMap<String, (u64, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT reason, total, unreported FROM drops ORDER BY reason")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The batch to send next: the oldest one already cut (a retry), if any.
     pub fn oldest_batch(&self) -> Result<Option<BatchRow>> {
         let mut stmt = self.conn.prepare_cached(NEXT_BATCH)?;
@@ -173,9 +271,11 @@ impl Store {
             .query_row([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(6)?,
                     BatchRow {
                         batch_id: Uuid::nil(),
                         context: r.get(1)?,
+                        dropped: BTreeMap::new(),
                         event_count: r.get(2)?,
                         bytes: r.get(3)?,
                         attempts: r.get(4)?,
@@ -184,15 +284,19 @@ impl Store {
                 ))
             })
             .optional()?;
-        row.map(|(id, mut batch)| {
+        row.map(|(id, dropped, mut batch)| {
             batch.batch_id = parse_uuid(&id)?;
+            if let Some(dropped) = dropped {
+                batch.dropped = serde_json::from_str(&dropped)?;
+            }
             Ok(batch)
         })
         .transpose()
     }
 
     /// Cuts a new batch from the oldest unbatched events, at most `max_events` of them and at
-    /// most `max_bytes` (but always at least one event). Returns `None` when nothing waits.
+    /// most `max_bytes` (but always at least one event), and attaches the drop counts not yet
+    /// reported. Returns `None` when nothing waits.
     pub fn cut_batch(
         &mut self,
         max_events: usize,
@@ -223,27 +327,30 @@ impl Store {
         let Some(first) = first else {
             return Ok(None);
         };
-        let batch_id = Uuid::now_v7();
-        tx.execute(
-            "INSERT INTO batches (batch_id, created_at_ms, context, event_count, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![batch_id.to_string(), now_ms, context, count, bytes],
-        )?;
-        let updated = tx.execute(
-            "UPDATE events SET batch_id = ?1 WHERE seq BETWEEN ?2 AND ?3 AND batch_id IS NULL",
-            params![batch_id.to_string(), first, last],
-        )?;
-        debug_assert_eq!(updated as u64, count);
-        tx.commit()?;
-        self.pending.unbatched_events = self.pending.unbatched_events.saturating_sub(count);
-        Ok(Some(BatchRow {
-            batch_id,
+        let dropped: BTreeMap<String, u64> = {
+            let mut stmt =
+                tx.prepare_cached("SELECT reason, unreported FROM drops WHERE unreported > 0")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        tx.execute("UPDATE drops SET unreported = 0 WHERE unreported > 0", [])?;
+        let batch = BatchRow {
+            batch_id: Uuid::now_v7(),
             context: context.to_owned(),
+            dropped,
             event_count: count,
             bytes,
             attempts: 0,
             next_attempt_ms: 0,
-        }))
+        };
+        insert_batch(&tx, &batch, now_ms)?;
+        tx.execute(
+            "UPDATE events SET batch_id = ?1 WHERE seq BETWEEN ?2 AND ?3 AND batch_id IS NULL",
+            params![batch.batch_id.to_string(), first, last],
+        )?;
+        tx.commit()?;
+        self.pending.unbatched_events = self.pending.unbatched_events.saturating_sub(count);
+        Ok(Some(batch))
     }
 
     /// The wire JSON of a batch's events, in `seq` order: exactly what every attempt sends.
@@ -258,9 +365,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id = batch.batch_id.to_string();
-        tx.execute("DELETE FROM events WHERE batch_id = ?1", [&id])?;
-        tx.execute("DELETE FROM batches WHERE batch_id = ?1", [&id])?;
+        delete_batch(&tx, batch.batch_id)?;
         tx.commit()?;
         self.pending.events = self.pending.events.saturating_sub(batch.event_count);
         self.pending.bytes = self.pending.bytes.saturating_sub(batch.bytes);
@@ -283,6 +388,262 @@ impl Store {
         )?;
         Ok(())
     }
+
+    /// Moves a batch the collector called malformed into the quarantine table, whole: kept and
+    /// inspectable, never sent again, never silently deleted.
+    pub fn quarantine_batch(&mut self, batch: &BatchRow, reason: &str, now_ms: i64) -> Result<()> {
+        let bodies = self.batch_bodies(batch.batch_id)?;
+        let events = format!("[{}]", bodies.join(","));
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO quarantine (batch_id, quarantined_at_ms, reason, context, event_count, events)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                batch.batch_id.to_string(),
+                now_ms,
+                reason,
+                batch.context,
+                batch.event_count,
+                events
+            ],
+        )?;
+        delete_batch(&tx, batch.batch_id)?;
+        tx.commit()?;
+        self.pending.events = self.pending.events.saturating_sub(batch.event_count);
+        self.pending.bytes = self.pending.bytes.saturating_sub(batch.bytes);
+        self.pending.quarantined_batches += 1;
+        self.pending.quarantined_events += batch.event_count;
+        Ok(())
+    }
+
+    /// Splits a batch the collector found too large into two new batches (new ids: a split is
+    /// not a retry) of consecutive events. Returns `false` for a batch of one event.
+    pub fn split_batch(&mut self, batch: &BatchRow, now_ms: i64) -> Result<bool> {
+        if batch.event_count < 2 {
+            return Ok(false);
+        }
+        let id = batch.batch_id.to_string();
+        let rows: Vec<(u64, u64)> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT seq, bytes FROM events WHERE batch_id = ?1 ORDER BY seq")?;
+            let rows = stmt.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let (first_half, second_half) = rows.split_at(rows.len() / 2);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (i, half) in [first_half, second_half].into_iter().enumerate() {
+            let part = BatchRow {
+                batch_id: Uuid::now_v7(),
+                context: batch.context.clone(),
+                // The drop report rides with the first half only.
+                dropped: if i == 0 {
+                    batch.dropped.clone()
+                } else {
+                    BTreeMap::new()
+                },
+                event_count: half.len() as u64,
+                bytes: half.iter().map(|(_, b)| b).sum(),
+                attempts: 0,
+                next_attempt_ms: 0,
+            };
+            insert_batch(&tx, &part, now_ms)?;
+            let (first, last) = (half[0].0, half[half.len() - 1].0);
+            tx.execute(
+                "UPDATE events SET batch_id = ?1 WHERE batch_id = ?2 AND seq BETWEEN ?3 AND ?4",
+                params![part.batch_id.to_string(), id, first, last],
+            )?;
+        }
+        tx.execute("DELETE FROM batches WHERE batch_id = ?1", [&id])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Drops the oldest events until the buffer is within `caps`, counting them by reason.
+    /// Events in a batch are dropped with their whole batch, so that no batch ever changes.
+    /// Returns how many events were dropped.
+    pub fn enforce_caps(&mut self, caps: &Caps, now_ms: i64) -> Result<u64> {
+        let mut dropped = 0;
+        let cutoff = now_ms.saturating_sub(caps.max_age_ms);
+        loop {
+            let reason = if self.pending.events > caps.max_events {
+                drop_reason::BUFFER_EVENTS_CAP
+            } else if self.pending.bytes > caps.max_bytes {
+                drop_reason::BUFFER_BYTES_CAP
+            } else {
+                let oldest: Option<i64> = self
+                    .conn
+                    .query_row(
+                        "SELECT created_at_ms FROM events ORDER BY seq LIMIT 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match oldest {
+                    Some(t) if t < cutoff => drop_reason::BUFFER_AGE_CAP,
+                    _ => return Ok(dropped),
+                }
+            };
+            dropped += self.drop_oldest(reason, caps, cutoff)?;
+        }
+    }
+
+    /// Drops one slice of the oldest events (a whole batch, or a run of unbatched events).
+    fn drop_oldest(&mut self, reason: &str, caps: &Caps, cutoff: i64) -> Result<u64> {
+        let oldest: Option<(u64, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT seq, batch_id FROM events ORDER BY seq LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((first_seq, batch_id)) = oldest else {
+            return Ok(0);
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (events, bytes, unbatched): (u64, u64, u64) = match batch_id {
+            Some(id) => {
+                let (n, b) = tx.query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM events WHERE batch_id = ?1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                delete_batch(&tx, parse_uuid(&id)?)?;
+                (n, b, 0)
+            }
+            None => {
+                // Unbatched events: drop just enough of them (all that are too old, or the
+                // excess over the count cap, or enough bytes), oldest first.
+                let excess = self.pending.events.saturating_sub(caps.max_events).max(1);
+                let excess_bytes = self.pending.bytes.saturating_sub(caps.max_bytes);
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, bytes, created_at_ms FROM events
+                     WHERE batch_id IS NULL AND seq >= ?1 ORDER BY seq LIMIT 10000",
+                )?;
+                let mut rows = stmt.query([first_seq])?;
+                let (mut n, mut b, mut last) = (0u64, 0u64, first_seq);
+                while let Some(row) = rows.next()? {
+                    let (seq, len, created): (u64, u64, i64) =
+                        (row.get(0)?, row.get(1)?, row.get(2)?);
+                    let needed = match reason {
+                        drop_reason::BUFFER_AGE_CAP => created < cutoff,
+                        drop_reason::BUFFER_BYTES_CAP => b < excess_bytes,
+                        _ => n < excess,
+                    };
+                    if !needed {
+                        break;
+                    }
+                    n += 1;
+                    b += len;
+                    last = seq;
+                }
+                drop(rows);
+                drop(stmt);
+                tx.execute(
+                    "DELETE FROM events WHERE batch_id IS NULL AND seq BETWEEN ?1 AND ?2",
+                    params![first_seq, last],
+                )?;
+                (n, b, n)
+            }
+        };
+        add_drops(&tx, &[(reason, events)])?;
+        tx.commit()?;
+        self.pending.events = self.pending.events.saturating_sub(events);
+        self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
+        self.pending.unbatched_events = self.pending.unbatched_events.saturating_sub(unbatched);
+        tracing::warn!(reason, events, "buffer cap reached: oldest events dropped");
+        Ok(events)
+    }
+
+    /// Deletes every event, batch, quarantined batch and drop count (opt-out).
+    pub fn purge(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "DELETE FROM events; DELETE FROM batches; DELETE FROM quarantine; DELETE FROM drops;",
+        )?;
+        tx.commit()?;
+        self.pending = Pending::default();
+        Ok(())
+    }
+
+    /// Limits the database file to `max_bytes` (SQLite's `max_page_count`): past it, writes
+    /// fail with "database or disk is full", as on a full disk.
+    pub fn set_max_file_bytes(&self, max_bytes: u64) -> Result<()> {
+        let page_size: u64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = (max_bytes / page_size.max(1)).max(1);
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// The lock file beside the database: one tracker per file.
+fn lock(path: &Path) -> Result<File> {
+    let lock_path = sibling(path, ".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::AlreadyOpen(path.display().to_string())),
+        Err(TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    setup(&conn)?;
+    create_or_upgrade(&mut conn)?;
+    // A cheap read of every table we use: a damaged header or schema fails here, at open.
+    conn.query_row("SELECT COUNT(*) FROM meta", [], |r| r.get::<_, i64>(0))?;
+    Ok(conn)
+}
+
+fn is_corruption(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Storage(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+/// Moves a corrupt database and its WAL files aside, returning the new path of the database.
+fn move_aside(path: &Path) -> Result<PathBuf> {
+    let stamp = chrono::Utc::now().timestamp_millis();
+    let target = sibling(path, &format!(".corrupt-{stamp}"));
+    std::fs::rename(path, &target)?;
+    for suffix in ["-wal", "-shm"] {
+        let from = sibling(path, suffix);
+        if from.exists() {
+            std::fs::rename(&from, sibling(&target, suffix))?;
+        }
+    }
+    Ok(target)
+}
+
+/// Best effort: how many events a damaged database still shows.
+fn count_events_in(path: &Path) -> Option<u64> {
+    let conn =
+        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .ok()
 }
 
 fn setup(conn: &Connection) -> Result<()> {
@@ -313,23 +674,66 @@ fn create_or_upgrade(conn: &mut Connection) -> Result<()> {
     if version == 0 {
         tx.execute_batch(SCHEMA)?;
     } else {
-        upgrade_from(&tx, version)?;
+        for from in version..VERSION {
+            upgrade_from(&tx, from)?;
+        }
     }
     tx.pragma_update(None, "user_version", VERSION)?;
     tx.commit()?;
     Ok(())
 }
 
-/// Upgrades a database of schema `version` (older than [`VERSION`]) one step at a time.
-// One arm per old version is added as the schema evolves.
-#[allow(clippy::match_single_binding)]
-fn upgrade_from(_conn: &Connection, version: i64) -> Result<()> {
+/// Upgrades a database of schema `version` to `version + 1`.
+fn upgrade_from(conn: &Connection, version: i64) -> Result<()> {
     match version {
-        // Version 1 is the first schema: nothing is older.
-        _ => Err(Error::Config(format!(
-            "no upgrade from schema version {version}"
-        ))),
+        1 => conn.execute_batch(UPGRADE_V1_TO_V2)?,
+        _ => {
+            return Err(Error::Config(format!(
+                "no upgrade from schema version {version}"
+            )))
+        }
     }
+    Ok(())
+}
+
+fn insert_batch(tx: &Transaction<'_>, batch: &BatchRow, now_ms: i64) -> Result<()> {
+    let dropped = if batch.dropped.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&batch.dropped)?)
+    };
+    tx.execute(
+        "INSERT INTO batches (batch_id, created_at_ms, context, event_count, bytes, dropped)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            batch.batch_id.to_string(),
+            now_ms,
+            batch.context,
+            batch.event_count,
+            batch.bytes,
+            dropped
+        ],
+    )?;
+    Ok(())
+}
+
+fn delete_batch(tx: &Transaction<'_>, batch_id: Uuid) -> Result<()> {
+    let id = batch_id.to_string();
+    tx.execute("DELETE FROM events WHERE batch_id = ?1", [&id])?;
+    tx.execute("DELETE FROM batches WHERE batch_id = ?1", [&id])?;
+    Ok(())
+}
+
+fn add_drops(tx: &Transaction<'_>, drops: &[(&str, u64)]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO drops (reason, total, unreported) VALUES (?1, ?2, ?2)
+         ON CONFLICT(reason) DO UPDATE SET total = total + excluded.total,
+                                           unreported = unreported + excluded.unreported",
+    )?;
+    for (reason, n) in drops.iter().filter(|(_, n)| *n > 0) {
+        stmt.execute(params![reason, n])?;
+    }
+    Ok(())
 }
 
 fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
@@ -352,70 +756,4 @@ fn parse_uuid(s: &str) -> Result<Uuid> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(seq: u64) -> StoredEvent {
-        StoredEvent {
-            seq,
-            event_id: Uuid::now_v7(),
-            name: "e".into(),
-            created_at_ms: 0,
-            body: format!("{{\"seq\":{seq}}}"),
-        }
-    }
-
-    #[test]
-    fn counts_survive_reopen_and_batches_are_stable() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("t.db");
-        let install_id;
-        {
-            let mut store = Store::open(&path)?;
-            install_id = store.install_id().to_owned();
-            store.insert_events(&(1..=10).map(event).collect::<Vec<_>>())?;
-            let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
-            assert_eq!(batch.event_count, 4);
-            assert_eq!(store.pending().unbatched_events, 6);
-        }
-        let mut store = Store::open(&path)?;
-        assert_eq!(store.install_id(), install_id);
-        assert_eq!(store.next_seq(), 11);
-        assert_eq!(store.pending().events, 10);
-        assert_eq!(store.pending().unbatched_events, 6);
-        let batch = store.oldest_batch()?.expect("the batch cut before");
-        let bodies = store.batch_bodies(batch.batch_id)?;
-        assert_eq!(bodies, (1..=4).map(|s| event(s).body).collect::<Vec<_>>());
-        store.delete_batch(&batch)?;
-        assert_eq!(store.pending().events, 6);
-        assert!(store.oldest_batch()?.is_none());
-        Ok(())
-    }
-
-    #[test]
-    fn batches_respect_the_byte_limit_but_take_at_least_one_event() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let mut store = Store::open(&dir.path().join("t.db"))?;
-        store.insert_events(&(1..=3).map(event).collect::<Vec<_>>())?;
-        let one = store.cut_batch(10, 1, "{}", 1)?.expect("a batch");
-        assert_eq!(one.event_count, 1);
-        let rest = store.cut_batch(10, 1 << 20, "{}", 1)?.expect("a batch");
-        assert_eq!(rest.event_count, 2);
-        assert!(store.cut_batch(10, 1 << 20, "{}", 1)?.is_none());
-        Ok(())
-    }
-
-    #[test]
-    fn next_seq_does_not_reuse_numbers_of_delivered_events() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("t.db");
-        {
-            let mut store = Store::open(&path)?;
-            store.insert_events(&(1..=3).map(event).collect::<Vec<_>>())?;
-            let batch = store.cut_batch(10, usize::MAX, "{}", 1)?.expect("a batch");
-            store.delete_batch(&batch)?;
-        }
-        assert_eq!(Store::open(&path)?.next_seq(), 4);
-        Ok(())
-    }
-}
+mod tests;

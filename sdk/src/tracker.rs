@@ -1,7 +1,12 @@
 //! The tracker: the public API and the two threads behind it.
+//!
+//! `track()` validates and stamps an event on the calling thread and hands it to the writer
+//! thread through a bounded queue; the writer commits groups of events to SQLite; the uploader
+//! thread cuts batches, sends them and deletes them on acknowledgement.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -10,14 +15,14 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde_json::{Map, Value};
-use tern_protocol::limits::event_name_problem;
+use tern_protocol::limits::{event_name_problem, MAX_PROPERTIES_BYTES};
 use tern_protocol::{Context, Event};
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::policy::{Policy, MAX_GROUP_COMMIT};
-use crate::store::{BatchRow, Pending, Store, StoredEvent};
+use crate::store::{drop_reason, BatchRow, Pending, Store, StoredEvent};
 use crate::upload::{self, Outcome};
 
 /// How to build a [`Tracker`].
@@ -35,21 +40,21 @@ pub struct Config {
     pub context: Context,
 }
 
-/// Counters of what happened to tracked events, for QA and for the host app's diagnostics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What happened to tracked events, for QA and for the host app's diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// What waits in the buffer.
     pub pending: Pending,
-    /// Events dropped because the hand-off queue was full.
-    pub dropped_queue_full: u64,
-    /// Events dropped because storing them failed (disk full, I/O error).
-    pub dropped_storage_error: u64,
-    /// Events refused as invalid at `track()`.
+    /// Events dropped on the device since the install, by reason (see `store::drop_reason`).
+    pub dropped: BTreeMap<String, u64>,
+    /// Events refused as invalid at `track()` (the caller got an error for each).
     pub rejected_invalid: u64,
-    /// Batches acknowledged by the collector.
+    /// Batches acknowledged by the collector since the tracker started.
     pub batches_delivered: u64,
-    /// Upload attempts that failed.
+    /// Upload attempts that failed since the tracker started.
     pub upload_failures: u64,
+    /// Whether the user opted out.
+    pub opted_out: bool,
 }
 
 /// An event between `track()` and the writer: stamped, not yet numbered.
@@ -60,22 +65,38 @@ struct Tracked {
     uptime_ms: u64,
     properties: Map<String, Value>,
     user_id: Option<String>,
+    session_id: String,
 }
 
 enum Command {
     Track(Tracked),
     /// Answer once everything sent before is committed.
     Sync(Sender<()>),
+    /// Wake the uploader once everything sent before is committed.
+    Upload,
+    /// Persist a `meta` value with the next commit.
+    Meta(&'static str, String),
+    /// Delete everything buffered (opt-out).
+    Purge,
     Stop,
 }
 
 #[derive(Default)]
 struct Counters {
-    dropped_queue_full: AtomicU64,
-    dropped_storage_error: AtomicU64,
     rejected_invalid: AtomicU64,
     batches_delivered: AtomicU64,
     upload_failures: AtomicU64,
+}
+
+#[derive(Default)]
+struct Identity {
+    user_id: Option<String>,
+    super_properties: Map<String, Value>,
+}
+
+struct Session {
+    id: String,
+    last_activity_ms: i64,
 }
 
 struct Shared {
@@ -85,17 +106,39 @@ struct Shared {
     endpoint: String,
     write_key: String,
     context: RwLock<String>,
-    user_id: RwLock<Option<String>>,
+    identity: RwLock<Identity>,
+    session: Mutex<Session>,
     clock: Clock,
     counters: Counters,
+    /// Drops counted but not yet written to the `drops` table.
+    unpersisted_drops: Mutex<BTreeMap<&'static str, u64>>,
+    /// When storing last failed (ms since epoch), 0 when it works.
+    storage_failed_at_ms: AtomicI64,
+    opted_out: AtomicBool,
     stopping: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a thread panicked mid-operation; SQLite's transactions keep the
+    // file consistent and the other values are plain data, so carrying on is safe.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
     fn store(&self) -> MutexGuard<'_, Store> {
-        // A poisoned lock means a thread panicked mid-operation; SQLite's transactions keep the
-        // file consistent, so carrying on with the connection is safe.
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.store)
+    }
+
+    fn record_drop(&self, reason: &'static str, n: u64) {
+        *lock(&self.unpersisted_drops).entry(reason).or_default() += n;
     }
 }
 
@@ -114,6 +157,22 @@ impl Tracker {
             return Err(Error::Config("endpoint is empty".into()));
         }
         let store = Store::open(&config.db_path)?;
+        store.set_max_file_bytes(config.policy.max_file_bytes)?;
+        let identity = Identity {
+            user_id: store.meta("user_id")?,
+            super_properties: match store.meta("super_properties")? {
+                Some(json) => serde_json::from_str(&json)?,
+                None => Map::new(),
+            },
+        };
+        let session = Session {
+            id: store.meta("session_id")?.unwrap_or_default(),
+            last_activity_ms: store
+                .meta("session_last_activity_ms")?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        };
+        let opted_out = store.meta("opt_out")?.as_deref() == Some("1");
         let shared = Arc::new(Shared {
             install_id: store.install_id().to_owned(),
             store: Mutex::new(store),
@@ -121,9 +180,13 @@ impl Tracker {
             policy: config.policy,
             endpoint: config.endpoint,
             write_key: config.write_key,
-            user_id: RwLock::new(None),
+            identity: RwLock::new(identity),
+            session: Mutex::new(session),
             clock: Clock::new(),
             counters: Counters::default(),
+            unpersisted_drops: Mutex::new(BTreeMap::new()),
+            storage_failed_at_ms: AtomicI64::new(0),
+            opted_out: AtomicBool::new(opted_out),
             stopping: AtomicBool::new(false),
         });
         let (commands, command_rx) = bounded(shared.policy.queue_capacity);
@@ -155,63 +218,137 @@ impl Tracker {
     }
 
     /// Records an event. Validates and stamps it on the calling thread and hands it to the
-    /// writer; never touches disk or network. If the hand-off queue is full the event is
-    /// dropped, counted, and [`Error::QueueFull`] returned: the app's thread never blocks.
-    pub fn track(&self, name: &str, properties: Map<String, Value>) -> Result<()> {
-        if self.shared.stopping.load(Ordering::Relaxed) {
+    /// writer; never touches disk or network, never blocks.
+    ///
+    /// Errors: an invalid name ([`Error::InvalidEvent`]); a full hand-off queue
+    /// ([`Error::QueueFull`]: the event is dropped and counted as `queue_full`); storage that
+    /// failed within the last [`Policy::storage_retry_after`] ([`Error::StorageFailing`]:
+    /// dropped and counted as `storage_error`). After `set_opt_out(true)`, events are discarded
+    /// and `Ok` is returned.
+    pub fn track(&self, name: &str, mut properties: Map<String, Value>) -> Result<()> {
+        let shared = &*self.shared;
+        if shared.stopping.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
+        if shared.opted_out.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         if let Some(problem) = event_name_problem(name) {
-            self.shared
+            shared
                 .counters
                 .rejected_invalid
                 .fetch_add(1, Ordering::Relaxed);
             return Err(Error::InvalidEvent(problem));
         }
+        let created_at = shared.clock.wall();
+        let now_ms = created_at.timestamp_millis();
+        let failed_at = shared.storage_failed_at_ms.load(Ordering::Relaxed);
+        let retry_ms = i64::try_from(shared.policy.storage_retry_after.as_millis()).unwrap_or(0);
+        if failed_at != 0 && now_ms.saturating_sub(failed_at) < retry_ms {
+            shared.record_drop(drop_reason::STORAGE_ERROR, 1);
+            return Err(Error::StorageFailing(
+                "the last write to the buffer failed".into(),
+            ));
+        }
+        let session_id = self.touch_session(now_ms);
+        let user_id = {
+            let identity = read(&shared.identity);
+            for (k, v) in &identity.super_properties {
+                properties.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            identity.user_id.clone()
+        };
         let tracked = Tracked {
             event_id: Uuid::now_v7(),
             name: name.to_owned(),
-            created_at: self.shared.clock.wall(),
-            uptime_ms: self.shared.clock.uptime_ms(),
+            created_at,
+            uptime_ms: shared.clock.uptime_ms(),
             properties,
-            user_id: self
-                .shared
-                .user_id
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            user_id,
+            session_id,
         };
         match self.commands.try_send(Command::Track(tracked)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
-                self.shared
-                    .counters
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(Error::QueueFull(self.shared.policy.queue_capacity))
+                shared.record_drop(drop_reason::QUEUE_FULL, 1);
+                Err(Error::QueueFull(shared.policy.queue_capacity))
             }
             Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
         }
     }
 
+    /// The current session id, starting a new session after the inactivity timeout.
+    fn touch_session(&self, now_ms: i64) -> String {
+        let timeout = i64::try_from(self.shared.policy.session_timeout.as_millis()).unwrap_or(0);
+        let mut session = lock(&self.shared.session);
+        if session.id.is_empty() || now_ms.saturating_sub(session.last_activity_ms) > timeout {
+            session.id = Uuid::now_v7().to_string();
+        }
+        session.last_activity_ms = now_ms;
+        session.id.clone()
+    }
+
     /// Sets the user id sent with the events tracked from now on (`None` to forget it).
     pub fn identify(&self, user_id: Option<String>) {
-        *self
-            .shared
-            .user_id
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = user_id;
+        write(&self.shared.identity).user_id = user_id.clone();
+        self.persist("user_id", user_id.unwrap_or_default());
+    }
+
+    /// Sets properties added to every event tracked from now on (an event's own properties win
+    /// on a name clash). Replaces the previous set.
+    pub fn set_super_properties(&self, properties: Map<String, Value>) -> Result<()> {
+        let json = serde_json::to_string(&properties)?;
+        write(&self.shared.identity).super_properties = properties;
+        self.persist("super_properties", json);
+        Ok(())
+    }
+
+    /// Forgets the user id and the super-properties and starts a new session (a user logged
+    /// out). The install id stays: it identifies the installation, not the person.
+    pub fn reset(&self) {
+        *write(&self.shared.identity) = Identity::default();
+        lock(&self.shared.session).id.clear();
+        self.persist("user_id", String::new());
+        self.persist("super_properties", "{}".to_owned());
     }
 
     /// Replaces the context sent with batches cut from now on.
     pub fn set_context(&self, context: &Context) -> Result<()> {
         let json = serde_json::to_string(context)?;
-        *self
-            .shared
-            .context
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = json;
+        *write(&self.shared.context) = json;
         Ok(())
+    }
+
+    /// Stops collecting and purges the buffer (`true`), or resumes collecting (`false`). The
+    /// choice is remembered across restarts.
+    pub fn set_opt_out(&self, opted_out: bool) -> Result<()> {
+        self.shared.opted_out.store(opted_out, Ordering::SeqCst);
+        let command = if opted_out {
+            Command::Purge
+        } else {
+            Command::Meta("opt_out", "0".into())
+        };
+        self.commands
+            .send_timeout(command, Duration::from_secs(5))
+            .map_err(|_| Error::Closed)
+    }
+
+    /// The app went to the background: upload what waits now, without blocking the caller.
+    pub fn on_background(&self) {
+        let _ = self.commands.try_send(Command::Upload);
+    }
+
+    /// The app came to the foreground: a session that timed out while in the background ends
+    /// with the next event; anything waiting is uploaded (respecting retry back-off).
+    pub fn on_foreground(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    fn persist(&self, key: &'static str, value: String) {
+        // The queue may be full under a burst; meta changes are rare and small: wait briefly.
+        let _ = self
+            .commands
+            .send_timeout(Command::Meta(key, value), Duration::from_secs(1));
     }
 
     /// Waits until every event tracked before this call is durable (at most `timeout`), then
@@ -231,26 +368,40 @@ impl Tracker {
     pub fn flush_and_wait(&self, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         self.flush(timeout)?;
-        while Instant::now() < deadline {
+        loop {
             if self.shared.store().pending().events == 0 {
                 return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
             }
             let _ = self.wake.try_send(());
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(self.shared.store().pending().events == 0)
     }
 
     /// Counters and buffer size.
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.counters;
+        let shared = &*self.shared;
+        let c = &shared.counters;
+        let (pending, stored_drops) = {
+            let store = shared.store();
+            (store.pending(), store.drops().unwrap_or_default())
+        };
+        let mut dropped: BTreeMap<String, u64> = stored_drops
+            .into_iter()
+            .map(|(reason, (total, _))| (reason, total))
+            .collect();
+        for (reason, n) in lock(&shared.unpersisted_drops).iter() {
+            *dropped.entry((*reason).to_owned()).or_default() += n;
+        }
         Stats {
-            pending: self.shared.store().pending(),
-            dropped_queue_full: c.dropped_queue_full.load(Ordering::Relaxed),
-            dropped_storage_error: c.dropped_storage_error.load(Ordering::Relaxed),
+            pending,
+            dropped,
             rejected_invalid: c.rejected_invalid.load(Ordering::Relaxed),
             batches_delivered: c.batches_delivered.load(Ordering::Relaxed),
             upload_failures: c.upload_failures.load(Ordering::Relaxed),
+            opted_out: shared.opted_out.load(Ordering::Relaxed),
         }
     }
 
@@ -263,7 +414,7 @@ impl Tracker {
         // The queue may be full; a blocking send waits for the writer to make room.
         let _ = self.commands.send(Command::Stop);
         let _ = self.wake.try_send(());
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
             let _ = t.join();
         }
@@ -276,77 +427,144 @@ impl Drop for Tracker {
     }
 }
 
+/// What the writer gathered from the queue for one commit.
+#[derive(Default)]
+struct Group {
+    events: Vec<Tracked>,
+    meta: Vec<(&'static str, String)>,
+    syncs: Vec<Sender<()>>,
+    upload: bool,
+    purge: bool,
+    stop: bool,
+}
+
 fn run_writer(shared: &Shared, commands: &Receiver<Command>, wake: &Sender<()>) {
-    let mut group = Vec::with_capacity(MAX_GROUP_COMMIT);
-    let mut syncs = Vec::new();
     while let Ok(first) = commands.recv() {
-        let mut stop = false;
+        let mut group = Group::default();
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
-                Command::Track(t) => group.push(t),
-                Command::Sync(ack) => syncs.push(ack),
-                Command::Stop => {
-                    stop = true;
-                    break;
+                Command::Track(t) => group.events.push(t),
+                Command::Sync(ack) => group.syncs.push(ack),
+                Command::Upload => group.upload = true,
+                Command::Meta(key, value) => group.meta.push((key, value)),
+                Command::Purge => {
+                    // Everything tracked before the opt-out goes too.
+                    group.events.clear();
+                    group.purge = true;
                 }
+                Command::Stop => group.stop = true,
             }
-            if group.len() < MAX_GROUP_COMMIT {
+            if !group.stop && group.events.len() < MAX_GROUP_COMMIT {
                 next = commands.try_recv().ok();
             }
         }
+        if group.purge {
+            let mut store = shared.store();
+            lock(&shared.unpersisted_drops).clear();
+            if let Err(e) = store.purge().and_then(|()| store.set_meta("opt_out", "1")) {
+                tracing::error!(error = %e, "could not purge the buffer after opt-out");
+            }
+        }
         commit_group(shared, &mut group);
-        for ack in syncs.drain(..) {
+        for ack in group.syncs.drain(..) {
             let _ = ack.send(());
         }
-        if shared.store().pending().unbatched_events >= shared.policy.flush_at_count as u64 {
+        let unbatched = shared.store().pending().unbatched_events;
+        if group.upload || unbatched >= shared.policy.flush_at_count as u64 {
             let _ = wake.try_send(());
         }
-        if stop {
+        if group.stop {
             break;
         }
     }
 }
 
-fn commit_group(shared: &Shared, group: &mut Vec<Tracked>) {
-    if group.is_empty() {
-        return;
-    }
+fn commit_group(shared: &Shared, group: &mut Group) {
     let mut store = shared.store();
     let first_seq = store.next_seq();
-    let count = group.len() as u64;
-    let rows: Result<Vec<StoredEvent>> = group
-        .drain(..)
-        .zip(first_seq..)
-        .map(|(t, seq)| {
-            let event = Event {
-                event_id: t.event_id,
-                seq,
-                name: t.name,
-                created_at: t.created_at,
-                uptime_ms: Some(t.uptime_ms),
-                clock_id: Some(shared.clock.id().to_owned()),
-                properties: t.properties,
-                user_id: t.user_id,
-                session_id: None,
-            };
-            Ok(StoredEvent {
-                seq,
-                event_id: event.event_id,
-                created_at_ms: event.created_at.timestamp_millis(),
-                body: serde_json::to_string(&event)?,
-                name: event.name,
-            })
-        })
-        .collect();
-    let result = rows.and_then(|rows| store.insert_events(&rows).map(|()| rows.len()));
-    if let Err(e) = result {
-        tracing::error!(error = %e, count, "could not store tracked events; they are dropped");
-        // The group is one transaction: nothing of it was committed.
-        shared
-            .counters
-            .dropped_storage_error
-            .fetch_add(count, Ordering::Relaxed);
+    let count = group.events.len() as u64;
+    let clock_id = shared.clock.id().to_owned();
+    let mut rows = Vec::with_capacity(group.events.len());
+    let mut too_large = 0;
+    for t in group.events.drain(..) {
+        let seq = first_seq + rows.len() as u64;
+        let event = Event {
+            event_id: t.event_id,
+            seq,
+            name: t.name,
+            created_at: t.created_at,
+            uptime_ms: Some(t.uptime_ms),
+            clock_id: Some(clock_id.clone()),
+            properties: t.properties,
+            user_id: t.user_id,
+            session_id: Some(t.session_id),
+        };
+        let body = match serde_json::to_string(&event) {
+            Ok(body) if body.len() <= MAX_PROPERTIES_BYTES + 4096 => body,
+            _ => {
+                too_large += 1;
+                continue;
+            }
+        };
+        rows.push(StoredEvent {
+            seq,
+            event_id: event.event_id,
+            created_at_ms: event.created_at.timestamp_millis(),
+            body,
+            name: event.name,
+        });
+    }
+    if too_large > 0 {
+        tracing::warn!(events = too_large, "events over the size limit dropped");
+        shared.record_drop(drop_reason::TOO_LARGE, too_large);
+    }
+    if rows.is_empty() && group.meta.is_empty() {
+        persist_drops(shared, &mut store);
+        return;
+    }
+    let mut meta: Vec<(&str, &str)> = group.meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let session = {
+        let s = lock(&shared.session);
+        (s.id.clone(), s.last_activity_ms.to_string())
+    };
+    if !rows.is_empty() {
+        meta.push(("session_id", &session.0));
+        meta.push(("session_last_activity_ms", &session.1));
+    }
+    match store.insert_events(&rows, &meta) {
+        Ok(()) => {
+            shared.storage_failed_at_ms.store(0, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, count, "could not store tracked events; they are dropped");
+            shared
+                .storage_failed_at_ms
+                .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+            // The group is one transaction: nothing of it was committed.
+            shared.record_drop(drop_reason::STORAGE_ERROR, rows.len() as u64);
+            return;
+        }
+    }
+    persist_drops(shared, &mut store);
+    if let Err(e) = store.enforce_caps(&shared.policy.caps(), Utc::now().timestamp_millis()) {
+        tracing::error!(error = %e, "could not enforce the buffer caps");
+    }
+}
+
+/// Moves the drops counted in memory into the `drops` table (to be reported with the next
+/// batch). On failure they stay in memory for the next try.
+fn persist_drops(shared: &Shared, store: &mut Store) {
+    let drops = std::mem::take(&mut *lock(&shared.unpersisted_drops));
+    if drops.is_empty() {
+        return;
+    }
+    let list: Vec<(&str, u64)> = drops.iter().map(|(r, n)| (*r, *n)).collect();
+    if store.add_drops(&list).is_err() {
+        let mut unpersisted = lock(&shared.unpersisted_drops);
+        for (reason, n) in drops {
+            *unpersisted.entry(reason).or_default() += n;
+        }
     }
 }
 
@@ -370,6 +588,10 @@ fn run_uploader(shared: &Shared, wake: &Receiver<()>) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
+        if shared.opted_out.load(Ordering::SeqCst) {
+            wait = shared.policy.flush_interval;
+            continue;
+        }
         wait = match deliver_due(shared, &client) {
             Ok(wait) => wait,
             Err(e) => {
@@ -384,27 +606,27 @@ fn run_uploader(shared: &Shared, wake: &Receiver<()>) {
 /// to sleep before the next cycle.
 fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Duration> {
     let policy = &shared.policy;
+    shared
+        .store()
+        .enforce_caps(&policy.caps(), Utc::now().timestamp_millis())?;
     loop {
-        if shared.stopping.load(Ordering::SeqCst) {
+        if shared.stopping.load(Ordering::SeqCst) || shared.opted_out.load(Ordering::SeqCst) {
             return Ok(policy.flush_interval);
         }
-        let now = now_ms();
+        let now = Utc::now().timestamp_millis();
         let (batch, bodies) = {
             let mut store = shared.store();
             let batch = match store.oldest_batch()? {
                 Some(b) => b,
                 None => {
-                    let context = shared
-                        .context
-                        .read()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone();
-                    match store.cut_batch(
+                    let context = read(&shared.context).clone();
+                    let cut = store.cut_batch(
                         policy.max_batch_events,
                         policy.max_batch_bytes,
                         &context,
                         now,
-                    )? {
+                    )?;
+                    match cut {
                         Some(b) => b,
                         None => return Ok(policy.flush_interval),
                     }
@@ -417,14 +639,17 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
             let bodies = store.batch_bodies(batch.batch_id)?;
             (batch, bodies)
         };
-        let encoded = upload::encode_batch(
-            batch.batch_id,
-            &shared.install_id,
-            &batch.context,
-            bodies,
-            &shared.clock,
-        )?;
-        match upload::send(client, &shared.endpoint, &shared.write_key, &encoded) {
+        let encoded = upload::encode_batch(&batch, &shared.install_id, bodies, &shared.clock)?;
+        let outcome = if encoded.body.len() > policy.max_batch_compressed_bytes {
+            Outcome::TooLarge(format!(
+                "{} bytes compressed, over the SDK's limit of {}",
+                encoded.body.len(),
+                policy.max_batch_compressed_bytes
+            ))
+        } else {
+            upload::send(client, &shared.endpoint, &shared.write_key, &encoded)
+        };
+        match outcome {
             Outcome::Delivered => {
                 shared.store().delete_batch(&batch)?;
                 shared
@@ -440,9 +665,16 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
                 tracing::warn!("the collector refused the write key; uploads pause");
                 return fail(shared, &batch, policy.unauthorized_pause, &reason);
             }
-            Outcome::TooLarge(reason) | Outcome::Rejected(reason) => {
-                tracing::warn!(%reason, "the collector refused a batch");
-                return fail(shared, &batch, policy.retry_max_delay, &reason);
+            Outcome::TooLarge(reason) => {
+                let mut store = shared.store();
+                if !store.split_batch(&batch, now)? {
+                    tracing::warn!(%reason, "a single event is too large to upload; quarantined");
+                    store.quarantine_batch(&batch, &reason, now)?;
+                }
+            }
+            Outcome::Rejected(reason) => {
+                tracing::warn!(%reason, batch_id = %batch.batch_id, "the collector refused a batch; quarantined");
+                shared.store().quarantine_batch(&batch, &reason, now)?;
             }
         }
     }
@@ -453,7 +685,8 @@ fn fail(shared: &Shared, batch: &BatchRow, delay: Duration, reason: &str) -> Res
         .counters
         .upload_failures
         .fetch_add(1, Ordering::Relaxed);
-    let next = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+    let next = Utc::now().timestamp_millis() + delay_ms;
     shared
         .store()
         .record_failure(batch.batch_id, batch.attempts + 1, next, reason)?;
@@ -471,8 +704,4 @@ fn backoff(policy: &Policy, attempt: u32) -> Duration {
         .build()
         .nth(attempt.saturating_sub(1) as usize)
         .unwrap_or(policy.retry_max_delay)
-}
-
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
 }

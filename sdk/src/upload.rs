@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::error::Result;
+use crate::store::BatchRow;
 
 /// zstd level for batches: level 3 is zstd's default, ~30 % smaller than gzip-6 on our batches
 /// at a fraction of its CPU (see docs/BENCHMARKS.md).
@@ -30,9 +31,8 @@ pub struct EncodedBatch {
 /// Builds the body of one attempt from the stored batch: the same `batch_id` and events every
 /// time, a fresh `sent_at` and `sent_uptime_ms`.
 pub fn encode_batch(
-    batch_id: Uuid,
+    batch: &BatchRow,
     install_id: &str,
-    context: &str,
     bodies: Vec<String>,
     clock: &Clock,
 ) -> Result<EncodedBatch> {
@@ -40,7 +40,8 @@ pub fn encode_batch(
         .into_iter()
         .map(RawValue::from_string)
         .collect::<serde_json::Result<Vec<_>>>()?;
-    let context: Context = serde_json::from_str(context)?;
+    let context: Context = serde_json::from_str(&batch.context)?;
+    let batch_id = batch.batch_id;
     let batch = Batch {
         batch_id,
         install_id: install_id.to_owned(),
@@ -50,6 +51,7 @@ pub fn encode_batch(
         sdk: sdk_info(),
         context,
         events,
+        dropped: batch.dropped.clone(),
     };
     let json = serde_json::to_vec(&batch)?;
     let body = zstd::bulk::compress(&json, ZSTD_LEVEL)?;

@@ -1,0 +1,286 @@
+use super::*;
+
+fn event(seq: u64) -> StoredEvent {
+    StoredEvent {
+        seq,
+        event_id: Uuid::now_v7(),
+        name: "e".into(),
+        created_at_ms: seq as i64,
+        body: format!("{{\"seq\":{seq}}}"),
+    }
+}
+
+fn events(range: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
+    range.map(event).collect()
+}
+
+#[test]
+fn counts_survive_reopen_and_batches_are_stable() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let install_id;
+    {
+        let mut store = Store::open(&path)?;
+        install_id = store.install_id().to_owned();
+        store.insert_events(&events(1..=10), &[])?;
+        let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+        assert_eq!(batch.event_count, 4);
+        assert_eq!(store.pending().unbatched_events, 6);
+    }
+    let mut store = Store::open(&path)?;
+    assert_eq!(store.install_id(), install_id);
+    assert_eq!(store.next_seq(), 11);
+    assert_eq!(store.pending().events, 10);
+    assert_eq!(store.pending().unbatched_events, 6);
+    let batch = store.oldest_batch()?.expect("the batch cut before");
+    let bodies = store.batch_bodies(batch.batch_id)?;
+    assert_eq!(bodies, (1..=4).map(|s| event(s).body).collect::<Vec<_>>());
+    store.delete_batch(&batch)?;
+    assert_eq!(store.pending().events, 6);
+    assert!(store.oldest_batch()?.is_none());
+    Ok(())
+}
+
+#[test]
+fn batches_respect_the_byte_limit_but_take_at_least_one_event() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=3), &[])?;
+    let one = store.cut_batch(10, 1, "{}", 1)?.expect("a batch");
+    assert_eq!(one.event_count, 1);
+    store.delete_batch(&one)?;
+    let rest = store.cut_batch(10, 1 << 20, "{}", 1)?.expect("a batch");
+    assert_eq!(rest.event_count, 2);
+    assert!(store.cut_batch(10, 1 << 20, "{}", 1)?.is_none());
+    Ok(())
+}
+
+#[test]
+fn next_seq_does_not_reuse_numbers_of_delivered_events() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    {
+        let mut store = Store::open(&path)?;
+        store.insert_events(&events(1..=3), &[])?;
+        let batch = store.cut_batch(10, usize::MAX, "{}", 1)?.expect("a batch");
+        store.delete_batch(&batch)?;
+    }
+    assert_eq!(Store::open(&path)?.next_seq(), 4);
+    Ok(())
+}
+
+#[test]
+fn a_second_store_on_the_same_file_gets_a_clear_error() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let _first = Store::open(&path)?;
+    match Store::open(&path) {
+        Err(Error::AlreadyOpen(p)) => assert!(p.ends_with("t.db")),
+        other => panic!("expected AlreadyOpen, got {:?}", other.err()),
+    }
+    Ok(())
+}
+
+#[test]
+fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=10), &[])?;
+    // A batch of the 3 oldest is in flight: it goes whole, never in part.
+    let batch = store.cut_batch(3, usize::MAX, "{}", 1)?.expect("a batch");
+    let caps = Caps {
+        max_events: 5,
+        max_bytes: u64::MAX,
+        max_age_ms: i64::MAX,
+    };
+    assert_eq!(store.enforce_caps(&caps, 100)?, 5);
+    assert_eq!(store.pending().events, 5);
+    assert!(
+        store.oldest_batch()?.is_none(),
+        "the in-flight batch went whole"
+    );
+    assert_eq!(store.batch_bodies(batch.batch_id)?.len(), 0);
+    let drops = store.drops()?;
+    assert_eq!(drops.get(drop_reason::BUFFER_EVENTS_CAP), Some(&(5, 5)));
+
+    // Age: events created before now - max_age go.
+    let caps = Caps {
+        max_events: u64::MAX,
+        max_bytes: u64::MAX,
+        max_age_ms: 3,
+    };
+    // Remaining events have created_at_ms 6..=10; now=11 → cutoff 8 → 6 and 7 go.
+    assert_eq!(store.enforce_caps(&caps, 11)?, 2);
+    assert_eq!(store.pending().events, 3);
+
+    // Bytes: 8, 9 and 10 are left, 9 + 9 + 10 bytes; a cap of 20 drops the oldest only.
+    assert_eq!(store.pending().bytes, 28);
+    let caps = Caps {
+        max_events: u64::MAX,
+        max_bytes: 20,
+        max_age_ms: i64::MAX,
+    };
+    assert_eq!(store.enforce_caps(&caps, 11)?, 1);
+    assert_eq!(store.pending().bytes, 19);
+
+    // The next batch reports the drops once; the one after reports nothing.
+    let reported = store.cut_batch(1, usize::MAX, "{}", 12)?.expect("a batch");
+    assert_eq!(
+        reported.dropped.get(drop_reason::BUFFER_EVENTS_CAP),
+        Some(&5)
+    );
+    assert_eq!(reported.dropped.get(drop_reason::BUFFER_AGE_CAP), Some(&2));
+    assert_eq!(
+        reported.dropped.get(drop_reason::BUFFER_BYTES_CAP),
+        Some(&1)
+    );
+    assert_eq!(
+        store.oldest_batch()?.expect("it is stored").dropped,
+        reported.dropped
+    );
+    store.delete_batch(&reported)?;
+    let next = store.cut_batch(1, usize::MAX, "{}", 13)?.expect("a batch");
+    assert!(next.dropped.is_empty());
+    assert_eq!(
+        store.drops()?.get(drop_reason::BUFFER_EVENTS_CAP),
+        Some(&(5, 0))
+    );
+    Ok(())
+}
+
+#[test]
+fn quarantine_keeps_the_batch_whole_and_split_halves_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=5), &[])?;
+    let batch = store
+        .cut_batch(5, usize::MAX, "{\"locale\":\"en\"}", 1)?
+        .expect("a batch");
+    assert!(store.split_batch(&batch, 2)?);
+    let first = store.oldest_batch()?.expect("first half");
+    assert_eq!(first.event_count, 2);
+    assert_eq!(
+        store.batch_bodies(first.batch_id)?,
+        (1..=2).map(|s| event(s).body).collect::<Vec<_>>()
+    );
+    store.quarantine_batch(&first, "HTTP 400: malformed", 3)?;
+    let pending = store.pending();
+    assert_eq!(
+        (
+            pending.events,
+            pending.quarantined_batches,
+            pending.quarantined_events
+        ),
+        (3, 1, 2)
+    );
+    let (events_json, reason): (String, String) = store.conn.query_row(
+        "SELECT events, reason FROM quarantine WHERE batch_id = ?1",
+        [first.batch_id.to_string()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    assert_eq!(reason, "HTTP 400: malformed");
+    let kept: Vec<serde_json::Value> = serde_json::from_str(&events_json)?;
+    assert_eq!(kept.len(), 2);
+    let second = store.oldest_batch()?.expect("second half");
+    assert_eq!(second.event_count, 3);
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_file_is_moved_aside_and_a_fresh_buffer_created() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    std::fs::write(&path, vec![0x5a; 8192])?;
+    let store = Store::open(&path)?;
+    assert_eq!(store.pending().events, 0);
+    let drops = store.drops()?;
+    assert_eq!(
+        drops.get(drop_reason::CORRUPT_DATABASE).map(|d| d.0),
+        Some(1)
+    );
+    let moved = store.meta("recovered_from")?.expect("the path is recorded");
+    assert_eq!(
+        std::fs::read(&moved)?,
+        vec![0x5a; 8192],
+        "the corrupt file is kept for QA"
+    );
+    Ok(())
+}
+
+/// Columns of every table, for comparing schemas regardless of how they were created.
+fn shape(conn: &Connection) -> Result<Vec<(String, Vec<(String, String, bool)>)>> {
+    let mut tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    tables.retain(|t| !t.starts_with("sqlite_"));
+    tables
+        .into_iter()
+        .map(|t| {
+            let cols = conn
+                .prepare(&format!("PRAGMA table_xinfo('{t}')"))?
+                .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((t, cols))
+        })
+        .collect()
+}
+
+#[test]
+fn a_version_1_buffer_upgrades_to_the_current_schema_and_keeps_its_events() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let old = dir.path().join("old.db");
+    {
+        let conn = Connection::open(&old)?;
+        conn.execute_batch(include_str!("../../tests/fixtures/schema_v1.sql"))?;
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(v, 1);
+    }
+    let mut upgraded = Store::open(&old)?;
+    let fresh = Store::open(&dir.path().join("fresh.db"))?;
+    assert_eq!(shape(&upgraded.conn)?, shape(&fresh.conn)?);
+    let v: i64 = upgraded
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    assert_eq!(v, VERSION);
+
+    assert_eq!(
+        upgraded.install_id(),
+        "019ab7a0-0000-7000-8000-000000000001"
+    );
+    assert_eq!(upgraded.next_seq(), 5);
+    assert_eq!(upgraded.pending().events, 4);
+    assert_eq!(upgraded.pending().unbatched_events, 2);
+    let in_flight = upgraded.oldest_batch()?.expect("the v1 batch survives");
+    assert_eq!(in_flight.attempts, 3);
+    assert!(in_flight.dropped.is_empty());
+    assert_eq!(upgraded.batch_bodies(in_flight.batch_id)?.len(), 2);
+    upgraded.delete_batch(&in_flight)?;
+    let next = upgraded
+        .cut_batch(10, usize::MAX, "{}", 1)?
+        .expect("the unbatched events");
+    assert_eq!(next.event_count, 2);
+    Ok(())
+}
+
+#[test]
+fn a_size_limited_file_fails_writes_like_a_full_disk() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.set_max_file_bytes(64 * 1024)?;
+    let big: Vec<StoredEvent> = (1..=200)
+        .map(|seq| StoredEvent {
+            body: "x".repeat(2000),
+            ..event(seq)
+        })
+        .collect();
+    let err = store.insert_events(&big, &[]).unwrap_err();
+    assert!(
+        matches!(&err, Error::Storage(rusqlite::Error::SqliteFailure(f, _)) if f.code == ErrorCode::DiskFull),
+        "{err}"
+    );
+    assert_eq!(store.pending().events, 0, "the failed group left no trace");
+    store.insert_events(&events(1..=3), &[])?;
+    assert_eq!(store.pending().events, 3, "small writes work again");
+    Ok(())
+}
