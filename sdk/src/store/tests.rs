@@ -207,8 +207,11 @@ fn a_corrupt_file_is_moved_aside_and_a_fresh_buffer_created() -> Result<()> {
     Ok(())
 }
 
+/// A table's or index's columns: (name, type, not null).
+type Shape = Vec<(String, Vec<(String, String, bool)>)>;
+
 /// Columns of every table, for comparing schemas regardless of how they were created.
-fn shape(conn: &Connection) -> Result<Vec<(String, Vec<(String, String, bool)>)>> {
+fn shape(conn: &Connection) -> Result<Shape> {
     let mut tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name")?
         .query_map([], |r| r.get(0))?
