@@ -224,14 +224,16 @@ impl Tracker {
     /// ([`Error::QueueFull`]: the event is dropped and counted as `queue_full`); storage that
     /// failed within the last [`Policy::storage_retry_after`] ([`Error::StorageFailing`]:
     /// dropped and counted as `storage_error`). After `set_opt_out(true)`, events are discarded
-    /// and `Ok` is returned.
-    pub fn track(&self, name: &str, mut properties: Map<String, Value>) -> Result<()> {
+    /// and `Ok(None)` is returned.
+    ///
+    /// Returns the event's `event_id`, under which it will appear in the stream.
+    pub fn track(&self, name: &str, mut properties: Map<String, Value>) -> Result<Option<Uuid>> {
         let shared = &*self.shared;
         if shared.stopping.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
         if shared.opted_out.load(Ordering::Relaxed) {
-            return Ok(());
+            return Ok(None);
         }
         if let Some(problem) = event_name_problem(name) {
             shared
@@ -258,8 +260,9 @@ impl Tracker {
             }
             identity.user_id.clone()
         };
+        let event_id = Uuid::now_v7();
         let tracked = Tracked {
-            event_id: Uuid::now_v7(),
+            event_id,
             name: name.to_owned(),
             created_at,
             uptime_ms: shared.clock.uptime_ms(),
@@ -268,7 +271,7 @@ impl Tracker {
             session_id,
         };
         match self.commands.try_send(Command::Track(tracked)) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Some(event_id)),
             Err(TrySendError::Full(_)) => {
                 shared.record_drop(drop_reason::QUEUE_FULL, 1);
                 Err(Error::QueueFull(shared.policy.queue_capacity))

@@ -1,0 +1,82 @@
+//! `tern-device`: one simulated device as its own process, running the real SDK on its own
+//! SQLite file. Tests kill it at random points and start it again on the same file.
+//!
+//! Prints `install <install_id>` first, then `tracked <event_id>` as soon as each `track()`
+//! has returned, and with `--drain`, `drained <true|false> <pending events>` at the end.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use tern_sdk::{Policy, Tracker};
+use tern_tests::{device_config, sample_event};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Preset {
+    Default,
+    Realtime,
+}
+
+/// A simulated device.
+#[derive(Debug, Parser)]
+#[command(name = "tern-device")]
+struct Args {
+    /// The SDK's SQLite buffer.
+    #[arg(long)]
+    db: PathBuf,
+    /// Collector base URL.
+    #[arg(long)]
+    endpoint: String,
+    /// Events to track (0: until killed).
+    #[arg(long, default_value_t = 0)]
+    events: u64,
+    /// Pause between events, in microseconds.
+    #[arg(long, default_value_t = 1000)]
+    interval_us: u64,
+    /// Upload policy.
+    #[arg(long, value_enum, default_value_t = Preset::Realtime)]
+    preset: Preset,
+    /// After tracking, wait up to this many seconds for the collector to acknowledge everything.
+    #[arg(long)]
+    drain: Option<u64>,
+    /// Device number (varies the simulated context).
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let policy = match args.preset {
+        Preset::Default => Policy::default(),
+        Preset::Realtime => Policy {
+            retry_min_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_secs(2),
+            ..Policy::realtime()
+        },
+    };
+    let tracker = Tracker::new(device_config(args.db, &args.endpoint, policy, args.device))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "install {}", tracker.install_id())?;
+    out.flush()?;
+    let mut i = 0u64;
+    while args.events == 0 || i < args.events {
+        let (name, properties) = sample_event(i as usize);
+        if let Ok(Some(event_id)) = tracker.track(name, properties) {
+            writeln!(out, "tracked {event_id}")?;
+            out.flush()?;
+        }
+        i += 1;
+        if args.interval_us > 0 {
+            std::thread::sleep(Duration::from_micros(args.interval_us));
+        }
+    }
+    if let Some(secs) = args.drain {
+        let drained = tracker.flush_and_wait(Duration::from_secs(secs))?;
+        writeln!(out, "drained {drained} {}", tracker.stats().pending.events)?;
+        out.flush()?;
+        anyhow::ensure!(drained, "the buffer did not drain in {secs} s");
+    }
+    tracker.shutdown();
+    Ok(())
+}
