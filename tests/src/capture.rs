@@ -17,6 +17,12 @@ pub struct Captured {
 }
 
 impl Captured {
+    /// The body decompressed (zstd) and parsed, if it is a JSON batch.
+    pub fn batch(&self) -> Option<serde_json::Value> {
+        let json = zstd::stream::decode_all(self.body.as_slice()).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
     /// The value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -25,6 +31,9 @@ impl Captured {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// Decides the answer to a request: status and extra header lines (each ending in `\r\n`).
+pub type Responder = dyn Fn(&Captured) -> (u16, String) + Send + Sync;
 
 /// The capture server; runs until the process ends (tests are short-lived).
 pub struct CaptureServer {
@@ -36,6 +45,11 @@ pub struct CaptureServer {
 impl CaptureServer {
     /// Starts a server answering every request with `status` and `extra_headers`.
     pub fn start(status: u16, extra_headers: &'static str) -> std::io::Result<Self> {
+        Self::start_with(Box::new(move |_| (status, extra_headers.to_owned())))
+    }
+
+    /// Starts a server whose answers `respond` decides.
+    pub fn start_with(respond: Box<Responder>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -69,13 +83,15 @@ impl CaptureServer {
                 if reader.read_exact(&mut body).is_err() {
                     continue;
                 }
+                let captured = Captured {
+                    request_line: request_line.trim().to_owned(),
+                    headers,
+                    body,
+                };
+                let (status, extra_headers) = respond(&captured);
                 seen.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(Captured {
-                        request_line: request_line.trim().to_owned(),
-                        headers,
-                        body,
-                    });
+                    .push(captured);
                 let mut stream = stream;
                 let _ = write!(
                     stream,
@@ -84,6 +100,14 @@ impl CaptureServer {
             }
         });
         Ok(Self { addr, requests })
+    }
+
+    /// Forgets the requests received so far.
+    pub fn clear(&self) {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Its base URL.

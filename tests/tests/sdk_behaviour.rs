@@ -1,0 +1,354 @@
+//! The SDK against real HTTP answers and real SQLite files: quarantine, splitting, pausing,
+//! caps and drop reports, opt-out, a full disk, identity and sessions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{json, Map, Value};
+use tern_sdk::{Error, Policy, Tracker};
+use tern_tests::capture::{CaptureServer, Captured};
+use tern_tests::{device_config, sample_event};
+
+/// A policy that uploads at once and retries fast, so tests are quick.
+fn fast() -> Policy {
+    Policy {
+        flush_at_count: 1_000_000,
+        flush_interval: Duration::from_millis(100),
+        retry_min_delay: Duration::from_millis(50),
+        retry_max_delay: Duration::from_millis(200),
+        ..Policy::default()
+    }
+}
+
+fn tracker(dir: &Path, url: &str, policy: Policy) -> Tracker {
+    Tracker::new(device_config(dir.join("device.db"), url, policy, 0)).expect("tracker")
+}
+
+fn track_n(tracker: &Tracker, n: usize) {
+    for i in 0..n {
+        let (name, properties) = sample_event(i);
+        tracker.track(name, properties).expect("track");
+    }
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn events_of(request: &Captured) -> Vec<Value> {
+    request.batch().expect("a batch")["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn read_only(dir: &Path) -> Connection {
+    Connection::open_with_flags(dir.join("device.db"), OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
+#[test]
+fn a_malformed_batch_is_quarantined_never_deleted_nor_resent() {
+    let server = CaptureServer::start(400, "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    track_n(&t, 7);
+    t.flush(Duration::from_secs(5)).unwrap();
+    assert!(
+        wait_for(|| t.stats().pending.quarantined_batches == 1),
+        "{:?}",
+        t.stats()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a quarantined batch is not sent again"
+    );
+    let stats = t.stats();
+    assert_eq!(
+        (stats.pending.events, stats.pending.quarantined_events),
+        (0, 7)
+    );
+    let (events, reason): (String, String) = read_only(dir.path())
+        .query_row("SELECT events, reason FROM quarantine", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(reason.contains("400"), "{reason}");
+    let kept: Vec<Value> = serde_json::from_str(&events).unwrap();
+    assert_eq!(
+        kept,
+        events_of(&server.requests()[0]),
+        "the exact events are kept"
+    );
+}
+
+#[test]
+fn a_413_splits_the_batch_until_it_fits() {
+    // Too large above 2 events: 9 events must go out as halves of halves.
+    let server = CaptureServer::start_with(Box::new(|r: &Captured| {
+        let n = r
+            .batch()
+            .map_or(0, |b| b["events"].as_array().map_or(0, Vec::len));
+        (if n > 2 { 413 } else { 200 }, String::new())
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    track_n(&t, 9);
+    assert!(
+        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
+        "{:?}",
+        t.stats()
+    );
+    let requests = server.requests();
+    let accepted: Vec<Value> = requests
+        .iter()
+        .filter(|r| events_of(r).len() <= 2)
+        .flat_map(events_of)
+        .collect();
+    let seqs: Vec<u64> = accepted
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=9).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    let first_id = &requests[0].batch().unwrap()["batch_id"];
+    assert!(
+        requests
+            .iter()
+            .filter(|r| events_of(r).len() <= 2)
+            .all(|r| &r.batch().unwrap()["batch_id"] != first_id),
+        "halves get new batch ids"
+    );
+}
+
+#[test]
+fn an_unknown_write_key_pauses_uploads_and_keeps_the_data() {
+    let server = CaptureServer::start(401, "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    track_n(&t, 5);
+    t.flush(Duration::from_secs(5)).unwrap();
+    assert!(wait_for(|| !server.requests().is_empty()));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(server.requests().len(), 1, "no retry storm after a 401");
+    assert_eq!(t.stats().pending.events, 5);
+    // The pause survives a restart: the next attempt time is in the database.
+    drop(t);
+    let t = tracker(dir.path(), &server.url(), fast());
+    t.flush(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a restart does not hammer the collector"
+    );
+    assert_eq!(t.stats().pending.events, 5);
+}
+
+#[test]
+fn caps_drop_the_oldest_and_the_next_batch_reports_the_drops() {
+    let up = Arc::new(AtomicBool::new(false));
+    let server = {
+        let up = Arc::clone(&up);
+        CaptureServer::start_with(Box::new(move |_| {
+            (
+                if up.load(Ordering::SeqCst) { 200 } else { 503 },
+                String::new(),
+            )
+        }))
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy {
+        max_buffer_events: 100,
+        flush_interval: Duration::from_secs(3600),
+        ..fast()
+    };
+    let t = tracker(dir.path(), &server.url(), policy);
+    track_n(&t, 500);
+    t.flush(Duration::from_secs(5)).unwrap();
+    let stats = t.stats();
+    assert!(stats.pending.events <= 100, "{stats:?}");
+    assert_eq!(
+        stats.dropped.get("buffer_events_cap").copied(),
+        Some(500 - stats.pending.events)
+    );
+    up.store(true, Ordering::SeqCst);
+    assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
+    let requests = server.requests();
+    let reports: Vec<Value> = requests
+        .iter()
+        .filter_map(|r| r.batch())
+        .filter(|b| b.get("dropped").is_some())
+        .map(|b| b["dropped"].clone())
+        .collect();
+    assert!(!reports.is_empty(), "a batch reported the drops");
+    assert_eq!(reports[0]["buffer_events_cap"].as_u64(), Some(400));
+    // Delivered events are the newest 100: the oldest were dropped.
+    let delivered: Vec<u64> = requests
+        .iter()
+        .filter(|r| r.batch().is_some())
+        .flat_map(events_of)
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delivered.iter().min(), Some(&401));
+}
+
+#[test]
+fn opting_out_purges_the_buffer_and_stops_collection_across_restarts() {
+    let server = CaptureServer::start(503, "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(
+        dir.path(),
+        &server.url(),
+        Policy {
+            flush_interval: Duration::from_secs(3600),
+            ..fast()
+        },
+    );
+    track_n(&t, 10);
+    t.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(t.stats().pending.events, 10);
+    t.set_opt_out(true).unwrap();
+    t.flush(Duration::from_secs(5)).unwrap();
+    assert_eq!(t.stats().pending.events, 0);
+    assert_eq!(t.track("ignored", Map::new()).unwrap(), None);
+    drop(t);
+    let count: i64 = read_only(dir.path())
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 0, "nothing is left on disk");
+    let t = tracker(dir.path(), &server.url(), fast());
+    assert!(t.stats().opted_out, "the choice is remembered");
+    assert_eq!(t.track("ignored", Map::new()).unwrap(), None);
+    t.set_opt_out(false).unwrap();
+    assert!(t.track("counted", Map::new()).unwrap().is_some());
+}
+
+#[test]
+fn a_full_disk_makes_track_fail_and_count_drops_never_crash() {
+    let up = Arc::new(AtomicBool::new(false));
+    let server = {
+        let up = Arc::clone(&up);
+        CaptureServer::start_with(Box::new(move |_| {
+            (
+                if up.load(Ordering::SeqCst) { 200 } else { 503 },
+                String::new(),
+            )
+        }))
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy {
+        max_file_bytes: 256 * 1024,
+        flush_interval: Duration::from_secs(3600),
+        storage_retry_after: Duration::from_millis(200),
+        ..fast()
+    };
+    let t = tracker(dir.path(), &server.url(), policy);
+    let big = json!({ "blob": "x".repeat(4000) });
+    let Value::Object(big) = big else {
+        unreachable!()
+    };
+    let mut refused = None;
+    for i in 0..2_000 {
+        match t.track("big_event", big.clone()) {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        if i % 10 == 0 {
+            t.flush(Duration::from_secs(5)).unwrap();
+        }
+    }
+    let (at, error) = refused.expect("track() reports the full disk");
+    assert!(matches!(error, Error::StorageFailing(_)), "{error}");
+    assert!(at < 2_000);
+    let stats = t.stats();
+    assert!(
+        stats.dropped.get("storage_error").copied().unwrap_or(0) >= 1,
+        "{stats:?}"
+    );
+    assert!(
+        stats.pending.events > 0,
+        "what was stored before the disk filled is kept"
+    );
+    // Once the collector takes the buffered events, space is free again and tracking resumes.
+    up.store(true, Ordering::SeqCst);
+    assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
+    std::thread::sleep(Duration::from_millis(250));
+    assert!(t.track("after", Map::new()).unwrap().is_some());
+    assert!(t.flush(Duration::from_secs(5)).unwrap());
+    assert_eq!(t.stats().pending.events, 1);
+}
+
+#[test]
+fn identity_sessions_and_super_properties_travel_with_events() {
+    let server = CaptureServer::start(200, "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    t.identify(Some("user-7".into()));
+    let Value::Object(supers) = json!({ "plan": "pro", "screen": "overridden-by-event" }) else {
+        unreachable!()
+    };
+    t.set_super_properties(supers).unwrap();
+    t.track(
+        "one",
+        json!({ "screen": "home" }).as_object().cloned().unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        t.track("bad name", Map::new()),
+        Err(Error::InvalidEvent(_))
+    ));
+    t.reset();
+    t.track("two", Map::new()).unwrap();
+    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    let events: Vec<Value> = server.requests().iter().flat_map(events_of).collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["user_id"], "user-7");
+    assert_eq!(events[0]["properties"]["plan"], "pro");
+    assert_eq!(
+        events[0]["properties"]["screen"], "home",
+        "the event's own property wins"
+    );
+    assert!(events[1].get("user_id").is_none(), "reset forgets the user");
+    assert!(
+        events[1]["properties"].get("plan").is_none(),
+        "reset forgets super-properties"
+    );
+    assert_ne!(
+        events[0]["session_id"], events[1]["session_id"],
+        "reset starts a new session"
+    );
+    assert_eq!(t.stats().rejected_invalid, 1);
+    // A second tracker on the same file gets a clear error.
+    match Tracker::new(device_config(
+        dir.path().join("device.db"),
+        &server.url(),
+        fast(),
+        0,
+    )) {
+        Err(Error::AlreadyOpen(_)) => {}
+        other => panic!("expected AlreadyOpen, got {:?}", other.err()),
+    }
+}
