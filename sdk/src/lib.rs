@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod inspect;
 pub mod policy;
 pub mod store;
 mod tracker;
