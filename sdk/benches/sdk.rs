@@ -28,12 +28,12 @@ const NAMES: [&str; 5] = [
 /// A realistic event: ~250 bytes of properties, mixed types, some repetition across events.
 fn properties(i: usize) -> Map<String, Value> {
     let screen = ["home", "catalog", "product", "cart"][i % 4];
-    let query = if i % 7 == 0 {
+    let query = if i.is_multiple_of(7) {
         Value::from(format!("red shoes size {}", i % 12 + 36))
     } else {
         Value::Null
     };
-    let variant = if i % 2 == 0 { "a" } else { "b" };
+    let variant = if i.is_multiple_of(2) { "a" } else { "b" };
     let Value::Object(m) = json!({
         "screen": screen,
         "item_id": format!("sku-{:05}", i * 7919 % 100_000),
