@@ -71,9 +71,11 @@ fn sigkill_while_tracking_and_uploading_loses_no_durable_event() -> anyhow::Resu
 
     let mut durable = HashSet::new();
     let mut returned = 0;
-    for _ in 0..KILLS {
+    for kill in 0..KILLS {
         let lifetime = Duration::from_millis(rand::random_range(150..700));
-        let run = run_and_kill(&device, &db, &collector.url, lifetime);
+        // Every other run also calls flush() every 40 events, so kills land inside flushes too.
+        let flush_every = if kill % 2 == 0 { 40 } else { 0 };
+        let run = run_and_kill(&device, &db, &collector.url, lifetime, flush_every);
         returned += run.tracked.len();
         durable.extend(
             run.tracked

@@ -43,6 +43,9 @@ struct Args {
     /// Device number (varies the simulated context).
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Call `flush()` (durable + upload now) after every this many events (0: never).
+    #[arg(long, default_value_t = 0)]
+    flush_every: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +70,9 @@ fn main() -> anyhow::Result<()> {
             out.flush()?;
         }
         i += 1;
+        if args.flush_every > 0 && i % args.flush_every == 0 {
+            tracker.flush(Duration::from_secs(5))?;
+        }
         if args.interval_us > 0 {
             std::thread::sleep(Duration::from_micros(args.interval_us));
         }
