@@ -31,10 +31,12 @@ fn run_and_kill(
     db: &std::path::Path,
     url: &str,
     lifetime: Duration,
+    flush_every: u64,
 ) -> Run {
     let mut child = Command::new(device)
         .args(["--db", db.to_str().unwrap(), "--endpoint", url])
         .args(["--interval-us", "300", "--preset", "realtime"])
+        .args(["--flush-every", &flush_every.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -74,7 +76,7 @@ fn sigkill_while_tracking_and_uploading_loses_no_durable_event() -> anyhow::Resu
     for kill in 0..KILLS {
         let lifetime = Duration::from_millis(rand::random_range(150..700));
         // Every other run also calls flush() every 40 events, so kills land inside flushes too.
-        let flush_every = if kill % 2 == 0 { 40 } else { 0 };
+        let flush_every = if kill.is_multiple_of(2) { 40 } else { 0 };
         let run = run_and_kill(&device, &db, &collector.url, lifetime, flush_every);
         returned += run.tracked.len();
         durable.extend(
