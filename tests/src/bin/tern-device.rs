@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
             out.flush()?;
         }
         i += 1;
-        if args.flush_every > 0 && i % args.flush_every == 0 {
+        if args.flush_every > 0 && i.is_multiple_of(args.flush_every) {
             tracker.flush(Duration::from_secs(5))?;
         }
         if args.interval_us > 0 {
