@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NPM ?= npm
 
-.PHONY: all deps build test demo lint fmt clean
+.PHONY: all deps build test demo e2e lint fmt clean faketime
 
 all: build
 
@@ -14,7 +14,14 @@ node_modules/.package-lock.json: package.json package-lock.json
 	$(NPM) ci --ignore-scripts --no-audit --no-fund
 	@touch $@
 
-deps: node_modules/.package-lock.json
+# libfaketime fakes a device's wall clock for the clock-skew scenario (Debian package
+# faketime). Best effort: without it that one scenario says it did not run.
+faketime:
+	@command -v faketime >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq faketime >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq faketime >/dev/null 2>&1; }; }; } || \
+	  echo "note: faketime not installed; the clock-skew scenario will not run"
+
+deps: node_modules/.package-lock.json faketime
 
 build:
 	$(CARGO) build --workspace --bins
@@ -24,6 +31,10 @@ test: deps build
 
 demo: deps build
 	$(CARGO) run -q -p tern-tests --bin tern-demo -- $(DEMO_ARGS)
+
+# The full end-to-end scenario matrix; writes the summary table to docs/RELIABILITY.md.
+e2e: deps build
+	$(CARGO) run -q -p tern-tests --bin tern-e2e -- --write docs/RELIABILITY.md
 
 lint:
 	$(CARGO) fmt --all -- --check

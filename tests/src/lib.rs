@@ -5,7 +5,10 @@
 
 pub mod capture;
 pub mod kinesis;
+pub mod lb;
 pub mod process;
+pub mod scenario;
+pub mod scenarios;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,124 @@
+//! `make e2e`: runs the end-to-end scenario matrix (full size) and writes the summary table to
+//! docs/RELIABILITY.md. `--fast` runs the sizes `make test` uses.
+
+use std::fmt::Write as _;
+
+use clap::Parser;
+use tern_tests::scenario::Report;
+use tern_tests::scenarios::{self, Size};
+
+/// Runs the scenario matrix.
+#[derive(Debug, Parser)]
+#[command(name = "tern-e2e")]
+struct Args {
+    /// The small sizes of `make test`.
+    #[arg(long)]
+    fast: bool,
+    /// Write the table into this Markdown file (between its RESULTS markers).
+    #[arg(long)]
+    write: Option<std::path::PathBuf>,
+    /// Only the scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+type Scenario = fn(Size) -> anyhow::Result<Option<Report>>;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let size = if args.fast { Size::Fast } else { Size::Full };
+    let all: Vec<(&str, Scenario)> = vec![
+        ("steady", |s| scenarios::steady(s).map(Some)),
+        ("offline", |s| scenarios::offline(s).map(Some)),
+        ("collector_kill", |s| scenarios::collector_kill(s).map(Some)),
+        ("rolling_restart", |s| {
+            scenarios::rolling_restart(s).map(Some)
+        }),
+        ("sdk_kill", |s| scenarios::sdk_kill(s).map(Some)),
+        ("clock_skew", scenarios::clock_skew),
+    ];
+    let started = std::time::Instant::now();
+    let mut reports = Vec::new();
+    for (name, run) in all {
+        if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        eprintln!("running {name} ...");
+        match run(size)? {
+            Some(report) => {
+                eprintln!(
+                    "  {} lost, {} duplicates, {:.0} s",
+                    report.lost, report.duplicates, report.duration_s
+                );
+                reports.push(report);
+            }
+            None => eprintln!("  not run: libfaketime is missing (apt-get install faketime)"),
+        }
+    }
+    let table = table(&reports, size, started.elapsed().as_secs_f64());
+    println!("{table}");
+    if let Some(path) = args.write {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let (begin, end) = ("<!-- RESULTS BEGIN -->", "<!-- RESULTS END -->");
+        let updated = match (text.find(begin), text.find(end)) {
+            (Some(b), Some(e)) if b < e => {
+                format!("{}{begin}\n{table}\n{}", &text[..b], &text[e..])
+            }
+            _ => format!("{text}\n{begin}\n{table}\n{end}\n"),
+        };
+        std::fs::write(&path, updated)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let failed: Vec<_> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.scenario.clone())
+        .collect();
+    anyhow::ensure!(failed.is_empty(), "scenarios failed: {failed:?}");
+    Ok(())
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.2}"))
+}
+
+fn table(reports: &[Report], size: Size, total: f64) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "Run: `make e2e` ({}), {} scenarios in {:.0} s, {}.\n",
+        if size == Size::Full {
+            "full size"
+        } else {
+            "fast size"
+        },
+        reports.len(),
+        total,
+        chrono::Utc::now().format("%Y-%m-%d")
+    );
+    let _ = writeln!(t, "| scenario | devices | collectors | expected events | lost | seq gaps | duplicates | latency p50 / p99 / max (s) | result | notes |");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | **{}** | {} | {} ({:.2} %) | {} / {} / {} | {} | {} |",
+            r.scenario,
+            r.devices,
+            r.collectors,
+            r.expected,
+            r.lost,
+            r.seq_gaps,
+            r.duplicates,
+            r.duplicate_pct,
+            secs(r.latency_p50_s),
+            secs(r.latency_p99_s),
+            secs(r.latency_max_s),
+            if r.passed() { "pass" } else { "FAIL" },
+            match &r.problem {
+                Some(p) => format!("{}; {p}", r.note),
+                None => r.note.clone(),
+            }
+        );
+    }
+    t
+}

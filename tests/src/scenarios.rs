@@ -1,0 +1,360 @@
+//! The end-to-end scenario matrix (issue: end-to-end proof). Each function runs one real
+//! multi-process scenario and returns its [`Report`]; `Size::Fast` is what `make test` runs,
+//! `Size::Full` what `make e2e` runs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::process::free_port;
+use crate::scenario::{device_db, verify, Cluster, Device, DeviceLog, DeviceSpec, Report};
+
+/// How big a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// Seconds, for `make test`.
+    Fast,
+    /// Minutes, for `make e2e`.
+    Full,
+}
+
+impl Size {
+    fn pick<T>(self, fast: T, full: T) -> T {
+        match self {
+            Size::Fast => fast,
+            Size::Full => full,
+        }
+    }
+}
+
+/// How long to wait for the stream to hold every expected event.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a device may take to drain its buffer at the end.
+const DRAIN: Duration = Duration::from_secs(120);
+
+fn spec(
+    dir: &Path,
+    n: usize,
+    endpoint: &str,
+    events: u64,
+    interval: Duration,
+    preset: &'static str,
+) -> DeviceSpec {
+    DeviceSpec {
+        db: device_db(dir, n),
+        endpoint: endpoint.to_owned(),
+        events,
+        interval,
+        preset,
+        drain: Some(DRAIN),
+        flush_every: 0,
+        device: n,
+        env: Vec::new(),
+    }
+}
+
+fn run_devices(specs: &[DeviceSpec]) -> Result<Vec<DeviceLog>> {
+    let devices = specs
+        .iter()
+        .map(Device::spawn)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(devices.into_iter().map(Device::wait).collect())
+}
+
+fn check_drained(logs: &[DeviceLog], report: &mut Report) {
+    let failed = logs.iter().filter(|l| !l.success).count();
+    if failed > 0 {
+        report.problem = Some(format!("{failed} device runs did not drain their buffer"));
+    }
+}
+
+/// N devices online with the default flush policy.
+pub fn steady(size: Size) -> Result<Report> {
+    let started = Instant::now();
+    let cluster = Cluster::start(2, 2)?;
+    let dir = tempfile::tempdir()?;
+    let devices = size.pick(4, 8);
+    let events = size.pick(150, 600);
+    let specs: Vec<_> = (0..devices)
+        .map(|n| {
+            spec(
+                dir.path(),
+                n,
+                &cluster.lb.url(),
+                events,
+                Duration::from_millis(100),
+                "default",
+            )
+        })
+        .collect();
+    let logs = run_devices(&specs)?;
+    let (mut report, _) = verify(
+        "steady state, default policy",
+        &cluster,
+        devices,
+        &logs,
+        READ_TIMEOUT,
+        started,
+    )?;
+    report.note = format!("{events} events per device at 10/s, uploads every 10 s or 100 events");
+    check_drained(&logs, &mut report);
+    Ok(report)
+}
+
+/// A device offline for a day's worth of events comes back.
+pub fn offline(size: Size) -> Result<Report> {
+    let started = Instant::now();
+    let cluster = Cluster::start(2, 2)?;
+    let dir = tempfile::tempdir()?;
+    let events = size.pick(3_000, 20_000);
+    // Offline: the endpoint is a port nothing listens on.
+    let dead = format!("http://127.0.0.1:{}", free_port()?);
+    let mut offline = spec(dir.path(), 0, &dead, events, Duration::ZERO, "default");
+    offline.drain = None;
+    let mut logs = run_devices(&[offline])?;
+    // Online again: a new process (the app relaunched) uploads the backlog.
+    let online = spec(
+        dir.path(),
+        0,
+        &cluster.lb.url(),
+        1,
+        Duration::ZERO,
+        "default",
+    );
+    logs.extend(run_devices(&[online])?);
+    let (mut report, records) = verify(
+        "offline device comes back",
+        &cluster,
+        1,
+        &logs,
+        READ_TIMEOUT,
+        started,
+    )?;
+    let worst = records
+        .iter()
+        .map(|r| {
+            (r.record.event_time - r.record.created_at)
+                .num_milliseconds()
+                .abs()
+        })
+        .max()
+        .unwrap_or(0);
+    report.note = format!(
+        "{events} events tracked offline, then uploaded by the relaunched app; max |event_time - created_at| = {worst} ms (device clock right)"
+    );
+    report.latency_p50_s = None;
+    report.latency_p99_s = None;
+    report.latency_max_s = None;
+    check_drained(&logs, &mut report);
+    Ok(report)
+}
+
+/// Continuous load from devices while `disrupt` acts on the cluster.
+fn under_load(
+    name: &str,
+    size: Size,
+    disrupt: impl FnOnce(&mut Cluster) -> Result<String>,
+) -> Result<Report> {
+    let started = Instant::now();
+    let mut cluster = Cluster::start(2, 2)?;
+    let dir = tempfile::tempdir()?;
+    let devices = size.pick(4, 8);
+    let events = size.pick(400, 3_000);
+    let specs: Vec<_> = (0..devices)
+        .map(|n| {
+            spec(
+                dir.path(),
+                n,
+                &cluster.lb.url(),
+                events,
+                Duration::from_millis(10),
+                "realtime",
+            )
+        })
+        .collect();
+    let running = specs
+        .iter()
+        .map(Device::spawn)
+        .collect::<Result<Vec<_>>>()?;
+    let note = disrupt(&mut cluster)?;
+    let logs: Vec<_> = running.into_iter().map(Device::wait).collect();
+    let (mut report, _) = verify(name, &cluster, devices, &logs, READ_TIMEOUT, started)?;
+    report.note = note;
+    check_drained(&logs, &mut report);
+    Ok(report)
+}
+
+/// A collector instance killed with SIGKILL under load, restarted 2 s later.
+pub fn collector_kill(size: Size) -> Result<Report> {
+    under_load("collector SIGKILL under load", size, |cluster| {
+        std::thread::sleep(Duration::from_secs(1));
+        cluster.kill(0);
+        std::thread::sleep(Duration::from_secs(2));
+        cluster.restart(0)?;
+        Ok("instance 0 killed 1 s into the run, restarted 2 s later".into())
+    })
+}
+
+/// A rolling restart: each instance in turn gets SIGTERM, drains, exits and is restarted.
+pub fn rolling_restart(size: Size) -> Result<Report> {
+    under_load("rolling restart (SIGTERM)", size, |cluster| {
+        let mut exits = Vec::new();
+        for i in 0..cluster.collectors.len() {
+            std::thread::sleep(Duration::from_millis(700));
+            let stopped = Instant::now();
+            let code = cluster.terminate(i, Duration::from_secs(30));
+            exits.push(format!(
+                "{code:?} after {:.1} s",
+                stopped.elapsed().as_secs_f64()
+            ));
+            cluster.restart(i)?;
+        }
+        Ok(format!("exits: {}", exits.join(", ")))
+    })
+}
+
+/// Device processes killed with SIGKILL again and again while tracking and flushing.
+pub fn sdk_kill(size: Size) -> Result<Report> {
+    let started = Instant::now();
+    let cluster = Cluster::start(2, 2)?;
+    let dir = tempfile::tempdir()?;
+    let devices = size.pick(3, 6);
+    let kills = size.pick(6, 20);
+    let mut logs = Vec::new();
+    for round in 0..kills {
+        let specs: Vec<_> = (0..devices)
+            .map(|n| DeviceSpec {
+                flush_every: if round % 2 == 0 { 40 } else { 0 },
+                drain: None,
+                ..spec(
+                    dir.path(),
+                    n,
+                    &cluster.lb.url(),
+                    0,
+                    Duration::from_micros(500),
+                    "realtime",
+                )
+            })
+            .collect();
+        let running = specs
+            .iter()
+            .map(Device::spawn)
+            .collect::<Result<Vec<_>>>()?;
+        std::thread::sleep(Duration::from_millis(200 + 97 * (round as u64 % 5)));
+        logs.extend(running.into_iter().map(Device::kill));
+    }
+    let specs: Vec<_> = (0..devices)
+        .map(|n| {
+            spec(
+                dir.path(),
+                n,
+                &cluster.lb.url(),
+                1,
+                Duration::ZERO,
+                "realtime",
+            )
+        })
+        .collect();
+    let finals = run_devices(&specs)?;
+    let (mut report, _) = verify(
+        "SDK killed during flush",
+        &cluster,
+        devices,
+        &logs,
+        READ_TIMEOUT,
+        started,
+    )?;
+    check_drained(&finals, &mut report);
+    report.note =
+        format!("{kills} SIGKILLs per device while tracking and flushing, then a final drain");
+    report.latency_p50_s = None;
+    report.latency_p99_s = None;
+    report.latency_max_s = None;
+    Ok(report)
+}
+
+/// Where libfaketime is, if installed (Debian package `faketime`).
+pub fn libfaketime() -> Option<String> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .map(str::to_owned)
+}
+
+/// A device whose wall clock is hours off (libfaketime on the real device process): the
+/// collector's corrected `event_time` must land within a stated bound of the true time.
+/// Returns `None` when libfaketime is not installed.
+pub fn clock_skew(size: Size) -> Result<Option<Report>> {
+    let Some(lib) = libfaketime() else {
+        return Ok(None);
+    };
+    let started = Instant::now();
+    let cluster = Cluster::start(2, 1)?;
+    let dir = tempfile::tempdir()?;
+    let events = size.pick(200, 1_000);
+    let skews = ["-3h", "+5h"];
+    let specs: Vec<_> = skews
+        .iter()
+        .enumerate()
+        .map(|(n, skew)| DeviceSpec {
+            env: vec![
+                ("LD_PRELOAD".into(), lib.clone()),
+                ("FAKETIME".into(), (*skew).into()),
+                ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+                ("DONT_FAKE_MONOTONIC".into(), "1".into()),
+            ],
+            ..spec(
+                dir.path(),
+                n,
+                &cluster.lb.url(),
+                events,
+                Duration::from_millis(5),
+                "realtime",
+            )
+        })
+        .collect();
+    let logs = run_devices(&specs)?;
+    let (mut report, records) = verify(
+        "device clock hours off",
+        &cluster,
+        skews.len(),
+        &logs,
+        READ_TIMEOUT,
+        started,
+    )?;
+    // arrived_at is the true clock (this machine); event_time must be just before it.
+    let errors: Vec<i64> = records
+        .iter()
+        .map(|r| (r.arrived_at - r.record.event_time).num_milliseconds())
+        .collect();
+    let raw_off: i64 = records
+        .iter()
+        .map(|r| {
+            (r.arrived_at - r.record.created_at)
+                .num_milliseconds()
+                .abs()
+        })
+        .max()
+        .unwrap_or(0);
+    let worst = errors.iter().map(|e| e.abs()).max().unwrap_or(0);
+    report.note = format!(
+        "device clocks {}: raw created_at off by up to {:.1} h; corrected event_time within {worst} ms of arrival (bound: 5000 ms)",
+        skews.join(" and "),
+        raw_off as f64 / 3_600_000.0
+    );
+    if worst > 5_000 {
+        report.problem = Some(format!(
+            "event_time off by {worst} ms, over the 5000 ms bound"
+        ));
+    }
+    report.latency_p50_s = None;
+    report.latency_p99_s = None;
+    report.latency_max_s = None;
+    check_drained(&logs, &mut report);
+    Ok(Some(report))
+}

@@ -1,0 +1,50 @@
+//! The fast versions of the end-to-end scenario matrix (`make e2e` runs the full ones and
+//! writes docs/RELIABILITY.md). Every scenario must lose nothing and leave no seq gap.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use tern_tests::scenario::Report;
+use tern_tests::scenarios::{self, Size};
+
+fn check(report: Report) {
+    eprintln!("{report:#?}");
+    assert!(report.expected > 0, "the scenario tracked events");
+    assert_eq!(report.lost, 0, "{}: lost events", report.scenario);
+    assert_eq!(report.seq_gaps, 0, "{}: seq gaps", report.scenario);
+    assert_eq!(report.problem, None, "{}", report.scenario);
+}
+
+#[test]
+fn steady_state() {
+    check(scenarios::steady(Size::Fast).unwrap());
+}
+
+#[test]
+fn offline_device_comes_back() {
+    check(scenarios::offline(Size::Fast).unwrap());
+}
+
+#[test]
+fn collector_killed_under_load() {
+    check(scenarios::collector_kill(Size::Fast).unwrap());
+}
+
+#[test]
+fn rolling_restart() {
+    check(scenarios::rolling_restart(Size::Fast).unwrap());
+}
+
+#[test]
+fn sdk_killed_during_flush() {
+    check(scenarios::sdk_kill(Size::Fast).unwrap());
+}
+
+#[test]
+fn clock_skew() {
+    match scenarios::clock_skew(Size::Fast).unwrap() {
+        Some(report) => check(report),
+        // `make test` installs libfaketime (Debian package faketime); without it the scenario
+        // cannot fake a device clock and says so.
+        None => eprintln!("clock_skew: libfaketime is not installed; scenario not run"),
+    }
+}
