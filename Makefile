@@ -21,13 +21,20 @@ faketime:
 	  { apt-get install -y -qq faketime >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq faketime >/dev/null 2>&1; }; }; } || \
 	  echo "note: faketime not installed; the clock-skew scenario will not run"
 
-deps: node_modules/.package-lock.json faketime
+# Python for the example stream consumer and its test (pinned in tools/requirements-dev.txt).
+.venv/.installed: tools/requirements-dev.txt
+	python3 -m venv .venv
+	.venv/bin/pip install -q -r tools/requirements-dev.txt
+	@touch $@
+
+deps: node_modules/.package-lock.json faketime .venv/.installed
 
 build:
 	$(CARGO) build --workspace --bins
 
 test: deps build
 	$(CARGO) test --workspace
+	.venv/bin/python -m pytest -q tools/consumer
 
 demo: deps build
 	$(CARGO) run -q -p tern-tests --bin tern-demo -- $(DEMO_ARGS)

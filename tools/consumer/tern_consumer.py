@@ -1,0 +1,104 @@
+"""Example consumer of the Tern stream (stream record v1, docs/stream-record.md).
+
+Reads every shard of a Kinesis stream with boto3, parses each record, and drops duplicates by
+`event_id` (delivery is at-least-once: a resent batch writes its events again, with the same
+`event_id`). A production consumer would use KCL, Lambda or Flink and keep its dedup state in
+a store with a TTL longer than the SDK's retry horizon; this one keeps a bounded in-memory set,
+which is enough for duplicates that arrive close together (they do: a resend follows its
+original within minutes).
+
+    python tools/consumer/tern_consumer.py --stream events --endpoint http://127.0.0.1:4567
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import OrderedDict
+from typing import Callable, Iterator
+
+import boto3
+
+
+class Deduper:
+    """Remembers the last `capacity` event ids; `first(id)` is True the first time an id is seen."""
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self.capacity = capacity
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.duplicates = 0
+
+    def first(self, event_id: str) -> bool:
+        if event_id in self.seen:
+            self.seen.move_to_end(event_id)
+            self.duplicates += 1
+            return False
+        self.seen[event_id] = None
+        if len(self.seen) > self.capacity:
+            self.seen.popitem(last=False)
+        return True
+
+
+def kinesis_client(endpoint: str | None, region: str = "us-east-1"):
+    """A boto3 Kinesis client; `endpoint` points it at a local server."""
+    kwargs = {"region_name": region}
+    if endpoint:
+        kwargs.update(endpoint_url=endpoint, aws_access_key_id="local", aws_secret_access_key="local")
+    return boto3.client("kinesis", **kwargs)
+
+
+def records(client, stream: str, idle_polls: int = 3, poll_interval: float = 0.2) -> Iterator[dict]:
+    """Yields every stream record of every shard from the start, until each shard has answered
+    `idle_polls` empty pages in a row (a live consumer would poll forever)."""
+    shards = client.list_shards(StreamName=stream)["Shards"]
+    iterators = {
+        s["ShardId"]: client.get_shard_iterator(
+            StreamName=stream, ShardId=s["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        for s in shards
+    }
+    idle = {shard: 0 for shard in iterators}
+    while iterators:
+        for shard, iterator in list(iterators.items()):
+            page = client.get_records(ShardIterator=iterator, Limit=10_000)
+            for record in page["Records"]:
+                yield json.loads(record["Data"])
+            next_iterator = page.get("NextShardIterator")
+            if not page["Records"]:
+                idle[shard] += 1
+            else:
+                idle[shard] = 0
+            if next_iterator is None or idle[shard] >= idle_polls:
+                del iterators[shard]
+            else:
+                iterators[shard] = next_iterator
+        time.sleep(poll_interval)
+
+
+def consume(client, stream: str, handle: Callable[[dict], None], deduper: Deduper | None = None, **kw) -> Deduper:
+    """Calls `handle` once per distinct event of the stream."""
+    deduper = deduper or Deduper()
+    for record in records(client, stream, **kw):
+        if record.get("v") != 1:
+            continue  # a future format version: handle it explicitly, never guess
+        if deduper.first(record["event_id"]):
+            handle(record)
+    return deduper
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stream", required=True)
+    parser.add_argument("--endpoint", help="Kinesis endpoint URL (a local server); default: AWS")
+    parser.add_argument("--region", default="us-east-1")
+    args = parser.parse_args()
+    client = kinesis_client(args.endpoint, args.region)
+    deduper = consume(client, args.stream, lambda r: print(json.dumps(r), flush=True))
+    print(f"{len(deduper.seen)} events, {deduper.duplicates} duplicates dropped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
