@@ -144,75 +144,86 @@ pub async fn client(endpoint: &str) -> Client {
     Client::new(&config)
 }
 
-/// Reads a stream shard by shard, remembering where it stopped.
+/// Reads every shard of a stream from its start, remembering where it stopped (async, for any
+/// Kinesis endpoint).
+pub struct ShardReader {
+    client: Client,
+    iterators: Vec<(String, Option<String>)>,
+}
+
+impl ShardReader {
+    /// Opens iterators at the start (TRIM_HORIZON) of every shard of `stream`.
+    pub async fn open(client: Client, stream: &str) -> Result<Self> {
+        let shards = client.list_shards().stream_name(stream).send().await?;
+        let mut iterators = Vec::new();
+        for shard in shards.shards() {
+            let it = client
+                .get_shard_iterator()
+                .stream_name(stream)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await?;
+            iterators.push((
+                shard.shard_id().to_owned(),
+                it.shard_iterator().map(str::to_owned),
+            ));
+        }
+        Ok(Self { client, iterators })
+    }
+
+    /// Raw data of every record added since the last call.
+    pub async fn read_raw(&mut self) -> Result<Vec<RawRecord>> {
+        let mut out = Vec::new();
+        for (shard_id, iterator) in self.iterators.iter_mut() {
+            while let Some(it) = iterator.clone() {
+                let page = self
+                    .client
+                    .get_records()
+                    .shard_iterator(it)
+                    .limit(10_000)
+                    .send()
+                    .await?;
+                *iterator = page.next_shard_iterator().map(str::to_owned);
+                let records = page.records();
+                for r in records {
+                    let arrived_at = r
+                        .approximate_arrival_timestamp()
+                        .and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.to_millis().ok()?))
+                        .unwrap_or_else(Utc::now);
+                    out.push(RawRecord {
+                        shard_id: shard_id.clone(),
+                        partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                        data: r.data().as_ref().to_vec(),
+                        arrived_at,
+                    });
+                }
+                if records.is_empty()
+                    || page.millis_behind_latest() == Some(0) && records.len() < 10_000
+                {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a stream of the harness's kinesalite (blocking).
 pub struct StreamReader<'a> {
     kinesis: &'a Kinesalite,
-    iterators: Vec<(String, Option<String>)>,
+    shards: ShardReader,
 }
 
 impl<'a> StreamReader<'a> {
     fn new(kinesis: &'a Kinesalite, stream: &str) -> Result<Self> {
-        let client = kinesis.client();
-        let iterators = kinesis.block_on(async {
-            let shards = client.list_shards().stream_name(stream).send().await?;
-            let mut iterators = Vec::new();
-            for shard in shards.shards() {
-                let it = client
-                    .get_shard_iterator()
-                    .stream_name(stream)
-                    .shard_id(shard.shard_id())
-                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                    .send()
-                    .await?;
-                iterators.push((
-                    shard.shard_id().to_owned(),
-                    it.shard_iterator().map(str::to_owned),
-                ));
-            }
-            anyhow::Ok(iterators)
-        })?;
-        Ok(Self { kinesis, iterators })
+        let shards = kinesis.block_on(ShardReader::open(kinesis.client().clone(), stream))?;
+        Ok(Self { kinesis, shards })
     }
 
     /// Raw data of every record added since the last call, parsed or not.
     pub fn read_raw(&mut self) -> Result<Vec<RawRecord>> {
-        let client = self.kinesis.client().clone();
-        let iterators = &mut self.iterators;
-        self.kinesis.block_on(async move {
-            let mut out = Vec::new();
-            for (shard_id, iterator) in iterators.iter_mut() {
-                while let Some(it) = iterator.clone() {
-                    let page = client
-                        .get_records()
-                        .shard_iterator(it)
-                        .limit(10_000)
-                        .send()
-                        .await?;
-                    *iterator = page.next_shard_iterator().map(str::to_owned);
-                    let records = page.records();
-                    for r in records {
-                        let arrived = r
-                            .approximate_arrival_timestamp()
-                            .and_then(|t| {
-                                DateTime::<Utc>::from_timestamp_millis(t.to_millis().ok()?)
-                            })
-                            .unwrap_or_else(Utc::now);
-                        out.push(RawRecord {
-                            shard_id: shard_id.clone(),
-                            partition_key: r.partition_key().unwrap_or_default().to_owned(),
-                            data: r.data().as_ref().to_vec(),
-                            arrived_at: arrived,
-                        });
-                    }
-                    if records.is_empty()
-                        || page.millis_behind_latest() == Some(0) && records.len() < 10_000
-                    {
-                        break;
-                    }
-                }
-            }
-            anyhow::Ok(out)
-        })
+        self.kinesis.block_on(self.shards.read_raw())
     }
 
     /// Every stream record added since the last call.

@@ -4,8 +4,10 @@
 //! Everything listens on 127.0.0.1 and is stopped when its handle is dropped.
 
 pub mod capture;
+pub mod fault_proxy;
 pub mod kinesis;
 pub mod lb;
+pub mod loadgen;
 pub mod process;
 pub mod scenario;
 pub mod scenarios;

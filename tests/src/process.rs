@@ -219,3 +219,62 @@ pub fn free_port() -> Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// A running `tern-fault-proxy` in front of a Kinesis server.
+pub struct FaultProxyProcess {
+    _process: Listening,
+    /// Its URL: give it to the collector as `--kinesis-endpoint`.
+    pub url: String,
+}
+
+impl FaultProxyProcess {
+    /// Starts the proxy in front of `upstream` with extra flags (e.g. `--throttle-share 0.5`).
+    pub fn start(upstream: &str, args: &[&str]) -> Result<Self> {
+        let mut command = Command::new(binary("tern-fault-proxy")?);
+        command.args(["--upstream", upstream]).args(args);
+        let process = Listening::spawn(command, "tern-fault-proxy")?;
+        let url = format!("http://{}", process.addr);
+        Ok(Self {
+            _process: process,
+            url,
+        })
+    }
+
+    /// What it injected so far.
+    pub fn stats(&self) -> Result<crate::fault_proxy::Stats> {
+        let text = reqwest::blocking::get(format!("{}/_stats", self.url))?.text()?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Replaces the faults it injects.
+    pub fn set(&self, faults: &crate::fault_proxy::Faults) -> Result<()> {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/_fault", self.url))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(faults)?)
+            .send()?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "POST /_fault: {}",
+            response.status()
+        );
+        Ok(())
+    }
+}
+
+/// Runs `tern-loadgen` to completion with `args` and returns its JSON report.
+pub fn loadgen(args: &[&str]) -> Result<crate::loadgen::Report> {
+    let output = Command::new(binary("tern-loadgen")?)
+        .args(args)
+        .arg("--json")
+        .stderr(Stdio::inherit())
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "tern-loadgen printed {text:?} (exit {:?})",
+            output.status.code()
+        )
+    })?;
+    Ok(serde_json::from_value(report)?)
+}

@@ -112,7 +112,14 @@ pub fn offline(size: Size) -> Result<Report> {
     let dead = format!("http://127.0.0.1:{}", free_port()?);
     // 20 µs apart: a day's events in seconds, but within what the writer absorbs, so none
     // is refused with queue_full (which would be counted, not lost).
-    let mut offline = spec(dir.path(), 0, &dead, events, Duration::from_micros(20), "default");
+    let mut offline = spec(
+        dir.path(),
+        0,
+        &dead,
+        events,
+        Duration::from_micros(20),
+        "default",
+    );
     offline.drain = None;
     let mut logs = run_devices(&[offline])?;
     // Online again: a new process (the app relaunched) uploads the backlog.

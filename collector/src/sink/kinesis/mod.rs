@@ -60,11 +60,15 @@ impl KinesisSink {
     ) -> Result<(), SinkError> {
         let total = entries.len();
         let mut pending: Vec<(usize, Entry)> = entries.into_iter().enumerate().collect();
-        let mut attempt = 0u32;
+        // Consecutive attempts that wrote nothing: the backoff grows only with those. An
+        // attempt that wrote some records (partial throttling is Kinesis pacing us, not a
+        // fault) retries the rest after the shortest delay.
+        let mut fruitless = 0u32;
+        let mut first = true;
         let mut last_error = String::new();
         while !pending.is_empty() {
-            if attempt > 0 {
-                let delay = retry::delay(attempt);
+            if !first {
+                let delay = retry::delay(fruitless.max(1));
                 if Instant::now() + delay >= deadline {
                     return Err(SinkError {
                         pending: pending.len(),
@@ -75,7 +79,8 @@ impl KinesisSink {
                 tokio::time::sleep(delay).await;
                 self.metrics.records_retried.inc_by(pending.len() as u64);
             }
-            attempt += 1;
+            first = false;
+            let before = pending.len();
             let requests = request_builder::build_requests(std::mem::take(&mut pending));
             let calls = requests.into_iter().map(|request| async move {
                 let entries: Vec<Entry> = request.iter().map(|(_, e)| e.clone()).collect();
@@ -106,6 +111,11 @@ impl KinesisSink {
             }
             // Keep the upload's order for the next attempt.
             pending.sort_unstable_by_key(|(index, _)| *index);
+            fruitless = if pending.len() < before {
+                0
+            } else {
+                fruitless + 1
+            };
         }
         Ok(())
     }

@@ -1,0 +1,279 @@
+//! The fault proxy: a test tool between the collector and a real Kinesis server (kinesalite)
+//! that injects what local servers never do — throttled records, failed and hung requests,
+//! outages — so tests can prove the collector's at-least-once delivery under them. It is not a
+//! Kinesis server: everything it does not refuse goes to the real one (except in `fake_writes`
+//! mode, used only to benchmark the collector without a Kinesis bottleneck).
+//!
+//! Control: `GET /_stats` (what was injected), `POST /_fault` (a [`Faults`] JSON, replaces the
+//! current one).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// What to inject; shares are probabilities in 0..=1.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Share of PutRecords records answered with `ProvisionedThroughputExceededException` (and
+    /// not written).
+    pub throttle_share: f64,
+    /// Share of PutRecords requests answered with HTTP 500 `InternalFailure` (nothing written).
+    pub error_share: f64,
+    /// Share of PutRecords requests held for `hang_ms` and then answered 500 (nothing written).
+    pub hang_share: f64,
+    /// How long a hung request is held.
+    pub hang_ms: u64,
+    /// Outage: every request is refused with 503 while this is true.
+    pub outage: bool,
+    /// Answer PutRecords without the upstream server (fake sequence numbers). Benchmarks only.
+    pub fake_writes: bool,
+}
+
+/// What the proxy did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests received.
+    pub requests: u64,
+    /// PutRecords calls received.
+    pub put_records_calls: u64,
+    /// Records in those calls.
+    pub records: u64,
+    /// Records answered as throttled.
+    pub records_throttled: u64,
+    /// Requests answered 500.
+    pub requests_failed: u64,
+    /// Requests held and then failed.
+    pub requests_hung: u64,
+    /// Requests refused during an outage.
+    pub outage_refusals: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    put_records_calls: AtomicU64,
+    records: AtomicU64,
+    records_throttled: AtomicU64,
+    requests_failed: AtomicU64,
+    requests_hung: AtomicU64,
+    outage_refusals: AtomicU64,
+    fake_sequence: AtomicU64,
+}
+
+struct ProxyState {
+    upstream: String,
+    faults: RwLock<Faults>,
+    counters: Counters,
+    client: reqwest::Client,
+}
+
+/// The proxy's routes, forwarding to `upstream` (e.g. `http://127.0.0.1:4567`).
+pub fn router(upstream: &str, faults: Faults) -> Router {
+    let state = Arc::new(ProxyState {
+        upstream: upstream.trim_end_matches('/').to_owned(),
+        faults: RwLock::new(faults),
+        counters: Counters::default(),
+        client: reqwest::Client::new(),
+    });
+    Router::new()
+        .route("/_stats", get(stats))
+        .route("/_fault", post(set_faults))
+        .fallback(forward)
+        .with_state(state)
+}
+
+async fn stats(State(state): State<Arc<ProxyState>>) -> Json<Stats> {
+    let c = &state.counters;
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Json(Stats {
+        requests: l(&c.requests),
+        put_records_calls: l(&c.put_records_calls),
+        records: l(&c.records),
+        records_throttled: l(&c.records_throttled),
+        requests_failed: l(&c.requests_failed),
+        requests_hung: l(&c.requests_hung),
+        outage_refusals: l(&c.outage_refusals),
+    })
+}
+
+async fn set_faults(
+    State(state): State<Arc<ProxyState>>,
+    Json(faults): Json<Faults>,
+) -> StatusCode {
+    if let Ok(mut f) = state.faults.write() {
+        *f = faults;
+    }
+    StatusCode::NO_CONTENT
+}
+
+fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/x-amz-json-1.1")],
+        json!({ "__type": kind, "message": message }).to_string(),
+    )
+        .into_response()
+}
+
+async fn forward(
+    State(state): State<Arc<ProxyState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let c = &state.counters;
+    c.requests.fetch_add(1, Ordering::Relaxed);
+    let faults = state.faults.read().map(|f| f.clone()).unwrap_or_default();
+    if faults.outage {
+        c.outage_refusals.fetch_add(1, Ordering::Relaxed);
+        return aws_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "injected outage",
+        );
+    }
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if !target.ends_with(".PutRecords") {
+        return pass(&state, &headers, body).await;
+    }
+    c.put_records_calls.fetch_add(1, Ordering::Relaxed);
+    let roll: f64 = rand::random();
+    if roll < faults.error_share {
+        c.requests_failed.fetch_add(1, Ordering::Relaxed);
+        return aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "injected failure",
+        );
+    }
+    if roll < faults.error_share + faults.hang_share {
+        c.requests_hung.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(faults.hang_ms)).await;
+        return aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "injected hang",
+        );
+    }
+    let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
+        return pass(&state, &headers, body).await;
+    };
+    let records = request["Records"].as_array().cloned().unwrap_or_default();
+    c.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+    let throttled: Vec<bool> = records
+        .iter()
+        .map(|_| rand::random::<f64>() < faults.throttle_share)
+        .collect();
+    let kept: Vec<Value> = records
+        .iter()
+        .zip(&throttled)
+        .filter(|(_, t)| !**t)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let upstream_results: Vec<Value> = if kept.is_empty() {
+        Vec::new()
+    } else if faults.fake_writes {
+        kept.iter()
+            .map(|_| {
+                let n = c.fake_sequence.fetch_add(1, Ordering::Relaxed);
+                json!({ "SequenceNumber": format!("{:056}", n), "ShardId": "shardId-000000000000" })
+            })
+            .collect()
+    } else {
+        request["Records"] = Value::Array(kept);
+        let response = match send(&state, &headers, Bytes::from(request.to_string())).await {
+            Ok(r) => r,
+            Err(e) => return aws_error(StatusCode::BAD_GATEWAY, "InternalFailure", &e),
+        };
+        if response.0 != StatusCode::OK {
+            return (
+                response.0,
+                [("content-type", "application/x-amz-json-1.1")],
+                response.1,
+            )
+                .into_response();
+        }
+        match serde_json::from_slice::<Value>(&response.1) {
+            Ok(v) => v["Records"].as_array().cloned().unwrap_or_default(),
+            Err(_) => {
+                return aws_error(
+                    StatusCode::BAD_GATEWAY,
+                    "InternalFailure",
+                    "unreadable upstream answer",
+                )
+            }
+        }
+    };
+    let mut upstream = upstream_results.into_iter();
+    let mut failed = 0u64;
+    let merged: Vec<Value> = throttled
+        .iter()
+        .map(|t| {
+            let entry = if *t {
+                c.records_throttled.fetch_add(1, Ordering::Relaxed);
+                json!({
+                    "ErrorCode": "ProvisionedThroughputExceededException",
+                    "ErrorMessage": "Rate exceeded for shard (injected by the fault proxy)"
+                })
+            } else {
+                upstream.next().unwrap_or_else(
+                    || json!({ "ErrorCode": "InternalFailure", "ErrorMessage": "missing result" }),
+                )
+            };
+            if entry.get("ErrorCode").is_some() {
+                failed += 1;
+            }
+            entry
+        })
+        .collect();
+    let answer = json!({ "FailedRecordCount": failed, "Records": merged });
+    (
+        StatusCode::OK,
+        [("content-type", "application/x-amz-json-1.1")],
+        answer.to_string(),
+    )
+        .into_response()
+}
+
+async fn pass(state: &ProxyState, headers: &HeaderMap, body: Bytes) -> Response {
+    match send(state, headers, body).await {
+        Ok((status, body)) => (
+            status,
+            [("content-type", "application/x-amz-json-1.1")],
+            body,
+        )
+            .into_response(),
+        Err(e) => aws_error(StatusCode::BAD_GATEWAY, "InternalFailure", &e),
+    }
+}
+
+async fn send(
+    state: &ProxyState,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut request = state.client.post(format!("{}/", state.upstream)).body(body);
+    for (name, value) in headers {
+        if !matches!(name.as_str(), "host" | "content-length") {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, bytes))
+}

@@ -1,0 +1,190 @@
+//! The collector's at-least-once promise under Kinesis faults and its own death, with real
+//! processes: kinesalite, the fault proxy in front of it, tern-collector, tern-loadgen.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tern_tests::process::{free_port, loadgen, CollectorOptions, FaultProxyProcess};
+use tern_tests::{unique_stream, Collector, Kinesalite};
+
+/// The accounting rule of docs/metrics.md: every event received leaves through one outcome.
+fn assert_balanced(collector: &Collector) {
+    let text = collector.metrics().unwrap();
+    let sum = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let received = sum("tern_collector_events_received_total");
+    let outcomes = sum("tern_collector_events_delivered_total")
+        + sum("tern_collector_events_dead_lettered_total")
+        + sum("tern_collector_events_rejected_total")
+        + sum("tern_collector_events_duplicate_total");
+    assert_eq!(received, outcomes, "metrics do not balance:\n{text}");
+}
+
+fn loadgen_args<'a>(
+    url: &'a str,
+    kinesis: &'a str,
+    stream: &'a str,
+    events: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "--collector",
+        url,
+        "--events",
+        events,
+        "--devices",
+        "32",
+        "--batch",
+        "250",
+        "--kinesis-endpoint",
+        kinesis,
+        "--stream",
+        stream,
+        "--max-seconds",
+        "400",
+    ]
+}
+
+#[test]
+fn throttling_half_the_records_and_failing_5_percent_of_calls_loses_nothing() {
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("faults");
+    kinesis.create_stream(&stream, 4).unwrap();
+    let proxy = FaultProxyProcess::start(
+        &kinesis.endpoint,
+        &["--throttle-share", "0.5", "--error-share", "0.05"],
+    )
+    .unwrap();
+    let collector = Collector::start(&CollectorOptions::new(&proxy.url, &stream)).unwrap();
+
+    let report = loadgen(&loadgen_args(
+        &collector.url,
+        &kinesis.endpoint,
+        &stream,
+        "200000",
+    ))
+    .unwrap();
+    eprintln!("{report:#?}");
+    let stats = proxy.stats().unwrap();
+    eprintln!("{stats:#?}");
+    assert_eq!(
+        report.events_acked, 200_000,
+        "every event acknowledged in the end"
+    );
+    assert_eq!(report.lost, 0);
+    assert_eq!(report.delivered_unique, 200_000);
+    assert!(
+        stats.records_throttled > 50_000,
+        "the proxy throttled for real: {stats:?}"
+    );
+    assert!(
+        stats.requests_failed > 0,
+        "the proxy failed calls for real: {stats:?}"
+    );
+    assert_balanced(&collector);
+    assert!(
+        collector
+            .metric("tern_collector_records_throttled_total")
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
+fn sigkill_of_the_collector_under_load_loses_nothing_it_acknowledged() {
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("kill");
+    kinesis.create_stream(&stream, 2).unwrap();
+    let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
+    options.listen = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+    let mut collector = Collector::start(&options).unwrap();
+    let url = collector.url.clone();
+    let (endpoint, stream2) = (kinesis.endpoint.clone(), stream.clone());
+    let load = std::thread::spawn(move || {
+        loadgen(&[
+            "--collector",
+            &url,
+            "--events",
+            "60000",
+            "--devices",
+            "16",
+            "--batch",
+            "100",
+            "--rate",
+            "15000",
+            "--kinesis-endpoint",
+            &endpoint,
+            "--stream",
+            &stream2,
+            "--max-seconds",
+            "120",
+        ])
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    collector.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    let collector = Collector::start(&options).unwrap();
+    let report = load.join().unwrap().unwrap();
+    eprintln!("{report:#?}");
+    assert_eq!(report.lost, 0, "an acknowledged event is missing");
+    assert_eq!(report.events_acked, 60_000);
+    assert!(
+        report.responses.get(&0).copied().unwrap_or(0) > 0,
+        "requests failed while it was down: {:?}",
+        report.responses
+    );
+    assert_balanced(&collector);
+}
+
+#[test]
+fn sigterm_under_load_drains_exits_in_time_and_loses_nothing() {
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("term");
+    kinesis.create_stream(&stream, 2).unwrap();
+    let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
+    options.listen = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+    let mut collector = Collector::start(&options).unwrap();
+    let url = collector.url.clone();
+    let (endpoint, stream2) = (kinesis.endpoint.clone(), stream.clone());
+    let load = std::thread::spawn(move || {
+        loadgen(&[
+            "--collector",
+            &url,
+            "--events",
+            "60000",
+            "--devices",
+            "16",
+            "--batch",
+            "100",
+            "--rate",
+            "15000",
+            "--kinesis-endpoint",
+            &endpoint,
+            "--stream",
+            &stream2,
+            "--max-seconds",
+            "120",
+        ])
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let before = collector
+        .metric("tern_collector_events_received_total")
+        .unwrap();
+    assert!(before > 0.0, "load is flowing");
+    let stopping = Instant::now();
+    let code = collector.terminate(Duration::from_secs(20));
+    let took = stopping.elapsed();
+    assert_eq!(code, Some(0), "exited cleanly within the deadline");
+    eprintln!("SIGTERM → exit in {took:?}");
+    let collector = Collector::start(&options).unwrap();
+    let report = load.join().unwrap().unwrap();
+    eprintln!("{report:#?}");
+    assert_eq!(report.lost, 0);
+    assert_eq!(report.events_acked, 60_000);
+    assert_balanced(&collector);
+}
