@@ -168,7 +168,7 @@ impl Collector {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env(
                 "TERN_LOG",
-                std::env::var("TERN_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("TERN_LOG").unwrap_or_else(|_| "error".into()),
             );
         if let Some(dlq) = &options.dead_letter_stream {
             command.args(["--dead-letter-stream", dlq]);

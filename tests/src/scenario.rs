@@ -15,7 +15,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::lb::LoadBalancer;
-use crate::process::{binary, CollectorOptions};
+use crate::process::{binary, CollectorOptions, FaultProxyProcess};
 use crate::{percentile, unique_stream, Collector, Kinesalite, ReadRecord};
 
 /// The SDK's durability promise: an event is durable within 100 ms of `track()` returning.
@@ -69,18 +69,22 @@ pub struct Cluster {
     options: Vec<CollectorOptions>,
     /// The load balancer.
     pub lb: LoadBalancer,
+    /// The fault proxy between the collectors and kinesalite.
+    pub proxy: FaultProxyProcess,
 }
 
 impl Cluster {
-    /// Starts everything.
+    /// Starts everything; the collectors reach kinesalite through the fault proxy (which
+    /// injects nothing until told to).
     pub fn start(collectors: usize, shards: i32) -> Result<Self> {
         let kinesis = Kinesalite::start()?;
         let stream = unique_stream("scenario");
         kinesis.create_stream(&stream, shards)?;
+        let proxy = FaultProxyProcess::start(&kinesis.endpoint, &[])?;
         let mut options = Vec::new();
         let mut running = Vec::new();
         for _ in 0..collectors {
-            let mut o = CollectorOptions::new(&kinesis.endpoint, &stream);
+            let mut o = CollectorOptions::new(&proxy.url, &stream);
             o.listen = std::net::SocketAddr::from(([127, 0, 0, 1], crate::process::free_port()?));
             running.push(Collector::start(&o)?);
             options.push(o);
@@ -92,6 +96,7 @@ impl Cluster {
             collectors: running,
             options,
             lb,
+            proxy,
         })
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use crate::fault_proxy::Faults;
 use crate::process::free_port;
 use crate::scenario::{device_db, verify, Cluster, Device, DeviceLog, DeviceSpec, Report};
 
@@ -165,11 +166,22 @@ fn under_load(
     size: Size,
     disrupt: impl FnOnce(&mut Cluster) -> Result<String>,
 ) -> Result<Report> {
+    under_load_for(name, size, Duration::ZERO, disrupt)
+}
+
+/// Like [`under_load`], with the devices' load lasting about `window` longer.
+fn under_load_for(
+    name: &str,
+    size: Size,
+    window: Duration,
+    disrupt: impl FnOnce(&mut Cluster) -> Result<String>,
+) -> Result<Report> {
     let started = Instant::now();
     let mut cluster = Cluster::start(2, 2)?;
     let dir = tempfile::tempdir()?;
     let devices = size.pick(4, 8);
-    let events = size.pick(400, 3_000);
+    let interval = Duration::from_millis(10);
+    let events = size.pick(400, 3_000) + (window.as_millis() / interval.as_millis()) as u64;
     let specs: Vec<_> = (0..devices)
         .map(|n| {
             spec(
@@ -177,7 +189,7 @@ fn under_load(
                 n,
                 &cluster.lb.url(),
                 events,
-                Duration::from_millis(10),
+                interval,
                 "realtime",
             )
         })
@@ -220,6 +232,49 @@ pub fn rolling_restart(size: Size) -> Result<Report> {
             cluster.restart(i)?;
         }
         Ok(format!("exits: {}", exits.join(", ")))
+    })
+}
+
+/// Kinesis throttles half of all records for a while, under load.
+pub fn throttling(size: Size) -> Result<Report> {
+    let window = size.pick(Duration::from_secs(10), Duration::from_secs(60));
+    under_load_for(
+        "Kinesis throttles 50 % of records",
+        size,
+        window,
+        |cluster| {
+            cluster.proxy.set(&Faults {
+                throttle_share: 0.5,
+                ..Faults::default()
+            })?;
+            std::thread::sleep(window);
+            cluster.proxy.set(&Faults::default())?;
+            let stats = cluster.proxy.stats()?;
+            Ok(format!(
+                "{} s of 50 % throttling: {} records refused by the proxy and retried",
+                window.as_secs(),
+                stats.records_throttled
+            ))
+        },
+    )
+}
+
+/// Kinesis refuses everything for a while, under load.
+pub fn outage(size: Size) -> Result<Report> {
+    let window = size.pick(Duration::from_secs(15), Duration::from_secs(120));
+    under_load_for("Kinesis outage", size, window, |cluster| {
+        cluster.proxy.set(&Faults {
+            outage: true,
+            ..Faults::default()
+        })?;
+        std::thread::sleep(window);
+        cluster.proxy.set(&Faults::default())?;
+        let stats = cluster.proxy.stats()?;
+        Ok(format!(
+            "{} s outage: {} Kinesis calls refused; devices kept events and resent",
+            window.as_secs(),
+            stats.outage_refusals
+        ))
     })
 }
 

@@ -35,6 +35,16 @@ fn rolling_restart() {
 }
 
 #[test]
+fn kinesis_throttling() {
+    check(scenarios::throttling(Size::Fast).unwrap());
+}
+
+#[test]
+fn kinesis_outage() {
+    check(scenarios::outage(Size::Fast).unwrap());
+}
+
+#[test]
 fn sdk_killed_during_flush() {
     check(scenarios::sdk_kill(Size::Fast).unwrap());
 }

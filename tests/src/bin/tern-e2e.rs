@@ -34,6 +34,8 @@ fn main() -> anyhow::Result<()> {
         ("rolling_restart", |s| {
             scenarios::rolling_restart(s).map(Some)
         }),
+        ("throttling", |s| scenarios::throttling(s).map(Some)),
+        ("outage", |s| scenarios::outage(s).map(Some)),
         ("sdk_kill", |s| scenarios::sdk_kill(s).map(Some)),
         ("clock_skew", scenarios::clock_skew),
     ];

@@ -55,10 +55,14 @@ pub async fn put_records(
             ))
         }
         Ok(Err(e)) => {
-            return Err(format!(
-                "PutRecords failed: {}",
-                aws_sdk_kinesis::error::DisplayErrorContext(e)
-            ))
+            use aws_sdk_kinesis::error::ProvideErrorMetadata;
+            return Err(match e.code() {
+                Some(code) => format!("PutRecords failed: {code}: {}", e.message().unwrap_or("")),
+                None => format!(
+                    "PutRecords failed: {}",
+                    aws_sdk_kinesis::error::DisplayErrorContext(e)
+                ),
+            });
         }
         Ok(Ok(output)) => output,
     };
