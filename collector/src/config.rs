@@ -10,7 +10,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::limits::DEFAULT_ACK_DEADLINE;
+use crate::limits::{DEFAULT_ACK_DEADLINE, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_SHUTDOWN_DEADLINE};
 
 /// The collector's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -33,6 +33,13 @@ pub struct Config {
     pub ack_deadline_ms: u64,
     /// Identifier of this collector instance, written in every record; defaults to a fresh id.
     pub instance_id: Option<String>,
+    /// Bound on the bytes of uploads in progress; above it new uploads get 503 at once.
+    pub max_in_flight_bytes: usize,
+    /// After SIGTERM, how long in-flight uploads may take before the process exits, in ms.
+    pub shutdown_deadline_ms: u64,
+    /// After SIGTERM, how long to keep serving while reporting unready (so the load balancer
+    /// stops sending) before refusing new connections, in ms.
+    pub shutdown_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -44,10 +51,17 @@ impl Default for Config {
             kinesis_endpoint: None,
             region: "us-east-1".to_owned(),
             write_keys: BTreeMap::new(),
-            ack_deadline_ms: u64::try_from(DEFAULT_ACK_DEADLINE.as_millis()).unwrap_or(10_000),
+            ack_deadline_ms: millis(DEFAULT_ACK_DEADLINE),
             instance_id: None,
+            max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            shutdown_deadline_ms: millis(DEFAULT_SHUTDOWN_DEADLINE),
+            shutdown_delay_ms: 0,
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Command line of `tern-collector`; every flag can also be set from the environment.
@@ -88,6 +102,15 @@ pub struct Cli {
     /// Instance id written in every record.
     #[arg(long, env = "TERN_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Bound on the bytes of uploads in progress.
+    #[arg(long, env = "TERN_MAX_IN_FLIGHT_BYTES")]
+    pub max_in_flight_bytes: Option<usize>,
+    /// Shutdown deadline in milliseconds.
+    #[arg(long, env = "TERN_SHUTDOWN_DEADLINE_MS")]
+    pub shutdown_deadline_ms: Option<u64>,
+    /// Unready period before refusing connections at shutdown, in milliseconds.
+    #[arg(long, env = "TERN_SHUTDOWN_DELAY_MS")]
+    pub shutdown_delay_ms: Option<u64>,
 }
 
 impl Cli {
@@ -126,6 +149,15 @@ impl Cli {
         if let Some(v) = self.instance_id {
             config.instance_id = Some(v);
         }
+        if let Some(v) = self.max_in_flight_bytes {
+            config.max_in_flight_bytes = v;
+        }
+        if let Some(v) = self.shutdown_deadline_ms {
+            config.shutdown_deadline_ms = v;
+        }
+        if let Some(v) = self.shutdown_delay_ms {
+            config.shutdown_delay_ms = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -158,7 +190,18 @@ impl Config {
         if self.ack_deadline_ms == 0 {
             return Err(Error::Config("ack_deadline_ms: must be more than 0".into()));
         }
+        if self.max_in_flight_bytes < tern_protocol::limits::MAX_DECOMPRESSED_BYTES {
+            return Err(Error::Config(format!(
+                "max_in_flight_bytes: must be at least one upload's worth ({} bytes)",
+                tern_protocol::limits::MAX_DECOMPRESSED_BYTES
+            )));
+        }
         Ok(())
+    }
+
+    /// The shutdown deadline as a duration.
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_millis(self.shutdown_deadline_ms)
     }
 
     /// The ack deadline as a duration.

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use tern_protocol::limits::{
-    event_name_problem, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_ID_BYTES,
+    event_name_problem, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_ID_BYTES, MAX_JSON_DEPTH,
     MAX_PROPERTIES_BYTES,
 };
 use tern_protocol::{Batch, Event};
@@ -65,6 +65,12 @@ pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestErr
 /// Parses and checks the batch as a whole. A batch that breaks these rules is refused (400);
 /// single events are checked by [`event_problem`].
 pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
+    if let Some(depth) = nesting_over(json, MAX_JSON_DEPTH) {
+        return Err(RequestError::Malformed {
+            code: "json_too_deep",
+            message: format!("JSON nesting reaches depth {depth}, over the limit of {MAX_JSON_DEPTH}"),
+        });
+    }
     let batch: Batch = serde_json::from_slice(json).map_err(|e| RequestError::Malformed {
         code: "malformed_json",
         message: format!("the body is not a valid v1 batch: {e}"),
@@ -88,6 +94,36 @@ pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
         )));
     }
     Ok(batch)
+}
+
+/// The depth at which `json` first nests deeper than `max` (objects and arrays), if it does.
+/// A linear scan that ignores brackets inside strings; run before parsing, so deep nesting is a
+/// clear 400 and never deep recursion.
+fn nesting_over(json: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Some(depth);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Why one event cannot go to the stream (it goes to the dead-letter stream instead), or
@@ -145,6 +181,15 @@ mod tests {
         );
         assert_eq!(parse(b"{").unwrap_err().code(), "malformed_json");
         assert_eq!(parse(b"[]").unwrap_err().code(), "malformed_json");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(parse(deep.as_bytes()).unwrap_err().code(), "json_too_deep");
+        // Brackets inside strings do not count.
+        assert_eq!(nesting_over(br#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"["}"#, 3), None);
+        assert_eq!(nesting_over(br#"{"a":{"b":{"c":{}}}}"#, 3), Some(4));
     }
 
     #[test]

@@ -44,6 +44,12 @@ pub enum RequestError {
     /// The client was too slow sending its body.
     #[error("the request body did not arrive in time")]
     Timeout,
+    /// The collector holds as many uploads as its memory bound allows: come back shortly.
+    #[error("the collector is at its in-flight bound; retry after the indicated delay")]
+    Overloaded {
+        /// When to come back.
+        retry_after: Duration,
+    },
     /// Kinesis did not take every record before the deadline: resend the same batch later.
     #[error("{message}")]
     StreamUnavailable {
@@ -63,7 +69,9 @@ impl RequestError {
             Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Malformed { .. } => StatusCode::BAD_REQUEST,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
-            Self::StreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StreamUnavailable { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -76,6 +84,7 @@ impl RequestError {
             Self::Malformed { code, .. } => code,
             Self::Timeout => "timeout",
             Self::StreamUnavailable { .. } => "stream_unavailable",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 }
@@ -88,7 +97,7 @@ impl IntoResponse for RequestError {
             message: self.to_string(),
         };
         let mut response = (status, Json(body)).into_response();
-        if let Self::StreamUnavailable { retry_after, .. } = &self {
+        if let Self::StreamUnavailable { retry_after, .. } | Self::Overloaded { retry_after } = &self {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs().max(1)),

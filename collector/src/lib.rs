@@ -10,6 +10,7 @@ pub mod enrich;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod readiness;
 pub mod server;
 pub mod sink;
 
@@ -25,7 +26,10 @@ use crate::metrics::Metrics;
 use crate::server::AppState;
 use crate::sink::kinesis::{KinesisSink, KinesisSinkConfig};
 
-/// Runs the collector until `shutdown` completes, then finishes in-flight uploads and returns.
+/// Runs the collector until `shutdown` completes; then it reports unready, waits
+/// `shutdown_delay_ms` for the load balancer to notice, stops accepting connections, gives
+/// in-flight uploads up to `shutdown_deadline_ms` to finish, and returns. An upload cut off by the
+/// deadline was not acknowledged, so its SDK resends it: nothing acknowledged is lost.
 /// Calls `on_listening` with the bound address once the listener is up.
 pub async fn run(
     config: Config,
@@ -47,15 +51,42 @@ pub async fn run(
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, stream = %config.stream, %collector_id, "listening");
+    let shutdown_delay = std::time::Duration::from_millis(config.shutdown_delay_ms);
+    let shutdown_deadline = config.shutdown_deadline();
     let state = Arc::new(AppState::new(
         config,
         KinesisSink::new(client, Arc::clone(&metrics)),
         metrics,
         collector_id,
     ));
+    readiness::check_once(&state).await;
+    tokio::spawn(readiness::watch(Arc::clone(&state)));
     on_listening(addr);
-    axum::serve(listener, server::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain = {
+        let state = Arc::clone(&state);
+        async move {
+            shutdown.await;
+            state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            state.publish_readiness();
+            tracing::info!(?shutdown_delay, "draining: unready, then finishing in-flight uploads");
+            tokio::time::sleep(shutdown_delay).await;
+            let _ = draining_tx.send(());
+        }
+    };
+    let server = axum::serve(listener, server::router(state)).with_graceful_shutdown(drain);
+    tokio::select! {
+        served = server => served?,
+        () = async {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(shutdown_deadline).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(?shutdown_deadline, "shutdown deadline passed; unanswered uploads will be resent by their SDKs");
+        }
+    }
     Ok(())
 }

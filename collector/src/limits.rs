@@ -36,3 +36,24 @@ pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// How long a slow client may take to send its request body.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Default bound on the bytes of uploads being processed (decoded records waiting for Kinesis).
+/// 256 MiB keeps the collector far below its 1 GiB container limit however slow Kinesis gets;
+/// above it new uploads get 503 at once and the SDKs back off.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;
+
+/// `Retry-After` sent when the collector sheds load: short, since it frees within an ack deadline.
+pub const RETRY_AFTER_OVERLOADED: Duration = Duration::from_secs(2);
+
+/// How many acknowledged batch ids an instance remembers to answer a resend without writing it
+/// again: ~100 000 × ~100 bytes = ~10 MiB, minutes of traffic at 1 000 uploads/s.
+pub const ACKED_BATCHES_REMEMBERED: usize = 100_000;
+
+/// Default time a SIGTERM'd collector gives in-flight uploads to finish: twice the ack deadline.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How often readiness asks Kinesis whether the stream answers.
+pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Consecutive readiness checks that must agree before readiness flips (hysteresis).
+pub const READINESS_FLIP_AFTER: u32 = 2;

@@ -2,12 +2,14 @@
 //! `tern_collector_<name>_<unit>_total`; `docs/metrics.md` lists them with their labels.
 //!
 //! Accounting rule: every event that enters (`events_received`) leaves through exactly one of
-//! `events_delivered`, `events_dead_lettered` or `events_rejected` (the request failed and the
+//! `events_delivered`, `events_dead_lettered`, `events_duplicate` (a resent batch this instance
+//! had acknowledged, answered without writing) or `events_rejected` (the request failed and the
 //! SDK keeps the events to resend).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -38,6 +40,14 @@ pub struct Metrics {
     pub events_dead_lettered: Counter,
     /// Events of decoded uploads that were answered with an error, by reason; the SDK resends them.
     pub events_rejected: Family<ReasonLabel, Counter>,
+    /// Events of resent batches that this instance had already acknowledged.
+    pub events_duplicate: Counter,
+    /// Events the SDKs report they dropped on the device, by reason.
+    pub sdk_dropped_events: Family<ReasonLabel, Counter>,
+    /// Bytes of uploads in progress (decoded records waiting for Kinesis).
+    pub in_flight_bytes: Gauge,
+    /// 1 when ready (Kinesis answers, not draining), else 0.
+    pub ready: Gauge,
     /// Records that failed in a PutRecords call and were sent again.
     pub records_retried: Counter,
     /// Records refused with `ProvisionedThroughputExceededException`.
@@ -66,6 +76,10 @@ impl Metrics {
             events_delivered: Counter::default(),
             events_dead_lettered: Counter::default(),
             events_rejected: Family::default(),
+            events_duplicate: Counter::default(),
+            sdk_dropped_events: Family::default(),
+            in_flight_bytes: Gauge::default(),
+            ready: Gauge::default(),
             records_retried: Counter::default(),
             records_throttled: Counter::default(),
             put_records_failed: Counter::default(),
@@ -98,6 +112,22 @@ impl Metrics {
             "Events of decoded uploads answered with an error (the SDK resends them), by reason",
             m.events_rejected.clone(),
         );
+        registry.register(
+            "events_duplicate",
+            "Events of resent batches this instance had acknowledged, answered without writing",
+            m.events_duplicate.clone(),
+        );
+        registry.register(
+            "sdk_dropped_events",
+            "Events the SDKs report they dropped on the device, by reason",
+            m.sdk_dropped_events.clone(),
+        );
+        registry.register(
+            "in_flight_bytes",
+            "Bytes of uploads in progress",
+            m.in_flight_bytes.clone(),
+        );
+        registry.register("ready", "1 when ready to take uploads", m.ready.clone());
         registry.register(
             "records_retried",
             "Records sent again after failing in a PutRecords call",

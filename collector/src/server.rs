@@ -1,7 +1,13 @@
-//! HTTP surface: `POST /v1/batch`, `GET /healthz`, `GET /metrics`.
+//! HTTP surface: `POST /v1/batch`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use lru::LruCache;
+use uuid::Uuid;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -17,7 +23,10 @@ use crate::config::Config;
 use crate::decode::{self, Encoding};
 use crate::enrich::{self, Upload};
 use crate::error::RequestError;
-use crate::limits::{BODY_READ_TIMEOUT, MAX_RECORD_BYTES, RETRY_AFTER_STREAM_UNAVAILABLE};
+use crate::limits::{
+    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, MAX_RECORD_BYTES, RETRY_AFTER_OVERLOADED,
+    RETRY_AFTER_STREAM_UNAVAILABLE,
+};
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
 use crate::sink::kinesis::{Entry, KinesisSink};
 
@@ -27,6 +36,14 @@ pub struct AppState {
     sink: KinesisSink,
     metrics: Arc<Metrics>,
     collector_id: String,
+    /// Bytes of uploads in progress.
+    in_flight: AtomicUsize,
+    /// Batches this instance acknowledged recently, with their answer.
+    acked: Mutex<LruCache<Uuid, BatchAck>>,
+    /// Set at SIGTERM: unready from then on.
+    pub draining: AtomicBool,
+    /// Whether Kinesis answered the last readiness checks (with hysteresis).
+    pub kinesis_ok: AtomicBool,
 }
 
 impl AppState {
@@ -37,12 +54,65 @@ impl AppState {
         metrics: Arc<Metrics>,
         collector_id: String,
     ) -> Self {
+        let remembered = NonZeroUsize::new(ACKED_BATCHES_REMEMBERED).unwrap_or(NonZeroUsize::MIN);
         Self {
             config,
             sink,
             metrics,
             collector_id,
+            in_flight: AtomicUsize::new(0),
+            acked: Mutex::new(LruCache::new(remembered)),
+            draining: AtomicBool::new(false),
+            kinesis_ok: AtomicBool::new(false),
         }
+    }
+
+    /// Ready to take uploads: Kinesis answers and the process is not draining.
+    pub fn ready(&self) -> bool {
+        self.kinesis_ok.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Updates the `ready` gauge.
+    pub fn publish_readiness(&self) {
+        self.metrics.ready.set(i64::from(self.ready()));
+    }
+
+    /// The sink (for readiness checks).
+    pub fn sink(&self) -> &KinesisSink {
+        &self.sink
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// A reservation of in-flight bytes, released when dropped.
+struct InFlight<'a> {
+    state: &'a AppState,
+    bytes: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn reserve(state: &'a AppState, bytes: usize) -> Option<Self> {
+        let max = state.config.max_in_flight_bytes;
+        let reserved = state
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
+                (current + bytes <= max || current == 0).then_some(current + bytes)
+            });
+        reserved.ok().map(|previous| {
+            state.metrics.in_flight_bytes.set(i64::try_from(previous + bytes).unwrap_or(i64::MAX));
+            Self { state, bytes }
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let now = self.state.in_flight.fetch_sub(self.bytes, Ordering::SeqCst) - self.bytes;
+        self.state.metrics.in_flight_bytes.set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 }
 
@@ -51,8 +121,19 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(BATCH_PATH, post(batch))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !state.kinesis_ok.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "kinesis not answering\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -91,10 +172,19 @@ async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bod
 
 /// What decoding produced: records for the stream and for the dead-letter stream.
 struct Prepared {
-    batch_id: uuid::Uuid,
+    batch_id: Uuid,
     events: u64,
     records: Vec<Entry>,
     dead_letters: Vec<Entry>,
+    /// What the SDK reports it dropped on the device.
+    dropped: BTreeMap<String, u64>,
+}
+
+impl Prepared {
+    /// Memory this upload holds until it is answered.
+    fn bytes(&self) -> usize {
+        self.records.iter().chain(&self.dead_letters).map(Entry::size).sum()
+    }
 }
 
 async fn handle_batch(
@@ -136,6 +226,24 @@ async fn handle_batch(
     };
     let m = &state.metrics;
     m.events_received.inc_by(prepared.events);
+    let cached = state
+        .acked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&prepared.batch_id)
+        .cloned();
+    if let Some(ack) = cached {
+        // A resend of a batch this instance acknowledged: its ack was lost on the way back.
+        m.events_duplicate.inc_by(prepared.events);
+        return Ok(ack);
+    }
+    let Some(_in_flight) = InFlight::reserve(state, prepared.bytes()) else {
+        let error = RequestError::Overloaded {
+            retry_after: RETRY_AFTER_OVERLOADED,
+        };
+        reject(m, prepared.events, &error);
+        return Err(error);
+    };
     let deadline = tokio::time::Instant::now() + state.config.ack_deadline();
     let dead_lettered = prepared.dead_letters.len() as u64;
     let delivered = prepared.records.len() as u64;
@@ -164,11 +272,24 @@ async fn handle_batch(
     }
     m.events_delivered.inc_by(delivered);
     m.events_dead_lettered.inc_by(dead_lettered);
-    Ok(BatchAck {
+    for (reason, n) in &prepared.dropped {
+        m.sdk_dropped_events
+            .get_or_create(&ReasonLabel {
+                reason: reason.clone(),
+            })
+            .inc_by(*n);
+    }
+    let ack = BatchAck {
         batch_id: prepared.batch_id,
         accepted: u32::try_from(delivered).unwrap_or(u32::MAX),
         dead_lettered: u32::try_from(dead_lettered).unwrap_or(u32::MAX),
-    })
+    };
+    state
+        .acked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .put(prepared.batch_id, ack.clone());
+    Ok(ack)
 }
 
 fn reject(metrics: &Metrics, events: u64, error: &RequestError) {
@@ -286,6 +407,12 @@ fn prepare(
         events,
         records,
         dead_letters,
+        dropped: batch
+            .dropped
+            .iter()
+            .filter(|(reason, _)| reason.len() <= 64)
+            .map(|(r, n)| (r.clone(), *n))
+            .collect(),
     })
 }
 
