@@ -68,7 +68,9 @@ pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
     if let Some(depth) = nesting_over(json, MAX_JSON_DEPTH) {
         return Err(RequestError::Malformed {
             code: "json_too_deep",
-            message: format!("JSON nesting reaches depth {depth}, over the limit of {MAX_JSON_DEPTH}"),
+            message: format!(
+                "JSON nesting reaches depth {depth}, over the limit of {MAX_JSON_DEPTH}"
+            ),
         });
     }
     let batch: Batch = serde_json::from_slice(json).map_err(|e| RequestError::Malformed {
@@ -188,7 +190,10 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(parse(deep.as_bytes()).unwrap_err().code(), "json_too_deep");
         // Brackets inside strings do not count.
-        assert_eq!(nesting_over(br#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"["}"#, 3), None);
+        assert_eq!(
+            nesting_over(br#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"["}"#, 3),
+            None
+        );
         assert_eq!(nesting_over(br#"{"a":{"b":{"c":{}}}}"#, 3), Some(4));
     }
 

@@ -97,7 +97,9 @@ impl IntoResponse for RequestError {
             message: self.to_string(),
         };
         let mut response = (status, Json(body)).into_response();
-        if let Self::StreamUnavailable { retry_after, .. } | Self::Overloaded { retry_after } = &self {
+        if let Self::StreamUnavailable { retry_after, .. } | Self::Overloaded { retry_after } =
+            &self
+        {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs().max(1)),

@@ -68,9 +68,14 @@ pub async fn run(
         let state = Arc::clone(&state);
         async move {
             shutdown.await;
-            state.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             state.publish_readiness();
-            tracing::info!(?shutdown_delay, "draining: unready, then finishing in-flight uploads");
+            tracing::info!(
+                ?shutdown_delay,
+                "draining: unready, then finishing in-flight uploads"
+            );
             tokio::time::sleep(shutdown_delay).await;
             let _ = draining_tx.send(());
         }

@@ -16,7 +16,10 @@ async fn kinesis_answers(state: &AppState) -> bool {
         .describe_stream_summary()
         .stream_name(&state.config().stream)
         .send();
-    matches!(tokio::time::timeout(PUT_RECORDS_ATTEMPT_TIMEOUT, call).await, Ok(Ok(_)))
+    matches!(
+        tokio::time::timeout(PUT_RECORDS_ATTEMPT_TIMEOUT, call).await,
+        Ok(Ok(_))
+    )
 }
 
 /// The first check, at start: no hysteresis, so a healthy instance is ready at once.

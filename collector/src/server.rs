@@ -97,13 +97,17 @@ struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     fn reserve(state: &'a AppState, bytes: usize) -> Option<Self> {
         let max = state.config.max_in_flight_bytes;
-        let reserved = state
-            .in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
-                (current + bytes <= max || current == 0).then_some(current + bytes)
-            });
+        let reserved =
+            state
+                .in_flight
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
+                    (current + bytes <= max || current == 0).then_some(current + bytes)
+                });
         reserved.ok().map(|previous| {
-            state.metrics.in_flight_bytes.set(i64::try_from(previous + bytes).unwrap_or(i64::MAX));
+            state
+                .metrics
+                .in_flight_bytes
+                .set(i64::try_from(previous + bytes).unwrap_or(i64::MAX));
             Self { state, bytes }
         })
     }
@@ -112,7 +116,10 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let now = self.state.in_flight.fetch_sub(self.bytes, Ordering::SeqCst) - self.bytes;
-        self.state.metrics.in_flight_bytes.set(i64::try_from(now).unwrap_or(i64::MAX));
+        self.state
+            .metrics
+            .in_flight_bytes
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 }
 
@@ -183,7 +190,11 @@ struct Prepared {
 impl Prepared {
     /// Memory this upload holds until it is answered.
     fn bytes(&self) -> usize {
-        self.records.iter().chain(&self.dead_letters).map(Entry::size).sum()
+        self.records
+            .iter()
+            .chain(&self.dead_letters)
+            .map(Entry::size)
+            .sum()
     }
 }
 

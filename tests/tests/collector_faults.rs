@@ -188,3 +188,67 @@ fn sigterm_under_load_drains_exits_in_time_and_loses_nothing() {
     assert_eq!(report.events_acked, 60_000);
     assert_balanced(&collector);
 }
+
+fn readyz(url: &str) -> u16 {
+    reqwest::blocking::get(format!("{url}/readyz")).map_or(0, |r| r.status().as_u16())
+}
+
+fn wait_for_readyz(url: &str, status: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if readyz(url) == status {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn readiness_follows_kinesis_and_turns_off_while_draining() {
+    use tern_tests::fault_proxy::Faults;
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("ready");
+    kinesis.create_stream(&stream, 1).unwrap();
+    let proxy = FaultProxyProcess::start(&kinesis.endpoint, &[]).unwrap();
+    let mut options = CollectorOptions::new(&proxy.url, &stream);
+    options.extra_args = vec!["--shutdown-delay-ms".into(), "1500".into()];
+    let mut collector = Collector::start(&options).unwrap();
+    assert_eq!(readyz(&collector.url), 200, "ready at start");
+    assert_eq!(collector.metric("tern_collector_ready").unwrap(), 1.0);
+
+    proxy
+        .set(&Faults {
+            outage: true,
+            ..Faults::default()
+        })
+        .unwrap();
+    assert!(
+        wait_for_readyz(&collector.url, 503, Duration::from_secs(30)),
+        "unready during the outage"
+    );
+    proxy.set(&Faults::default()).unwrap();
+    assert!(
+        wait_for_readyz(&collector.url, 200, Duration::from_secs(30)),
+        "ready again after it"
+    );
+
+    // SIGTERM: unready at once, still serving during the delay, then gone.
+    let pid = collector.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(
+        wait_for_readyz(&collector.url, 503, Duration::from_secs(1)),
+        "unready while draining"
+    );
+    assert_eq!(
+        reqwest::blocking::get(format!("{}/healthz", collector.url))
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(collector.terminate(Duration::from_secs(10)), Some(0));
+}

@@ -42,7 +42,11 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
 
     let zstd = |b: &[u8]| zstd::bulk::compress(b, 19).unwrap();
     let bomb = zstd(&vec![b'['; 512 * 1024 * 1024]);
-    assert!(bomb.len() < 1024 * 1024, "the bomb fits under the body limit: {}", bomb.len());
+    assert!(
+        bomb.len() < 1024 * 1024,
+        "the bomb fits under the body limit: {}",
+        bomb.len()
+    );
     let mut valid = valid_batch();
     let mut missing = valid.clone();
     missing.as_object_mut().unwrap().remove("install_id");
@@ -57,25 +61,90 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
         "]".repeat(10_000)
     );
     let mut invalid_utf8 = serde_json::to_vec(&valid).unwrap();
-    let at = invalid_utf8.windows(4).position(|w| w == b"\"ok\"").unwrap();
+    let at = invalid_utf8
+        .windows(4)
+        .position(|w| w == b"\"ok\"")
+        .unwrap();
     invalid_utf8[at + 1] = 0xff;
-    let oversize: Vec<u8> = (0..3 * 1024 * 1024).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let oversize: Vec<u8> = (0..3 * 1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     valid["events"][0]["seq"] = json!(0);
     let bad_seq = valid.clone();
 
     let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
-        ("zstd decompression bomb (512 MiB of '[')", Some("zstd"), bomb, 413, "payload_too_large"),
+        (
+            "zstd decompression bomb (512 MiB of '[')",
+            Some("zstd"),
+            bomb,
+            413,
+            "payload_too_large",
+        ),
         ("3 MiB body", None, oversize, 413, "payload_too_large"),
-        ("10 000 levels of nesting", None, deep.into_bytes(), 400, "json_too_deep"),
-        ("invalid UTF-8 in a string", None, invalid_utf8, 400, "malformed_json"),
-        ("Content-Encoding: br", Some("br"), b"{}".to_vec(), 415, "unsupported_encoding"),
-        ("gzip header, garbage inside", Some("gzip"), vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3], 400, "malformed_encoding"),
-        ("missing install_id", None, serde_json::to_vec(&missing).unwrap(), 400, "malformed_json"),
-        ("unknown top-level key", None, serde_json::to_vec(&unknown).unwrap(), 400, "malformed_json"),
-        ("unknown event key", None, serde_json::to_vec(&unknown_event_key).unwrap(), 400, "malformed_json"),
-        ("seq 0 without a dead-letter stream", None, serde_json::to_vec(&bad_seq).unwrap(), 400, "invalid_event"),
+        (
+            "10 000 levels of nesting",
+            None,
+            deep.into_bytes(),
+            400,
+            "json_too_deep",
+        ),
+        (
+            "invalid UTF-8 in a string",
+            None,
+            invalid_utf8,
+            400,
+            "malformed_json",
+        ),
+        (
+            "Content-Encoding: br",
+            Some("br"),
+            b"{}".to_vec(),
+            415,
+            "unsupported_encoding",
+        ),
+        (
+            "gzip header, garbage inside",
+            Some("gzip"),
+            vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3],
+            400,
+            "malformed_encoding",
+        ),
+        (
+            "missing install_id",
+            None,
+            serde_json::to_vec(&missing).unwrap(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "unknown top-level key",
+            None,
+            serde_json::to_vec(&unknown).unwrap(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "unknown event key",
+            None,
+            serde_json::to_vec(&unknown_event_key).unwrap(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "seq 0 without a dead-letter stream",
+            None,
+            serde_json::to_vec(&bad_seq).unwrap(),
+            400,
+            "invalid_event",
+        ),
         ("empty body", None, Vec::new(), 400, "malformed_json"),
-        ("not JSON at all", None, b"\x00\x01\x02 binary".to_vec(), 400, "malformed_json"),
+        (
+            "not JSON at all",
+            None,
+            b"\x00\x01\x02 binary".to_vec(),
+            400,
+            "malformed_json",
+        ),
     ];
     for (what, encoding, body, status, code) in cases {
         let mut request = client
@@ -91,13 +160,17 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
         let text = response.text().unwrap();
         assert!(got < 500, "{what}: a 5xx: {got} {text}");
         assert_eq!(got, status, "{what}: {text}");
-        let reason: tern_protocol::ErrorBody = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: {text}"));
+        let reason: tern_protocol::ErrorBody =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: {text}"));
         assert_eq!(reason.error, code, "{what}: {}", reason.message);
         assert!(!reason.message.is_empty(), "{what}: a reason is given");
     }
     let rss_after = rss_kib(collector.pid());
     eprintln!("collector RSS: {rss_before} KiB before, {rss_after} KiB after");
-    assert!(rss_after < rss_before + 64 * 1024, "memory stayed bounded: {rss_before} → {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory stayed bounded: {rss_before} → {rss_after} KiB"
+    );
 
     // Still serving.
     let response = client
@@ -108,5 +181,10 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
         .send()
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(collector.metric("tern_collector_requests_total{status=\"500\"}").unwrap(), 0.0);
+    assert_eq!(
+        collector
+            .metric("tern_collector_requests_total{status=\"500\"}")
+            .unwrap(),
+        0.0
+    );
 }
