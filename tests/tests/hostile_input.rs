@@ -72,7 +72,9 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
     valid["events"][0]["seq"] = json!(0);
     let bad_seq = valid.clone();
 
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (what, Content-Encoding, body, expected status, expected error code)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "zstd decompression bomb (512 MiB of '[')",
             Some("zstd"),
