@@ -40,6 +40,8 @@ pub struct Config {
     /// After SIGTERM, how long to keep serving while reporting unready (so the load balancer
     /// stops sending) before refusing new connections, in ms.
     pub shutdown_delay_ms: u64,
+    /// Events per second each write key may send (0: no limit); above it uploads get 429.
+    pub rate_limit_events_per_second: u32,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             shutdown_deadline_ms: millis(DEFAULT_SHUTDOWN_DEADLINE),
             shutdown_delay_ms: 0,
+            rate_limit_events_per_second: 0,
         }
     }
 }
@@ -111,6 +114,9 @@ pub struct Cli {
     /// Unready period before refusing connections at shutdown, in milliseconds.
     #[arg(long, env = "TERN_SHUTDOWN_DELAY_MS")]
     pub shutdown_delay_ms: Option<u64>,
+    /// Events per second per write key (0: no limit).
+    #[arg(long, env = "TERN_RATE_LIMIT_EVENTS_PER_SECOND")]
+    pub rate_limit_events_per_second: Option<u32>,
 }
 
 impl Cli {
@@ -157,6 +163,9 @@ impl Cli {
         }
         if let Some(v) = self.shutdown_delay_ms {
             config.shutdown_delay_ms = v;
+        }
+        if let Some(v) = self.rate_limit_events_per_second {
+            config.rate_limit_events_per_second = v;
         }
         config.validate()?;
         Ok(config)

@@ -44,6 +44,12 @@ pub enum RequestError {
     /// The client was too slow sending its body.
     #[error("the request body did not arrive in time")]
     Timeout,
+    /// The write key sent more events per second than its limit.
+    #[error("the write key is over its rate limit; retry after the indicated delay")]
+    RateLimited {
+        /// When to come back.
+        retry_after: Duration,
+    },
     /// The collector holds as many uploads as its memory bound allows: come back shortly.
     #[error("the collector is at its in-flight bound; retry after the indicated delay")]
     Overloaded {
@@ -69,6 +75,7 @@ impl RequestError {
             Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Malformed { .. } => StatusCode::BAD_REQUEST,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::StreamUnavailable { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -83,6 +90,7 @@ impl RequestError {
             Self::UnsupportedEncoding(_) => "unsupported_encoding",
             Self::Malformed { code, .. } => code,
             Self::Timeout => "timeout",
+            Self::RateLimited { .. } => "rate_limited",
             Self::StreamUnavailable { .. } => "stream_unavailable",
             Self::Overloaded { .. } => "overloaded",
         }
@@ -97,8 +105,9 @@ impl IntoResponse for RequestError {
             message: self.to_string(),
         };
         let mut response = (status, Json(body)).into_response();
-        if let Self::StreamUnavailable { retry_after, .. } | Self::Overloaded { retry_after } =
-            &self
+        if let Self::StreamUnavailable { retry_after, .. }
+        | Self::Overloaded { retry_after }
+        | Self::RateLimited { retry_after } = &self
         {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

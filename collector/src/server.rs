@@ -1,7 +1,7 @@
 //! HTTP surface: `POST /v1/batch`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use subtle::ConstantTimeEq;
-use tern_protocol::limits::MAX_BODY_BYTES;
+use tern_protocol::limits::{MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH};
 use tern_protocol::{BatchAck, BATCH_PATH};
 
 use crate::config::Config;
@@ -44,7 +44,11 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Whether Kinesis answered the last readiness checks (with hysteresis).
     pub kinesis_ok: AtomicBool,
+    /// Events per second per write key, if limited.
+    rate_limiter: Option<KeyedLimiter>,
 }
+
+type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
 
 impl AppState {
     /// Builds the state.
@@ -55,6 +59,7 @@ impl AppState {
         collector_id: String,
     ) -> Self {
         let remembered = NonZeroUsize::new(ACKED_BATCHES_REMEMBERED).unwrap_or(NonZeroUsize::MIN);
+        let config_rate = config.rate_limit_events_per_second;
         Self {
             config,
             sink,
@@ -64,6 +69,14 @@ impl AppState {
             acked: Mutex::new(LruCache::new(remembered)),
             draining: AtomicBool::new(false),
             kinesis_ok: AtomicBool::new(false),
+            rate_limiter: NonZeroU32::new(config_rate).map(|per_second| {
+                // A burst of one second's worth, but at least one full batch.
+                let burst = per_second
+                    .max(NonZeroU32::new(MAX_EVENTS_PER_BATCH as u32).unwrap_or(NonZeroU32::MIN));
+                governor::RateLimiter::keyed(
+                    governor::Quota::per_second(per_second).allow_burst(burst),
+                )
+            }),
         }
     }
 
@@ -204,7 +217,8 @@ async fn handle_batch(
     body: Body,
 ) -> Result<BatchAck, RequestError> {
     let received_at = chrono::Utc::now();
-    let app_id = authorize(&state.config, headers)?.to_owned();
+    let (write_key, app_id) = authorize(&state.config, headers)?;
+    let (write_key, app_id) = (write_key.to_owned(), app_id.to_owned());
     let encoding = Encoding::from_header(
         headers
             .get(header::CONTENT_ENCODING)
@@ -247,6 +261,20 @@ async fn handle_batch(
         // A resend of a batch this instance acknowledged: its ack was lost on the way back.
         m.events_duplicate.inc_by(prepared.events);
         return Ok(ack);
+    }
+    if let Some(limiter) = &state.rate_limiter {
+        let events = NonZeroU32::new(u32::try_from(prepared.events).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN);
+        if let Ok(Err(not_until)) = limiter.check_key_n(&write_key, events) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            let error = RequestError::RateLimited {
+                retry_after: wait.max(std::time::Duration::from_secs(1)),
+            };
+            reject(m, prepared.events, &error);
+            return Err(error);
+        }
     }
     let Some(_in_flight) = InFlight::reserve(state, prepared.bytes()) else {
         let error = RequestError::Overloaded {
@@ -316,7 +344,10 @@ fn reject(metrics: &Metrics, events: u64, error: &RequestError) {
 
 /// The app id of the request's write key. Every configured key is compared, each in constant
 /// time, so the answer's timing tells nothing about which key is close.
-fn authorize<'a>(config: &'a Config, headers: &HeaderMap) -> Result<&'a str, RequestError> {
+fn authorize<'a>(
+    config: &'a Config,
+    headers: &HeaderMap,
+) -> Result<(&'a str, &'a str), RequestError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -328,7 +359,7 @@ fn authorize<'a>(config: &'a Config, headers: &HeaderMap) -> Result<&'a str, Req
     let mut found = None;
     for (key, app_id) in &config.write_keys {
         if bool::from(key.as_bytes().ct_eq(presented.as_bytes())) {
-            found = Some(app_id.as_str());
+            found = Some((key.as_str(), app_id.as_str()));
         }
     }
     found.ok_or(RequestError::Unauthorized("unknown write key"))

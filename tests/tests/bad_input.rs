@@ -174,3 +174,47 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.write_all(data).expect("write to a Vec");
     encoder.finish().expect("finish to a Vec")
 }
+
+#[test]
+fn a_write_key_over_its_rate_limit_gets_429_with_retry_after() -> anyhow::Result<()> {
+    let kinesis = Kinesalite::start()?;
+    let stream = unique_stream("rate");
+    kinesis.create_stream(&stream, 1)?;
+    let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
+    options.extra_args = vec!["--rate-limit-events-per-second".into(), "100".into()];
+    let collector = Collector::start(&options)?;
+    let client = Client::new();
+    let big = |n: usize| {
+        let mut b = batch("install-rate", "checkout");
+        let event = b["events"][0].clone();
+        b["events"] = serde_json::Value::Array(
+            (0..n)
+                .map(|i| {
+                    let mut e = event.clone();
+                    e["event_id"] = json!(uuid::Uuid::now_v7());
+                    e["seq"] = json!(i + 1);
+                    e
+                })
+                .collect(),
+        );
+        serde_json::to_vec(&b).expect("JSON")
+    };
+    // The burst allows one full batch (500 events); the next 300 within the second do not fit.
+    let (status, body) = post(&client, &collector.url, Some(WRITE_KEY), None, big(400))?;
+    assert_eq!(status, 200, "{body}");
+    let response = client
+        .post(format!("{}/v1/batch", collector.url))
+        .bearer_auth(WRITE_KEY)
+        .header("content-type", "application/json")
+        .body(big(300))
+        .send()?;
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"].to_str()?.parse()?;
+    assert!((1..=5).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(reason(&response.text()?).error, "rate_limited");
+    assert_eq!(
+        collector.metric("tern_collector_events_rejected_total{reason=\"rate_limited\"}")?,
+        300.0
+    );
+    Ok(())
+}
