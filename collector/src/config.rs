@@ -42,6 +42,9 @@ pub struct Config {
     pub shutdown_delay_ms: u64,
     /// Events per second each write key may send (0: no limit); above it uploads get 429.
     pub rate_limit_events_per_second: u32,
+    /// Pack each upload's events into KPL aggregated records (consumers must de-aggregate:
+    /// KCL and the AWS Lambda de-aggregation libraries do).
+    pub aggregate: bool,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             shutdown_deadline_ms: millis(DEFAULT_SHUTDOWN_DEADLINE),
             shutdown_delay_ms: 0,
             rate_limit_events_per_second: 0,
+            aggregate: false,
         }
     }
 }
@@ -117,6 +121,9 @@ pub struct Cli {
     /// Events per second per write key (0: no limit).
     #[arg(long, env = "TERN_RATE_LIMIT_EVENTS_PER_SECOND")]
     pub rate_limit_events_per_second: Option<u32>,
+    /// Write KPL aggregated records.
+    #[arg(long, env = "TERN_AGGREGATE")]
+    pub aggregate: bool,
 }
 
 impl Cli {
@@ -166,6 +173,9 @@ impl Cli {
         }
         if let Some(v) = self.rate_limit_events_per_second {
             config.rate_limit_events_per_second = v;
+        }
+        if self.aggregate {
+            config.aggregate = true;
         }
         config.validate()?;
         Ok(config)

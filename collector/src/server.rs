@@ -28,6 +28,7 @@ use crate::limits::{
     RETRY_AFTER_STREAM_UNAVAILABLE,
 };
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
+use crate::sink::kinesis::aggregate::aggregate;
 use crate::sink::kinesis::{Entry, KinesisSink};
 
 /// What every request handler shares.
@@ -286,9 +287,12 @@ async fn handle_batch(
     let deadline = tokio::time::Instant::now() + state.config.ack_deadline();
     let dead_lettered = prepared.dead_letters.len() as u64;
     let delivered = prepared.records.len() as u64;
-    let main = state
-        .sink
-        .put_all(&state.config.stream, prepared.records, deadline);
+    let records = if state.config.aggregate {
+        aggregate(prepared.records)
+    } else {
+        prepared.records
+    };
+    let main = state.sink.put_all(&state.config.stream, records, deadline);
     let dlq = async {
         match &state.config.dead_letter_stream {
             Some(stream) if dead_lettered > 0 => {

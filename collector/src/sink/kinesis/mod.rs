@@ -3,6 +3,7 @@
 //! [`request_builder`] packs records into requests, [`service`] makes one call, [`retry`]
 //! decides what is sent again.
 
+pub mod aggregate;
 pub mod config;
 pub mod record;
 pub mod request_builder;

@@ -1,0 +1,92 @@
+//! The collector's KPL aggregation mode, checked by an independent reader: the Python package
+//! `aws-kinesis-agg` de-aggregates the stream and must find every event (installed into .venv by
+//! `make test`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+use tern_sdk::{Policy, Tracker};
+use tern_tests::process::CollectorOptions;
+use tern_tests::{
+    device_config, sample_event, unique_stream, workspace_root, Collector, Kinesalite,
+};
+
+#[test]
+fn aws_kinesis_agg_finds_every_event_in_the_aggregated_stream() {
+    let python = workspace_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make test` (it creates .venv)",
+        python.display()
+    );
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("agg");
+    kinesis.create_stream(&stream, 2).unwrap();
+    let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
+    options.extra_args = vec!["--aggregate".into()];
+    let collector = Collector::start(&options).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tracked = HashSet::new();
+    for device in 0..3 {
+        let tracker = Tracker::new(device_config(
+            dir.path().join(format!("d{device}.db")),
+            &collector.url,
+            Policy::default(),
+            device,
+        ))
+        .unwrap();
+        for i in 0..700 {
+            let (name, properties) = sample_event(i);
+            tracked.insert(
+                tracker
+                    .track(name, properties)
+                    .unwrap()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert!(tracker.flush_and_wait(Duration::from_secs(30)).unwrap());
+    }
+    let raw = kinesis.reader(&stream).unwrap().read_raw().unwrap();
+    assert!(
+        raw.len() < tracked.len() / 50,
+        "{} Kinesis records for {} events: aggregated",
+        raw.len(),
+        tracked.len()
+    );
+    assert!(raw
+        .iter()
+        .all(|r| r.data.starts_with(&[0xF3, 0x89, 0x9A, 0xC2])));
+
+    let output = Command::new(&python)
+        .arg(workspace_root().join("tools/consumer/deaggregate_stream.py"))
+        .args(["--endpoint", &kinesis.endpoint, "--stream", &stream])
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .current_dir(workspace_root().join("tools/consumer"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let found: HashSet<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(found.len(), tracked.len(), "distinct events de-aggregated");
+    assert_eq!(
+        found, tracked,
+        "aws-kinesis-agg found exactly the tracked events"
+    );
+}
