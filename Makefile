@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NPM ?= npm
 
-.PHONY: all deps build test demo e2e lint fmt clean faketime
+.PHONY: all deps build test demo e2e lint fmt clean faketime fuzz fuzz-build bench-collector
 
 all: build
 
@@ -42,6 +42,20 @@ demo: deps build
 # The full end-to-end scenario matrix; writes the summary table to docs/RELIABILITY.md.
 e2e: deps build
 	$(CARGO) run -q -p tern-tests --bin tern-e2e -- --write docs/RELIABILITY.md
+
+# The batch decoder's fuzz target. `make fuzz` runs it for FUZZ_SECONDS with cargo-fuzz
+# (nightly toolchain, sanitizers); `make fuzz-build` only proves it builds (stable), for CI.
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd collector && $(CARGO) +nightly fuzz run decode_batch fuzz/corpus/decode_batch -- -max_total_time=$(FUZZ_SECONDS)
+
+fuzz-build:
+	$(CARGO) build --manifest-path collector/fuzz/Cargo.toml --target-dir target/fuzz
+
+# Collector throughput, latency, RSS and CPU per event (release build); see docs/BENCHMARKS.md.
+bench-collector: deps
+	tools/bench-collector.sh 3
 
 lint:
 	$(CARGO) fmt --all -- --check
