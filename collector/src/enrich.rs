@@ -4,6 +4,8 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use tern_protocol::{Batch, DeadLetterRecord, Event, StreamRecord, RECORD_VERSION};
 
+use crate::limits::MAX_EVENT_AGE;
+
 /// Facts about the upload that every record of it shares.
 #[derive(Debug, Clone)]
 pub struct Upload<'a> {
@@ -43,6 +45,29 @@ pub fn corrected_event_time<E>(
     };
     let t = monotonic.unwrap_or_else(|| event.created_at + (received_at - batch.sent_at));
     t.min(received_at)
+}
+
+/// Why an event's time is absurd (it goes to the dead-letter stream), or `None`: a corrected
+/// event time older than [`MAX_EVENT_AGE`], which no SDK buffer keeps.
+pub fn timestamp_problem<E>(
+    batch: &Batch<E>,
+    event: &Event,
+    received_at: DateTime<Utc>,
+) -> Option<(&'static str, String)> {
+    let event_time = corrected_event_time(batch, event, received_at);
+    let oldest =
+        received_at - ChronoDuration::from_std(MAX_EVENT_AGE).unwrap_or(ChronoDuration::MAX);
+    (event_time < oldest).then(|| {
+        (
+            "invalid_timestamp",
+            format!(
+                "event time {} (created_at {} corrected for the device clock) is more than {} days old",
+                event_time.to_rfc3339(),
+                event.created_at.to_rfc3339(),
+                MAX_EVENT_AGE.as_secs() / 86_400
+            ),
+        )
+    })
 }
 
 /// The stream record of one valid event.
@@ -136,6 +161,33 @@ mod tests {
             corrected_event_time(&b, &e, received),
             received - ChronoDuration::seconds(60)
         );
+    }
+
+    #[test]
+    fn events_older_than_any_sdk_keeps_are_absurd() {
+        let received = Utc::now();
+        let b = batch(received, None);
+        assert!(timestamp_problem(
+            &b,
+            &event(received - ChronoDuration::days(59), None, "c9"),
+            received
+        )
+        .is_none());
+        let (code, _) = timestamp_problem(
+            &b,
+            &event(received - ChronoDuration::days(61), None, "c9"),
+            received,
+        )
+        .unwrap();
+        assert_eq!(code, "invalid_timestamp");
+        // A device clock years off but consistent is corrected, not refused.
+        let skewed = batch(received - ChronoDuration::days(3000), None);
+        let e = event(
+            received - ChronoDuration::days(3000) - ChronoDuration::seconds(5),
+            None,
+            "c9",
+        );
+        assert!(timestamp_problem(&skewed, &e, received).is_none());
     }
 
     #[test]

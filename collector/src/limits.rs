@@ -57,3 +57,11 @@ pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Consecutive readiness checks that must agree before readiness flips (hysteresis).
 pub const READINESS_FLIP_AFTER: u32 = 2;
+
+/// Oldest corrected event time accepted into the stream: the SDK drops events older than 30
+/// days, so anything beyond twice that is a broken clock or a forged event (dead-lettered).
+pub const MAX_EVENT_AGE: Duration = Duration::from_secs(60 * 24 * 3600);
+
+/// Past the body limit the collector reads on (discarding, never storing) up to this many bytes,
+/// so an ordinary client receives its 413 rather than a reset mid-send; then it cuts off.
+pub const MAX_DRAINED_BYTES: usize = 16 * 1024 * 1024;

@@ -24,8 +24,8 @@ use crate::decode::{self, Encoding};
 use crate::enrich::{self, Upload};
 use crate::error::RequestError;
 use crate::limits::{
-    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, MAX_RECORD_BYTES, RETRY_AFTER_OVERLOADED,
-    RETRY_AFTER_STREAM_UNAVAILABLE,
+    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, MAX_DRAINED_BYTES, MAX_RECORD_BYTES,
+    RETRY_AFTER_OVERLOADED, RETRY_AFTER_STREAM_UNAVAILABLE,
 };
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
 use crate::sink::kinesis::aggregate::aggregate;
@@ -369,29 +369,39 @@ fn authorize<'a>(
     found.ok_or(RequestError::Unauthorized("unknown write key"))
 }
 
-async fn read_body(body: Body) -> Result<Bytes, RequestError> {
-    let read = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
-    );
-    match read.await {
-        Err(_) => Err(RequestError::Timeout),
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Err(RequestError::PayloadTooLarge(format!(
-                    "the body is over the limit of {MAX_BODY_BYTES} bytes"
-                )))
-            } else {
-                Err(RequestError::Malformed {
-                    code: "body_read_failed",
-                    message: format!("the request body could not be read: {e}"),
-                })
+/// Reads the body up to [`MAX_BODY_BYTES`]. Past the limit it reads on, discarding, up to
+/// [`MAX_DRAINED_BYTES`], so that an ordinary client gets its 413 instead of a connection reset
+/// while it is still sending; a larger body is cut off.
+async fn read_body(mut body: Body) -> Result<Bytes, RequestError> {
+    use http_body_util::BodyExt;
+    let read = async {
+        let mut kept = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| RequestError::Malformed {
+                code: "body_read_failed",
+                message: format!("the request body could not be read: {e}"),
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen += data.len();
+            if seen <= MAX_BODY_BYTES {
+                kept.extend_from_slice(&data);
+            } else if seen > MAX_DRAINED_BYTES {
+                break;
             }
         }
-    }
+        if seen > MAX_BODY_BYTES {
+            return Err(RequestError::PayloadTooLarge(format!(
+                "the body is over the limit of {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        Ok(Bytes::from(kept))
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(RequestError::Timeout))
 }
 
 /// Decodes, validates and enriches an upload into records. On error, also says how many events
@@ -415,7 +425,9 @@ fn prepare(
     let mut records = Vec::with_capacity(batch.events.len());
     let mut dead_letters = Vec::new();
     for event in &batch.events {
-        let (code, message) = match decode::event_problem(event) {
+        let problem = decode::event_problem(event)
+            .or_else(|| enrich::timestamp_problem(&batch, event, received_at));
+        let (code, message) = match problem {
             Some(problem) => problem,
             None => {
                 let data = to_json(&enrich::stream_record(&batch, event, &upload));

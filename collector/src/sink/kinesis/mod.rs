@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod dispatch;
 pub mod record;
 pub mod request_builder;
 pub mod retry;
@@ -38,12 +39,19 @@ pub struct SinkError {
 pub struct KinesisSink {
     client: Client,
     metrics: Arc<Metrics>,
+    dispatcher: dispatch::Dispatcher,
 }
 
 impl KinesisSink {
-    /// A sink over `client`.
+    /// A sink over `client`; starts the task that shares PutRecords calls between uploads
+    /// (call it within the Tokio runtime).
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
-        Self { client, metrics }
+        let dispatcher = dispatch::Dispatcher::spawn(client.clone(), Arc::clone(&metrics));
+        Self {
+            client,
+            metrics,
+            dispatcher,
+        }
     }
 
     /// The Kinesis client.
@@ -85,8 +93,7 @@ impl KinesisSink {
             let requests = request_builder::build_requests(std::mem::take(&mut pending));
             let calls = requests.into_iter().map(|request| async move {
                 let entries: Vec<Entry> = request.iter().map(|(_, e)| e.clone()).collect();
-                let result =
-                    service::put_records(&self.client, stream, &entries, &self.metrics).await;
+                let result = self.dispatcher.put(stream, entries).await;
                 (request, result)
             });
             for (request, result) in futures_util::future::join_all(calls).await {
