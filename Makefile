@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NPM ?= npm
 
-.PHONY: all deps build test demo e2e lint fmt clean faketime fuzz fuzz-build bench-collector
+.PHONY: all deps build test demo e2e lint fmt clean faketime fuzz fuzz-build bench-collector bindings
 
 all: build
 
@@ -32,9 +32,19 @@ deps: node_modules/.package-lock.json faketime .venv/.installed
 build:
 	$(CARGO) build --workspace --bins
 
-test: deps build
+# uniffi bindings in library mode from the host build: Python into the package (with the
+# library beside it), Kotlin and Swift into bindings/generated/ (git-ignored).
+LIB := target/debug/libtern_bindings.so
+bindings: build
+	$(CARGO) run -q -p uniffi-bindgen -- generate --library $(LIB) --language python --out-dir bindings/python/tern/_generated
+	cp $(LIB) bindings/python/tern/_generated/
+	touch bindings/python/tern/_generated/__init__.py
+	$(CARGO) run -q -p uniffi-bindgen -- generate --library $(LIB) --language kotlin --out-dir bindings/generated/kotlin
+	$(CARGO) run -q -p uniffi-bindgen -- generate --library $(LIB) --language swift --out-dir bindings/generated/swift
+
+test: deps build bindings
 	$(CARGO) test --workspace
-	.venv/bin/python -m pytest -q tools/consumer
+	.venv/bin/python -m pytest -q tools/consumer bindings/python/tests
 
 demo: deps build
 	$(CARGO) run -q -p tern-tests --bin tern-demo -- $(DEMO_ARGS)

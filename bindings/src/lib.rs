@@ -1,5 +1,229 @@
-//! Tern bindings: the uniffi layer over `tern-sdk` for Kotlin, Swift and Python.
+//! Tern bindings: the SDK for Kotlin, Swift and Python through uniffi (proc-macros, no UDL).
 //!
-//! A placeholder for now: it re-exports the SDK so that the crate boundary exists from the start.
+//! The exported surface is small on purpose: a [`Tracker`] object, a [`TrackerConfig`] record,
+//! [`PendingStats`] and an [`ApiError`] with few variants, mapped from the SDK's error in one
+//! place. Properties cross the FFI as a JSON object string; the hand-written Kotlin, Swift and
+//! Python layers encode their native maps. A panic in Rust never unwinds into the host app:
+//! uniffi catches it at the boundary and raises it as an error in the calling language (the
+//! release profile keeps `panic = "unwind"` for that reason).
 
-pub use tern_sdk::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tern_sdk::{AppInfo, Context, DeviceInfo, OsInfo, Policy};
+
+uniffi::setup_scaffolding!();
+
+/// Errors seen by the app.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum ApiError {
+    /// The event or argument is invalid (bad name, properties not a JSON object).
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// Why.
+        reason: String,
+    },
+    /// The event was dropped and counted (queue full, storage failing).
+    #[error("event dropped: {reason}")]
+    Dropped {
+        /// Why.
+        reason: String,
+    },
+    /// The tracker could not start or is unusable (file locked, unreadable, bad config).
+    #[error("tracker unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// The tracker was shut down.
+    #[error("the tracker is shut down")]
+    Closed,
+}
+
+impl From<tern_sdk::Error> for ApiError {
+    fn from(e: tern_sdk::Error) -> Self {
+        use tern_sdk::Error as E;
+        let reason = e.to_string();
+        match e {
+            E::InvalidEvent(_) | E::Json(_) => Self::InvalidInput { reason },
+            E::QueueFull(_) | E::StorageFailing(_) => Self::Dropped { reason },
+            E::Closed => Self::Closed,
+            E::Storage(_)
+            | E::Io(_)
+            | E::Config(_)
+            | E::AlreadyOpen(_)
+            | E::SchemaTooNew { .. } => Self::Unavailable { reason },
+        }
+    }
+}
+
+/// How to start a tracker; context fields are optional.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct TrackerConfig {
+    /// Path of the SQLite buffer (in the app's private files).
+    pub db_path: String,
+    /// Collector base URL.
+    pub endpoint: String,
+    /// The app's write key.
+    pub write_key: String,
+    /// Upload within ~1 s instead of the battery-friendly default (~10 s).
+    pub realtime: bool,
+    /// App id (bundle/package).
+    pub app_id: Option<String>,
+    /// App version.
+    pub app_version: Option<String>,
+    /// App build.
+    pub app_build: Option<String>,
+    /// OS name.
+    pub os_name: Option<String>,
+    /// OS version.
+    pub os_version: Option<String>,
+    /// Device manufacturer.
+    pub device_manufacturer: Option<String>,
+    /// Device model.
+    pub device_model: Option<String>,
+    /// Locale (BCP 47).
+    pub locale: Option<String>,
+    /// Time zone (IANA).
+    pub timezone: Option<String>,
+}
+
+/// What waits in the buffer and what was lost, for a debug screen.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct PendingStats {
+    /// Events not yet acknowledged by the collector.
+    pub pending_events: u64,
+    /// Their bytes.
+    pub pending_bytes: u64,
+    /// Batches the collector refused as malformed, kept aside.
+    pub quarantined_batches: u64,
+    /// Events dropped on the device since the install (all reasons).
+    pub dropped_events: u64,
+    /// Whether the user opted out.
+    pub opted_out: bool,
+}
+
+/// The tracker.
+#[derive(uniffi::Object)]
+pub struct Tracker {
+    inner: tern_sdk::Tracker,
+}
+
+fn properties(json: &str) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::InvalidInput {
+            reason: "properties must be a JSON object".into(),
+        }),
+        Err(e) => Err(ApiError::InvalidInput {
+            reason: format!("properties are not valid JSON: {e}"),
+        }),
+    }
+}
+
+#[uniffi::export]
+impl Tracker {
+    /// Opens the buffer and starts the SDK's threads.
+    #[uniffi::constructor]
+    pub fn new(config: TrackerConfig) -> Result<Arc<Self>, ApiError> {
+        let context = Context {
+            app: AppInfo {
+                id: config.app_id,
+                version: config.app_version,
+                build: config.app_build,
+            },
+            device: DeviceInfo {
+                manufacturer: config.device_manufacturer,
+                model: config.device_model,
+            },
+            os: OsInfo {
+                name: config.os_name,
+                version: config.os_version,
+            },
+            locale: config.locale,
+            timezone: config.timezone,
+        };
+        let inner = tern_sdk::Tracker::new(tern_sdk::Config {
+            db_path: config.db_path.into(),
+            endpoint: config.endpoint,
+            write_key: config.write_key,
+            policy: if config.realtime {
+                Policy::realtime()
+            } else {
+                Policy::default()
+            },
+            context,
+        })?;
+        Ok(Arc::new(Self { inner }))
+    }
+
+    /// The install's id.
+    pub fn install_id(&self) -> String {
+        self.inner.install_id().to_owned()
+    }
+
+    /// Tracks an event; `properties_json` is a JSON object. Returns the event id (`None` after
+    /// opt-out). Never blocks and never touches the disk on the calling thread.
+    pub fn track(&self, name: String, properties_json: String) -> Result<Option<String>, ApiError> {
+        let id = self.inner.track(&name, properties(&properties_json)?)?;
+        Ok(id.map(|id| id.to_string()))
+    }
+
+    /// Sets (or clears) the user id of the following events.
+    pub fn identify(&self, user_id: Option<String>) {
+        self.inner.identify(user_id);
+    }
+
+    /// Sets properties added to every following event (a JSON object).
+    pub fn set_super_properties(&self, properties_json: String) -> Result<(), ApiError> {
+        Ok(self.inner.set_super_properties(properties(&properties_json)?)?)
+    }
+
+    /// Forgets the user and super-properties; starts a new session.
+    pub fn reset(&self) {
+        self.inner.reset();
+    }
+
+    /// Waits (at most `timeout_ms`) until what was tracked is durable, then uploads.
+    pub fn flush(&self, timeout_ms: u64) -> Result<bool, ApiError> {
+        Ok(self.inner.flush(Duration::from_millis(timeout_ms))?)
+    }
+
+    /// Flushes and waits (at most `timeout_ms`) until the collector acknowledged everything.
+    pub fn flush_and_wait(&self, timeout_ms: u64) -> Result<bool, ApiError> {
+        Ok(self.inner.flush_and_wait(Duration::from_millis(timeout_ms))?)
+    }
+
+    /// The app went to the background: upload now (does not block).
+    pub fn on_background(&self) {
+        self.inner.on_background();
+    }
+
+    /// The app came to the foreground.
+    pub fn on_foreground(&self) {
+        self.inner.on_foreground();
+    }
+
+    /// Opts the user out (stops collection, purges the buffer) or back in.
+    pub fn set_opt_out(&self, opted_out: bool) -> Result<(), ApiError> {
+        Ok(self.inner.set_opt_out(opted_out)?)
+    }
+
+    /// What waits in the buffer.
+    pub fn pending_stats(&self) -> PendingStats {
+        let stats = self.inner.stats();
+        PendingStats {
+            pending_events: stats.pending.events,
+            pending_bytes: stats.pending.bytes,
+            quarantined_batches: stats.pending.quarantined_batches,
+            dropped_events: stats.dropped.values().sum(),
+            opted_out: stats.opted_out,
+        }
+    }
+
+    /// Stops the SDK's threads; buffered events stay for the next start.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
