@@ -39,12 +39,13 @@ bindings: build
 	$(CARGO) run -q -p uniffi-bindgen -- generate --library $(LIB) --language python --out-dir bindings/python/tern/_generated
 	cp $(LIB) bindings/python/tern/_generated/
 	touch bindings/python/tern/_generated/__init__.py
-	$(CARGO) run -q -p uniffi-bindgen -- generate --library $(LIB) --language kotlin --out-dir bindings/generated/kotlin
-	$(CARGO) run -q -p uniffi-bindgen -- generate --library $(LIB) --language swift --out-dir bindings/generated/swift
+	$(CARGO) run -q -p uniffi-bindgen -- generate --no-format --library $(LIB) --language kotlin --out-dir bindings/generated/kotlin
+	$(CARGO) run -q -p uniffi-bindgen -- generate --no-format --library $(LIB) --language swift --out-dir bindings/generated/swift
 
 test: deps build bindings
 	$(CARGO) test --workspace
 	.venv/bin/python -m pytest -q tools/consumer bindings/python/tests
+	cd bindings/kotlin && mvn -q -B test
 
 demo: deps build
 	$(CARGO) run -q -p tern-tests --bin tern-demo -- $(DEMO_ARGS)

@@ -177,7 +177,9 @@ impl Tracker {
 
     /// Sets properties added to every following event (a JSON object).
     pub fn set_super_properties(&self, properties_json: String) -> Result<(), ApiError> {
-        Ok(self.inner.set_super_properties(properties(&properties_json)?)?)
+        Ok(self
+            .inner
+            .set_super_properties(properties(&properties_json)?)?)
     }
 
     /// Forgets the user and super-properties; starts a new session.
@@ -192,7 +194,9 @@ impl Tracker {
 
     /// Flushes and waits (at most `timeout_ms`) until the collector acknowledged everything.
     pub fn flush_and_wait(&self, timeout_ms: u64) -> Result<bool, ApiError> {
-        Ok(self.inner.flush_and_wait(Duration::from_millis(timeout_ms))?)
+        Ok(self
+            .inner
+            .flush_and_wait(Duration::from_millis(timeout_ms))?)
     }
 
     /// The app went to the background: upload now (does not block).
