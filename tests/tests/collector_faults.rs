@@ -95,16 +95,23 @@ fn throttling_half_the_records_and_failing_5_percent_of_calls_loses_nothing() {
     );
 }
 
-#[test]
-fn sigkill_of_the_collector_under_load_loses_nothing_it_acknowledged() {
+/// A collector on a fixed port (so it can be restarted there), with tern-loadgen sending it
+/// 60 000 events at 15 000/s in a thread and reading the stream back at the end.
+struct UnderLoad {
+    _kinesis: Kinesalite,
+    options: CollectorOptions,
+    collector: Collector,
+    load: std::thread::JoinHandle<anyhow::Result<tern_tests::loadgen::Report>>,
+}
+
+fn under_load(name: &str) -> UnderLoad {
     let kinesis = Kinesalite::start().unwrap();
-    let stream = unique_stream("kill");
+    let stream = unique_stream(name);
     kinesis.create_stream(&stream, 2).unwrap();
     let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
     options.listen = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
-    let mut collector = Collector::start(&options).unwrap();
-    let url = collector.url.clone();
-    let (endpoint, stream2) = (kinesis.endpoint.clone(), stream.clone());
+    let collector = Collector::start(&options).unwrap();
+    let (url, endpoint) = (collector.url.clone(), kinesis.endpoint.clone());
     let load = std::thread::spawn(move || {
         loadgen(&[
             "--collector",
@@ -120,12 +127,28 @@ fn sigkill_of_the_collector_under_load_loses_nothing_it_acknowledged() {
             "--kinesis-endpoint",
             &endpoint,
             "--stream",
-            &stream2,
+            &stream,
             "--max-seconds",
             "120",
         ])
     });
     std::thread::sleep(Duration::from_secs(2));
+    UnderLoad {
+        _kinesis: kinesis,
+        options,
+        collector,
+        load,
+    }
+}
+
+#[test]
+fn sigkill_of_the_collector_under_load_loses_nothing_it_acknowledged() {
+    let UnderLoad {
+        _kinesis,
+        options,
+        mut collector,
+        load,
+    } = under_load("kill");
     collector.kill();
     std::thread::sleep(Duration::from_secs(1));
     let collector = Collector::start(&options).unwrap();
@@ -143,35 +166,12 @@ fn sigkill_of_the_collector_under_load_loses_nothing_it_acknowledged() {
 
 #[test]
 fn sigterm_under_load_drains_exits_in_time_and_loses_nothing() {
-    let kinesis = Kinesalite::start().unwrap();
-    let stream = unique_stream("term");
-    kinesis.create_stream(&stream, 2).unwrap();
-    let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
-    options.listen = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
-    let mut collector = Collector::start(&options).unwrap();
-    let url = collector.url.clone();
-    let (endpoint, stream2) = (kinesis.endpoint.clone(), stream.clone());
-    let load = std::thread::spawn(move || {
-        loadgen(&[
-            "--collector",
-            &url,
-            "--events",
-            "60000",
-            "--devices",
-            "16",
-            "--batch",
-            "100",
-            "--rate",
-            "15000",
-            "--kinesis-endpoint",
-            &endpoint,
-            "--stream",
-            &stream2,
-            "--max-seconds",
-            "120",
-        ])
-    });
-    std::thread::sleep(Duration::from_secs(2));
+    let UnderLoad {
+        _kinesis,
+        options,
+        mut collector,
+        load,
+    } = under_load("term");
     let before = collector
         .metric("tern_collector_events_received_total")
         .unwrap();

@@ -47,6 +47,24 @@ fn wait_for(mut done: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// A server answering 503 until the flag is set, then 200.
+fn switchable_server() -> (CaptureServer, Arc<AtomicBool>) {
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&up);
+    let server = CaptureServer::start_with(Box::new(move |_| {
+        (
+            if flag.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            },
+            String::new(),
+        )
+    }))
+    .unwrap();
+    (server, up)
+}
+
 fn events_of(request: &Captured) -> Vec<Value> {
     request.batch().expect("a batch")["events"]
         .as_array()
@@ -164,17 +182,7 @@ fn an_unknown_write_key_pauses_uploads_and_keeps_the_data() {
 
 #[test]
 fn caps_drop_the_oldest_and_the_next_batch_reports_the_drops() {
-    let up = Arc::new(AtomicBool::new(false));
-    let server = {
-        let up = Arc::clone(&up);
-        CaptureServer::start_with(Box::new(move |_| {
-            (
-                if up.load(Ordering::SeqCst) { 200 } else { 503 },
-                String::new(),
-            )
-        }))
-        .unwrap()
-    };
+    let (server, up) = switchable_server();
     let dir = tempfile::tempdir().unwrap();
     let policy = Policy {
         max_buffer_events: 100,
@@ -244,17 +252,7 @@ fn opting_out_purges_the_buffer_and_stops_collection_across_restarts() {
 
 #[test]
 fn a_full_disk_makes_track_fail_and_count_drops_never_crash() {
-    let up = Arc::new(AtomicBool::new(false));
-    let server = {
-        let up = Arc::clone(&up);
-        CaptureServer::start_with(Box::new(move |_| {
-            (
-                if up.load(Ordering::SeqCst) { 200 } else { 503 },
-                String::new(),
-            )
-        }))
-        .unwrap()
-    };
+    let (server, up) = switchable_server();
     let dir = tempfile::tempdir().unwrap();
     let policy = Policy {
         max_file_bytes: 256 * 1024,

@@ -2,45 +2,21 @@
 SDK resends one whose acknowledgement was lost) is consumed once."""
 
 import json
-import os
-import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
-from tern_consumer import Deduper, consume, kinesis_client
+from local_pipeline import local_pipeline
+from tern_consumer import Deduper, consume
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "consumer-test-key"
-
-
-def start(cmd, **kw):
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, text=True, **kw)
-    line = proc.stdout.readline().strip()
-    assert line.startswith("listening on "), f"{cmd[0]} printed {line!r}"
-    return proc, "http://" + line.removeprefix("listening on ")
 
 
 @pytest.fixture()
 def pipeline():
-    kinesalite, endpoint = start(["node", "tools/kinesalite.js", "0"])
-    stream = f"consumer-{uuid.uuid4().hex}"
-    client = kinesis_client(endpoint)
-    client.create_stream(StreamName=stream, ShardCount=2)
-    client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", TERN_LOG="warn")
-    collector, url = start(
-        [str(ROOT / "target/debug/tern-collector"), "--listen", "127.0.0.1:0", "--stream", stream,
-         "--kinesis-endpoint", endpoint, "--write-key", KEY, "--app-id", "shop"],
-        env=env,
-    )
-    yield client, stream, url
-    collector.kill()
-    kinesalite.kill()
-    collector.wait()
-    kinesalite.wait()
+    with local_pipeline(KEY, "shop", shards=2) as p:
+        yield p
 
 
 def batch(install, first_seq, n):
@@ -74,7 +50,12 @@ def test_duplicates_are_consumed_once(pipeline):
     client, stream, url = pipeline
     first = batch("install-a", 1, 20)
     post(url, first)
-    post(url, first)  # resent: same batch_id, same events
+    # Resent to the same instance: answered from its memory of acknowledged batches, not
+    # written again.
+    post(url, first)
+    # Resent to another instance (which has no such memory): written again. A new batch_id
+    # stands in for "another instance" here; the events, and their event_ids, are the same.
+    post(url, dict(first, batch_id=str(uuid.uuid4())))
     post(url, batch("install-a", 21, 5))
     post(url, batch("install-b", 1, 7))
 

@@ -1,11 +1,7 @@
 """The Python package against the real collector and kinesalite: events tracked from Python
 are read back from the stream, none missing."""
 
-import json
-import os
-import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -15,36 +11,16 @@ sys.path.insert(0, str(ROOT / "bindings/python"))
 sys.path.insert(0, str(ROOT / "tools/consumer"))
 
 from tern import ApiError, Tracker  # noqa: E402
-from tern_consumer import Deduper, consume, kinesis_client  # noqa: E402
+from local_pipeline import local_pipeline  # noqa: E402
+from tern_consumer import Deduper, consume  # noqa: E402
 
 KEY = "python-test-key"
 
 
-def start(cmd, **kw):
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, text=True, **kw)
-    line = proc.stdout.readline().strip()
-    assert line.startswith("listening on "), f"{cmd[0]} printed {line!r}"
-    return proc, "http://" + line.removeprefix("listening on ")
-
-
 @pytest.fixture()
 def pipeline():
-    kinesalite, endpoint = start(["node", "tools/kinesalite.js", "0"])
-    stream = f"python-{uuid.uuid4().hex}"
-    client = kinesis_client(endpoint)
-    client.create_stream(StreamName=stream, ShardCount=1)
-    client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", TERN_LOG="error")
-    collector, url = start(
-        [str(ROOT / "target/debug/tern-collector"), "--listen", "127.0.0.1:0", "--stream", stream,
-         "--kinesis-endpoint", endpoint, "--write-key", KEY, "--app-id", "python-app"],
-        env=env,
-    )
-    yield client, stream, url
-    collector.kill()
-    kinesalite.kill()
-    collector.wait()
-    kinesalite.wait()
+    with local_pipeline(KEY, "python-app") as p:
+        yield p
 
 
 def test_events_tracked_from_python_reach_the_stream(pipeline, tmp_path):
