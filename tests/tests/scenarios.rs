@@ -6,6 +6,14 @@
 use tern_tests::scenario::Report;
 use tern_tests::scenarios::{self, Size};
 
+/// Scenarios run one at a time: each already loads both cores with device processes, and the
+/// SDK's 100 ms durability window is part of what they check.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn check(report: Report) {
     eprintln!("{report:#?}");
     assert!(report.expected > 0, "the scenario tracked events");
@@ -16,41 +24,49 @@ fn check(report: Report) {
 
 #[test]
 fn steady_state() {
+    let _serial = serial();
     check(scenarios::steady(Size::Fast).unwrap());
 }
 
 #[test]
 fn offline_device_comes_back() {
+    let _serial = serial();
     check(scenarios::offline(Size::Fast).unwrap());
 }
 
 #[test]
 fn collector_killed_under_load() {
+    let _serial = serial();
     check(scenarios::collector_kill(Size::Fast).unwrap());
 }
 
 #[test]
 fn rolling_restart() {
+    let _serial = serial();
     check(scenarios::rolling_restart(Size::Fast).unwrap());
 }
 
 #[test]
 fn kinesis_throttling() {
+    let _serial = serial();
     check(scenarios::throttling(Size::Fast).unwrap());
 }
 
 #[test]
 fn kinesis_outage() {
+    let _serial = serial();
     check(scenarios::outage(Size::Fast).unwrap());
 }
 
 #[test]
 fn sdk_killed_during_flush() {
+    let _serial = serial();
     check(scenarios::sdk_kill(Size::Fast).unwrap());
 }
 
 #[test]
 fn clock_skew() {
+    let _serial = serial();
     match scenarios::clock_skew(Size::Fast).unwrap() {
         Some(report) => check(report),
         // `make test` installs libfaketime (Debian package faketime); without it the scenario
