@@ -36,6 +36,7 @@ build:
 # library beside it), Kotlin and Swift into bindings/generated/ (git-ignored).
 LIB := target/debug/libtern_bindings.so
 bindings: build
+	$(CARGO) build -q -p tern-bindings --lib
 	$(CARGO) run -q -p uniffi-bindgen -- generate --library $(LIB) --language python --out-dir bindings/python/tern/_generated
 	cp $(LIB) bindings/python/tern/_generated/
 	touch bindings/python/tern/_generated/__init__.py
