@@ -243,14 +243,16 @@ async fn handle_batch(
         message: format!("internal error while decoding: {e}"),
         retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
     })?;
+    let m = &state.metrics;
     let prepared = match prepared {
         Ok(p) => p,
         Err((events, e)) => {
-            reject(&state.metrics, events, &e);
+            // A batch refused for one invalid event (no dead-letter stream) was received whole.
+            m.events_received.inc_by(events);
+            reject(m, events, &e);
             return Err(e);
         }
     };
-    let m = &state.metrics;
     m.events_received.inc_by(prepared.events);
     let cached = state
         .acked
