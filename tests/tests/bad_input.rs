@@ -165,6 +165,12 @@ fn bad_keys_and_bodies_are_refused_with_a_reason_and_nothing_is_written() -> any
         collector.metric("tern_collector_requests_total{status=\"200\"}")?,
         3.0
     );
+    // The invalid event's batch was received and rejected: the sums balance.
+    let received = collector.metric("tern_collector_events_received_total")?;
+    let delivered = collector.metric("tern_collector_events_delivered_total")?;
+    let rejected =
+        collector.metric("tern_collector_events_rejected_total{reason=\"invalid_event\"}")?;
+    assert_eq!((received, delivered, rejected), (4.0, 3.0, 1.0));
     Ok(())
 }
 
