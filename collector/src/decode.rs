@@ -3,10 +3,9 @@
 use std::io::Read;
 
 use tern_protocol::limits::{
-    event_name_problem, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_ID_BYTES, MAX_JSON_DEPTH,
-    MAX_PROPERTIES_BYTES,
+    MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_ID_BYTES, MAX_JSON_DEPTH,
 };
-use tern_protocol::{Batch, Event};
+use tern_protocol::Batch;
 
 use crate::error::RequestError;
 
@@ -128,35 +127,7 @@ fn nesting_over(json: &[u8], max: usize) -> Option<usize> {
     None
 }
 
-/// Why one event cannot go to the stream (it goes to the dead-letter stream instead), or
-/// `None` if it is fine. Returns `(code, message)`.
-pub fn event_problem(event: &Event) -> Option<(&'static str, String)> {
-    if let Some(p) = event_name_problem(&event.name) {
-        return Some(("invalid_name", p));
-    }
-    if event.seq == 0 {
-        return Some(("invalid_seq", "seq starts at 1".into()));
-    }
-    for (field, id) in [
-        ("user_id", &event.user_id),
-        ("session_id", &event.session_id),
-    ] {
-        if id.as_ref().is_some_and(|v| v.len() > MAX_ID_BYTES) {
-            return Some((
-                "invalid_id",
-                format!("{field} is over {MAX_ID_BYTES} bytes"),
-            ));
-        }
-    }
-    let size = serde_json::to_vec(&event.properties).map_or(usize::MAX, |v| v.len());
-    if size > MAX_PROPERTIES_BYTES {
-        return Some((
-            "properties_too_large",
-            format!("properties are {size} bytes, over the limit of {MAX_PROPERTIES_BYTES}"),
-        ));
-    }
-    None
-}
+pub use tern_protocol::limits::event_problem;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,10 @@
 //! The SDK keeps below them so that the collector never has to reject a batch it built; the
 //! collector enforces them because anything on the internet can call it.
 
+use serde_json::{Map, Value};
+
+use crate::wire::Event;
+
 /// Largest compressed request body the collector reads. An SDK batch stays far below
 /// (see the SDK's `Policy`); the bound keeps a hostile client from making us buffer more.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -29,6 +33,12 @@ pub const MAX_JSON_DEPTH: usize = 32;
 /// Longest identifier (`install_id`, `user_id`, `session_id`), in bytes. Kinesis partition keys
 /// are at most 256 characters and `install_id` is the partition key.
 pub const MAX_ID_BYTES: usize = 256;
+
+/// Deepest nesting inside one event's `properties` (the object itself is depth 1). The batch
+/// wraps properties in three more levels (`{ "events": [ { "properties": ...`), so 16 keeps any
+/// valid event far below [`MAX_JSON_DEPTH`] for the whole body; analytics properties rarely
+/// nest beyond three levels.
+pub const MAX_PROPERTIES_DEPTH: usize = 16;
 
 /// Why an event name is not acceptable, or `None` when it is.
 ///
@@ -58,6 +68,70 @@ pub fn event_name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// Why an event's `properties` are not acceptable, or `None` when they are: serialized size up
+/// to [`MAX_PROPERTIES_BYTES`], nesting up to [`MAX_PROPERTIES_DEPTH`].
+pub fn properties_problem(properties: &Map<String, Value>) -> Option<String> {
+    let depth = 1 + properties.values().map(value_depth).max().unwrap_or(0);
+    if depth > MAX_PROPERTIES_DEPTH {
+        return Some(format!(
+            "properties nest {depth} levels deep, over the limit of {MAX_PROPERTIES_DEPTH}"
+        ));
+    }
+    let size = serde_json::to_vec(properties).map_or(usize::MAX, |v| v.len());
+    if size > MAX_PROPERTIES_BYTES {
+        return Some(format!(
+            "properties are {size} bytes, over the limit of {MAX_PROPERTIES_BYTES}"
+        ));
+    }
+    None
+}
+
+/// Nesting depth of one JSON value: scalars 0, an object or array 1 more than its deepest child.
+/// Recursion is bounded by the parser's own depth limit, which ran before.
+fn value_depth(value: &Value) -> usize {
+    match value {
+        Value::Object(m) => 1 + m.values().map(value_depth).max().unwrap_or(0),
+        Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Why an optional identifier (`user_id`, `session_id`) is not acceptable, or `None`.
+pub fn id_problem(field: &str, id: Option<&str>) -> Option<String> {
+    match id {
+        Some(v) if v.is_empty() => Some(format!("{field} is empty; leave it out instead")),
+        Some(v) if v.len() > MAX_ID_BYTES => {
+            Some(format!("{field} is {} bytes, over {MAX_ID_BYTES}", v.len()))
+        }
+        _ => None,
+    }
+}
+
+/// Why one event cannot go to the stream, or `None` if it is fine, as `(code, message)`.
+///
+/// The collector sends such an event to the dead-letter stream with the code; the SDK applies
+/// the same checks in `track()`, so that an event it accepted is never refused downstream.
+pub fn event_problem(event: &Event) -> Option<(&'static str, String)> {
+    if let Some(p) = event_name_problem(&event.name) {
+        return Some(("invalid_name", p));
+    }
+    if event.seq == 0 {
+        return Some(("invalid_seq", "seq starts at 1".into()));
+    }
+    for (field, id) in [
+        ("user_id", event.user_id.as_deref()),
+        ("session_id", event.session_id.as_deref()),
+    ] {
+        if let Some(p) = id_problem(field, id) {
+            return Some(("invalid_id", p));
+        }
+    }
+    if let Some(p) = properties_problem(&event.properties) {
+        return Some(("invalid_properties", p));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +145,33 @@ mod tests {
         assert!(event_name_problem("has space").is_some());
         assert!(event_name_problem(&"a".repeat(MAX_EVENT_NAME_BYTES + 1)).is_some());
         assert_eq!(event_name_problem(&"a".repeat(MAX_EVENT_NAME_BYTES)), None);
+    }
+
+    fn nested(depth: usize) -> Map<String, Value> {
+        let mut v = Value::from(1);
+        for _ in 1..depth {
+            v = serde_json::json!({ "a": v });
+        }
+        let mut m = Map::new();
+        m.insert("a".into(), v);
+        m
+    }
+
+    #[test]
+    fn properties() {
+        assert_eq!(properties_problem(&Map::new()), None);
+        assert_eq!(properties_problem(&nested(MAX_PROPERTIES_DEPTH)), None);
+        assert!(properties_problem(&nested(MAX_PROPERTIES_DEPTH + 1)).is_some());
+        let mut big = Map::new();
+        big.insert("a".into(), Value::from("x".repeat(MAX_PROPERTIES_BYTES)));
+        assert!(properties_problem(&big).is_some());
+    }
+
+    #[test]
+    fn ids() {
+        assert_eq!(id_problem("user_id", None), None);
+        assert_eq!(id_problem("user_id", Some("u1")), None);
+        assert!(id_problem("user_id", Some("")).is_some());
+        assert!(id_problem("user_id", Some(&"u".repeat(MAX_ID_BYTES + 1))).is_some());
     }
 }
