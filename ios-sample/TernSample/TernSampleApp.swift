@@ -4,15 +4,30 @@ import UIKit
 
 @main
 struct TernSampleApp: App {
-    @UIApplicationDelegateAdaptor(AppDelegate.self) var appDelegate
+    // With SwiftUI's scene life cycle UIKit does not call the app delegate's
+    // applicationDidEnterBackground / applicationWillEnterForeground; the app's scene phase
+    // (the aggregate of all its scenes) is how an App hears about background and foreground.
+    @Environment(\.scenePhase) private var scenePhase
 
     var body: some Scene {
-        WindowGroup { ContentView(tracker: appDelegate.tracker) }
+        WindowGroup { ContentView(tracker: SampleTracker.shared) }
+            .onChange(of: scenePhase) { phase in
+                switch phase {
+                case .background:
+                    BackgroundUpload.start(SampleTracker.shared)
+                case .active:
+                    // Cheap and idempotent: also runs after an interruption (.inactive → .active).
+                    SampleTracker.shared.onForeground()
+                default:
+                    break
+                }
+            }
     }
 }
 
-final class AppDelegate: NSObject, UIApplicationDelegate {
-    lazy var tracker: TernTracker = {
+/// The one tracker of the process.
+enum SampleTracker {
+    static let shared: TernTracker = {
         let db = FileManager.default.urls(for: .applicationSupportDirectory, in: .userDomainMask)[0]
             .appendingPathComponent("tern.db")
         try? FileManager.default.createDirectory(at: db.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -23,27 +38,41 @@ final class AppDelegate: NSObject, UIApplicationDelegate {
                                 osVersion: UIDevice.current.systemVersion,
                                 deviceModel: UIDevice.current.model)
     }()
+}
 
-    func applicationDidEnterBackground(_ application: UIApplication) {
-        // Ask iOS for time to upload; the task is always ended, whether the upload finishes or
-        // the time runs out.
+/// Uploads what waits when the app goes to the background, inside a background task that is
+/// always ended: when the collector has acknowledged everything, when the wait times out, when
+/// the SDK answers with an error, or when iOS says the time is up (expiration handler).
+enum BackgroundUpload {
+    /// iOS grants a background task about 30 s (not guaranteed); stop waiting before that, and
+    /// let the expiration handler end the task if iOS gives less.
+    static let waitMs: UInt64 = 25_000
+
+    @MainActor
+    static func start(_ tracker: TernTracker) {
+        let application = UIApplication.shared
         var task: UIBackgroundTaskIdentifier = .invalid
+        // Only ever called on the main thread (the expiration handler runs there, the
+        // completion is sent there), so `task` needs no lock and the task is ended exactly once.
         let end = {
-            if task != .invalid {
-                application.endBackgroundTask(task)
-                task = .invalid
-            }
+            guard task != .invalid else { return }
+            application.endBackgroundTask(task)
+            task = .invalid
         }
-        task = application.beginBackgroundTask(withName: "tern-flush") { end() }
+        task = application.beginBackgroundTask(withName: "tern-upload") { end() }
         tracker.onBackground()
-        DispatchQueue.global(qos: .utility).async { [tracker] in
-            _ = try? tracker.flush(timeoutMs: 10_000)
+        guard task != .invalid else {
+            // No background time granted: the upload just started may finish or not; the
+            // events stay in the buffer either way and go with the next upload.
+            return
+        }
+        let waitMs = BackgroundUpload.waitMs
+        DispatchQueue.global(qos: .utility).async {
+            // Blocks this worker thread, never the main thread, until the collector has
+            // acknowledged everything or the wait times out; an error ends the wait too.
+            _ = try? tracker.flushAndWait(timeoutMs: waitMs)
             DispatchQueue.main.async { end() }
         }
-    }
-
-    func applicationWillEnterForeground(_ application: UIApplication) {
-        tracker.onForeground()
     }
 }
 

@@ -4,6 +4,9 @@ import TernFFI
 /// Errors from the SDK (invalid input, dropped event, unavailable tracker, closed).
 public typealias TernError = ApiError
 
+/// What waits in the buffer; see `TernTracker.pendingStats()`.
+public typealias TernStats = PendingStats
+
 /// Tern's tracker for Swift: `try tracker.track("checkout", properties: ["total": 59.9])`.
 ///
 /// Cheap and safe from any thread, the main thread included: events are handed to the SDK's own
@@ -44,13 +47,23 @@ public final class TernTracker {
 
     public func reset() { inner.reset() }
 
+    /// Waits (at most `timeoutMs`) until what was tracked is durable, then starts an upload.
+    /// Returns whether durability was reached in time; it does not wait for the collector.
     @discardableResult
     public func flush(timeoutMs: UInt64 = 5_000) throws -> Bool { try inner.flush(timeoutMs: timeoutMs) }
+
+    /// Flushes, then waits (at most `timeoutMs`) until the collector acknowledged everything in
+    /// the buffer. Returns whether it did in time. Blocks the calling thread for up to
+    /// `timeoutMs`: call it off the main thread, e.g. inside a background task.
+    @discardableResult
+    public func flushAndWait(timeoutMs: UInt64 = 30_000) throws -> Bool {
+        try inner.flushAndWait(timeoutMs: timeoutMs)
+    }
 
     public func onBackground() { inner.onBackground() }
     public func onForeground() { inner.onForeground() }
     public func setOptOut(_ optedOut: Bool) throws { try inner.setOptOut(optedOut: optedOut) }
-    public func pendingStats() -> PendingStats { inner.pendingStats() }
+    public func pendingStats() -> TernStats { inner.pendingStats() }
     public func shutdown() { inner.shutdown() }
 
     private static func json(_ properties: [String: Any]) throws -> String {
