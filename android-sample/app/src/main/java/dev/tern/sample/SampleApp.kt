@@ -1,7 +1,11 @@
 package dev.tern.sample
 
 import android.app.Application
+import android.content.Context
 import android.os.Build
+import androidx.lifecycle.DefaultLifecycleObserver
+import androidx.lifecycle.LifecycleOwner
+import androidx.lifecycle.ProcessLifecycleOwner
 import androidx.work.Constraints
 import androidx.work.CoroutineWorker
 import androidx.work.ExistingWorkPolicy
@@ -11,6 +15,8 @@ import androidx.work.WorkManager
 import androidx.work.WorkerParameters
 import dev.tern.Tracker
 import dev.tern.android.TernLifecycle
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.withContext
 import java.util.Locale
 import java.util.TimeZone
 
@@ -35,26 +41,45 @@ class SampleApp : Application() {
             locale = Locale.getDefault().toLanguageTag(),
             timezone = TimeZone.getDefault().id,
         )
-        // Upload when the app goes to the background.
+        // Upload at once when the app goes to the background (the SDK's own uploader).
         TernLifecycle.install(tracker)
+        // And hand WorkManager an upload that waits for a network: if the phone is offline when
+        // the app goes to the background, the events go when the network returns, even with the
+        // app in the background or its process gone (WorkManager starts it again).
+        ProcessLifecycleOwner.get().lifecycle.addObserver(object : DefaultLifecycleObserver {
+            override fun onStop(owner: LifecycleOwner) = scheduleUploadWhenOnline(this@SampleApp)
+        })
+        // Events left from an earlier run (the app killed offline) get the same treatment.
         scheduleUploadWhenOnline(this)
     }
 
     companion object {
-        /** Asks WorkManager to run an upload as soon as a network is available. */
-        fun scheduleUploadWhenOnline(app: Application) {
+        private const val UPLOAD_WORK = "tern-upload"
+
+        /**
+         * Asks WorkManager to run [UploadWorker] once a network is connected. Unique work with
+         * KEEP: calling it again while one is pending (or running) adds nothing, so it is cheap
+         * to call on every start and every trip to the background.
+         */
+        fun scheduleUploadWhenOnline(context: Context) {
             val request = OneTimeWorkRequestBuilder<UploadWorker>()
                 .setConstraints(Constraints.Builder().setRequiredNetworkType(NetworkType.CONNECTED).build())
                 .build()
-            WorkManager.getInstance(app).enqueueUniqueWork("tern-upload", ExistingWorkPolicy.KEEP, request)
+            WorkManager.getInstance(context).enqueueUniqueWork(UPLOAD_WORK, ExistingWorkPolicy.KEEP, request)
         }
     }
 }
 
-/** Runs when the network returns: upload what waits, and wait for the acknowledgement. */
-class UploadWorker(context: android.content.Context, params: WorkerParameters) : CoroutineWorker(context, params) {
+/**
+ * Runs when a network is connected: uploads what waits and waits for the collector's
+ * acknowledgement. If that does not happen in time (the network went again, the collector
+ * answered 503), WorkManager retries it later with its back-off, again only when connected.
+ */
+class UploadWorker(context: Context, params: WorkerParameters) : CoroutineWorker(context, params) {
     override suspend fun doWork(): Result {
         val tracker = (applicationContext as SampleApp).tracker
-        return if (tracker.flushAndWait(timeoutMs = 20_000)) Result.success() else Result.retry()
+        // flushAndWait blocks its thread for up to 20 s: keep it off the default dispatcher.
+        val acknowledged = withContext(Dispatchers.IO) { tracker.flushAndWait(timeoutMs = 20_000) }
+        return if (acknowledged) Result.success() else Result.retry()
     }
 }
