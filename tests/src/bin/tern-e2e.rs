@@ -27,7 +27,7 @@ type Scenario = fn(Size) -> anyhow::Result<Option<Report>>;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let size = if args.fast { Size::Fast } else { Size::Full };
-    let all: Vec<(&str, Scenario)> = vec![
+    let all: Vec<(&'static str, Scenario)> = vec![
         ("steady", |s| scenarios::steady(s).map(Some)),
         ("offline", |s| scenarios::offline(s).map(Some)),
         ("collector_kill", |s| scenarios::collector_kill(s).map(Some)),
@@ -40,24 +40,34 @@ fn main() -> anyhow::Result<()> {
         ("clock_skew", scenarios::clock_skew),
     ];
     let started = std::time::Instant::now();
-    let mut reports = Vec::new();
+    let mut rows = Vec::new();
     for (name, run) in all {
         if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
         eprintln!("running {name} ...");
-        match run(size)? {
-            Some(report) => {
+        // A scenario that errors (a process that would not start, a stream that could not be
+        // read) is a failed row, not the end of the run: the other scenarios still run and the
+        // table still shows what happened.
+        match run(size) {
+            Ok(Some(report)) => {
                 eprintln!(
                     "  {} lost, {} duplicates, {:.0} s",
                     report.lost, report.duplicates, report.duration_s
                 );
-                reports.push(report);
+                rows.push(Row::Ran(report));
             }
-            None => eprintln!("  not run: libfaketime is missing (apt-get install faketime)"),
+            Ok(None) => eprintln!("  not run: libfaketime is missing (apt-get install faketime)"),
+            Err(error) => {
+                eprintln!("  error: {error:#}");
+                rows.push(Row::Errored {
+                    name,
+                    error: format!("{error:#}"),
+                });
+            }
         }
     }
-    let table = table(&reports, size, started.elapsed().as_secs_f64());
+    let table = table(&rows, size, started.elapsed().as_secs_f64());
     println!("{table}");
     if let Some(path) = args.write {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -71,20 +81,43 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&path, updated)?;
         eprintln!("wrote {}", path.display());
     }
-    let failed: Vec<_> = reports
-        .iter()
-        .filter(|r| !r.passed())
-        .map(|r| r.scenario.clone())
-        .collect();
+    let failed: Vec<_> = rows.iter().filter(|r| !r.passed()).map(Row::name).collect();
     anyhow::ensure!(failed.is_empty(), "scenarios failed: {failed:?}");
     Ok(())
+}
+
+/// One line of the table: a scenario that ran to its report, or one that stopped on an error.
+enum Row {
+    Ran(Report),
+    Errored { name: &'static str, error: String },
+}
+
+impl Row {
+    fn passed(&self) -> bool {
+        match self {
+            Row::Ran(report) => report.passed(),
+            Row::Errored { .. } => false,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Row::Ran(report) => report.scenario.clone(),
+            Row::Errored { name, .. } => (*name).to_owned(),
+        }
+    }
+}
+
+/// Text safe inside one Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
 fn secs(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.2}"))
 }
 
-fn table(reports: &[Report], size: Size, total: f64) -> String {
+fn table(rows: &[Row], size: Size, total: f64) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -94,13 +127,27 @@ fn table(reports: &[Report], size: Size, total: f64) -> String {
         } else {
             "fast size"
         },
-        reports.len(),
+        rows.len(),
         total,
         chrono::Utc::now().format("%Y-%m-%d")
     );
-    let _ = writeln!(t, "| scenario | devices | collectors | expected events | lost | seq gaps | duplicates | latency p50 / p99 / max (s) | result | notes |");
+    let _ = writeln!(
+        t,
+        "| scenario | devices | collectors | expected events | lost | seq gaps | duplicates | latency p50 / p99 / max (s) | result | notes |"
+    );
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
-    for r in reports {
+    for row in rows {
+        let r = match row {
+            Row::Ran(r) => r,
+            Row::Errored { name, error } => {
+                let _ = writeln!(
+                    t,
+                    "| {name} | – | – | – | – | – | – | – / – / – | FAIL | error: {} |",
+                    cell(error)
+                );
+                continue;
+            }
+        };
         let _ = writeln!(
             t,
             "| {} | {} | {} | {} | **{}** | {} | {} ({:.2} %) | {} / {} / {} | {} | {} |",
@@ -116,10 +163,10 @@ fn table(reports: &[Report], size: Size, total: f64) -> String {
             secs(r.latency_p99_s),
             secs(r.latency_max_s),
             if r.passed() { "pass" } else { "FAIL" },
-            match &r.problem {
+            cell(&match &r.problem {
                 Some(p) => format!("{}; {p}", r.note),
                 None => r.note.clone(),
-            }
+            })
         );
     }
     t
