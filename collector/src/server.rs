@@ -1,6 +1,5 @@
 //! HTTP surface: `POST /v1/batch`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
-use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,15 +20,15 @@ use tern_protocol::{BatchAck, BATCH_PATH};
 
 use crate::config::Config;
 use crate::decode::{self, Encoding};
-use crate::enrich::{self, Upload};
+use crate::enrich::{self, Prepared, Upload};
 use crate::error::RequestError;
 use crate::limits::{
-    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, MAX_DRAINED_BYTES, MAX_RECORD_BYTES,
-    RETRY_AFTER_OVERLOADED, RETRY_AFTER_STREAM_UNAVAILABLE,
+    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, MAX_DRAINED_BYTES, RETRY_AFTER_OVERLOADED,
+    RETRY_AFTER_STREAM_UNAVAILABLE,
 };
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
 use crate::sink::kinesis::aggregate::aggregate;
-use crate::sink::kinesis::{Entry, KinesisSink};
+use crate::sink::kinesis::KinesisSink;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -189,27 +188,6 @@ async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bod
         .inc();
     m.request_latency.observe(started.elapsed().as_secs_f64());
     response
-}
-
-/// What decoding produced: records for the stream and for the dead-letter stream.
-struct Prepared {
-    batch_id: Uuid,
-    events: u64,
-    records: Vec<Entry>,
-    dead_letters: Vec<Entry>,
-    /// What the SDK reports it dropped on the device.
-    dropped: BTreeMap<String, u64>,
-}
-
-impl Prepared {
-    /// Memory this upload holds until it is answered.
-    fn bytes(&self) -> usize {
-        self.records
-            .iter()
-            .chain(&self.dead_letters)
-            .map(Entry::size)
-            .sum()
-    }
 }
 
 async fn handle_batch(
@@ -418,80 +396,11 @@ fn prepare(
 ) -> Result<Prepared, (u64, RequestError)> {
     let json = decode::decompress(encoding, body).map_err(|e| (0, e))?;
     let batch = decode::parse(&json).map_err(|e| (0, e))?;
-    let events = batch.events.len() as u64;
     let upload = Upload {
         app_id,
         received_at,
         collector_id,
     };
-    let mut records = Vec::with_capacity(batch.events.len());
-    let mut dead_letters = Vec::new();
-    for event in &batch.events {
-        let problem = decode::event_problem(event)
-            .or_else(|| enrich::timestamp_problem(&batch, event, received_at));
-        let (code, message) = match problem {
-            Some(problem) => problem,
-            None => {
-                let data = to_json(&enrich::stream_record(&batch, event, &upload));
-                if data.len() + batch.install_id.len() <= MAX_RECORD_BYTES {
-                    records.push(Entry {
-                        data: data.into(),
-                        partition_key: batch.install_id.clone(),
-                    });
-                    continue;
-                }
-                let message = format!(
-                    "the record is {} bytes, over the Kinesis limit of {MAX_RECORD_BYTES}",
-                    data.len()
-                );
-                ("record_too_large", message)
-            }
-        };
-        if !has_dead_letter_stream {
-            // Without a dead-letter stream the only lossless answer is to refuse the batch.
-            let message = format!("event seq {}: {message}", event.seq);
-            let error = RequestError::Malformed {
-                code: "invalid_event",
-                message,
-            };
-            return Err((events, error));
-        }
-        let letter = enrich::dead_letter(&batch, dead_letter_copy(event), code, message, &upload);
-        dead_letters.push(Entry {
-            data: to_json(&letter).into(),
-            partition_key: batch.install_id.clone(),
-        });
-    }
-    Ok(Prepared {
-        batch_id: batch.batch_id,
-        events,
-        records,
-        dead_letters,
-        dropped: batch
-            .dropped
-            .iter()
-            .filter(|(reason, _)| reason.len() <= 64)
-            .map(|(r, n)| (r.clone(), *n))
-            .collect(),
-    })
-}
-
-/// The event as it goes into a dead letter: whole, unless that alone would overflow a Kinesis
-/// record, in which case its properties are replaced by a note of their size.
-fn dead_letter_copy(event: &tern_protocol::Event) -> serde_json::Value {
-    let mut value = serde_json::to_value(event).unwrap_or_default();
-    let properties_len = to_json(&event.properties).len();
-    if properties_len > MAX_RECORD_BYTES / 2 {
-        value["properties"] = serde_json::json!({
-            "_tern_truncated": true,
-            "_tern_original_bytes": properties_len,
-        });
-    }
-    value
-}
-
-/// Serializes a record. Our record types have string keys only, so this cannot fail; an empty
-/// result would be refused by Kinesis rather than lost silently.
-fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
+    enrich::prepare(&batch, &upload, has_dead_letter_stream)
+        .map_err(|e| (batch.events.len() as u64, e))
 }

@@ -69,6 +69,13 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
     let oversize: Vec<u8> = (0..3 * 1024 * 1024)
         .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
+    // Matching clock ids with an absurd monotonic age (1e17 ms): once a panic and a 503 that
+    // the SDK retried forever; an invalid event (refused whole without a dead-letter stream).
+    let mut absurd_uptime = valid.clone();
+    absurd_uptime["clock_id"] = json!("clock-1");
+    absurd_uptime["sent_uptime_ms"] = json!(100_000_000_000_000_000u64);
+    absurd_uptime["events"][0]["clock_id"] = json!("clock-1");
+    absurd_uptime["events"][0]["uptime_ms"] = json!(0);
     valid["events"][0]["seq"] = json!(0);
     let bad_seq = valid.clone();
 
@@ -136,6 +143,13 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
             "seq 0 without a dead-letter stream",
             None,
             serde_json::to_vec(&bad_seq).unwrap(),
+            400,
+            "invalid_event",
+        ),
+        (
+            "sent_uptime_ms 1e17 with a matching clock_id",
+            None,
+            serde_json::to_vec(&absurd_uptime).unwrap(),
             400,
             "invalid_event",
         ),

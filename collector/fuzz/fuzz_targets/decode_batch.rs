@@ -1,11 +1,14 @@
-//! Fuzzes the collector's batch decoder: decompression within limits, the JSON depth check,
-//! parsing into the wire format and per-event validation. Any panic, overflow or runaway
-//! allocation is a finding. The first input byte picks the Content-Encoding.
+//! Fuzzes the collector's path from request body to records: decompression within limits, the
+//! JSON depth check, parsing into the wire format, the batch-level limits, per-event validation
+//! and enrichment (clock correction, stream and dead-letter records). Any panic, overflow or
+//! runaway allocation is a finding. The first input byte picks the Content-Encoding and whether
+//! a dead-letter stream is configured.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tern_collector::decode::{decompress, event_problem, parse, Encoding};
+use tern_collector::enrich::{prepare, Upload};
 
 fuzz_target!(|data: &[u8]| {
     let Some((selector, body)) = data.split_first() else {
@@ -16,10 +19,25 @@ fuzz_target!(|data: &[u8]| {
         1 => Encoding::Gzip,
         _ => Encoding::Identity,
     };
+    let has_dead_letter_stream = selector & 0x80 != 0;
     if let Ok(json) = decompress(encoding, body) {
         if let Ok(batch) = parse(&json) {
             for event in &batch.events {
                 let _ = event_problem(event);
+            }
+            // A fixed arrival time keeps runs reproducible.
+            let received_at =
+                chrono::DateTime::from_timestamp_millis(1_795_000_000_000).unwrap_or_default();
+            let upload = Upload {
+                app_id: "fuzz-app",
+                received_at,
+                collector_id: "fuzz-collector",
+            };
+            if let Ok(prepared) = prepare(&batch, &upload, has_dead_letter_stream) {
+                assert_eq!(
+                    prepared.records.len() + prepared.dead_letters.len(),
+                    batch.events.len()
+                );
             }
         }
     }
