@@ -97,6 +97,18 @@ impl RequestError {
     }
 }
 
+/// `Retry-After` in whole seconds, rounded up and at least 1: a client that comes back at the
+/// advertised time must not be early (it would be refused again), and 0 would mean "now".
+pub fn retry_after_seconds(retry_after: Duration) -> u64 {
+    let whole = retry_after.as_secs();
+    let seconds = if retry_after.subsec_nanos() > 0 {
+        whole.saturating_add(1)
+    } else {
+        whole
+    };
+    seconds.max(1)
+}
+
 impl IntoResponse for RequestError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -111,7 +123,7 @@ impl IntoResponse for RequestError {
         {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(retry_after.as_secs().max(1)),
+                HeaderValue::from(retry_after_seconds(*retry_after)),
             );
         }
         if status == StatusCode::UNAUTHORIZED {
@@ -120,5 +132,24 @@ impl IntoResponse for RequestError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1_001)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(2_500)), 3);
+        assert_eq!(retry_after_seconds(Duration::from_secs(5)), 5);
+        let response = RequestError::RateLimited {
+            retry_after: Duration::from_millis(1_200),
+        }
+        .into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
     }
 }

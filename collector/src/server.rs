@@ -250,9 +250,7 @@ async fn handle_batch(
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
-            let error = RequestError::RateLimited {
-                retry_after: wait.max(std::time::Duration::from_secs(1)),
-            };
+            let error = RequestError::RateLimited { retry_after: wait };
             reject(m, prepared.events, &error);
             return Err(error);
         }
