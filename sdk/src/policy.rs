@@ -83,6 +83,9 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Most events the writer commits in one transaction; bounds a transaction's duration.
 pub const MAX_GROUP_COMMIT: usize = 2_000;
+/// Pause before restarting an SDK thread after a panic: a panic that repeats costs one log line
+/// a second, not a busy loop.
+pub const THREAD_RESTART_DELAY: Duration = Duration::from_secs(1);
 
 impl Default for Policy {
     fn default() -> Self {

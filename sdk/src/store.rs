@@ -26,6 +26,9 @@ const INSERT_EVENT: &str = include_str!("../sql/insert_event.sql");
 const UNBATCHED_EVENTS: &str = include_str!("../sql/unbatched_events.sql");
 const BATCH_EVENTS: &str = include_str!("../sql/batch_events.sql");
 const NEXT_BATCH: &str = include_str!("../sql/next_batch.sql");
+const BATCH_SIZE: &str = include_str!("../sql/batch_size.sql");
+const OLDEST_DROPPABLE: &str = include_str!("../sql/oldest_droppable.sql");
+const COUNT_PENDING: &str = include_str!("../sql/count_pending.sql");
 
 /// How long a write waits for another connection's lock (tern-inspect reading, say).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,6 +100,24 @@ pub struct Pending {
     pub quarantined_events: u64,
 }
 
+/// What [`Store::split_batch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Two new batches, of consecutive events, replace it.
+    Halves,
+    /// It holds a single event: nothing to split.
+    SingleEvent,
+    /// It is no longer stored (a cap or an opt-out removed it meanwhile): nothing to do.
+    Gone,
+}
+
+/// The oldest event a cap may drop.
+struct Oldest {
+    seq: u64,
+    batch_id: Option<String>,
+    created_at_ms: i64,
+}
+
 /// Caps on what the buffer keeps; over a cap, the oldest events are dropped and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
@@ -114,6 +135,10 @@ pub struct Store {
     install_id: String,
     next_seq: u64,
     pending: Pending,
+    /// The batch the uploader is sending right now: the caps never drop it, since the
+    /// collector's answer decides its fate (otherwise an event could be both delivered and
+    /// counted as dropped).
+    in_flight: Option<Uuid>,
     /// Held for the store's life: a second tracker on the same file gets a clear error.
     _lock: File,
 }
@@ -154,29 +179,13 @@ impl Store {
             .unwrap_or(1);
         let max_seq: u64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-        let mut pending = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(batch_id IS NULL), 0)
-             FROM events",
-            [],
-            |r| {
-                Ok(Pending {
-                    events: r.get(0)?,
-                    bytes: r.get(1)?,
-                    unbatched_events: r.get(2)?,
-                    ..Pending::default()
-                })
-            },
-        )?;
-        (pending.quarantined_batches, pending.quarantined_events) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(event_count), 0) FROM quarantine",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let pending = count_pending(&conn)?;
         Ok(Self {
             conn,
             install_id,
             next_seq: stored_next.max(max_seq + 1),
             pending,
+            in_flight: None,
             _lock: lock,
         })
     }
@@ -194,6 +203,18 @@ impl Store {
     /// What waits in the buffer.
     pub fn pending(&self) -> Pending {
         self.pending
+    }
+
+    /// Counts what waits from the tables again (`COUNT(*)`: not for the hot path), for after a
+    /// panic interrupted an operation between its commit and its update of the counts.
+    pub fn recount(&mut self) -> Result<()> {
+        self.pending = count_pending(&self.conn)?;
+        Ok(())
+    }
+
+    /// Marks the batch being sent (or none): the caps leave it alone until its answer is in.
+    pub fn set_in_flight(&mut self, batch_id: Option<Uuid>) {
+        self.in_flight = batch_id;
     }
 
     /// A value of the `meta` table.
@@ -360,16 +381,18 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Forgets an acknowledged batch and its events.
-    pub fn delete_batch(&mut self, batch: &BatchRow) -> Result<()> {
+    /// Forgets an acknowledged batch and its events; returns how many events were deleted (0
+    /// when a cap or an opt-out removed the batch meanwhile: the counts change by what was
+    /// actually stored).
+    pub fn delete_batch(&mut self, batch: &BatchRow) -> Result<u64> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        delete_batch(&tx, batch.batch_id)?;
+        let (events, bytes) = delete_batch(&tx, batch.batch_id)?;
         tx.commit()?;
-        self.pending.events = self.pending.events.saturating_sub(batch.event_count);
-        self.pending.bytes = self.pending.bytes.saturating_sub(batch.bytes);
-        Ok(())
+        self.pending.events = self.pending.events.saturating_sub(events);
+        self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
+        Ok(events)
     }
 
     /// Records a failed attempt and when to try again; this survives a restart, so a restarted
@@ -390,13 +413,29 @@ impl Store {
     }
 
     /// Moves a batch the collector called malformed into the quarantine table, whole: kept and
-    /// inspectable, never sent again, never silently deleted.
-    pub fn quarantine_batch(&mut self, batch: &BatchRow, reason: &str, now_ms: i64) -> Result<()> {
-        let bodies = self.batch_bodies(batch.batch_id)?;
-        let events = format!("[{}]", bodies.join(","));
+    /// inspectable, never sent again, never silently deleted. Returns `false`, changing
+    /// nothing, when the batch is no longer stored (a cap or an opt-out removed it meanwhile).
+    pub fn quarantine_batch(
+        &mut self,
+        batch: &BatchRow,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let bodies: Vec<String> = {
+            let mut stmt = tx.prepare_cached(BATCH_EVENTS)?;
+            let rows = stmt.query_map([batch.batch_id.to_string()], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if bodies.is_empty() {
+            // Nothing left to keep; make sure no empty batch row lingers either.
+            delete_batch(&tx, batch.batch_id)?;
+            tx.commit()?;
+            return Ok(false);
+        }
+        let events = format!("[{}]", bodies.join(","));
         tx.execute(
             "INSERT INTO quarantine (batch_id, quarantined_at_ms, reason, context, event_count, events)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -405,38 +444,47 @@ impl Store {
                 now_ms,
                 reason,
                 batch.context,
-                batch.event_count,
+                bodies.len() as u64,
                 events
             ],
         )?;
-        delete_batch(&tx, batch.batch_id)?;
+        let (n, bytes) = delete_batch(&tx, batch.batch_id)?;
         tx.commit()?;
-        self.pending.events = self.pending.events.saturating_sub(batch.event_count);
-        self.pending.bytes = self.pending.bytes.saturating_sub(batch.bytes);
+        self.pending.events = self.pending.events.saturating_sub(n);
+        self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
         self.pending.quarantined_batches += 1;
-        self.pending.quarantined_events += batch.event_count;
-        Ok(())
+        self.pending.quarantined_events += n;
+        Ok(true)
     }
 
     /// Splits a batch the collector found too large into two new batches (new ids: a split is
-    /// not a retry) of consecutive events. Returns `false` for a batch of one event.
-    pub fn split_batch(&mut self, batch: &BatchRow, now_ms: i64) -> Result<bool> {
-        if batch.event_count < 2 {
-            return Ok(false);
-        }
+    /// not a retry) of consecutive events, as they are stored now.
+    pub fn split_batch(&mut self, batch: &BatchRow, now_ms: i64) -> Result<Split> {
         let id = batch.batch_id.to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let rows: Vec<(u64, u64)> = {
-            let mut stmt = self
-                .conn
+            let mut stmt = tx
                 .prepare_cached("SELECT seq, bytes FROM events WHERE batch_id = ?1 ORDER BY seq")?;
             let rows = stmt.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
+        match rows.len() {
+            0 => {
+                delete_batch(&tx, batch.batch_id)?;
+                tx.commit()?;
+                return Ok(Split::Gone);
+            }
+            1 => return Ok(Split::SingleEvent),
+            _ => {}
+        }
         let (first_half, second_half) = rows.split_at(rows.len() / 2);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (i, half) in [first_half, second_half].into_iter().enumerate() {
+            // With two rows or more, neither half is empty; the check costs nothing.
+            let (Some(first), Some(last)) = (half.first(), half.last()) else {
+                continue;
+            };
             let part = BatchRow {
                 batch_id: Uuid::now_v7(),
                 context: batch.context.clone(),
@@ -452,15 +500,14 @@ impl Store {
                 next_attempt_ms: 0,
             };
             insert_batch(&tx, &part, now_ms)?;
-            let (first, last) = (half[0].0, half[half.len() - 1].0);
             tx.execute(
                 "UPDATE events SET batch_id = ?1 WHERE batch_id = ?2 AND seq BETWEEN ?3 AND ?4",
-                params![part.batch_id.to_string(), id, first, last],
+                params![part.batch_id.to_string(), id, first.0, last.0],
             )?;
         }
         tx.execute("DELETE FROM batches WHERE batch_id = ?1", [&id])?;
         tx.commit()?;
-        Ok(true)
+        Ok(Split::Halves)
     }
 
     /// Drops the oldest events until the buffer is within `caps`, counting them by reason.
@@ -470,52 +517,58 @@ impl Store {
         let mut dropped = 0;
         let cutoff = now_ms.saturating_sub(caps.max_age_ms);
         loop {
+            let Some(oldest) = self.oldest_droppable()? else {
+                return Ok(dropped);
+            };
             let reason = if self.pending.events > caps.max_events {
                 drop_reason::BUFFER_EVENTS_CAP
             } else if self.pending.bytes > caps.max_bytes {
                 drop_reason::BUFFER_BYTES_CAP
+            } else if oldest.created_at_ms < cutoff {
+                drop_reason::BUFFER_AGE_CAP
             } else {
-                let oldest: Option<i64> = self
-                    .conn
-                    .query_row(
-                        "SELECT created_at_ms FROM events ORDER BY seq LIMIT 1",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match oldest {
-                    Some(t) if t < cutoff => drop_reason::BUFFER_AGE_CAP,
-                    _ => return Ok(dropped),
-                }
+                return Ok(dropped);
             };
-            dropped += self.drop_oldest(reason, caps, cutoff)?;
+            let n = self.drop_oldest(&oldest, reason, caps, cutoff)?;
+            if n == 0 {
+                // Nothing could go (counts out of step with the tables): stop, do not spin.
+                return Ok(dropped);
+            }
+            dropped += n;
         }
     }
 
-    /// Drops one slice of the oldest events (a whole batch, or a run of unbatched events).
-    fn drop_oldest(&mut self, reason: &str, caps: &Caps, cutoff: i64) -> Result<u64> {
-        let oldest: Option<(u64, Option<String>)> = self
+    /// The oldest stored event that a cap may drop: any but those of the batch in flight.
+    fn oldest_droppable(&self) -> Result<Option<Oldest>> {
+        let in_flight = self.in_flight.map(|id| id.to_string());
+        Ok(self
             .conn
-            .query_row(
-                "SELECT seq, batch_id FROM events ORDER BY seq LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((first_seq, batch_id)) = oldest else {
-            return Ok(0);
-        };
+            .prepare_cached(OLDEST_DROPPABLE)?
+            .query_row([in_flight], |r| {
+                Ok(Oldest {
+                    seq: r.get(0)?,
+                    batch_id: r.get(1)?,
+                    created_at_ms: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Drops one slice of the oldest events (a whole batch, or a run of unbatched events).
+    fn drop_oldest(
+        &mut self,
+        oldest: &Oldest,
+        reason: &str,
+        caps: &Caps,
+        cutoff: i64,
+    ) -> Result<u64> {
+        let first_seq = oldest.seq;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (events, bytes, unbatched): (u64, u64, u64) = match batch_id {
+        let (events, bytes, unbatched): (u64, u64, u64) = match &oldest.batch_id {
             Some(id) => {
-                let (n, b) = tx.query_row(
-                    "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM events WHERE batch_id = ?1",
-                    [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                delete_batch(&tx, parse_uuid(&id)?)?;
+                let (n, b) = delete_batch(&tx, parse_uuid(id)?)?;
                 (n, b, 0)
             }
             None => {
@@ -546,10 +599,12 @@ impl Store {
                 }
                 drop(rows);
                 drop(stmt);
-                tx.execute(
-                    "DELETE FROM events WHERE batch_id IS NULL AND seq BETWEEN ?1 AND ?2",
-                    params![first_seq, last],
-                )?;
+                if n > 0 {
+                    tx.execute(
+                        "DELETE FROM events WHERE batch_id IS NULL AND seq BETWEEN ?1 AND ?2",
+                        params![first_seq, last],
+                    )?;
+                }
                 (n, b, n)
             }
         };
@@ -717,11 +772,29 @@ fn insert_batch(tx: &Transaction<'_>, batch: &BatchRow, now_ms: i64) -> Result<(
     Ok(())
 }
 
-fn delete_batch(tx: &Transaction<'_>, batch_id: Uuid) -> Result<()> {
+/// Deletes a batch and its events; returns the events and bytes actually deleted, which are
+/// what the in-memory counts must lose (nothing, when the batch was already gone).
+fn delete_batch(tx: &Transaction<'_>, batch_id: Uuid) -> Result<(u64, u64)> {
     let id = batch_id.to_string();
+    let (events, bytes) = tx
+        .prepare_cached(BATCH_SIZE)?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     tx.execute("DELETE FROM events WHERE batch_id = ?1", [&id])?;
     tx.execute("DELETE FROM batches WHERE batch_id = ?1", [&id])?;
-    Ok(())
+    Ok((events, bytes))
+}
+
+/// Counts what waits, from the tables.
+fn count_pending(conn: &Connection) -> Result<Pending> {
+    Ok(conn.query_row(COUNT_PENDING, [], |r| {
+        Ok(Pending {
+            events: r.get(0)?,
+            bytes: r.get(1)?,
+            unbatched_events: r.get(2)?,
+            quarantined_batches: r.get(3)?,
+            quarantined_events: r.get(4)?,
+        })
+    })?)
 }
 
 fn add_drops(tx: &Transaction<'_>, drops: &[(&str, u64)]) -> Result<()> {

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::policy::{Policy, MAX_GROUP_COMMIT};
-use crate::store::{drop_reason, BatchRow, Pending, Store, StoredEvent};
+use crate::policy::{Policy, MAX_GROUP_COMMIT, THREAD_RESTART_DELAY};
+use crate::store::{drop_reason, BatchRow, Pending, Split, Store, StoredEvent};
 use crate::upload::{self, Outcome};
 
 /// How to build a [`Tracker`].
@@ -53,6 +53,9 @@ pub struct Stats {
     pub batches_delivered: u64,
     /// Upload attempts that failed since the tracker started.
     pub upload_failures: u64,
+    /// Panics caught in the SDK's writer and uploader threads since the tracker started; each
+    /// was logged and its thread restarted. Anything but 0 is a bug worth reporting.
+    pub thread_panics: u64,
     /// Whether the user opted out.
     pub opted_out: bool,
 }
@@ -86,6 +89,7 @@ struct Counters {
     rejected_invalid: AtomicU64,
     batches_delivered: AtomicU64,
     upload_failures: AtomicU64,
+    thread_panics: AtomicU64,
 }
 
 #[derive(Default)]
@@ -196,13 +200,17 @@ impl Tracker {
             let wake = wake.clone();
             std::thread::Builder::new()
                 .name("tern-writer".into())
-                .spawn(move || run_writer(&shared, &command_rx, &wake))?
+                .spawn(move || {
+                    supervise("writer", &shared, || {
+                        run_writer(&shared, &command_rx, &wake)
+                    });
+                })?
         };
         let uploader = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("tern-uploader".into())
-                .spawn(move || run_uploader(&shared, &wake_rx))?
+                .spawn(move || supervise("uploader", &shared, || run_uploader(&shared, &wake_rx)))?
         };
         Ok(Self {
             shared,
@@ -404,6 +412,7 @@ impl Tracker {
             rejected_invalid: c.rejected_invalid.load(Ordering::Relaxed),
             batches_delivered: c.batches_delivered.load(Ordering::Relaxed),
             upload_failures: c.upload_failures.load(Ordering::Relaxed),
+            thread_panics: c.thread_panics.load(Ordering::Relaxed),
             opted_out: shared.opted_out.load(Ordering::Relaxed),
         }
     }
@@ -427,6 +436,42 @@ impl Tracker {
 impl Drop for Tracker {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Runs one of the SDK's threads, restarting it after a panic (logged and counted) so that a
+/// bug cannot silently stop the buffer or the uploads for the rest of the app's life.
+fn supervise(name: &str, shared: &Shared, run: impl Fn()) {
+    restart_on_panic(name, THREAD_RESTART_DELAY, run, || {
+        shared
+            .counters
+            .thread_panics
+            .fetch_add(1, Ordering::Relaxed);
+        // The panic may have come between a commit and the update of the counts.
+        if let Err(e) = shared.store().recount() {
+            tracing::error!(error = %e, "could not recount the buffer");
+        }
+        !shared.stopping.load(Ordering::SeqCst)
+    });
+}
+
+/// Runs `run` until it returns; after a panic, logs it, calls `on_panic` and, if that says to
+/// go on, runs it again after `delay`.
+fn restart_on_panic(name: &str, delay: Duration, run: impl Fn(), on_panic: impl Fn() -> bool) {
+    loop {
+        let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&run)) else {
+            return;
+        };
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(thread = name, %message, "SDK thread panicked; restarting it");
+        if !on_panic() {
+            return;
+        }
+        std::thread::sleep(delay);
     }
 }
 
@@ -609,9 +654,11 @@ fn run_uploader(shared: &Shared, wake: &Receiver<()>) {
 /// to sleep before the next cycle.
 fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Duration> {
     let policy = &shared.policy;
-    shared
-        .store()
-        .enforce_caps(&policy.caps(), Utc::now().timestamp_millis())?;
+    {
+        let mut store = shared.store();
+        store.set_in_flight(None);
+        store.enforce_caps(&policy.caps(), Utc::now().timestamp_millis())?;
+    }
     loop {
         if shared.stopping.load(Ordering::SeqCst) || shared.opted_out.load(Ordering::SeqCst) {
             return Ok(policy.flush_interval);
@@ -640,6 +687,8 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
                 return Ok(until_due.min(policy.flush_interval));
             }
             let bodies = store.batch_bodies(batch.batch_id)?;
+            // From here until its answer is handled, the caps leave this batch alone.
+            store.set_in_flight(Some(batch.batch_id));
             (batch, bodies)
         };
         let encoded = upload::encode_batch(&batch, &shared.install_id, bodies, &shared.clock)?;
@@ -652,9 +701,11 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
         } else {
             upload::send(client, &shared.endpoint, &shared.write_key, &encoded)
         };
+        let mut store = shared.store();
+        store.set_in_flight(None);
         match outcome {
             Outcome::Delivered => {
-                shared.store().delete_batch(&batch)?;
+                store.delete_batch(&batch)?;
                 shared
                     .counters
                     .batches_delivered
@@ -662,37 +713,48 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
             }
             Outcome::Retry { after, reason } => {
                 let delay = backoff(policy, batch.attempts + 1).max(after.unwrap_or_default());
-                return fail(shared, &batch, delay, &reason);
+                return fail(shared, &mut store, &batch, delay, &reason);
             }
             Outcome::Unauthorized(reason) => {
                 tracing::warn!("the collector refused the write key; uploads pause");
-                return fail(shared, &batch, policy.unauthorized_pause, &reason);
+                return fail(
+                    shared,
+                    &mut store,
+                    &batch,
+                    policy.unauthorized_pause,
+                    &reason,
+                );
             }
-            Outcome::TooLarge(reason) => {
-                let mut store = shared.store();
-                if !store.split_batch(&batch, now)? {
+            Outcome::TooLarge(reason) => match store.split_batch(&batch, now)? {
+                Split::Halves | Split::Gone => {}
+                Split::SingleEvent => {
                     tracing::warn!(%reason, "a single event is too large to upload; quarantined");
                     store.quarantine_batch(&batch, &reason, now)?;
                 }
-            }
+            },
             Outcome::Rejected(reason) => {
-                tracing::warn!(%reason, batch_id = %batch.batch_id, "the collector refused a batch; quarantined");
-                shared.store().quarantine_batch(&batch, &reason, now)?;
+                if store.quarantine_batch(&batch, &reason, now)? {
+                    tracing::warn!(%reason, batch_id = %batch.batch_id, "the collector refused a batch; quarantined");
+                }
             }
         }
     }
 }
 
-fn fail(shared: &Shared, batch: &BatchRow, delay: Duration, reason: &str) -> Result<Duration> {
+fn fail(
+    shared: &Shared,
+    store: &mut Store,
+    batch: &BatchRow,
+    delay: Duration,
+    reason: &str,
+) -> Result<Duration> {
     shared
         .counters
         .upload_failures
         .fetch_add(1, Ordering::Relaxed);
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
     let next = Utc::now().timestamp_millis() + delay_ms;
-    shared
-        .store()
-        .record_failure(batch.batch_id, batch.attempts + 1, next, reason)?;
+    store.record_failure(batch.batch_id, batch.attempts + 1, next, reason)?;
     tracing::debug!(batch_id = %batch.batch_id, ?delay, reason, "upload failed; will retry");
     Ok(delay.min(shared.policy.flush_interval))
 }
@@ -707,4 +769,46 @@ fn backoff(policy: &Policy, attempt: u32) -> Duration {
         .build()
         .nth(attempt.saturating_sub(1) as usize)
         .unwrap_or(policy.retry_max_delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_panicking_thread_body_is_counted_and_run_again() {
+        let runs = AtomicUsize::new(0);
+        let panics = AtomicUsize::new(0);
+        restart_on_panic(
+            "test",
+            Duration::ZERO,
+            || {
+                if runs.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("a bug");
+                }
+            },
+            || {
+                panics.fetch_add(1, Ordering::SeqCst);
+                true
+            },
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "run again after each panic");
+        assert_eq!(panics.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_stopping_tracker_does_not_restart_a_panicked_thread() {
+        let runs = AtomicUsize::new(0);
+        restart_on_panic(
+            "test",
+            Duration::ZERO,
+            || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                panic!("a bug");
+            },
+            || false,
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
 }

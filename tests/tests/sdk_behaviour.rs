@@ -350,3 +350,59 @@ fn identity_sessions_and_super_properties_travel_with_events() {
         other => panic!("expected AlreadyOpen, got {:?}", other.err()),
     }
 }
+
+#[test]
+fn a_batch_in_flight_is_never_dropped_by_the_caps_and_its_answer_still_counts() {
+    // The first upload is held until the test has made the writer enforce the caps, then
+    // answered 413; every later upload is accepted.
+    let arrived = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let (seen, go) = (Arc::clone(&arrived), Arc::clone(&release));
+    let server = CaptureServer::start_with(Box::new(move |_| {
+        if seen.swap(true, Ordering::SeqCst) {
+            return (200, String::new());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !go.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (413, String::new())
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy {
+        max_buffer_events: 20,
+        ..fast()
+    };
+    let t = tracker(dir.path(), &server.url(), policy);
+    track_n(&t, 10);
+    t.flush(Duration::from_secs(5)).unwrap();
+    assert!(wait_for(|| arrived.load(Ordering::SeqCst)));
+    // While events 1..=10 are on the wire, 30 more arrive: 40 > 20, so 20 must go.
+    track_n(&t, 30);
+    assert!(t.flush(Duration::from_secs(5)).unwrap());
+    release.store(true, Ordering::SeqCst);
+    assert!(
+        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
+        "the uploader survived the answer: {:?}",
+        t.stats()
+    );
+    let stats = t.stats();
+    let dropped = stats.dropped.get("buffer_events_cap").copied().unwrap_or(0);
+    let delivered: Vec<u64> = server.requests()[1..]
+        .iter()
+        .flat_map(events_of)
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dropped, 20, "{stats:?}");
+    assert_eq!(
+        delivered.len() as u64 + dropped,
+        40,
+        "every event delivered or dropped, none both: {delivered:?}"
+    );
+    assert!(
+        (1..=10).all(|s| delivered.contains(&s)),
+        "the batch in flight was split and delivered, not dropped: {delivered:?}"
+    );
+    assert_eq!(stats.thread_panics, 0);
+}

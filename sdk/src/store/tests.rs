@@ -156,14 +156,14 @@ fn quarantine_keeps_the_batch_whole_and_split_halves_it() -> Result<()> {
     let batch = store
         .cut_batch(5, usize::MAX, "{\"locale\":\"en\"}", 1)?
         .expect("a batch");
-    assert!(store.split_batch(&batch, 2)?);
+    assert_eq!(store.split_batch(&batch, 2)?, Split::Halves);
     let first = store.oldest_batch()?.expect("first half");
     assert_eq!(first.event_count, 2);
     assert_eq!(
         store.batch_bodies(first.batch_id)?,
         (1..=2).map(|s| event(s).body).collect::<Vec<_>>()
     );
-    store.quarantine_batch(&first, "HTTP 400: malformed", 3)?;
+    assert!(store.quarantine_batch(&first, "HTTP 400: malformed", 3)?);
     let pending = store.pending();
     assert_eq!(
         (
@@ -285,5 +285,75 @@ fn a_size_limited_file_fails_writes_like_a_full_disk() -> Result<()> {
     assert_eq!(store.pending().events, 0, "the failed group left no trace");
     store.insert_events(&events(1..=3), &[])?;
     assert_eq!(store.pending().events, 3, "small writes work again");
+    Ok(())
+}
+
+#[test]
+fn operations_on_a_batch_that_a_cap_removed_change_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=10), &[])?;
+    let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+    let caps = Caps {
+        max_events: 5,
+        max_bytes: u64::MAX,
+        max_age_ms: i64::MAX,
+    };
+    // Not in flight: the cap takes the batch whole (4) and one unbatched event.
+    assert_eq!(store.enforce_caps(&caps, 100)?, 5);
+    let before = store.pending();
+    assert_eq!(before.events, 5);
+
+    // The uploader comes back with the collector's answer for the batch that is gone.
+    assert_eq!(
+        store.split_batch(&batch, 2)?,
+        Split::Gone,
+        "no panic, no-op"
+    );
+    assert!(!store.quarantine_batch(&batch, "HTTP 400", 3)?);
+    assert_eq!(store.delete_batch(&batch)?, 0);
+    store.record_failure(batch.batch_id, 1, 10, "HTTP 503")?;
+    assert_eq!(
+        store.pending(),
+        before,
+        "counts change only by what was stored"
+    );
+    let quarantined: i64 = store
+        .conn
+        .query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))?;
+    assert_eq!(quarantined, 0, "no empty quarantine row");
+    assert!(store.oldest_batch()?.is_none());
+    store.recount()?;
+    assert_eq!(store.pending(), before, "the counts match the tables");
+    Ok(())
+}
+
+#[test]
+fn the_caps_never_drop_the_batch_in_flight() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=10), &[])?;
+    let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+    store.set_in_flight(Some(batch.batch_id));
+    let caps = |max_events| Caps {
+        max_events,
+        max_bytes: u64::MAX,
+        max_age_ms: i64::MAX,
+    };
+    // 10 events, cap 5: the 5 oldest events outside the batch in flight go (5..=9).
+    assert_eq!(store.enforce_caps(&caps(5), 100)?, 5);
+    assert_eq!(store.batch_bodies(batch.batch_id)?.len(), 4);
+    assert_eq!(store.pending().events, 5);
+    // Cap 2: only event 10 may go; then nothing droppable is left and the call returns.
+    assert_eq!(store.enforce_caps(&caps(2), 100)?, 1);
+    assert_eq!(store.pending().events, 4);
+    // Its answer is in (say, a failure): from now on the caps may take it like any other.
+    store.set_in_flight(None);
+    assert_eq!(store.enforce_caps(&caps(2), 100)?, 4);
+    assert_eq!(store.pending().events, 0);
+    assert_eq!(
+        store.drops()?.get(drop_reason::BUFFER_EVENTS_CAP),
+        Some(&(10, 10))
+    );
     Ok(())
 }
