@@ -38,8 +38,9 @@ pub struct AppState {
     collector_id: String,
     /// Bytes of uploads in progress.
     in_flight: AtomicUsize,
-    /// Batches this instance acknowledged recently, with their answer.
-    acked: Mutex<LruCache<Uuid, BatchAck>>,
+    /// Batches this instance acknowledged recently, with their answer, by app and batch id:
+    /// batch ids are chosen by clients, so one app's id must never answer for another's batch.
+    acked: Mutex<LruCache<(String, Uuid), BatchAck>>,
     /// Set at SIGTERM: unready from then on.
     pub draining: AtomicBool,
     /// Whether Kinesis answered the last readiness checks (with hysteresis).
@@ -198,6 +199,7 @@ async fn handle_batch(
     let received_at = chrono::Utc::now();
     let (write_key, app_id) = authorize(&state.config, headers)?;
     let (write_key, app_id) = (write_key.to_owned(), app_id.to_owned());
+    let app = app_id.clone();
     let encoding = Encoding::from_header(
         headers
             .get(header::CONTENT_ENCODING)
@@ -232,11 +234,12 @@ async fn handle_batch(
         }
     };
     m.events_received.inc_by(prepared.events);
+    let acked_key = (app, prepared.batch_id);
     let cached = state
         .acked
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&prepared.batch_id)
+        .get(&acked_key)
         .cloned();
     if let Some(ack) = cached {
         // A resend of a batch this instance acknowledged: its ack was lost on the way back.
@@ -309,7 +312,7 @@ async fn handle_batch(
         .acked
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .put(prepared.batch_id, ack.clone());
+        .put(acked_key, ack.clone());
     Ok(ack)
 }
 

@@ -224,3 +224,63 @@ fn a_write_key_over_its_rate_limit_gets_429_with_retry_after() -> anyhow::Result
     );
     Ok(())
 }
+
+/// Batch ids are chosen by clients: a resend is recognised by (app, batch id), so another app
+/// that happens to send the same batch id is written, not answered from the cache.
+#[test]
+fn a_batch_id_reused_by_another_app_is_written_not_taken_for_a_resend() -> anyhow::Result<()> {
+    let kinesis = Kinesalite::start()?;
+    let stream = unique_stream("tenancy");
+    kinesis.create_stream(&stream, 1)?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("collector.toml");
+    std::fs::write(&config, "[write_keys]\nother-key = \"other-app\"\n")?;
+    let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
+    options.extra_args = vec!["--config".into(), config.display().to_string()];
+    let collector = Collector::start(&options)?;
+    let client = Client::new();
+
+    let first = batch("install-a", "checkout");
+    let mut second = batch("install-b", "checkout");
+    second["batch_id"] = first["batch_id"].clone();
+    let (status, body) = post(
+        &client,
+        &collector.url,
+        Some(WRITE_KEY),
+        None,
+        serde_json::to_vec(&first)?,
+    )?;
+    assert_eq!(status, 200, "{body}");
+    // A true resend by the same app is answered from memory.
+    let (status, body) = post(
+        &client,
+        &collector.url,
+        Some(WRITE_KEY),
+        None,
+        serde_json::to_vec(&first)?,
+    )?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        collector.metric("tern_collector_events_duplicate_total")?,
+        1.0
+    );
+    let (status, body) = post(
+        &client,
+        &collector.url,
+        Some("other-key"),
+        None,
+        serde_json::to_vec(&second)?,
+    )?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        collector.metric("tern_collector_events_duplicate_total")?,
+        1.0,
+        "the other app's batch is not a duplicate"
+    );
+    let records = kinesis
+        .reader(&stream)?
+        .read_until(Duration::from_secs(10), |r| r.len() >= 2)?;
+    let apps: Vec<&str> = records.iter().map(|r| r.record.app_id.as_str()).collect();
+    assert_eq!(apps, ["test-app", "other-app"]);
+    Ok(())
+}
