@@ -123,7 +123,7 @@ fn wire_bytes() {
     let ctx = serde_json::to_string(&context()).unwrap();
     for per_batch in [50, 100, tern_sdk::policy::MAX_BATCH_EVENTS] {
         let mut store = Store::open(&dir.path().join(format!("wire-{per_batch}.db"))).unwrap();
-        store.insert_events(&events, &[]).unwrap();
+        store.insert_events(&events, &[], &[]).unwrap();
         // The JSON of each batch exactly as the SDK sends it (decoded back from its zstd body).
         let mut jsons = Vec::new();
         let mut sdk_bytes = 0;
@@ -239,7 +239,7 @@ fn bench_durable(c: &mut Criterion) {
                     next += GROUP as u64;
                     rows
                 },
-                |rows| store.insert_events(&rows, &[]).unwrap(),
+                |rows| store.insert_events(&rows, &[], &[]).unwrap(),
                 BatchSize::LargeInput,
             )
         });

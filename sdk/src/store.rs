@@ -29,6 +29,7 @@ const NEXT_BATCH: &str = include_str!("../sql/next_batch.sql");
 const BATCH_SIZE: &str = include_str!("../sql/batch_size.sql");
 const OLDEST_DROPPABLE: &str = include_str!("../sql/oldest_droppable.sql");
 const COUNT_PENDING: &str = include_str!("../sql/count_pending.sql");
+const RETURN_DROP_REPORT: &str = include_str!("../sql/return_drop_report.sql");
 
 /// How long a write waits for another connection's lock (tern-inspect reading, say).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -227,11 +228,18 @@ impl Store {
         meta_set(&self.conn, key, value)
     }
 
-    /// Stores `events` in one transaction (group commit), with `meta` updates riding along.
-    pub fn insert_events(&mut self, events: &[StoredEvent], meta: &[(&str, &str)]) -> Result<()> {
+    /// Stores `events` in one transaction (group commit), with `meta` updates and drop counts
+    /// (reason, events) riding along: either all of it is committed or none.
+    pub fn insert_events(
+        &mut self,
+        events: &[StoredEvent],
+        meta: &[(&str, &str)],
+        drops: &[(&str, u64)],
+    ) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        add_drops(&tx, drops)?;
         let mut bytes = 0u64;
         let mut max_seq = 0u64;
         {
@@ -436,6 +444,8 @@ impl Store {
             return Ok(false);
         }
         let events = format!("[{}]", bodies.join(","));
+        // The batch will never be sent: the drop report it carried goes to the next one.
+        return_drop_report(&tx, batch.batch_id)?;
         tx.execute(
             "INSERT INTO quarantine (batch_id, quarantined_at_ms, reason, context, event_count, events)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -568,7 +578,10 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (events, bytes, unbatched): (u64, u64, u64) = match &oldest.batch_id {
             Some(id) => {
-                let (n, b) = delete_batch(&tx, parse_uuid(id)?)?;
+                let id = parse_uuid(id)?;
+                // The batch will never be sent: the drop report it carried goes to the next.
+                return_drop_report(&tx, id)?;
+                let (n, b) = delete_batch(&tx, id)?;
                 (n, b, 0)
             }
             None => {
@@ -782,6 +795,27 @@ fn delete_batch(tx: &Transaction<'_>, batch_id: Uuid) -> Result<(u64, u64)> {
     tx.execute("DELETE FROM events WHERE batch_id = ?1", [&id])?;
     tx.execute("DELETE FROM batches WHERE batch_id = ?1", [&id])?;
     Ok((events, bytes))
+}
+
+/// Puts the drop counts a batch carried back among those not yet reported, for a batch that
+/// will never be sent (dropped by a cap, quarantined): the next batch cut reports them.
+fn return_drop_report(tx: &Transaction<'_>, batch_id: Uuid) -> Result<()> {
+    let dropped: Option<Option<String>> = tx
+        .query_row(
+            "SELECT dropped FROM batches WHERE batch_id = ?1",
+            [batch_id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(json) = dropped.flatten() else {
+        return Ok(());
+    };
+    let dropped: BTreeMap<String, u64> = serde_json::from_str(&json)?;
+    let mut stmt = tx.prepare_cached(RETURN_DROP_REPORT)?;
+    for (reason, n) in dropped.iter().filter(|(_, n)| **n > 0) {
+        stmt.execute(params![reason, n])?;
+    }
+    Ok(())
 }
 
 /// Counts what waits, from the tables.

@@ -571,6 +571,10 @@ fn commit_group(shared: &Shared, group: &mut Group) {
         persist_drops(shared, &mut store);
         return;
     }
+    // Drops counted in memory (full queue, failed storage) are committed with the events, in
+    // the same transaction; if it fails, they go back to memory for the next commit.
+    let drops = std::mem::take(&mut *lock(&shared.unpersisted_drops));
+    let drop_list: Vec<(&str, u64)> = drops.iter().map(|(r, n)| (*r, *n)).collect();
     let mut meta: Vec<(&str, &str)> = group.meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let session = {
         let s = lock(&shared.session);
@@ -580,7 +584,7 @@ fn commit_group(shared: &Shared, group: &mut Group) {
         meta.push(("session_id", &session.0));
         meta.push(("session_last_activity_ms", &session.1));
     }
-    match store.insert_events(&rows, &meta) {
+    match store.insert_events(&rows, &meta, &drop_list) {
         Ok(()) => {
             shared.storage_failed_at_ms.store(0, Ordering::Relaxed);
         }
@@ -590,11 +594,11 @@ fn commit_group(shared: &Shared, group: &mut Group) {
                 .storage_failed_at_ms
                 .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
             // The group is one transaction: nothing of it was committed.
+            restore_drops(shared, drops);
             shared.record_drop(drop_reason::STORAGE_ERROR, rows.len() as u64);
             return;
         }
     }
-    persist_drops(shared, &mut store);
     if let Err(e) = store.enforce_caps(&shared.policy.caps(), Utc::now().timestamp_millis()) {
         tracing::error!(error = %e, "could not enforce the buffer caps");
     }
@@ -609,10 +613,15 @@ fn persist_drops(shared: &Shared, store: &mut Store) {
     }
     let list: Vec<(&str, u64)> = drops.iter().map(|(r, n)| (*r, *n)).collect();
     if store.add_drops(&list).is_err() {
-        let mut unpersisted = lock(&shared.unpersisted_drops);
-        for (reason, n) in drops {
-            *unpersisted.entry(reason).or_default() += n;
-        }
+        restore_drops(shared, drops);
+    }
+}
+
+/// Puts drop counts that could not be written back among those counted in memory.
+fn restore_drops(shared: &Shared, drops: BTreeMap<&'static str, u64>) {
+    let mut unpersisted = lock(&shared.unpersisted_drops);
+    for (reason, n) in drops {
+        *unpersisted.entry(reason).or_default() += n;
     }
 }
 
@@ -669,6 +678,9 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
             let batch = match store.oldest_batch()? {
                 Some(b) => b,
                 None => {
+                    // Drops counted while the writer had nothing to commit (track() refusing
+                    // events after a storage failure) ride with this batch too.
+                    persist_drops(shared, &mut store);
                     let context = read(&shared.context).clone();
                     let cut = store.cut_batch(
                         policy.max_batch_events,

@@ -22,7 +22,7 @@ fn counts_survive_reopen_and_batches_are_stable() -> Result<()> {
     {
         let mut store = Store::open(&path)?;
         install_id = store.install_id().to_owned();
-        store.insert_events(&events(1..=10), &[])?;
+        store.insert_events(&events(1..=10), &[], &[])?;
         let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
         assert_eq!(batch.event_count, 4);
         assert_eq!(store.pending().unbatched_events, 6);
@@ -45,7 +45,7 @@ fn counts_survive_reopen_and_batches_are_stable() -> Result<()> {
 fn batches_respect_the_byte_limit_but_take_at_least_one_event() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut store = Store::open(&dir.path().join("t.db"))?;
-    store.insert_events(&events(1..=3), &[])?;
+    store.insert_events(&events(1..=3), &[], &[])?;
     let one = store.cut_batch(10, 1, "{}", 1)?.expect("a batch");
     assert_eq!(one.event_count, 1);
     store.delete_batch(&one)?;
@@ -61,7 +61,7 @@ fn next_seq_does_not_reuse_numbers_of_delivered_events() -> Result<()> {
     let path = dir.path().join("t.db");
     {
         let mut store = Store::open(&path)?;
-        store.insert_events(&events(1..=3), &[])?;
+        store.insert_events(&events(1..=3), &[], &[])?;
         let batch = store.cut_batch(10, usize::MAX, "{}", 1)?.expect("a batch");
         store.delete_batch(&batch)?;
     }
@@ -85,7 +85,7 @@ fn a_second_store_on_the_same_file_gets_a_clear_error() -> Result<()> {
 fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut store = Store::open(&dir.path().join("t.db"))?;
-    store.insert_events(&events(1..=10), &[])?;
+    store.insert_events(&events(1..=10), &[], &[])?;
     // A batch of the 3 oldest is in flight: it goes whole, never in part.
     let batch = store.cut_batch(3, usize::MAX, "{}", 1)?.expect("a batch");
     let caps = Caps {
@@ -152,7 +152,7 @@ fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
 fn quarantine_keeps_the_batch_whole_and_split_halves_it() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut store = Store::open(&dir.path().join("t.db"))?;
-    store.insert_events(&events(1..=5), &[])?;
+    store.insert_events(&events(1..=5), &[], &[])?;
     let batch = store
         .cut_batch(5, usize::MAX, "{\"locale\":\"en\"}", 1)?
         .expect("a batch");
@@ -277,13 +277,13 @@ fn a_size_limited_file_fails_writes_like_a_full_disk() -> Result<()> {
             ..event(seq)
         })
         .collect();
-    let err = store.insert_events(&big, &[]).unwrap_err();
+    let err = store.insert_events(&big, &[], &[]).unwrap_err();
     assert!(
         matches!(&err, Error::Storage(rusqlite::Error::SqliteFailure(f, _)) if f.code == ErrorCode::DiskFull),
         "{err}"
     );
     assert_eq!(store.pending().events, 0, "the failed group left no trace");
-    store.insert_events(&events(1..=3), &[])?;
+    store.insert_events(&events(1..=3), &[], &[])?;
     assert_eq!(store.pending().events, 3, "small writes work again");
     Ok(())
 }
@@ -292,7 +292,7 @@ fn a_size_limited_file_fails_writes_like_a_full_disk() -> Result<()> {
 fn operations_on_a_batch_that_a_cap_removed_change_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut store = Store::open(&dir.path().join("t.db"))?;
-    store.insert_events(&events(1..=10), &[])?;
+    store.insert_events(&events(1..=10), &[], &[])?;
     let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
     let caps = Caps {
         max_events: 5,
@@ -332,7 +332,7 @@ fn operations_on_a_batch_that_a_cap_removed_change_nothing() -> Result<()> {
 fn the_caps_never_drop_the_batch_in_flight() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut store = Store::open(&dir.path().join("t.db"))?;
-    store.insert_events(&events(1..=10), &[])?;
+    store.insert_events(&events(1..=10), &[], &[])?;
     let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
     store.set_in_flight(Some(batch.batch_id));
     let caps = |max_events| Caps {
@@ -355,5 +355,64 @@ fn the_caps_never_drop_the_batch_in_flight() -> Result<()> {
         store.drops()?.get(drop_reason::BUFFER_EVENTS_CAP),
         Some(&(10, 10))
     );
+    Ok(())
+}
+
+#[test]
+fn a_drop_report_on_a_batch_that_is_never_sent_goes_to_the_next_batch() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=10), &[], &[(drop_reason::QUEUE_FULL, 3)])?;
+    let first = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+    assert_eq!(first.dropped.get(drop_reason::QUEUE_FULL), Some(&3));
+    assert_eq!(store.drops()?.get(drop_reason::QUEUE_FULL), Some(&(3, 0)));
+
+    // A cap drops the batch that carried the report: the report is owed again.
+    let caps = Caps {
+        max_events: 6,
+        max_bytes: u64::MAX,
+        max_age_ms: i64::MAX,
+    };
+    assert_eq!(store.enforce_caps(&caps, 100)?, 4);
+    assert_eq!(store.drops()?.get(drop_reason::QUEUE_FULL), Some(&(3, 3)));
+    let second = store.cut_batch(2, usize::MAX, "{}", 2)?.expect("a batch");
+    assert_eq!(second.dropped.get(drop_reason::QUEUE_FULL), Some(&3));
+    assert_eq!(second.dropped.get(drop_reason::BUFFER_EVENTS_CAP), Some(&4));
+
+    // The collector refuses that batch as malformed: quarantined, never sent; report owed again.
+    assert!(store.quarantine_batch(&second, "HTTP 400", 3)?);
+    let third = store.cut_batch(10, usize::MAX, "{}", 4)?.expect("a batch");
+    assert_eq!(
+        third.dropped, second.dropped,
+        "the same counts, reported once"
+    );
+    store.delete_batch(&third)?;
+    assert!(store
+        .drops()?
+        .values()
+        .all(|(_, unreported)| *unreported == 0));
+    assert_eq!(store.drops()?.get(drop_reason::QUEUE_FULL), Some(&(3, 0)));
+    Ok(())
+}
+
+#[test]
+fn drop_counts_commit_with_the_events_or_not_at_all() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.set_max_file_bytes(64 * 1024)?;
+    let big: Vec<StoredEvent> = (1..=200)
+        .map(|seq| StoredEvent {
+            body: "x".repeat(2000),
+            ..event(seq)
+        })
+        .collect();
+    let drops = [(drop_reason::QUEUE_FULL, 2)];
+    assert!(store.insert_events(&big, &[], &drops).is_err());
+    assert!(
+        store.drops()?.is_empty(),
+        "a failed commit stores no counts"
+    );
+    store.insert_events(&events(1..=3), &[], &drops)?;
+    assert_eq!(store.drops()?.get(drop_reason::QUEUE_FULL), Some(&(2, 2)));
     Ok(())
 }
