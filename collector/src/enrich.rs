@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::decode;
 use crate::error::RequestError;
 use crate::limits::{MAX_EVENT_AGE, MAX_RECORD_BYTES};
+use crate::metrics::sdk_drop_reason;
 use crate::sink::kinesis::Entry;
 
 /// Facts about the upload that every record of it shares.
@@ -155,8 +156,8 @@ pub struct Prepared {
     pub records: Vec<Entry>,
     /// Records of the invalid events, with their reasons.
     pub dead_letters: Vec<Entry>,
-    /// What the SDK reports it dropped on the device.
-    pub dropped: BTreeMap<String, u64>,
+    /// What the SDK reports it dropped on the device, by known reason (or `other`).
+    pub dropped: BTreeMap<&'static str, u64>,
 }
 
 impl Prepared {
@@ -220,13 +221,19 @@ pub fn prepare(
         events: batch.events.len() as u64,
         records,
         dead_letters,
-        dropped: batch
-            .dropped
-            .iter()
-            .filter(|(reason, _)| reason.len() <= 64)
-            .map(|(r, n)| (r.clone(), *n))
-            .collect(),
+        dropped: dropped_by_known_reason(&batch.dropped),
     })
+}
+
+/// The SDK's drop report with reasons mapped to the few the metric knows: the reasons are
+/// client-controlled, so unknown ones are summed under `other`.
+fn dropped_by_known_reason(reported: &BTreeMap<String, u64>) -> BTreeMap<&'static str, u64> {
+    let mut dropped = BTreeMap::new();
+    for (reason, n) in reported {
+        let total: &mut u64 = dropped.entry(sdk_drop_reason(reason)).or_default();
+        *total = total.saturating_add(*n);
+    }
+    dropped
 }
 
 /// The event as it goes into a dead letter: whole, unless that alone would overflow a Kinesis
@@ -402,6 +409,22 @@ mod tests {
         assert_eq!(
             prepare(&b, &upload, false).unwrap_err().code(),
             "invalid_event"
+        );
+    }
+
+    #[test]
+    fn unknown_drop_reasons_are_summed_under_other() {
+        let reported: BTreeMap<String, u64> = [
+            ("queue_full".to_owned(), 2),
+            ("made-up-1".to_owned(), u64::MAX),
+            ("made-up-2".to_owned(), 5),
+        ]
+        .into_iter()
+        .collect();
+        let dropped = dropped_by_known_reason(&reported);
+        assert_eq!(
+            dropped.into_iter().collect::<Vec<_>>(),
+            [("other", u64::MAX), ("queue_full", 2)]
         );
     }
 }

@@ -13,6 +13,28 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// The drop reasons the SDK reports (`sdk/src/store.rs`, `drop_reason`; `docs/protocol.md`).
+/// Anything else a client sends is counted as `other`: label values must stay few, and they
+/// come from the internet.
+pub const SDK_DROP_REASONS: [&str; 7] = [
+    "queue_full",
+    "storage_error",
+    "buffer_events_cap",
+    "buffer_bytes_cap",
+    "buffer_age_cap",
+    "corrupt_database",
+    "too_large",
+];
+
+/// The `reason` label for a drop reason a client reported: a known one, or `other`.
+pub fn sdk_drop_reason(reported: &str) -> &'static str {
+    SDK_DROP_REASONS
+        .iter()
+        .find(|known| **known == reported)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// Label of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -42,7 +64,8 @@ pub struct Metrics {
     pub events_rejected: Family<ReasonLabel, Counter>,
     /// Events of resent batches that this instance had already acknowledged.
     pub events_duplicate: Counter,
-    /// Events the SDKs report they dropped on the device, by reason.
+    /// Events the SDKs report they dropped on the device, by reason ([`SDK_DROP_REASONS`] or
+    /// `other`).
     pub sdk_dropped_events: Family<ReasonLabel, Counter>,
     /// Bytes of uploads in progress (decoded records waiting for Kinesis).
     pub in_flight_bytes: Gauge,
@@ -162,5 +185,19 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_drop_reasons_map_to_a_few_label_values() {
+        assert_eq!(sdk_drop_reason("buffer_events_cap"), "buffer_events_cap");
+        assert_eq!(sdk_drop_reason("too_large"), "too_large");
+        assert_eq!(sdk_drop_reason("x".repeat(10_000).as_str()), "other");
+        assert_eq!(sdk_drop_reason("Queue_Full"), "other");
+        assert_eq!(sdk_drop_reason(""), "other");
     }
 }

@@ -299,7 +299,7 @@ async fn handle_batch(
     for (reason, n) in &prepared.dropped {
         m.sdk_dropped_events
             .get_or_create(&ReasonLabel {
-                reason: reason.clone(),
+                reason: (*reason).to_owned(),
             })
             .inc_by(*n);
     }
