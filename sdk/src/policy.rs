@@ -36,6 +36,11 @@ pub struct Policy {
     pub max_event_age: Duration,
     /// Hard ceiling of the database file; writes past it fail like on a full disk.
     pub max_file_bytes: u64,
+    /// Most batches kept in quarantine; beyond, the oldest are dropped and counted.
+    pub max_quarantine_batches: u64,
+    /// Most bytes (event JSON) kept in quarantine; beyond, the oldest batches are dropped and
+    /// counted.
+    pub max_quarantine_bytes: u64,
     /// A session ends after this long without a tracked event.
     pub session_timeout: Duration,
     /// After a storage failure, `track()` refuses events at once for this long before trying the
@@ -77,6 +82,11 @@ pub const MAX_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 pub const MAX_EVENT_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Hard file ceiling: 4x the byte cap leaves room for SQLite's overhead and the quarantine.
 pub const MAX_FILE_BYTES: u64 = 4 * MAX_BUFFER_BYTES;
+/// Quarantine cap in batches: QA needs a few examples of a malformed batch, not thousands.
+pub const MAX_QUARANTINE_BATCHES: u64 = 50;
+/// Quarantine cap in bytes: 4 MiB, an eighth of the buffer's byte cap, so that the quarantine
+/// can never fill the database file.
+pub const MAX_QUARANTINE_BYTES: u64 = 4 * 1024 * 1024;
 /// Session timeout: 30 minutes of inactivity, the common analytics definition.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Storage back-off: one disk probe per second at most while storage fails.
@@ -104,6 +114,8 @@ impl Default for Policy {
             max_buffer_bytes: MAX_BUFFER_BYTES,
             max_event_age: MAX_EVENT_AGE,
             max_file_bytes: MAX_FILE_BYTES,
+            max_quarantine_batches: MAX_QUARANTINE_BATCHES,
+            max_quarantine_bytes: MAX_QUARANTINE_BYTES,
             session_timeout: SESSION_TIMEOUT,
             storage_retry_after: STORAGE_RETRY_AFTER,
         }
@@ -117,6 +129,14 @@ impl Policy {
             max_events: self.max_buffer_events,
             max_bytes: self.max_buffer_bytes,
             max_age_ms: i64::try_from(self.max_event_age.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The quarantine caps of this policy.
+    pub fn quarantine_caps(&self) -> crate::store::QuarantineCaps {
+        crate::store::QuarantineCaps {
+            max_batches: self.max_quarantine_batches,
+            max_bytes: self.max_quarantine_bytes,
         }
     }
 

@@ -30,6 +30,8 @@ const BATCH_SIZE: &str = include_str!("../sql/batch_size.sql");
 const OLDEST_DROPPABLE: &str = include_str!("../sql/oldest_droppable.sql");
 const COUNT_PENDING: &str = include_str!("../sql/count_pending.sql");
 const RETURN_DROP_REPORT: &str = include_str!("../sql/return_drop_report.sql");
+const QUARANTINE_INSERT: &str = include_str!("../sql/quarantine_insert.sql");
+const QUARANTINE_OLDEST: &str = include_str!("../sql/quarantine_oldest.sql");
 
 /// How long a write waits for another connection's lock (tern-inspect reading, say).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,6 +52,8 @@ pub mod drop_reason {
     pub const CORRUPT_DATABASE: &str = "corrupt_database";
     /// A single event was larger than a batch may be.
     pub const TOO_LARGE: &str = "too_large";
+    /// A quarantined batch was dropped to keep the quarantine within its caps.
+    pub const QUARANTINE_CAP: &str = "quarantine_cap";
 }
 
 /// An event ready to be stored: its wire JSON and the columns we query by.
@@ -99,6 +103,18 @@ pub struct Pending {
     pub quarantined_batches: u64,
     /// Events in those batches.
     pub quarantined_events: u64,
+    /// Their bytes (event JSON).
+    pub quarantined_bytes: u64,
+}
+
+/// Caps on the quarantine; over a cap, the oldest quarantined batches are dropped and counted
+/// as `quarantine_cap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuarantineCaps {
+    /// Most batches.
+    pub max_batches: u64,
+    /// Most bytes of event JSON.
+    pub max_bytes: u64,
 }
 
 /// What [`Store::split_batch`] did.
@@ -421,13 +437,16 @@ impl Store {
     }
 
     /// Moves a batch the collector called malformed into the quarantine table, whole: kept and
-    /// inspectable, never sent again, never silently deleted. Returns `false`, changing
-    /// nothing, when the batch is no longer stored (a cap or an opt-out removed it meanwhile).
+    /// inspectable, never sent again. Over `caps`, the oldest quarantined batches are dropped
+    /// and counted (`quarantine_cap`, reported to the collector like every drop). Returns
+    /// `false`, changing nothing, when the batch is no longer stored (a cap or an opt-out
+    /// removed it meanwhile).
     pub fn quarantine_batch(
         &mut self,
         batch: &BatchRow,
         reason: &str,
         now_ms: i64,
+        caps: &QuarantineCaps,
     ) -> Result<bool> {
         let tx = self
             .conn
@@ -446,9 +465,9 @@ impl Store {
         let events = format!("[{}]", bodies.join(","));
         // The batch will never be sent: the drop report it carried goes to the next one.
         return_drop_report(&tx, batch.batch_id)?;
+        let events_len = events.len() as u64;
         tx.execute(
-            "INSERT INTO quarantine (batch_id, quarantined_at_ms, reason, context, event_count, events)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            QUARANTINE_INSERT,
             params![
                 batch.batch_id.to_string(),
                 now_ms,
@@ -459,11 +478,43 @@ impl Store {
             ],
         )?;
         let (n, bytes) = delete_batch(&tx, batch.batch_id)?;
+        let mut quarantine = (
+            self.pending.quarantined_batches + 1,
+            self.pending.quarantined_events + n,
+            self.pending.quarantined_bytes + events_len,
+        );
+        let mut evicted = 0;
+        while quarantine.0 > caps.max_batches || quarantine.2 > caps.max_bytes {
+            let oldest: Option<(String, u64, u64)> = tx
+                .prepare_cached(QUARANTINE_OLDEST)?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let Some((id, count, len)) = oldest else {
+                break;
+            };
+            tx.execute("DELETE FROM quarantine WHERE batch_id = ?1", [&id])?;
+            quarantine = (
+                quarantine.0.saturating_sub(1),
+                quarantine.1.saturating_sub(count),
+                quarantine.2.saturating_sub(len),
+            );
+            evicted += count;
+        }
+        add_drops(&tx, &[(drop_reason::QUARANTINE_CAP, evicted)])?;
         tx.commit()?;
+        if evicted > 0 {
+            tracing::warn!(
+                events = evicted,
+                "quarantine cap reached: oldest batches dropped"
+            );
+        }
         self.pending.events = self.pending.events.saturating_sub(n);
         self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
-        self.pending.quarantined_batches += 1;
-        self.pending.quarantined_events += n;
+        (
+            self.pending.quarantined_batches,
+            self.pending.quarantined_events,
+            self.pending.quarantined_bytes,
+        ) = quarantine;
         Ok(true)
     }
 
@@ -827,6 +878,7 @@ fn count_pending(conn: &Connection) -> Result<Pending> {
             unbatched_events: r.get(2)?,
             quarantined_batches: r.get(3)?,
             quarantined_events: r.get(4)?,
+            quarantined_bytes: r.get(5)?,
         })
     })?)
 }

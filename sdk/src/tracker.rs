@@ -741,11 +741,11 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
                 Split::Halves | Split::Gone => {}
                 Split::SingleEvent => {
                     tracing::warn!(%reason, "a single event is too large to upload; quarantined");
-                    store.quarantine_batch(&batch, &reason, now)?;
+                    store.quarantine_batch(&batch, &reason, now, &policy.quarantine_caps())?;
                 }
             },
             Outcome::Rejected(reason) => {
-                if store.quarantine_batch(&batch, &reason, now)? {
+                if store.quarantine_batch(&batch, &reason, now, &policy.quarantine_caps())? {
                     tracing::warn!(%reason, batch_id = %batch.batch_id, "the collector refused a batch; quarantined");
                 }
             }

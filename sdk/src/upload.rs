@@ -6,7 +6,7 @@ use reqwest::blocking::Client;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::value::RawValue;
-use tern_protocol::{Batch, Context, SdkInfo, BATCH_PATH};
+use tern_protocol::{Batch, Context, ErrorBody, SdkInfo, BATCH_PATH};
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -88,7 +88,8 @@ pub enum Outcome {
     Unauthorized(String),
     /// The body is over the collector's limit (413): split the batch.
     TooLarge(String),
-    /// The collector called the batch malformed (400 and other 4xx): it will never be accepted.
+    /// The collector called the batch malformed (400 or 422 with its JSON error body): it will
+    /// never be accepted.
     Rejected(String),
 }
 
@@ -119,18 +120,20 @@ pub fn send(client: &Client, endpoint: &str, write_key: &str, batch: &EncodedBat
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let text = response.text().unwrap_or_default();
-    let reason = format!("HTTP {}: {}", status.as_u16(), truncate(&text, 300));
-    classify(status, retry_after, reason)
+    classify(status, retry_after, &text)
 }
 
-fn classify(status: StatusCode, after: Option<Duration>, reason: String) -> Outcome {
+fn classify(status: StatusCode, after: Option<Duration>, body: &str) -> Outcome {
+    let reason = format!("HTTP {}: {}", status.as_u16(), truncate(body, 300));
     match status.as_u16() {
         200..=299 => Outcome::Delivered,
         401 | 403 => Outcome::Unauthorized(reason),
         413 => Outcome::TooLarge(reason),
+        // Only the collector's own refusal, with its error body, says the batch is malformed.
+        400 | 422 if serde_json::from_str::<ErrorBody>(body).is_ok() => Outcome::Rejected(reason),
+        // Any other 4xx (a wrong endpoint, a proxy, a captive portal) says nothing about the
+        // batch: keep it and retry with backoff, rather than quarantine the whole buffer.
         // 408 timeout and 429 rate limit are the collector asking us to come back later.
-        408 | 429 => Outcome::Retry { after, reason },
-        400..=499 => Outcome::Rejected(reason),
         _ => Outcome::Retry { after, reason },
     }
 }
@@ -146,15 +149,40 @@ fn truncate(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
 
+    const ERROR_BODY: &str = r#"{"error":"invalid_batch","message":"events[0]: missing seq"}"#;
+
+    fn c(status: u16, body: &str) -> Outcome {
+        classify(StatusCode::from_u16(status).unwrap(), None, body)
+    }
+
     #[test]
     fn statuses_map_to_outcomes() {
-        let c = |s: u16| classify(StatusCode::from_u16(s).unwrap(), None, String::new());
-        assert_eq!(c(200), Outcome::Delivered);
-        assert_eq!(c(401), Outcome::Unauthorized(String::new()));
-        assert_eq!(c(413), Outcome::TooLarge(String::new()));
-        assert_eq!(c(400), Outcome::Rejected(String::new()));
-        assert!(matches!(c(429), Outcome::Retry { .. }));
-        assert!(matches!(c(503), Outcome::Retry { .. }));
-        assert!(matches!(c(500), Outcome::Retry { .. }));
+        assert_eq!(c(200, ""), Outcome::Delivered);
+        assert!(matches!(c(401, ""), Outcome::Unauthorized(_)));
+        assert!(matches!(c(403, ""), Outcome::Unauthorized(_)));
+        assert!(matches!(c(413, ""), Outcome::TooLarge(_)));
+        assert!(matches!(c(400, ERROR_BODY), Outcome::Rejected(r) if r.contains("missing seq")));
+        assert!(matches!(c(422, ERROR_BODY), Outcome::Rejected(_)));
+        for status in [408, 429, 500, 503] {
+            assert!(
+                matches!(c(status, ERROR_BODY), Outcome::Retry { .. }),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_collectors_own_refusal_quarantines_a_batch() {
+        // A wrong endpoint, a proxy or a captive portal must not move the buffer to quarantine.
+        for status in [404, 405, 407, 410, 415, 418, 451] {
+            assert!(
+                matches!(c(status, ERROR_BODY), Outcome::Retry { .. }),
+                "{status}"
+            );
+        }
+        for body in ["", "<html>Bad Request</html>", "{}", r#"{"error":"x"}"#] {
+            assert!(matches!(c(400, body), Outcome::Retry { .. }), "{body}");
+            assert!(matches!(c(422, body), Outcome::Retry { .. }), "{body}");
+        }
     }
 }

@@ -1,5 +1,8 @@
-//! A minimal HTTP server that records the requests it gets and answers each with a fixed
-//! status: lets tests see exactly what the SDK puts on the wire, attempt after attempt.
+//! A minimal HTTP server that records the requests it gets and answers each with a status the
+//! test chooses: lets tests see exactly what the SDK puts on the wire, attempt after attempt.
+//!
+//! Unless a test gives a body, answers look like the collector's: a 2xx carries the
+//! `BatchAck` of the batch received, anything else an `ErrorBody`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -35,6 +38,41 @@ impl Captured {
 /// Decides the answer to a request: status and extra header lines (each ending in `\r\n`).
 pub type Responder = dyn Fn(&Captured) -> (u16, String) + Send + Sync;
 
+/// A full answer: status, extra header lines (each ending in `\r\n`) and the body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra header lines.
+    pub headers: String,
+    /// The body; `None` for the collector's: a `BatchAck` on 2xx, an `ErrorBody` otherwise.
+    pub body: Option<String>,
+}
+
+/// Decides the full answer to a request.
+pub type ReplyFn = dyn Fn(&Captured) -> Reply + Send + Sync;
+
+/// The body the collector would send with `status` for `request`.
+fn collector_body(status: u16, request: &Captured) -> String {
+    if (200..300).contains(&status) {
+        match request.batch() {
+            Some(batch) => serde_json::json!({
+                "batch_id": batch["batch_id"],
+                "accepted": batch["events"].as_array().map_or(0, Vec::len),
+                "dead_lettered": 0,
+            })
+            .to_string(),
+            None => "{}".to_owned(),
+        }
+    } else {
+        serde_json::json!({
+            "error": "captured",
+            "message": format!("the capture server answered {status}"),
+        })
+        .to_string()
+    }
+}
+
 /// The capture server; runs until the process ends (tests are short-lived).
 pub struct CaptureServer {
     /// Its address.
@@ -48,8 +86,20 @@ impl CaptureServer {
         Self::start_with(Box::new(move |_| (status, extra_headers.to_owned())))
     }
 
-    /// Starts a server whose answers `respond` decides.
+    /// Starts a server whose answers' status and headers `respond` decides (collector bodies).
     pub fn start_with(respond: Box<Responder>) -> std::io::Result<Self> {
+        Self::start_replying(Box::new(move |request| {
+            let (status, headers) = respond(request);
+            Reply {
+                status,
+                headers,
+                body: None,
+            }
+        }))
+    }
+
+    /// Starts a server whose whole answers `respond` decides.
+    pub fn start_replying(respond: Box<ReplyFn>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -88,14 +138,20 @@ impl CaptureServer {
                     headers,
                     body,
                 };
-                let (status, extra_headers) = respond(&captured);
+                let reply = respond(&captured);
+                let body = reply
+                    .body
+                    .unwrap_or_else(|| collector_body(reply.status, &captured));
                 seen.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(captured);
                 let mut stream = stream;
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {status} Captured\r\ncontent-length: 2\r\ncontent-type: application/json\r\nconnection: close\r\n{extra_headers}\r\n{{}}"
+                    "HTTP/1.1 {} Captured\r\ncontent-length: {}\r\ncontent-type: application/json\r\nconnection: close\r\n{}\r\n{body}",
+                    reply.status,
+                    body.len(),
+                    reply.headers
                 );
             }
         });

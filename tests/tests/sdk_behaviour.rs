@@ -406,3 +406,53 @@ fn a_batch_in_flight_is_never_dropped_by_the_caps_and_its_answer_still_counts() 
     );
     assert_eq!(stats.thread_panics, 0);
 }
+
+#[test]
+fn a_4xx_that_is_not_the_collectors_refusal_keeps_the_batch_and_retries_it() {
+    // A wrong path, a proxy, a portal: 404, 405, 407, 415 and a 400 without the collector's
+    // error body, then the real collector answers.
+    use tern_tests::capture::Reply;
+    let answers = [
+        (404, "<html>Not Found</html>"),
+        (405, ""),
+        (407, "proxy auth"),
+        (415, "{}"),
+        (400, "<html>Bad Request</html>"),
+    ];
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let server = CaptureServer::start_replying(Box::new(move |_| {
+        let i = calls.fetch_add(1, Ordering::SeqCst);
+        match answers.get(i) {
+            Some((status, body)) => Reply {
+                status: *status,
+                headers: String::new(),
+                body: Some((*body).to_owned()),
+            },
+            None => Reply {
+                status: 200,
+                headers: String::new(),
+                body: None,
+            },
+        }
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    track_n(&t, 6);
+    assert!(
+        t.flush_and_wait(Duration::from_secs(30)).unwrap(),
+        "{:?}",
+        t.stats()
+    );
+    let stats = t.stats();
+    assert_eq!(stats.pending.quarantined_batches, 0, "{stats:?}");
+    assert_eq!(stats.upload_failures, 5);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 6);
+    let first = requests[0].batch().unwrap();
+    for r in &requests {
+        let b = r.batch().unwrap();
+        assert_eq!(b["batch_id"], first["batch_id"], "the same batch each time");
+        assert_eq!(b["events"], first["events"]);
+    }
+}

@@ -10,6 +10,11 @@ fn event(seq: u64) -> StoredEvent {
     }
 }
 
+const UNCAPPED: QuarantineCaps = QuarantineCaps {
+    max_batches: u64::MAX,
+    max_bytes: u64::MAX,
+};
+
 fn events(range: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
     range.map(event).collect()
 }
@@ -163,7 +168,7 @@ fn quarantine_keeps_the_batch_whole_and_split_halves_it() -> Result<()> {
         store.batch_bodies(first.batch_id)?,
         (1..=2).map(|s| event(s).body).collect::<Vec<_>>()
     );
-    assert!(store.quarantine_batch(&first, "HTTP 400: malformed", 3)?);
+    assert!(store.quarantine_batch(&first, "HTTP 400: malformed", 3, &UNCAPPED)?);
     let pending = store.pending();
     assert_eq!(
         (
@@ -310,7 +315,7 @@ fn operations_on_a_batch_that_a_cap_removed_change_nothing() -> Result<()> {
         Split::Gone,
         "no panic, no-op"
     );
-    assert!(!store.quarantine_batch(&batch, "HTTP 400", 3)?);
+    assert!(!store.quarantine_batch(&batch, "HTTP 400", 3, &UNCAPPED)?);
     assert_eq!(store.delete_batch(&batch)?, 0);
     store.record_failure(batch.batch_id, 1, 10, "HTTP 503")?;
     assert_eq!(
@@ -380,7 +385,7 @@ fn a_drop_report_on_a_batch_that_is_never_sent_goes_to_the_next_batch() -> Resul
     assert_eq!(second.dropped.get(drop_reason::BUFFER_EVENTS_CAP), Some(&4));
 
     // The collector refuses that batch as malformed: quarantined, never sent; report owed again.
-    assert!(store.quarantine_batch(&second, "HTTP 400", 3)?);
+    assert!(store.quarantine_batch(&second, "HTTP 400", 3, &UNCAPPED)?);
     let third = store.cut_batch(10, usize::MAX, "{}", 4)?.expect("a batch");
     assert_eq!(
         third.dropped, second.dropped,
@@ -414,5 +419,65 @@ fn drop_counts_commit_with_the_events_or_not_at_all() -> Result<()> {
     );
     store.insert_events(&events(1..=3), &[], &drops)?;
     assert_eq!(store.drops()?.get(drop_reason::QUEUE_FULL), Some(&(2, 2)));
+    Ok(())
+}
+
+#[test]
+fn the_quarantine_keeps_within_its_caps_by_dropping_its_oldest_batches() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=10), &[], &[])?;
+    let caps = QuarantineCaps {
+        max_batches: 2,
+        max_bytes: u64::MAX,
+    };
+    let mut ids = Vec::new();
+    for (n, now) in [(1, 1), (2, 2), (3, 3)] {
+        let batch = store.cut_batch(n, usize::MAX, "{}", now)?.expect("a batch");
+        assert!(store.quarantine_batch(&batch, "HTTP 400", now, &caps)?);
+        ids.push(batch.batch_id.to_string());
+    }
+    // Three batches of 1, 2 and 3 events; the cap keeps the two newest.
+    let kept: Vec<String> = store
+        .conn
+        .prepare("SELECT batch_id FROM quarantine ORDER BY quarantined_at_ms")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    assert_eq!(kept, ids[1..]);
+    let pending = store.pending();
+    assert_eq!(
+        (pending.quarantined_batches, pending.quarantined_events),
+        (2, 5)
+    );
+    assert_eq!(
+        store.drops()?.get(drop_reason::QUARANTINE_CAP),
+        Some(&(1, 1)),
+        "counted, and owed to the collector"
+    );
+    let next = store.cut_batch(10, usize::MAX, "{}", 4)?.expect("a batch");
+    assert_eq!(next.dropped.get(drop_reason::QUARANTINE_CAP), Some(&1));
+
+    // A byte cap smaller than the next batch's events: everything before it goes too.
+    let bytes_cap = QuarantineCaps {
+        max_batches: u64::MAX,
+        max_bytes: pending.quarantined_bytes,
+    };
+    assert!(store.quarantine_batch(&next, "HTTP 400", 5, &bytes_cap)?);
+    let pending = store.pending();
+    assert!(
+        pending.quarantined_bytes <= bytes_cap.max_bytes,
+        "{pending:?}"
+    );
+    assert_eq!(pending.quarantined_batches, 1, "{pending:?}");
+    // 5 more evicted; the report of 1 that `next` carried is owed again: 6 to report.
+    assert_eq!(
+        store.drops()?.get(drop_reason::QUARANTINE_CAP),
+        Some(&(6, 6))
+    );
+    let recounted = {
+        store.recount()?;
+        store.pending()
+    };
+    assert_eq!(recounted, pending, "the counts match the tables");
     Ok(())
 }
