@@ -34,6 +34,11 @@ pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
 /// Longest delay between retries of failed records.
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
+/// Longest delay between retries while Kinesis throttles but takes some records: it meters a
+/// shard per second, so half of that spreads retries over the next window without sitting out
+/// the ack deadline (a 50 % throttled upload needs ~9 attempts).
+pub const RETRY_MAX_DELAY_THROTTLED: Duration = Duration::from_millis(500);
+
 /// How long a slow client may take to send its request body.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
 

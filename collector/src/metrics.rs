@@ -49,6 +49,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label of a Kinesis error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// The Kinesis error code (a known one, or `other`), `timeout` or `network`.
+    pub code: String,
+}
+
 /// The collector's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -75,8 +82,9 @@ pub struct Metrics {
     pub records_retried: Counter,
     /// Records refused with `ProvisionedThroughputExceededException`.
     pub records_throttled: Counter,
-    /// PutRecords calls that failed as a whole.
-    pub put_records_failed: Counter,
+    /// PutRecords calls that failed as a whole, by error code (each call counted once, however
+    /// many uploads shared it).
+    pub put_records_failed: Family<CodeLabel, Counter>,
     /// Latency of PutRecords calls, in seconds.
     pub put_records_latency: Histogram,
     /// Latency of upload requests, from arrival to answer, in seconds.
@@ -105,7 +113,7 @@ impl Metrics {
             ready: Gauge::default(),
             records_retried: Counter::default(),
             records_throttled: Counter::default(),
-            put_records_failed: Counter::default(),
+            put_records_failed: Family::default(),
             put_records_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             request_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             registry: Registry::default(),
@@ -163,7 +171,7 @@ impl Metrics {
         );
         registry.register(
             "put_records_failed",
-            "PutRecords calls that failed as a whole",
+            "PutRecords calls that failed as a whole, by error code",
             m.put_records_failed.clone(),
         );
         registry.register(

@@ -27,9 +27,28 @@ use crate::limits::MAX_RECORD_BYTES;
 /// The KPL's magic prefix.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 
-/// Bytes an aggregated record spends besides its user records: magic, digest, the partition
-/// key table entry and a little slack for varints.
-const OVERHEAD: usize = MAGIC.len() + 16 + 300;
+/// Bytes of the MD5 digest that ends an aggregated record.
+const DIGEST_BYTES: usize = 16;
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Bytes of a length-delimited protobuf field holding `len` bytes (tag, length, bytes).
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// Size against the Kinesis record limit (data + partition key) of an aggregated record with
+/// partition key `key_len` bytes long and user records whose encoded fields take `fields` bytes.
+fn sealed_size(key_len: usize, fields: usize) -> usize {
+    MAGIC.len() + field_len(key_len) + fields + DIGEST_BYTES + key_len
+}
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -55,7 +74,10 @@ fn user_record(data: &[u8]) -> Vec<u8> {
 }
 
 /// Packs `entries` (which share one partition key: one upload, one install) into as few
-/// aggregated records as fit the Kinesis record limit, in order. A single entry stays as it is.
+/// aggregated records as fit the Kinesis record limit, in order. A single entry stays as it is,
+/// and so does an entry that fits the limit on its own but not with the aggregation's overhead:
+/// de-aggregating consumers pass plain records through, while an oversized record would make
+/// Kinesis refuse the whole PutRecords call it shares with other uploads.
 pub fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
     if entries.len() < 2 {
         return entries;
@@ -63,21 +85,29 @@ pub fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut group: Vec<Vec<u8>> = Vec::new();
     let mut group_key = String::new();
-    let mut group_bytes = 0;
+    let mut group_fields = 0;
     for entry in entries {
         let record = user_record(&entry.data);
-        let cost = record.len() + 6;
+        let field = field_len(record.len());
+        if sealed_size(entry.partition_key.len(), field) > MAX_RECORD_BYTES {
+            if !group.is_empty() {
+                out.push(seal(&group_key, std::mem::take(&mut group)));
+                group_fields = 0;
+            }
+            out.push(entry);
+            continue;
+        }
         let switch = !group.is_empty()
             && (entry.partition_key != group_key
-                || group_bytes + cost + OVERHEAD + group_key.len() > MAX_RECORD_BYTES);
+                || sealed_size(group_key.len(), group_fields + field) > MAX_RECORD_BYTES);
         if switch {
             out.push(seal(&group_key, std::mem::take(&mut group)));
-            group_bytes = 0;
+            group_fields = 0;
         }
         if group.is_empty() {
             group_key = entry.partition_key.clone();
         }
-        group_bytes += cost;
+        group_fields += field;
         group.push(record);
     }
     if !group.is_empty() {
@@ -133,5 +163,56 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    /// An entry that fits the record limit alone but not with the aggregate's overhead used to
+    /// be sealed anyway (over 1 MiB: a ValidationException for the whole shared call); it now
+    /// goes out as a plain record, and everything else stays within the limit, in order.
+    #[test]
+    fn an_entry_too_large_to_aggregate_goes_out_plain() {
+        let key = "install-1";
+        let big = MAX_RECORD_BYTES - key.len() - 2;
+        let entries = vec![
+            entry(key, 100),
+            entry(key, big),
+            entry(key, 100),
+            entry(key, 100),
+        ];
+        let packed = aggregate(entries);
+        assert_eq!(packed.len(), 3, "aggregate, plain, aggregate");
+        assert_eq!(&packed[0].data[..4], &MAGIC);
+        assert_eq!(packed[1], entry(key, big));
+        assert_eq!(&packed[2].data[..4], &MAGIC);
+        for p in &packed {
+            assert!(p.size() <= MAX_RECORD_BYTES, "{}", p.size());
+        }
+    }
+
+    /// The size computed before sealing is the size sealed, at every boundary.
+    #[test]
+    fn sealed_sizes_are_exact_at_the_limit() {
+        for len in [
+            0,
+            1,
+            126,
+            127,
+            128,
+            16_383,
+            16_384,
+            500_000,
+            MAX_RECORD_BYTES - 40,
+        ] {
+            for key in ["k", &"p".repeat(256)] {
+                let record = user_record(&vec![b'x'; len]);
+                let predicted = sealed_size(key.len(), field_len(record.len()));
+                let sealed = seal(key, vec![record]);
+                assert_eq!(sealed.size(), predicted, "len {len}, key {}", key.len());
+            }
+        }
+        // Filling groups right up to the limit never crosses it.
+        for len in [1_000, 4_093, 65_000, 300_000] {
+            let packed = aggregate((0..40).map(|_| entry("install", len)).collect());
+            assert!(packed.iter().all(|p| p.size() <= MAX_RECORD_BYTES));
+        }
     }
 }

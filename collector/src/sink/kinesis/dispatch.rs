@@ -2,6 +2,10 @@
 //! task packs whatever is waiting (up to the Kinesis request limits, lingering a moment for more)
 //! into a call, then routes every record's result back to its upload. Under load a call carries
 //! records of many uploads, so small batches do not each pay for a call of their own.
+//!
+//! A call refused whole as invalid (`ValidationException`) may be the fault of one upload's
+//! records; the uploads that shared it are then sent again each in a call of its own, so that
+//! one poisoned upload cannot fail the others.
 
 use std::time::Duration;
 
@@ -10,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::Entry;
-use super::service::{self, EntryResult};
+use super::service::{self, CallError, EntryResult};
 use crate::limits::{MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES};
 use crate::metrics::Metrics;
 
@@ -21,7 +25,10 @@ pub const LINGER: Duration = Duration::from_millis(2);
 /// Queue length of submissions; uploads wait (asynchronously) when it is full.
 const QUEUE: usize = 1024;
 
-type Reply = Result<Vec<EntryResult>, String>;
+/// The whole-call error after which the uploads of a shared call are sent again one by one.
+const ISOLATE_ON: &str = "ValidationException";
+
+type Reply = Result<Vec<EntryResult>, CallError>;
 
 struct Submission {
     stream: String,
@@ -57,10 +64,10 @@ impl Dispatcher {
         self.tx
             .send(submission)
             .await
-            .map_err(|_| "the PutRecords dispatcher stopped".to_owned())?;
+            .map_err(|_| CallError::internal("the PutRecords dispatcher stopped"))?;
         answer
             .await
-            .map_err(|_| "the PutRecords call was dropped".to_owned())?
+            .map_err(|_| CallError::internal("the PutRecords call was dropped"))?
     }
 }
 
@@ -101,16 +108,123 @@ async fn run(mut rx: mpsc::Receiver<Submission>, client: Client, metrics: Arc<Me
                 .flat_map(|s| s.entries.iter().cloned())
                 .collect();
             let result = service::put_records(&client, &stream, &all, &metrics).await;
-            let mut offset = 0;
-            for s in group {
-                let n = s.entries.len();
-                let reply = match &result {
-                    Ok(results) => Ok(results[offset..offset + n].to_vec()),
-                    Err(e) => Err(e.clone()),
-                };
-                offset += n;
-                let _ = s.reply.send(reply);
+            match result {
+                Err(e) if e.code == ISOLATE_ON && group.len() > 1 => {
+                    tracing::warn!(
+                        error = %e,
+                        uploads = group.len(),
+                        "a shared PutRecords call was refused as invalid; sending each upload alone"
+                    );
+                    let alone = group.into_iter().map(|s| {
+                        let (client, metrics, stream) = (&client, &metrics, &stream);
+                        async move {
+                            let result =
+                                service::put_records(client, stream, &s.entries, metrics).await;
+                            let _ = s.reply.send(result);
+                        }
+                    });
+                    futures_util::future::join_all(alone).await;
+                }
+                result => {
+                    let mut offset = 0;
+                    for s in group {
+                        let n = s.entries.len();
+                        let reply = match &result {
+                            Ok(results) => Ok(results[offset..offset + n].to_vec()),
+                            Err(e) => Err(e.clone()),
+                        };
+                        offset += n;
+                        let _ = s.reply.send(reply);
+                    }
+                }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_sdk_kinesis::config::retry::RetryConfig;
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    use axum::body::Bytes as Body;
+    use axum::http::StatusCode;
+    use bytes::Bytes;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::metrics::CodeLabel;
+
+    /// A Kinesis endpoint that refuses, as invalid, every PutRecords call holding a record with
+    /// the partition key `poison`, and writes everything else; it counts the calls.
+    async fn fake_kinesis(calls: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().fallback(move |body: Body| {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let records = request["Records"].as_array().cloned().unwrap_or_default();
+                if records.iter().any(|r| r["PartitionKey"] == "poison") {
+                    let error = json!({ "__type": "ValidationException", "message": "poisoned" });
+                    return (StatusCode::BAD_REQUEST, error.to_string());
+                }
+                let results: Vec<Value> = records
+                    .iter()
+                    .map(|_| json!({ "SequenceNumber": "1", "ShardId": "shardId-000000000000" }))
+                    .collect();
+                let answer = json!({ "FailedRecordCount": 0, "Records": results });
+                (StatusCode::OK, answer.to_string())
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn client(endpoint: &str) -> Client {
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        Client::from_conf(config)
+    }
+
+    fn entries(key: &str, n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry {
+                data: Bytes::from(format!("{{\"i\":{i}}}")),
+                partition_key: key.to_owned(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_upload_does_not_fail_the_uploads_sharing_its_call() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let endpoint = fake_kinesis(Arc::clone(&calls)).await;
+        let metrics = Arc::new(Metrics::new());
+        let dispatcher = Dispatcher::spawn(client(&endpoint), Arc::clone(&metrics));
+        let (good, bad, other) = tokio::join!(
+            dispatcher.put("s", entries("install-1", 3)),
+            dispatcher.put("s", entries("poison", 2)),
+            dispatcher.put("s", entries("install-2", 1)),
+        );
+        assert_eq!(good.unwrap(), vec![EntryResult::Written; 3]);
+        assert_eq!(other.unwrap(), vec![EntryResult::Written; 1]);
+        assert_eq!(bad.unwrap_err().code, "ValidationException");
+        // One shared call, then one call per upload.
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let failed = metrics
+            .put_records_failed
+            .get_or_create(&CodeLabel {
+                code: "ValidationException".into(),
+            })
+            .get();
+        assert_eq!(failed, 2, "each failed call counted once");
     }
 }

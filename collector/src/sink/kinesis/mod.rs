@@ -69,15 +69,12 @@ impl KinesisSink {
     ) -> Result<(), SinkError> {
         let total = entries.len();
         let mut pending: Vec<(usize, Entry)> = entries.into_iter().enumerate().collect();
-        // Consecutive attempts that wrote nothing: the backoff grows only with those. An
-        // attempt that wrote some records (partial throttling is Kinesis pacing us, not a
-        // fault) retries the rest after the shortest delay.
-        let mut fruitless = 0u32;
+        let mut backoff = retry::Backoff::default();
         let mut first = true;
         let mut last_error = String::new();
         while !pending.is_empty() {
             if !first {
-                let delay = retry::delay(fruitless.max(1));
+                let delay = backoff.delay();
                 if Instant::now() + delay >= deadline {
                     return Err(SinkError {
                         pending: pending.len(),
@@ -90,6 +87,7 @@ impl KinesisSink {
             }
             first = false;
             let before = pending.len();
+            let mut throttled = false;
             let requests = request_builder::build_requests(std::mem::take(&mut pending));
             let calls = requests.into_iter().map(|request| async move {
                 let entries: Vec<Entry> = request.iter().map(|(_, e)| e.clone()).collect();
@@ -103,6 +101,9 @@ impl KinesisSink {
                             if let EntryResult::Failed(code) = result {
                                 if code == retry::THROTTLED {
                                     self.metrics.records_throttled.inc();
+                                    throttled = true;
+                                } else if retry::is_permanent(&code) {
+                                    tracing::error!(%code, stream, "Kinesis refused a record");
                                 }
                                 last_error = code;
                                 pending.push((index, entry));
@@ -110,20 +111,22 @@ impl KinesisSink {
                         }
                     }
                     Err(e) => {
-                        self.metrics.put_records_failed.inc();
-                        tracing::warn!(error = %e, records = request.len(), "PutRecords call failed");
-                        last_error = e;
+                        throttled |= retry::is_throttling(&e.code);
+                        if retry::is_permanent(&e.code) {
+                            // Retrying will not fix it, but only a 200 lets the SDK delete the
+                            // data: keep retrying until the deadline (503), and say it loudly.
+                            tracing::error!(code = %e.code, error = %e, stream, records = request.len(), "PutRecords refused; an operator must act");
+                        } else {
+                            tracing::warn!(code = %e.code, error = %e, records = request.len(), "PutRecords call failed");
+                        }
+                        last_error = e.message;
                         pending.extend(request);
                     }
                 }
             }
             // Keep the upload's order for the next attempt.
             pending.sort_unstable_by_key(|(index, _)| *index);
-            fruitless = if pending.len() < before {
-                0
-            } else {
-                fruitless + 1
-            };
+            backoff.after_attempt(pending.len() < before, throttled);
         }
         Ok(())
     }

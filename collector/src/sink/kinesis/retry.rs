@@ -1,38 +1,172 @@
-//! When failed records are sent again. Every error code Kinesis documents for PutRecords
-//! entries (throughput exceeded, internal failure, KMS throttling) is transient, so every
-//! failed record is retried until the upload's deadline.
+//! When failed records are sent again, and which failures are faults of the request itself.
+//!
+//! Every failed record is retried until the upload's deadline, whatever the error: an upload is
+//! acknowledged only when all of its records are in the stream, so giving up early would only
+//! turn into a 503 sooner (the SDK keeps the batch either way). Errors that retrying cannot fix
+//! ([`is_permanent`]) are logged at `error` so that an operator sees them.
 
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::limits::{RETRY_MAX_DELAY, RETRY_MIN_DELAY};
+use crate::limits::{RETRY_MAX_DELAY, RETRY_MAX_DELAY_THROTTLED, RETRY_MIN_DELAY};
 
 /// The Kinesis error code of a throttled record: backpressure, not a fault.
 pub const THROTTLED: &str = "ProvisionedThroughputExceededException";
 
-/// Delay before the `attempt`-th retry (1-based): exponential with jitter, between
-/// [`RETRY_MIN_DELAY`] and twice [`RETRY_MAX_DELAY`].
-pub fn delay(attempt: u32) -> Duration {
-    ExponentialBuilder::default()
-        .with_min_delay(RETRY_MIN_DELAY)
-        .with_max_delay(RETRY_MAX_DELAY)
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(attempt.saturating_sub(1) as usize)
-        .unwrap_or(RETRY_MAX_DELAY)
+/// Error codes of a whole PutRecords call that mean "slow down" rather than "broken".
+const THROTTLING_CALL_ERRORS: [&str; 4] = [
+    THROTTLED,
+    "LimitExceededException",
+    "ThrottlingException",
+    "KMSThrottlingException",
+];
+
+/// Error codes that retrying the same request cannot fix: a malformed or oversized request, a
+/// missing stream, missing permissions, an unusable KMS key, bad credentials.
+const PERMANENT_ERRORS: [&str; 11] = [
+    "ValidationException",
+    "InvalidArgumentException",
+    "ResourceNotFoundException",
+    "AccessDeniedException",
+    "KMSAccessDeniedException",
+    "KMSDisabledException",
+    "KMSInvalidStateException",
+    "KMSNotFoundException",
+    "KMSOptInRequired",
+    "UnrecognizedClientException",
+    "ExpiredTokenException",
+];
+
+/// Whether an error code means Kinesis is pacing us.
+pub fn is_throttling(code: &str) -> bool {
+    THROTTLING_CALL_ERRORS.contains(&code)
+}
+
+/// Whether retrying cannot fix an error (it still is retried until the deadline: see above).
+pub fn is_permanent(code: &str) -> bool {
+    PERMANENT_ERRORS.contains(&code)
+}
+
+/// The label value of an error code: a known Kinesis code, or `other` (codes come from the
+/// network, and label values must stay few).
+pub fn code_label(code: &str) -> &'static str {
+    THROTTLING_CALL_ERRORS
+        .iter()
+        .chain(&PERMANENT_ERRORS)
+        .chain(&[
+            "InternalFailure",
+            "ServiceUnavailable",
+            "timeout",
+            "network",
+        ])
+        .find(|known| **known == code)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The backoff of one upload's retries.
+///
+/// An attempt that wrote nothing grows the delay up to [`RETRY_MAX_DELAY`]. Throttling is
+/// backpressure: while Kinesis refuses records for throughput the delay grows too, even if some
+/// records got through, up to [`RETRY_MAX_DELAY_THROTTLED`]. Only an attempt that made progress
+/// without being throttled (a few records failed with `InternalFailure`, say) retries the rest
+/// after the shortest delay.
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    step: u32,
+    ceiling: Duration,
+}
+
+impl Backoff {
+    /// Records how an attempt went.
+    pub fn after_attempt(&mut self, progressed: bool, throttled: bool) {
+        match (progressed, throttled) {
+            (true, false) => {
+                self.step = 0;
+                self.ceiling = RETRY_MAX_DELAY;
+            }
+            (true, true) => {
+                self.step = self.step.saturating_add(1);
+                self.ceiling = RETRY_MAX_DELAY_THROTTLED;
+            }
+            (false, _) => {
+                self.step = self.step.saturating_add(1);
+                self.ceiling = RETRY_MAX_DELAY;
+            }
+        }
+    }
+
+    /// The delay before the next attempt: exponential from [`RETRY_MIN_DELAY`] up to the
+    /// ceiling, plus jitter of up to as much again.
+    pub fn delay(&self) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN_DELAY)
+            .with_max_delay(self.ceiling.max(RETRY_MIN_DELAY))
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(self.step.saturating_sub(1) as usize)
+            .unwrap_or(self.ceiling)
+    }
+
+    /// The delay before jitter (jitter only adds to it).
+    pub fn base_delay(&self) -> Duration {
+        let doublings = self.step.saturating_sub(1).min(31);
+        RETRY_MIN_DELAY
+            .saturating_mul(1 << doublings)
+            .min(self.ceiling.max(RETRY_MIN_DELAY))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn after(outcomes: &[(bool, bool)]) -> Backoff {
+        let mut backoff = Backoff::default();
+        for (progressed, throttled) in outcomes {
+            backoff.after_attempt(*progressed, *throttled);
+        }
+        backoff
+    }
+
     #[test]
     fn delays_grow_and_stay_bounded() {
-        assert!(delay(1) >= RETRY_MIN_DELAY);
-        for attempt in 1..50 {
-            assert!(delay(attempt) <= RETRY_MAX_DELAY * 2);
+        let mut backoff = Backoff::default();
+        for _ in 1..50 {
+            backoff.after_attempt(false, false);
+            let delay = backoff.delay();
+            assert!(delay >= backoff.base_delay(), "{delay:?}");
+            assert!(delay <= RETRY_MAX_DELAY * 2, "{delay:?}");
         }
+        assert_eq!(backoff.base_delay(), RETRY_MAX_DELAY);
+    }
+
+    /// Partial progress under throttling used to reset the delay to the minimum, so a throttled
+    /// shard was hit again every ~50 ms; now the delay grows while throttling lasts.
+    #[test]
+    fn throttling_grows_the_delay_even_when_some_records_get_through() {
+        let throttled = after(&[(true, true); 4]);
+        assert_eq!(throttled.base_delay(), RETRY_MIN_DELAY * 8);
+        assert!(throttled.delay() >= RETRY_MIN_DELAY * 8);
+        let long = after(&[(true, true); 20]);
+        assert_eq!(long.base_delay(), RETRY_MAX_DELAY_THROTTLED);
+        assert!(long.delay() <= RETRY_MAX_DELAY_THROTTLED * 2);
+        // Progress without throttling retries the rest soon.
+        let recovered = after(&[(true, true), (true, true), (true, false)]);
+        assert_eq!(recovered.base_delay(), RETRY_MIN_DELAY);
+    }
+
+    #[test]
+    fn codes_are_classified_and_labels_stay_few() {
+        assert!(is_throttling(THROTTLED));
+        assert!(!is_permanent(THROTTLED));
+        assert!(is_permanent("ValidationException"));
+        assert!(is_permanent("ResourceNotFoundException"));
+        assert!(!is_permanent("InternalFailure"));
+        assert_eq!(code_label("ValidationException"), "ValidationException");
+        assert_eq!(code_label("timeout"), "timeout");
+        assert_eq!(code_label("SomethingNew"), "other");
     }
 }
