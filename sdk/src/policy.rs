@@ -91,6 +91,9 @@ pub const MAX_QUARANTINE_BYTES: u64 = 4 * 1024 * 1024;
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Storage back-off: one disk probe per second at most while storage fails.
 pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Most bytes of an answer the uploader reads: an acknowledgement or an error body is well under
+/// 1 KiB; a captive portal's page need not be read whole.
+pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// Most events the writer commits in one transaction; bounds a transaction's duration.
 pub const MAX_GROUP_COMMIT: usize = 2_000;
 /// Pause before restarting an SDK thread after a panic: a panic that repeats costs one log line

@@ -626,13 +626,10 @@ fn restore_drops(shared: &Shared, drops: BTreeMap<&'static str, u64>) {
 }
 
 fn run_uploader(shared: &Shared, wake: &Receiver<()>) {
-    let client = match reqwest::blocking::Client::builder()
-        .timeout(shared.policy.request_timeout)
-        .build()
-    {
+    let client = match upload::client(&shared.policy) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "cannot build the HTTP client; uploads are off");
+            tracing::error!(error = %e, "uploads are off");
             return;
         }
     };

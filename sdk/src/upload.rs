@@ -1,16 +1,18 @@
 //! One upload attempt: encode a stored batch, POST it, and classify the answer.
 
+use std::io::Read;
 use std::time::Duration;
 
 use reqwest::blocking::Client;
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::value::RawValue;
-use tern_protocol::{Batch, Context, ErrorBody, SdkInfo, BATCH_PATH};
+use tern_protocol::{Batch, BatchAck, Context, ErrorBody, SdkInfo, BATCH_PATH};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::policy::{Policy, MAX_ANSWER_BYTES};
 use crate::store::BatchRow;
 
 /// zstd level for batches. On realistic batches of 100-250 events, level 9 is 0.81-0.82x the
@@ -77,7 +79,8 @@ pub fn sdk_info() -> SdkInfo {
 pub enum Outcome {
     /// Every event is in the stream: delete the batch.
     Delivered,
-    /// Try the same batch again later (network error, timeout, 5xx, 429).
+    /// Try the same batch again later: network error, timeout, 5xx, 408, 429, a 4xx that is
+    /// not the collector's refusal, a redirect, a 2xx without an acknowledgement of the batch.
     Retry {
         /// The collector's `Retry-After`, if it sent one.
         after: Option<Duration>,
@@ -91,6 +94,17 @@ pub enum Outcome {
     /// The collector called the batch malformed (400 or 422 with its JSON error body): it will
     /// never be accepted.
     Rejected(String),
+}
+
+/// The HTTP client of the uploader: rustls, the policy's timeout, and no redirects. Following
+/// one would turn the POST into a GET, whose 2xx says nothing about the batch; a redirect is
+/// a misconfigured endpoint, retried and reported like a failure instead.
+pub fn client(policy: &Policy) -> Result<Client> {
+    Client::builder()
+        .timeout(policy.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
 }
 
 /// Sends one attempt.
@@ -119,14 +133,61 @@ pub fn send(client: &Client, endpoint: &str, write_key: &str, batch: &EncodedBat
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text = response.text().unwrap_or_default();
-    classify(status, retry_after, &text)
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| truncate(v, 200).to_owned());
+    // An answer of ours is small; a portal's page need not be read whole.
+    let mut bytes = Vec::new();
+    let _ = response.take(MAX_ANSWER_BYTES).read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    match (status.is_redirection(), location) {
+        (true, Some(to)) => Outcome::Retry {
+            after: retry_after,
+            reason: format!(
+                "HTTP {}: redirected to {to}; uploads do not follow redirects (check the endpoint)",
+                status.as_u16()
+            ),
+        },
+        _ => classify(status, retry_after, &text, batch.batch_id),
+    }
 }
 
-fn classify(status: StatusCode, after: Option<Duration>, body: &str) -> Outcome {
+/// What an answer means for the batch `batch_id` that was sent.
+fn classify(status: StatusCode, after: Option<Duration>, body: &str, batch_id: Uuid) -> Outcome {
     let reason = format!("HTTP {}: {}", status.as_u16(), truncate(body, 300));
     match status.as_u16() {
-        200..=299 => Outcome::Delivered,
+        // Delivered only when the collector acknowledges this very batch: a captive portal or
+        // a proxy answering 200 with a page of its own must not delete data.
+        200..=299 => match serde_json::from_str::<BatchAck>(body) {
+            Ok(ack) if ack.batch_id == batch_id => Outcome::Delivered,
+            Ok(ack) => Outcome::Retry {
+                after,
+                reason: format!(
+                    "HTTP {}: the answer acknowledges batch {}, not this one",
+                    status.as_u16(),
+                    ack.batch_id
+                ),
+            },
+            Err(_) => Outcome::Retry {
+                after,
+                reason: format!(
+                    "HTTP {} without the collector's acknowledgement (a captive portal or a \
+                     proxy?): {}",
+                    status.as_u16(),
+                    truncate(body, 200)
+                ),
+            },
+        },
+        // A redirect without a Location, or not followed: the endpoint is misconfigured.
+        300..=399 => Outcome::Retry {
+            after,
+            reason: format!(
+                "HTTP {}: uploads do not follow redirects (check the endpoint)",
+                status.as_u16()
+            ),
+        },
         401 | 403 => Outcome::Unauthorized(reason),
         413 => Outcome::TooLarge(reason),
         // Only the collector's own refusal, with its error body, says the batch is malformed.
@@ -151,13 +212,24 @@ mod tests {
 
     const ERROR_BODY: &str = r#"{"error":"invalid_batch","message":"events[0]: missing seq"}"#;
 
+    const BATCH: Uuid = Uuid::from_u128(0x019a_0000_0000_7000_8000_0000_0000_0001);
+
     fn c(status: u16, body: &str) -> Outcome {
-        classify(StatusCode::from_u16(status).unwrap(), None, body)
+        classify(StatusCode::from_u16(status).unwrap(), None, body, BATCH)
+    }
+
+    fn ack(batch_id: Uuid) -> String {
+        serde_json::to_string(&BatchAck {
+            batch_id,
+            accepted: 3,
+            dead_lettered: 0,
+        })
+        .unwrap()
     }
 
     #[test]
     fn statuses_map_to_outcomes() {
-        assert_eq!(c(200, ""), Outcome::Delivered);
+        assert_eq!(c(200, &ack(BATCH)), Outcome::Delivered);
         assert!(matches!(c(401, ""), Outcome::Unauthorized(_)));
         assert!(matches!(c(403, ""), Outcome::Unauthorized(_)));
         assert!(matches!(c(413, ""), Outcome::TooLarge(_)));
@@ -168,6 +240,21 @@ mod tests {
                 matches!(c(status, ERROR_BODY), Outcome::Retry { .. }),
                 "{status}"
             );
+        }
+    }
+
+    #[test]
+    fn only_an_acknowledgement_of_this_batch_counts_as_delivered() {
+        for body in ["", "{}", "<html>Welcome to the airport Wi-Fi</html>", "[]"] {
+            assert!(matches!(c(200, body), Outcome::Retry { .. }), "{body}");
+        }
+        assert!(matches!(c(204, ""), Outcome::Retry { .. }));
+        let other = ack(Uuid::from_u128(7));
+        assert!(
+            matches!(c(200, &other), Outcome::Retry { reason, .. } if reason.contains("not this one"))
+        );
+        for status in [301, 302, 303, 307, 308] {
+            assert!(matches!(c(status, ""), Outcome::Retry { .. }), "{status}");
         }
     }
 

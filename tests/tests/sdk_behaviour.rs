@@ -419,23 +419,16 @@ fn a_4xx_that_is_not_the_collectors_refusal_keeps_the_batch_and_retries_it() {
         (415, "{}"),
         (400, "<html>Bad Request</html>"),
     ];
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    let server = CaptureServer::start_replying(Box::new(move |_| {
-        let i = calls.fetch_add(1, Ordering::SeqCst);
-        match answers.get(i) {
-            Some((status, body)) => Reply {
+    let server = first_answers(
+        answers
+            .iter()
+            .map(|(status, body)| Reply {
                 status: *status,
                 headers: String::new(),
                 body: Some((*body).to_owned()),
-            },
-            None => Reply {
-                status: 200,
-                headers: String::new(),
-                body: None,
-            },
-        }
-    }))
-    .unwrap();
+            })
+            .collect(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let t = tracker(dir.path(), &server.url(), fast());
     track_n(&t, 6);
@@ -455,4 +448,82 @@ fn a_4xx_that_is_not_the_collectors_refusal_keeps_the_batch_and_retries_it() {
         assert_eq!(b["batch_id"], first["batch_id"], "the same batch each time");
         assert_eq!(b["events"], first["events"]);
     }
+}
+
+/// A server answering the first `n` requests with `first`, then like the collector.
+fn first_answers(first: Vec<tern_tests::capture::Reply>) -> CaptureServer {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    CaptureServer::start_replying(Box::new(move |_| {
+        let i = calls.fetch_add(1, Ordering::SeqCst);
+        first.get(i).cloned().unwrap_or(tern_tests::capture::Reply {
+            status: 200,
+            headers: String::new(),
+            body: None,
+        })
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_redirect_is_not_followed_and_the_batch_is_kept() {
+    use tern_tests::capture::Reply;
+    // Following the redirect would GET the other server, whose 200 would delete the batch.
+    let elsewhere = CaptureServer::start(200, "").unwrap();
+    let to = |status| Reply {
+        status,
+        headers: format!("location: {}/v1/batch\r\n", elsewhere.url()),
+        body: Some(String::new()),
+    };
+    let server = first_answers(vec![to(301), to(302), to(307)]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    track_n(&t, 4);
+    assert!(
+        t.flush_and_wait(Duration::from_secs(30)).unwrap(),
+        "{:?}",
+        t.stats()
+    );
+    assert!(elsewhere.requests().is_empty(), "no redirect was followed");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 4);
+    assert!(requests
+        .iter()
+        .all(|r| r.batch().unwrap()["batch_id"] == requests[0].batch().unwrap()["batch_id"]));
+    assert_eq!(t.stats().upload_failures, 3);
+}
+
+#[test]
+fn a_2xx_counts_only_with_the_acknowledgement_of_the_batch_sent() {
+    use tern_tests::capture::Reply;
+    let reply = |status, body: &str| Reply {
+        status,
+        headers: String::new(),
+        body: Some(body.to_owned()),
+    };
+    let other_batch = json!({ "batch_id": uuid::Uuid::now_v7(), "accepted": 4 }).to_string();
+    let server = first_answers(vec![
+        reply(200, "<html>Sign in to the airport Wi-Fi</html>"),
+        reply(204, ""),
+        reply(200, &other_batch),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    track_n(&t, 4);
+    assert!(
+        t.flush_and_wait(Duration::from_secs(30)).unwrap(),
+        "{:?}",
+        t.stats()
+    );
+    let requests = server.requests();
+    // Had an earlier 2xx counted, the batch would have been deleted after one request.
+    assert_eq!(
+        requests.len(),
+        4,
+        "delivered at the fourth answer, the real ack"
+    );
+    assert!(requests
+        .iter()
+        .all(|r| r.batch().unwrap()["batch_id"] == requests[0].batch().unwrap()["batch_id"]));
+    assert_eq!(t.stats().upload_failures, 3);
+    assert_eq!(t.stats().batches_delivered, 1);
 }
