@@ -26,6 +26,8 @@ pub struct Policy {
     pub retry_max_delay: Duration,
     /// Delay before trying again after the collector refused the write key (401).
     pub unauthorized_pause: Duration,
+    /// Longest `Retry-After` honoured; a longer one is cut to this.
+    pub max_retry_after: Duration,
     /// Most compressed bytes of one upload; a larger batch is split before it is sent.
     pub max_batch_compressed_bytes: usize,
     /// Most events the buffer keeps; beyond, the oldest are dropped and counted.
@@ -70,6 +72,9 @@ pub const RETRY_MIN_DELAY: Duration = Duration::from_secs(1);
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
 /// A refused write key is a configuration error that a release fixes; retry hourly meanwhile.
 pub const UNAUTHORIZED_PAUSE: Duration = Duration::from_secs(3600);
+/// Longest `Retry-After` honoured: the collector asks for seconds; a server asking for more than
+/// an hour (or an HTTP-date far away) is misconfigured, and must not stall a buffer for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Compressed upload limit: half the collector's 1 MiB body limit.
 pub const MAX_BATCH_COMPRESSED_BYTES: usize = 512 * 1024;
 /// Buffer cap in events: 100 000 events is days of heavy use offline.
@@ -112,6 +117,7 @@ impl Default for Policy {
             retry_min_delay: RETRY_MIN_DELAY,
             retry_max_delay: RETRY_MAX_DELAY,
             unauthorized_pause: UNAUTHORIZED_PAUSE,
+            max_retry_after: MAX_RETRY_AFTER,
             max_batch_compressed_bytes: MAX_BATCH_COMPRESSED_BYTES,
             max_buffer_events: MAX_BUFFER_EVENTS,
             max_buffer_bytes: MAX_BUFFER_BYTES,
@@ -133,6 +139,15 @@ impl Policy {
             max_bytes: self.max_buffer_bytes,
             max_age_ms: i64::try_from(self.max_event_age.as_millis()).unwrap_or(i64::MAX),
         }
+    }
+
+    /// The longest delay before a batch's next attempt that this policy can ask for. A stored
+    /// next-attempt time further away than this from now comes from a wall clock that moved
+    /// back; it is cut to now + this.
+    pub fn longest_retry_delay(&self) -> Duration {
+        self.retry_max_delay
+            .max(self.unauthorized_pause)
+            .max(self.max_retry_after)
     }
 
     /// The quarantine caps of this policy.

@@ -436,6 +436,16 @@ impl Store {
         Ok(())
     }
 
+    /// Brings every next-attempt time later than `latest_ms` back to `latest_ms`, returning how
+    /// many batches changed. The times are wall-clock: after the clock moved back by days, a
+    /// stored time would otherwise stall uploads for those days.
+    pub fn clamp_next_attempts(&mut self, latest_ms: i64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE batches SET next_attempt_ms = ?1 WHERE next_attempt_ms > ?1",
+            [latest_ms],
+        )?)
+    }
+
     /// Moves a batch the collector called malformed into the quarantine table, whole: kept and
     /// inspectable, never sent again. Over `caps`, the oldest quarantined batches are dropped
     /// and counted (`quarantine_cap`, reported to the collector like every drop). Returns

@@ -160,8 +160,13 @@ impl Tracker {
         if config.endpoint.is_empty() {
             return Err(Error::Config("endpoint is empty".into()));
         }
-        let store = Store::open(&config.db_path)?;
+        let mut store = Store::open(&config.db_path)?;
         store.set_max_file_bytes(config.policy.max_file_bytes)?;
+        // A wall clock moved back since the last run must not stall the uploads.
+        store.clamp_next_attempts(latest_next_attempt(
+            &config.policy,
+            Utc::now().timestamp_millis(),
+        ))?;
         let identity = Identity {
             user_id: store.meta("user_id")?,
             super_properties: match store.meta("super_properties")? {
@@ -691,8 +696,15 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
                     }
                 }
             };
-            if batch.next_attempt_ms > now {
-                let until_due = Duration::from_millis((batch.next_attempt_ms - now) as u64);
+            let latest = latest_next_attempt(policy, now);
+            let mut next_attempt_ms = batch.next_attempt_ms;
+            if next_attempt_ms > latest {
+                // The wall clock moved back while it waited: bring it within reach, for good.
+                store.clamp_next_attempts(latest)?;
+                next_attempt_ms = latest;
+            }
+            if next_attempt_ms > now {
+                let until_due = Duration::from_millis((next_attempt_ms - now).unsigned_abs());
                 return Ok(until_due.min(policy.flush_interval));
             }
             let bodies = store.batch_bodies(batch.batch_id)?;
@@ -721,7 +733,8 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
                     .fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Retry { after, reason } => {
-                let delay = backoff(policy, batch.attempts + 1).max(after.unwrap_or_default());
+                let after = after.unwrap_or_default().min(policy.max_retry_after);
+                let delay = backoff(policy, batch.attempts + 1).max(after);
                 return fail(shared, &mut store, &batch, delay, &reason);
             }
             Outcome::Unauthorized(reason) => {
@@ -766,6 +779,12 @@ fn fail(
     store.record_failure(batch.batch_id, batch.attempts + 1, next, reason)?;
     tracing::debug!(batch_id = %batch.batch_id, ?delay, reason, "upload failed; will retry");
     Ok(delay.min(shared.policy.flush_interval))
+}
+
+/// The latest next-attempt time that can be legitimate at `now` (ms since the epoch).
+fn latest_next_attempt(policy: &Policy, now_ms: i64) -> i64 {
+    let longest = i64::try_from(policy.longest_retry_delay().as_millis()).unwrap_or(i64::MAX);
+    now_ms.saturating_add(longest)
 }
 
 /// Exponential backoff with jitter for the `attempt`-th consecutive failure (1-based).

@@ -1,7 +1,7 @@
 //! One upload attempt: encode a stored batch, POST it, and classify the answer.
 
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::blocking::Client;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, RETRY_AFTER};
@@ -131,8 +131,7 @@ pub fn send(client: &Client, endpoint: &str, write_key: &str, batch: &EncodedBat
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let location = response
         .headers()
         .get(LOCATION)
@@ -152,6 +151,18 @@ pub fn send(client: &Client, endpoint: &str, write_key: &str, batch: &EncodedBat
         },
         _ => classify(status, retry_after, &text, batch.batch_id),
     }
+}
+
+/// A `Retry-After` value (RFC 9110): delay-seconds or an HTTP-date, as a delay from `now` (0
+/// for a date in the past). Unbounded here: the uploader cuts it to
+/// [`Policy::max_retry_after`].
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 /// What an answer means for the batch `batch_id` that was sent.
@@ -241,6 +252,31 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").unwrap();
+        let p = |v: &str| parse_retry_after(v, now);
+        assert_eq!(p("120"), Some(Duration::from_secs(120)));
+        assert_eq!(p(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            p("Wed, 21 Oct 2026 07:30:00 GMT"),
+            Some(Duration::from_secs(120))
+        );
+        // The obsolete forms RFC 9110 still asks recipients to accept.
+        assert_eq!(
+            p("Wednesday, 21-Oct-26 07:29:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(p("Wed Oct 21 07:28:30 2026"), Some(Duration::from_secs(30)));
+        assert_eq!(
+            p("Tue, 20 Oct 2026 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "past"
+        );
+        assert_eq!(p("soon"), None);
+        assert_eq!(p("-5"), None);
     }
 
     #[test]

@@ -527,3 +527,81 @@ fn a_2xx_counts_only_with_the_acknowledgement_of_the_batch_sent() {
     assert_eq!(t.stats().upload_failures, 3);
     assert_eq!(t.stats().batches_delivered, 1);
 }
+
+/// `fast()` with every legitimate delay short: a next attempt further than 200 ms away can only
+/// come from a wall clock that moved back.
+fn fast_and_bounded() -> Policy {
+    Policy {
+        unauthorized_pause: Duration::from_millis(200),
+        max_retry_after: Duration::from_millis(200),
+        ..fast()
+    }
+}
+
+#[test]
+fn a_next_attempt_days_away_after_the_clock_moved_back_does_not_stall_uploads() {
+    let (server, up) = switchable_server();
+    let dir = tempfile::tempdir().unwrap();
+    let days_ahead = || chrono::Utc::now().timestamp_millis() + 5 * 24 * 3600 * 1000;
+    let push_next_attempt = |dir: &Path| {
+        let conn = Connection::open(dir.join("device.db")).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute("UPDATE batches SET next_attempt_ms = ?1", [days_ahead()])
+            .unwrap()
+    };
+
+    // While running: the stored time is days away, as after the clock went back by days. (Should
+    // an attempt be on the wire at the moment of the update, its failure overwrites the time and
+    // this phase proves nothing; attempts last a millisecond every 50-200 ms, so that is rare.
+    // The phase at start below is exact.)
+    let t = tracker(dir.path(), &server.url(), fast_and_bounded());
+    track_n(&t, 3);
+    t.flush(Duration::from_secs(5)).unwrap();
+    assert!(wait_for(|| !server.requests().is_empty()));
+    assert_eq!(push_next_attempt(dir.path()), 1);
+    up.store(true, Ordering::SeqCst);
+    assert!(
+        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
+        "{:?}",
+        t.stats()
+    );
+
+    // At start: the same, found in the file.
+    up.store(false, Ordering::SeqCst);
+    track_n(&t, 3);
+    t.flush(Duration::from_secs(5)).unwrap();
+    let seen = server.requests().len();
+    assert!(wait_for(|| server.requests().len() > seen));
+    drop(t);
+    assert_eq!(push_next_attempt(dir.path()), 1);
+    up.store(true, Ordering::SeqCst);
+    let t = tracker(dir.path(), &server.url(), fast_and_bounded());
+    assert!(
+        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
+        "{:?}",
+        t.stats()
+    );
+}
+
+#[test]
+fn a_retry_after_of_days_is_cut_to_the_policys_maximum() {
+    use tern_tests::capture::Reply;
+    let unavailable = |retry_after: &str| Reply {
+        status: 503,
+        headers: format!("retry-after: {retry_after}\r\n"),
+        body: None,
+    };
+    let server = first_answers(vec![
+        unavailable("999999999"),
+        unavailable("Fri, 01 Jan 2100 00:00:00 GMT"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast_and_bounded());
+    track_n(&t, 3);
+    assert!(
+        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
+        "{:?}",
+        t.stats()
+    );
+    assert_eq!(server.requests().len(), 3);
+}

@@ -481,3 +481,22 @@ fn the_quarantine_keeps_within_its_caps_by_dropping_its_oldest_batches() -> Resu
     assert_eq!(recounted, pending, "the counts match the tables");
     Ok(())
 }
+
+#[test]
+fn next_attempt_times_beyond_reach_are_brought_back() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=4), &[], &[])?;
+    let near = store.cut_batch(2, usize::MAX, "{}", 1)?.expect("a batch");
+    let far = store.cut_batch(2, usize::MAX, "{}", 2)?.expect("a batch");
+    store.record_failure(near.batch_id, 1, 1_000, "HTTP 503")?;
+    store.record_failure(far.batch_id, 1, 9_000_000, "HTTP 503")?;
+    assert_eq!(store.clamp_next_attempts(5_000)?, 1);
+    let times: Vec<i64> = store
+        .conn
+        .prepare("SELECT next_attempt_ms FROM batches ORDER BY created_at_ms")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    assert_eq!(times, [1_000, 5_000]);
+    Ok(())
+}
