@@ -168,7 +168,8 @@ impl Tracker {
             Utc::now().timestamp_millis(),
         ))?;
         let identity = Identity {
-            user_id: store.meta("user_id")?,
+            // "" is how "no user" is stored (and how older versions stored it).
+            user_id: store.meta("user_id")?.filter(|id| !id.is_empty()),
             super_properties: match store.meta("super_properties")? {
                 Some(json) => serde_json::from_str(&json)?,
                 None => Map::new(),
@@ -304,8 +305,10 @@ impl Tracker {
         session.id.clone()
     }
 
-    /// Sets the user id sent with the events tracked from now on (`None` to forget it).
+    /// Sets the user id sent with the events tracked from now on (`None`, or `Some("")`, to
+    /// forget it). Remembered across restarts.
     pub fn identify(&self, user_id: Option<String>) {
+        let user_id = user_id.filter(|id| !id.is_empty());
         write(&self.shared.identity).user_id = user_id.clone();
         self.persist("user_id", user_id.unwrap_or_default());
     }

@@ -605,3 +605,43 @@ fn a_retry_after_of_days_is_cut_to_the_policys_maximum() {
     );
     assert_eq!(server.requests().len(), 3);
 }
+
+#[test]
+fn a_logged_out_user_stays_logged_out_across_restarts() {
+    let server = CaptureServer::start(200, "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let restart = |t: Tracker| {
+        drop(t);
+        tracker(dir.path(), &server.url(), fast())
+    };
+    let t = tracker(dir.path(), &server.url(), fast());
+    t.identify(Some("user-1".into()));
+    t.identify(None);
+    let t = restart(t);
+    t.track("after_identify_none", Map::new()).unwrap();
+    t.identify(Some("user-2".into()));
+    t.reset();
+    let t = restart(t);
+    t.track("after_reset", Map::new()).unwrap();
+    t.identify(Some(String::new()));
+    let t = restart(t);
+    t.track("after_empty_id", Map::new()).unwrap();
+    t.identify(Some("user-3".into()));
+    let t = restart(t);
+    t.track("identified", Map::new()).unwrap();
+    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    let events: Vec<Value> = server.requests().iter().flat_map(events_of).collect();
+    let users: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["user_id"].as_str()))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("after_identify_none", None),
+            ("after_reset", None),
+            ("after_empty_id", None),
+            ("identified", Some("user-3")),
+        ]
+    );
+}
