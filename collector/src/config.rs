@@ -10,7 +10,10 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::limits::{DEFAULT_ACK_DEADLINE, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_SHUTDOWN_DEADLINE};
+use crate::limits::{
+    DEFAULT_ACK_DEADLINE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_IN_FLIGHT_BYTES,
+    DEFAULT_SHUTDOWN_DEADLINE, MAX_UPLOAD_RECORD_BYTES,
+};
 
 /// The collector's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -33,8 +36,12 @@ pub struct Config {
     pub ack_deadline_ms: u64,
     /// Identifier of this collector instance, written in every record; defaults to a fresh id.
     pub instance_id: Option<String>,
-    /// Bound on the bytes of uploads in progress; above it new uploads get 503 at once.
+    /// Bound on the bytes of uploads in progress (bodies, decoded batches, records waiting for
+    /// Kinesis); above it new uploads get 503 at once. At least one upload's worst case.
     pub max_in_flight_bytes: usize,
+    /// How long a client may take to send its request line and headers (and how long a
+    /// kept-alive connection may idle) before the connection is closed, in ms.
+    pub header_read_timeout_ms: u64,
     /// After SIGTERM, how long in-flight uploads may take before the process exits, in ms.
     pub shutdown_deadline_ms: u64,
     /// After SIGTERM, how long to keep serving while reporting unready (so the load balancer
@@ -59,6 +66,7 @@ impl Default for Config {
             ack_deadline_ms: millis(DEFAULT_ACK_DEADLINE),
             instance_id: None,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            header_read_timeout_ms: millis(DEFAULT_HEADER_READ_TIMEOUT),
             shutdown_deadline_ms: millis(DEFAULT_SHUTDOWN_DEADLINE),
             shutdown_delay_ms: 0,
             rate_limit_events_per_second: 0,
@@ -112,6 +120,9 @@ pub struct Cli {
     /// Bound on the bytes of uploads in progress.
     #[arg(long, env = "TERN_MAX_IN_FLIGHT_BYTES")]
     pub max_in_flight_bytes: Option<usize>,
+    /// Time allowed for a request's line and headers, in milliseconds.
+    #[arg(long, env = "TERN_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
     /// Shutdown deadline in milliseconds.
     #[arg(long, env = "TERN_SHUTDOWN_DEADLINE_MS")]
     pub shutdown_deadline_ms: Option<u64>,
@@ -165,6 +176,9 @@ impl Cli {
         if let Some(v) = self.max_in_flight_bytes {
             config.max_in_flight_bytes = v;
         }
+        if let Some(v) = self.header_read_timeout_ms {
+            config.header_read_timeout_ms = v;
+        }
         if let Some(v) = self.shutdown_deadline_ms {
             config.shutdown_deadline_ms = v;
         }
@@ -209,11 +223,16 @@ impl Config {
         if self.ack_deadline_ms == 0 {
             return Err(Error::Config("ack_deadline_ms: must be more than 0".into()));
         }
-        if self.max_in_flight_bytes < tern_protocol::limits::MAX_DECOMPRESSED_BYTES {
+        if self.max_in_flight_bytes < MAX_UPLOAD_RECORD_BYTES {
             return Err(Error::Config(format!(
-                "max_in_flight_bytes: must be at least one upload's worth ({} bytes)",
-                tern_protocol::limits::MAX_DECOMPRESSED_BYTES
+                "max_in_flight_bytes: must be at least the largest upload's records \
+                 ({MAX_UPLOAD_RECORD_BYTES} bytes), or that upload could never be taken"
             )));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(Error::Config(
+                "header_read_timeout_ms: must be more than 0".into(),
+            ));
         }
         Ok(())
     }
@@ -221,6 +240,11 @@ impl Config {
     /// The shutdown deadline as a duration.
     pub fn shutdown_deadline(&self) -> Duration {
         Duration::from_millis(self.shutdown_deadline_ms)
+    }
+
+    /// The header read timeout as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 
     /// The ack deadline as a duration.
@@ -280,5 +304,18 @@ mod tests {
     fn missing_stream_is_an_error_naming_it() {
         let err = Config::default().validate().unwrap_err().to_string();
         assert!(err.contains("stream"), "{err}");
+    }
+
+    #[test]
+    fn an_in_flight_bound_below_one_upload_is_refused() {
+        let mut config = Config {
+            stream: "s".into(),
+            write_keys: [("k".to_owned(), "a".to_owned())].into_iter().collect(),
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        config.max_in_flight_bytes = MAX_UPLOAD_RECORD_BYTES - 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("max_in_flight_bytes"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ use tern_protocol::limits::{
 use tern_protocol::Batch;
 
 use crate::error::RequestError;
+use crate::limits::{MAX_CLOCK_ID_BYTES, MAX_CONTEXT_BYTES, MAX_SDK_FIELD_BYTES};
 
 /// How the body is compressed (`Content-Encoding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,48 @@ pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
             "install_id: must be 1 to {MAX_ID_BYTES} bytes"
         )));
     }
+    if let Some(problem) = copied_fields_problem(&batch) {
+        return Err(bad(problem));
+    }
     Ok(batch)
+}
+
+/// Why the fields copied into every record (context, SDK) or the clock ids are too large, if
+/// they are: refused whole, before any record is built, since a few KB of zstd would otherwise
+/// become up to 500 copies.
+fn copied_fields_problem(batch: &Batch) -> Option<String> {
+    let context = serde_json::to_vec(&batch.context).map_or(usize::MAX, |v| v.len());
+    if context > MAX_CONTEXT_BYTES {
+        return Some(format!(
+            "context: {context} bytes serialized, over the limit of {MAX_CONTEXT_BYTES}"
+        ));
+    }
+    for (field, value) in [
+        ("sdk.name", &batch.sdk.name),
+        ("sdk.version", &batch.sdk.version),
+    ] {
+        if value.len() > MAX_SDK_FIELD_BYTES {
+            return Some(format!(
+                "{field}: {} bytes, over the limit of {MAX_SDK_FIELD_BYTES}",
+                value.len()
+            ));
+        }
+    }
+    let clock_ids = std::iter::once(("clock_id", batch.clock_id.as_deref())).chain(
+        batch
+            .events
+            .iter()
+            .map(|e| ("events[].clock_id", e.clock_id.as_deref())),
+    );
+    for (field, clock_id) in clock_ids {
+        if let Some(id) = clock_id.filter(|id| id.len() > MAX_CLOCK_ID_BYTES) {
+            return Some(format!(
+                "{field}: {} bytes, over the limit of {MAX_CLOCK_ID_BYTES}",
+                id.len()
+            ));
+        }
+    }
+    None
 }
 
 /// The depth at which `json` first nests deeper than `max` (objects and arrays), if it does.
@@ -173,5 +215,61 @@ mod tests {
         assert!(Encoding::from_header(Some("br")).is_err());
         assert_eq!(Encoding::from_header(Some("ZSTD")), Ok(Encoding::Zstd));
         assert_eq!(Encoding::from_header(None), Ok(Encoding::Identity));
+    }
+
+    fn batch_json(mutate: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut batch = serde_json::json!({
+            "batch_id": uuid::Uuid::now_v7(),
+            "install_id": "i",
+            "sent_at": "2026-11-24T10:00:00.000Z",
+            "clock_id": "c".repeat(32),
+            "sdk": { "name": "tern-sdk-kotlin", "version": "1.2.3" },
+            "context": { "app": { "id": "com.example" }, "locale": "de-CH" },
+            "events": [{
+                "event_id": uuid::Uuid::now_v7(), "seq": 1, "name": "ok",
+                "created_at": "2026-11-24T10:00:00.000Z", "clock_id": "c".repeat(32)
+            }]
+        });
+        mutate(&mut batch);
+        serde_json::to_vec(&batch).unwrap()
+    }
+
+    /// Fields copied into every record, and clock ids, are bounded at parse time (400 with the
+    /// field's name): a small zstd body must not turn into 500 copies of a large context.
+    #[test]
+    fn oversized_copied_fields_and_clock_ids_are_refused_naming_the_field() {
+        assert!(parse(&batch_json(|_| {})).is_ok());
+        type Mutation = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let cases: [(&str, Mutation); 5] = [
+            (
+                "context",
+                Box::new(|b| {
+                    b["context"]["device"]["model"] = "m".repeat(MAX_CONTEXT_BYTES).into()
+                }),
+            ),
+            (
+                "sdk.name",
+                Box::new(|b| b["sdk"]["name"] = "n".repeat(MAX_SDK_FIELD_BYTES + 1).into()),
+            ),
+            (
+                "sdk.version",
+                Box::new(|b| b["sdk"]["version"] = "v".repeat(MAX_SDK_FIELD_BYTES + 1).into()),
+            ),
+            (
+                "clock_id",
+                Box::new(|b| b["clock_id"] = "c".repeat(MAX_CLOCK_ID_BYTES + 1).into()),
+            ),
+            (
+                "events[].clock_id",
+                Box::new(|b| {
+                    b["events"][0]["clock_id"] = "c".repeat(MAX_CLOCK_ID_BYTES + 1).into()
+                }),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let err = parse(&batch_json(mutate)).unwrap_err();
+            assert_eq!(err.code(), "invalid_batch", "{field}");
+            assert!(err.to_string().starts_with(field), "{field}: {err}");
+        }
     }
 }

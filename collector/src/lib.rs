@@ -5,9 +5,11 @@
 //! (stream records, dead letters) → [`sink::kinesis`] (PutRecords, retry only what failed).
 
 pub mod config;
+pub mod connections;
 pub mod decode;
 pub mod enrich;
 pub mod error;
+pub mod in_flight;
 pub mod limits;
 pub mod metrics;
 pub mod readiness;
@@ -63,8 +65,8 @@ pub async fn run(
     tokio::spawn(readiness::watch(Arc::clone(&state)));
     on_listening(addr);
 
-    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let drain = {
+    let header_read_timeout = state.config().header_read_timeout();
+    let stop_accepting = {
         let state = Arc::clone(&state);
         async move {
             shutdown.await;
@@ -77,21 +79,15 @@ pub async fn run(
                 "draining: unready, then finishing in-flight uploads"
             );
             tokio::time::sleep(shutdown_delay).await;
-            let _ = draining_tx.send(());
         }
     };
-    let server = axum::serve(listener, server::router(state)).with_graceful_shutdown(drain);
-    tokio::select! {
-        served = server => served?,
-        () = async {
-            if draining_rx.await.is_ok() {
-                tokio::time::sleep(shutdown_deadline).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!(?shutdown_deadline, "shutdown deadline passed; unanswered uploads will be resent by their SDKs");
-        }
-    }
+    connections::serve(
+        listener,
+        server::router(Arc::clone(&state)),
+        header_read_timeout,
+        stop_accepting,
+        shutdown_deadline,
+    )
+    .await;
     Ok(())
 }

@@ -39,10 +39,53 @@ pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 /// the ack deadline (a 50 % throttled upload needs ~9 attempts).
 pub const RETRY_MAX_DELAY_THROTTLED: Duration = Duration::from_millis(500);
 
-/// How long a slow client may take to send its request body.
+/// How long a slow client may take to send its request body (or until the ack deadline, if
+/// sooner): then it gets 408.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Default bound on the bytes of uploads being processed (decoded records waiting for Kinesis).
+/// Default time a client may take to send its request line and headers, from the moment the
+/// connection is ready for a request (also the longest a kept-alive connection may idle). A
+/// phone sends its few hundred bytes of headers in one packet; 10 s covers a slow radio, and a
+/// slow-loris client holds a connection no longer.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections served at once; beyond, the collector stops accepting until one closes.
+/// Each costs a task and a read buffer of up to [`MAX_CONNECTION_BUFFER_BYTES`]: 4 096 × 64 KiB
+/// bounds that memory to 256 MiB at worst, typically a few MiB.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Largest read buffer of one connection (request line, headers, body chunks). hyper's default
+/// is ~400 KiB; SDK headers are a few hundred bytes.
+pub const MAX_CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Uploads decoded (decompressed, parsed, enriched) at once per CPU core. Decoding is CPU-bound,
+/// so more at once gains nothing; each can hold up to ~3 × [`MAX_DECOMPRESSED_BYTES`] before
+/// its records are reserved, so this bounds that memory too (2 × 15 MiB per core).
+pub const DECODES_PER_CORE: usize = 2;
+
+/// Largest serialized `context` of a batch. It is copied into each of up to 500 records, so
+/// 4 KiB costs at most 2 MiB per upload; app, device, OS, locale and time zone take ~300 bytes.
+pub const MAX_CONTEXT_BYTES: usize = 4 * 1024;
+
+/// Longest `sdk.name` and `sdk.version`, each, in bytes: also copied into every record;
+/// `tern-sdk-kotlin` and a semantic version with build metadata fit many times.
+pub const MAX_SDK_FIELD_BYTES: usize = 128;
+
+/// Longest `clock_id` (batch or event), in bytes: the SDK sends a 32-character UUID.
+pub const MAX_CLOCK_ID_BYTES: usize = 64;
+
+/// Bytes per record beyond the event's own properties, context and SDK fields, for the
+/// reservation made before building records (keys, ids, timestamps, app and collector ids).
+/// Only an estimate: the reservation is corrected to the records' real size once built.
+pub const RECORD_OVERHEAD_ESTIMATE: usize = 1024;
+
+/// Most bytes of records one upload may hold. Far above any SDK batch (at most 5 MiB of JSON,
+/// plus 2 MiB of copied context); a batch whose records would exceed it gets 413 and the SDK
+/// splits it. The in-flight bound must hold at least this much (config check).
+pub const MAX_UPLOAD_RECORD_BYTES: usize = 16 * 1024 * 1024;
+
+/// Default bound on the bytes of uploads being processed (bodies being read, decoded batches,
+/// records waiting for Kinesis).
 /// 256 MiB keeps the collector far below its 1 GiB container limit however slow Kinesis gets;
 /// above it new uploads get 503 at once and the SDKs back off.
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;

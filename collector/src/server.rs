@@ -1,7 +1,7 @@
 //! HTTP surface: `POST /v1/batch`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,14 +16,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 use tern_protocol::limits::{MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH};
-use tern_protocol::{BatchAck, BATCH_PATH};
+use tern_protocol::{Batch, BatchAck, BATCH_PATH};
+use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::decode::{self, Encoding};
-use crate::enrich::{self, Prepared, Upload};
+use crate::enrich::{self, Upload};
 use crate::error::RequestError;
+use crate::in_flight::{InFlightBudget, Reservation};
 use crate::limits::{
-    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, MAX_DRAINED_BYTES, RETRY_AFTER_OVERLOADED,
+    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, DECODES_PER_CORE, MAX_DRAINED_BYTES,
+    MAX_UPLOAD_RECORD_BYTES, RECORD_OVERHEAD_ESTIMATE, RETRY_AFTER_OVERLOADED,
     RETRY_AFTER_STREAM_UNAVAILABLE,
 };
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
@@ -36,8 +39,10 @@ pub struct AppState {
     sink: KinesisSink,
     metrics: Arc<Metrics>,
     collector_id: String,
-    /// Bytes of uploads in progress.
-    in_flight: AtomicUsize,
+    /// Bytes of uploads in progress, and their bound.
+    in_flight: Arc<InFlightBudget>,
+    /// Uploads being decoded and enriched at once (CPU-bound; bounds their memory too).
+    decodes: Semaphore,
     /// Batches this instance acknowledged recently, with their answer, by app and batch id:
     /// batch ids are chosen by clients, so one app's id must never answer for another's batch.
     acked: Mutex<LruCache<(String, Uuid), BatchAck>>,
@@ -61,12 +66,19 @@ impl AppState {
     ) -> Self {
         let remembered = NonZeroUsize::new(ACKED_BATCHES_REMEMBERED).unwrap_or(NonZeroUsize::MIN);
         let config_rate = config.rate_limit_events_per_second;
+        let in_flight =
+            InFlightBudget::new(config.max_in_flight_bytes, metrics.in_flight_bytes.clone());
         Self {
             config,
             sink,
             metrics,
             collector_id,
-            in_flight: AtomicUsize::new(0),
+            in_flight,
+            decodes: Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(1, NonZeroUsize::get)
+                    .saturating_mul(DECODES_PER_CORE),
+            ),
             acked: Mutex::new(LruCache::new(remembered)),
             draining: AtomicBool::new(false),
             kinesis_ok: AtomicBool::new(false),
@@ -99,41 +111,6 @@ impl AppState {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-}
-
-/// A reservation of in-flight bytes, released when dropped.
-struct InFlight<'a> {
-    state: &'a AppState,
-    bytes: usize,
-}
-
-impl<'a> InFlight<'a> {
-    fn reserve(state: &'a AppState, bytes: usize) -> Option<Self> {
-        let max = state.config.max_in_flight_bytes;
-        let reserved =
-            state
-                .in_flight
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
-                    (current + bytes <= max || current == 0).then_some(current + bytes)
-                });
-        reserved.ok().map(|previous| {
-            state
-                .metrics
-                .in_flight_bytes
-                .set(i64::try_from(previous + bytes).unwrap_or(i64::MAX));
-            Self { state, bytes }
-        })
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let now = self.state.in_flight.fetch_sub(self.bytes, Ordering::SeqCst) - self.bytes;
-        self.state
-            .metrics
-            .in_flight_bytes
-            .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 }
 
@@ -199,42 +176,30 @@ async fn handle_batch(
     let received_at = chrono::Utc::now();
     let (write_key, app_id) = authorize(&state.config, headers)?;
     let (write_key, app_id) = (write_key.to_owned(), app_id.to_owned());
-    let app = app_id.clone();
     let encoding = Encoding::from_header(
         headers
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok()),
     )?;
-    let body = read_body(body).await?;
-    let has_dead_letter_stream = state.config.dead_letter_stream.is_some();
-    let collector_id = state.collector_id.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        prepare(
-            &body,
-            encoding,
-            &app_id,
-            &collector_id,
-            received_at,
-            has_dead_letter_stream,
-        )
-    })
-    .await
-    .map_err(|e| RequestError::StreamUnavailable {
-        message: format!("internal error while decoding: {e}"),
-        retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
-    })?;
-    let m = &state.metrics;
-    let prepared = match prepared {
-        Ok(p) => p,
-        Err((events, e)) => {
-            // A batch refused for one invalid event (no dead-letter stream) was received whole.
-            m.events_received.inc_by(events);
-            reject(m, events, &e);
-            return Err(e);
-        }
+    let overloaded = || RequestError::Overloaded {
+        retry_after: RETRY_AFTER_OVERLOADED,
     };
-    m.events_received.inc_by(prepared.events);
-    let acked_key = (app, prepared.batch_id);
+    // Every byte this upload holds is reserved before or as it is allocated, except the
+    // transient memory of decoding, which the decode permits bound.
+    let mut reservation = Reservation::new(&state.in_flight);
+    let body = read_body(body, &mut reservation).await?;
+    let decoding = state.decodes.acquire().await.map_err(|_| overloaded())?;
+    let batch = blocking(move || {
+        let json = decode::decompress(encoding, &body)?;
+        let batch = decode::parse(&json)?;
+        Ok((batch, json.len()))
+    })
+    .await?;
+    let (batch, json_bytes) = batch;
+    let m = &state.metrics;
+    let events = batch.events.len() as u64;
+    m.events_received.inc_by(events);
+    let acked_key = (app_id.clone(), batch.batch_id);
     let cached = state
         .acked
         .lock()
@@ -243,28 +208,62 @@ async fn handle_batch(
         .cloned();
     if let Some(ack) = cached {
         // A resend of a batch this instance acknowledged: its ack was lost on the way back.
-        m.events_duplicate.inc_by(prepared.events);
+        m.events_duplicate.inc_by(events);
         return Ok(ack);
     }
     if let Some(limiter) = &state.rate_limiter {
-        let events = NonZeroU32::new(u32::try_from(prepared.events).unwrap_or(u32::MAX))
-            .unwrap_or(NonZeroU32::MIN);
-        if let Ok(Err(not_until)) = limiter.check_key_n(&write_key, events) {
+        let n =
+            NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        if let Ok(Err(not_until)) = limiter.check_key_n(&write_key, n) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
             let error = RequestError::RateLimited { retry_after: wait };
-            reject(m, prepared.events, &error);
+            reject(m, events, &error);
             return Err(error);
         }
     }
-    let Some(_in_flight) = InFlight::reserve(state, prepared.bytes()) else {
-        let error = RequestError::Overloaded {
-            retry_after: RETRY_AFTER_OVERLOADED,
-        };
-        reject(m, prepared.events, &error);
+    // The batch stays in memory while its records are built: reserve both before building.
+    if !reservation.resize(records_estimate(&batch, json_bytes)) {
+        let error = overloaded();
+        reject(m, events, &error);
         return Err(error);
+    }
+    let has_dead_letter_stream = state.config.dead_letter_stream.is_some();
+    let collector_id = state.collector_id.clone();
+    let prepared = blocking(move || {
+        let upload = Upload {
+            app_id: &app_id,
+            received_at,
+            collector_id: &collector_id,
+        };
+        enrich::prepare(&batch, &upload, has_dead_letter_stream)
+    })
+    .await;
+    drop(decoding);
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            // A batch refused for one invalid event (no dead-letter stream) was received whole.
+            reject(m, events, &e);
+            return Err(e);
+        }
     };
+    let bytes = prepared.bytes();
+    if bytes > MAX_UPLOAD_RECORD_BYTES {
+        let error = RequestError::PayloadTooLarge(format!(
+            "the batch makes {bytes} bytes of records, over the limit of \
+             {MAX_UPLOAD_RECORD_BYTES}; split it"
+        ));
+        reject(m, events, &error);
+        return Err(error);
+    }
+    // From here the upload holds its records only (the batch and body are gone).
+    if !reservation.resize(bytes) {
+        let error = overloaded();
+        reject(m, events, &error);
+        return Err(error);
+    }
     let deadline = tokio::time::Instant::now() + state.config.ack_deadline();
     let dead_lettered = prepared.dead_letters.len() as u64;
     let delivered = prepared.records.len() as u64;
@@ -291,7 +290,7 @@ async fn handle_batch(
             message: format!("the stream did not take the batch: {e}"),
             retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
         };
-        reject(m, prepared.events, &error);
+        reject(m, events, &error);
         return Err(error);
     }
     m.events_delivered.inc_by(delivered);
@@ -350,10 +349,11 @@ fn authorize<'a>(
     found.ok_or(RequestError::Unauthorized("unknown write key"))
 }
 
-/// Reads the body up to [`MAX_BODY_BYTES`]. Past the limit it reads on, discarding, up to
-/// [`MAX_DRAINED_BYTES`], so that an ordinary client gets its 413 instead of a connection reset
-/// while it is still sending; a larger body is cut off.
-async fn read_body(mut body: Body) -> Result<Bytes, RequestError> {
+/// Reads the body up to [`MAX_BODY_BYTES`], reserving its bytes as they arrive (503
+/// `overloaded` if the in-flight bound is reached). Past the limit it reads on, discarding, up
+/// to [`MAX_DRAINED_BYTES`], so that an ordinary client gets its 413 instead of a connection
+/// reset while it is still sending; a larger body is cut off.
+async fn read_body(mut body: Body, reservation: &mut Reservation) -> Result<Bytes, RequestError> {
     use http_body_util::BodyExt;
     let read = async {
         let mut kept = Vec::new();
@@ -366,8 +366,13 @@ async fn read_body(mut body: Body) -> Result<Bytes, RequestError> {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            seen += data.len();
+            seen = seen.saturating_add(data.len());
             if seen <= MAX_BODY_BYTES {
+                if !reservation.resize(seen) {
+                    return Err(RequestError::Overloaded {
+                        retry_after: RETRY_AFTER_OVERLOADED,
+                    });
+                }
                 kept.extend_from_slice(&data);
             } else if seen > MAX_DRAINED_BYTES {
                 break;
@@ -385,23 +390,29 @@ async fn read_body(mut body: Body) -> Result<Bytes, RequestError> {
         .unwrap_or(Err(RequestError::Timeout))
 }
 
-/// Decodes, validates and enriches an upload into records. On error, also says how many events
-/// the refused batch held (0 when it could not be read).
-fn prepare(
-    body: &[u8],
-    encoding: Encoding,
-    app_id: &str,
-    collector_id: &str,
-    received_at: chrono::DateTime<chrono::Utc>,
-    has_dead_letter_stream: bool,
-) -> Result<Prepared, (u64, RequestError)> {
-    let json = decode::decompress(encoding, body).map_err(|e| (0, e))?;
-    let batch = decode::parse(&json).map_err(|e| (0, e))?;
-    let upload = Upload {
-        app_id,
-        received_at,
-        collector_id,
-    };
-    enrich::prepare(&batch, &upload, has_dead_letter_stream)
-        .map_err(|e| (batch.events.len() as u64, e))
+/// Runs CPU-bound decoding off the async workers. A panic in it would be a bug, answered 503
+/// like any internal failure (never a 4xx: the client did nothing wrong that we know of).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RequestError> + Send + 'static,
+) -> Result<T, RequestError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(RequestError::StreamUnavailable {
+            message: format!("internal error while decoding: {e}"),
+            retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
+        })
+    })
+}
+
+/// What an upload will hold while its records are built: the decoded batch (about its JSON
+/// size) and the records, each a copy of its event plus the context and SDK fields. Corrected
+/// to the records' real size once they exist.
+fn records_estimate(batch: &Batch, json_bytes: usize) -> usize {
+    let copied = serde_json::to_vec(&batch.context).map_or(0, |v| v.len())
+        + batch.sdk.name.len()
+        + batch.sdk.version.len()
+        + batch.install_id.len()
+        + RECORD_OVERHEAD_ESTIMATE;
+    json_bytes
+        .saturating_mul(2)
+        .saturating_add(batch.events.len().saturating_mul(copied))
 }

@@ -76,6 +76,20 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
     absurd_uptime["sent_uptime_ms"] = json!(100_000_000_000_000_000u64);
     absurd_uptime["events"][0]["clock_id"] = json!("clock-1");
     absurd_uptime["events"][0]["uptime_ms"] = json!(0);
+    // A context is copied into every record: 500 events × a 1 MB context would be 500 MB of
+    // records from a few KB of zstd. Refused at parse time.
+    let mut big_context = valid.clone();
+    big_context["context"]["device"] = json!({ "model": "m".repeat(1_000_000) });
+    big_context["events"] = json!((1..=500)
+        .map(|seq| json!({
+            "event_id": uuid::Uuid::now_v7(), "seq": seq, "name": "ok",
+            "created_at": "2026-11-24T10:00:00.000Z", "properties": {}
+        }))
+        .collect::<Vec<_>>());
+    let big_context = zstd(&serde_json::to_vec(&big_context).unwrap());
+    assert!(big_context.len() < 200 * 1024, "{}", big_context.len());
+    let mut long_clock_id = valid_batch();
+    long_clock_id["clock_id"] = json!("c".repeat(100_000));
     valid["events"][0]["seq"] = json!(0);
     let bad_seq = valid.clone();
 
@@ -153,6 +167,20 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
             400,
             "invalid_event",
         ),
+        (
+            "a 1 MB context copied into 500 records",
+            Some("zstd"),
+            big_context,
+            400,
+            "invalid_batch",
+        ),
+        (
+            "a 100 KB clock_id",
+            None,
+            serde_json::to_vec(&long_clock_id).unwrap(),
+            400,
+            "invalid_batch",
+        ),
         ("empty body", None, Vec::new(), 400, "malformed_json"),
         (
             "not JSON at all",
@@ -203,4 +231,67 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
             .unwrap(),
         0.0
     );
+}
+
+/// A slow-loris client (headers trickling in a byte at a time) is cut off after the header
+/// read timeout, while other clients are served meanwhile.
+#[test]
+fn a_client_trickling_its_headers_is_dropped_while_others_are_served() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("slowloris");
+    kinesis.create_stream(&stream, 1).unwrap();
+    let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
+    options.extra_args = vec!["--header-read-timeout-ms".into(), "1000".into()];
+    let collector = Collector::start(&options).unwrap();
+    let addr = collector.url.trim_start_matches("http://").to_owned();
+
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let trickle = std::thread::spawn(move || {
+        let headers = b"POST /v1/batch HTTP/1.1\r\nHost: tern\r\nAuthorization: Bearer x\r\n";
+        // Bounded only so that a collector without the timeout fails the test instead of
+        // hanging it; the server is expected to close long before.
+        let give_up = Instant::now() + Duration::from_secs(30);
+        for byte in headers.iter().cycle() {
+            if Instant::now() > give_up {
+                return false;
+            }
+            if slow.write_all(&[*byte]).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        unreachable!("cycle() never ends")
+    });
+    // Meanwhile an ordinary client is served.
+    let response = Client::new()
+        .post(format!("{}/v1/batch", collector.url))
+        .bearer_auth(WRITE_KEY)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&valid_batch()).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        trickle.join().unwrap(),
+        "the collector closed the trickling connection"
+    );
+
+    // A connection that sends nothing at all is closed too (no request ever starts).
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match idle.read(&mut buf) {
+        Ok(n) => assert_eq!(n, 0, "closed without an answer"),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "still open: {e}"
+        ),
+    }
 }
