@@ -1,7 +1,8 @@
 //! Accepting and serving HTTP/1.1 connections, with the limits `axum::serve` does not offer: a
 //! deadline for the request line and headers (a slow-loris client is cut off), a bound on open
 //! connections and on each one's read buffer, and a drain that ends by dropping whatever is
-//! still running before it returns.
+//! still running before it returns, so that every cancelled upload has settled its accounting
+//! when the process reports its final counts.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,6 +84,7 @@ pub async fn serve(
             "drain deadline passed; unanswered uploads will be resent by their SDKs"
         );
     }
+    // Dropping what is left cancels its uploads, which settle their accounting as they drop.
     connections.abort_all();
     while connections.join_next().await.is_some() {}
 }

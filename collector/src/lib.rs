@@ -31,7 +31,8 @@ use crate::sink::kinesis::{KinesisSink, KinesisSinkConfig};
 /// Runs the collector until `shutdown` completes; then it reports unready, waits
 /// `shutdown_delay_ms` for the load balancer to notice, stops accepting connections, gives
 /// in-flight uploads up to `shutdown_deadline_ms` to finish, and returns. An upload cut off by the
-/// deadline was not acknowledged, so its SDK resends it: nothing acknowledged is lost.
+/// deadline was not acknowledged, so its SDK resends it: nothing acknowledged is lost. The final
+/// event counts are logged (`final event accounting`) once every handler has ended.
 /// Calls `on_listening` with the bound address once the listener is up.
 pub async fn run(
     config: Config,
@@ -58,7 +59,7 @@ pub async fn run(
     let state = Arc::new(AppState::new(
         config,
         KinesisSink::new(client, Arc::clone(&metrics)),
-        metrics,
+        Arc::clone(&metrics),
         collector_id,
     ));
     readiness::check_once(&state).await;
@@ -89,5 +90,27 @@ pub async fn run(
         shutdown_deadline,
     )
     .await;
+    // Every handler is gone (cancelled ones settled as `cancelled`): the counts are final, and
+    // a process about to exit cannot be scraped any more, so they go to the log.
+    let a = metrics.accounting();
+    if a.balanced() {
+        tracing::info!(
+            received = a.received,
+            delivered = a.delivered,
+            dead_lettered = a.dead_lettered,
+            duplicate = a.duplicate,
+            rejected = a.rejected,
+            "final event accounting"
+        );
+    } else {
+        tracing::error!(
+            received = a.received,
+            delivered = a.delivered,
+            dead_lettered = a.dead_lettered,
+            duplicate = a.duplicate,
+            rejected = a.rejected,
+            "final event accounting does not balance"
+        );
+    }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `tern-collector`: see `tern-collector --help`.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -14,6 +14,8 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_env("TERN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colors only for a person at a terminal, not in log files and pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = Cli::parse().into_config().context("configuration")?;
     tern_collector::run(

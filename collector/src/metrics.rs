@@ -2,9 +2,11 @@
 //! `tern_collector_<name>_<unit>_total`; `docs/metrics.md` lists them with their labels.
 //!
 //! Accounting rule: every event that enters (`events_received`) leaves through exactly one of
-//! `events_delivered`, `events_dead_lettered`, `events_duplicate` (a resent batch this instance
-//! had acknowledged, answered without writing) or `events_rejected` (the request failed and the
-//! SDK keeps the events to resend).
+//! `events_delivered` and `events_dead_lettered` (its upload was acknowledged), `events_duplicate`
+//! (a resent batch this instance had acknowledged, answered without writing) or
+//! `events_rejected` (the upload was not acknowledged, whatever reached the stream: the SDK
+//! keeps the events and resends them). [`UploadEvents`] enforces it, also when a handler is
+//! cancelled.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -63,12 +65,18 @@ pub struct Metrics {
     pub requests: Family<StatusLabel, Counter>,
     /// Events in uploads that were decoded.
     pub events_received: Counter,
-    /// Events written to the stream (in acknowledged and unacknowledged uploads alike).
+    /// Events of acknowledged uploads written to the stream. Records of an upload that was not
+    /// acknowledged may be in the stream too (the resend duplicates them); they are counted in
+    /// `events_rejected`, never here.
     pub events_delivered: Counter,
-    /// Events written to the dead-letter stream.
+    /// Events of acknowledged uploads written to the dead-letter stream.
     pub events_dead_lettered: Counter,
-    /// Events of decoded uploads that were answered with an error, by reason; the SDK resends them.
+    /// Events of decoded uploads that were not acknowledged, by reason (the error code of the
+    /// answer, or `cancelled` when the handler was dropped: client gone, shutdown deadline);
+    /// the SDK resends them.
     pub events_rejected: Family<ReasonLabel, Counter>,
+    /// The sum of `events_rejected` over reasons (not exported; for [`Metrics::accounting`]).
+    events_rejected_sum: Counter,
     /// Events of resent batches that this instance had already acknowledged.
     pub events_duplicate: Counter,
     /// Events the SDKs report they dropped on the device, by reason ([`SDK_DROP_REASONS`] or
@@ -107,6 +115,7 @@ impl Metrics {
             events_delivered: Counter::default(),
             events_dead_lettered: Counter::default(),
             events_rejected: Family::default(),
+            events_rejected_sum: Counter::default(),
             events_duplicate: Counter::default(),
             sdk_dropped_events: Family::default(),
             in_flight_bytes: Gauge::default(),
@@ -130,17 +139,17 @@ impl Metrics {
         );
         registry.register(
             "events_delivered",
-            "Events written to the stream",
+            "Events of acknowledged uploads written to the stream",
             m.events_delivered.clone(),
         );
         registry.register(
             "events_dead_lettered",
-            "Events written to the dead-letter stream",
+            "Events of acknowledged uploads written to the dead-letter stream",
             m.events_dead_lettered.clone(),
         );
         registry.register(
             "events_rejected",
-            "Events of decoded uploads answered with an error (the SDK resends them), by reason",
+            "Events of decoded uploads not acknowledged (the SDK resends them), by reason",
             m.events_rejected.clone(),
         );
         registry.register(
@@ -187,12 +196,123 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// Counts `events` as received; the returned guard must settle them through one outcome.
+    pub fn receive(&self, events: u64) -> UploadEvents<'_> {
+        let mut guard = UploadEvents::new(self);
+        guard.receive(events);
+        guard
+    }
+
+    /// Counts `events` as rejected for `reason`.
+    fn reject(&self, reason: &str, events: u64) {
+        if events > 0 {
+            self.events_rejected
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_owned(),
+                })
+                .inc_by(events);
+            self.events_rejected_sum.inc_by(events);
+        }
+    }
+
+    /// The event counters, for the final report at exit.
+    pub fn accounting(&self) -> Accounting {
+        Accounting {
+            received: self.events_received.get(),
+            delivered: self.events_delivered.get(),
+            dead_lettered: self.events_dead_lettered.get(),
+            duplicate: self.events_duplicate.get(),
+            rejected: self.events_rejected_sum.get(),
+        }
+    }
+
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The event counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accounting {
+    /// `events_received`.
+    pub received: u64,
+    /// `events_delivered`.
+    pub delivered: u64,
+    /// `events_dead_lettered`.
+    pub dead_lettered: u64,
+    /// `events_duplicate`.
+    pub duplicate: u64,
+    /// Sum of `events_rejected`.
+    pub rejected: u64,
+}
+
+impl Accounting {
+    /// Whether every received event left through one outcome (true whenever no upload is in
+    /// progress).
+    pub fn balanced(&self) -> bool {
+        let outcomes = [
+            self.delivered,
+            self.dead_lettered,
+            self.duplicate,
+            self.rejected,
+        ];
+        outcomes.iter().try_fold(0u64, |a, b| a.checked_add(*b)) == Some(self.received)
+    }
+}
+
+/// The events of one upload that were counted as received and have not yet left through an
+/// outcome. Each outcome method settles them all; dropping the guard with events unsettled
+/// (the handler was cancelled: the client went away, the shutdown deadline passed) counts them
+/// as rejected with reason `cancelled`. So the sums balance however a request ends.
+pub struct UploadEvents<'a> {
+    metrics: &'a Metrics,
+    pending: u64,
+}
+
+impl<'a> UploadEvents<'a> {
+    /// A guard with no events yet (the batch is not decoded).
+    pub fn new(metrics: &'a Metrics) -> Self {
+        Self {
+            metrics,
+            pending: 0,
+        }
+    }
+
+    /// Counts the upload's `events` as received (once its batch is decoded).
+    pub fn receive(&mut self, events: u64) {
+        self.metrics.events_received.inc_by(events);
+        self.pending = self.pending.saturating_add(events);
+    }
+
+    /// The upload was acknowledged: `delivered` events are in the stream and `dead_lettered`
+    /// in the dead-letter stream (together, all of them).
+    pub fn acknowledged(&mut self, delivered: u64, dead_lettered: u64) {
+        debug_assert_eq!(delivered + dead_lettered, self.pending);
+        self.metrics.events_delivered.inc_by(delivered);
+        self.metrics.events_dead_lettered.inc_by(dead_lettered);
+        self.pending = 0;
+    }
+
+    /// The upload was a resend of a batch this instance had acknowledged.
+    pub fn duplicate(&mut self) {
+        self.metrics.events_duplicate.inc_by(self.pending);
+        self.pending = 0;
+    }
+
+    /// The upload was not acknowledged, for `reason` (the answer's error code).
+    pub fn rejected(&mut self, reason: &str) {
+        self.metrics.reject(reason, self.pending);
+        self.pending = 0;
+    }
+}
+
+impl Drop for UploadEvents<'_> {
+    fn drop(&mut self) {
+        self.rejected("cancelled");
     }
 }
 
@@ -207,5 +327,37 @@ mod tests {
         assert_eq!(sdk_drop_reason("x".repeat(10_000).as_str()), "other");
         assert_eq!(sdk_drop_reason("Queue_Full"), "other");
         assert_eq!(sdk_drop_reason(""), "other");
+    }
+
+    #[test]
+    fn every_received_event_leaves_through_one_outcome_even_when_cancelled() {
+        let m = Metrics::new();
+        m.receive(5).acknowledged(4, 1);
+        m.receive(3).duplicate();
+        m.receive(2).rejected("stream_unavailable");
+        {
+            // A handler dropped mid-way (client gone, shutdown deadline).
+            let _pending = m.receive(7);
+        }
+        let mut not_decoded = UploadEvents::new(&m);
+        not_decoded.rejected("malformed_json");
+        drop(not_decoded);
+        let a = m.accounting();
+        assert_eq!(
+            a,
+            Accounting {
+                received: 17,
+                delivered: 4,
+                dead_lettered: 1,
+                duplicate: 3,
+                rejected: 9
+            }
+        );
+        assert!(a.balanced());
+        let text = m.encode();
+        assert!(
+            text.contains("tern_collector_events_rejected_total{reason=\"cancelled\"} 7"),
+            "{text}"
+        );
     }
 }

@@ -29,7 +29,7 @@ use crate::limits::{
     MAX_UPLOAD_RECORD_BYTES, RECORD_OVERHEAD_ESTIMATE, RETRY_AFTER_OVERLOADED,
     RETRY_AFTER_STREAM_UNAVAILABLE,
 };
-use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
+use crate::metrics::{Metrics, ReasonLabel, StatusLabel, UploadEvents};
 use crate::sink::kinesis::aggregate::aggregate;
 use crate::sink::kinesis::KinesisSink;
 
@@ -146,7 +146,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let result = handle_batch(&state, &headers, body).await;
+    let mut events = UploadEvents::new(&state.metrics);
+    let result = handle_batch(&state, &headers, body, &mut events).await;
+    if let Err(e) = &result {
+        events.rejected(e.code());
+    }
     let response = match result {
         Ok(ack) => (StatusCode::OK, Json(ack)).into_response(),
         Err(e) => {
@@ -168,10 +172,13 @@ async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bod
     response
 }
 
+/// Handles one upload. `events` counts its events as received once decoded, and settles them
+/// on success; the caller settles them on error, and their drop if the request is cancelled.
 async fn handle_batch(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    events: &mut UploadEvents<'_>,
 ) -> Result<BatchAck, RequestError> {
     let received_at = chrono::Utc::now();
     let (write_key, app_id) = authorize(&state.config, headers)?;
@@ -196,9 +203,8 @@ async fn handle_batch(
     })
     .await?;
     let (batch, json_bytes) = batch;
-    let m = &state.metrics;
-    let events = batch.events.len() as u64;
-    m.events_received.inc_by(events);
+    let n_events = batch.events.len() as u64;
+    events.receive(n_events);
     let acked_key = (app_id.clone(), batch.batch_id);
     let cached = state
         .acked
@@ -208,26 +214,22 @@ async fn handle_batch(
         .cloned();
     if let Some(ack) = cached {
         // A resend of a batch this instance acknowledged: its ack was lost on the way back.
-        m.events_duplicate.inc_by(events);
+        events.duplicate();
         return Ok(ack);
     }
     if let Some(limiter) = &state.rate_limiter {
         let n =
-            NonZeroU32::new(u32::try_from(events).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+            NonZeroU32::new(u32::try_from(n_events).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         if let Ok(Err(not_until)) = limiter.check_key_n(&write_key, n) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
-            let error = RequestError::RateLimited { retry_after: wait };
-            reject(m, events, &error);
-            return Err(error);
+            return Err(RequestError::RateLimited { retry_after: wait });
         }
     }
     // The batch stays in memory while its records are built: reserve both before building.
     if !reservation.resize(records_estimate(&batch, json_bytes)) {
-        let error = overloaded();
-        reject(m, events, &error);
-        return Err(error);
+        return Err(overloaded());
     }
     let has_dead_letter_stream = state.config.dead_letter_stream.is_some();
     let collector_id = state.collector_id.clone();
@@ -241,28 +243,19 @@ async fn handle_batch(
     })
     .await;
     drop(decoding);
-    let prepared = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            // A batch refused for one invalid event (no dead-letter stream) was received whole.
-            reject(m, events, &e);
-            return Err(e);
-        }
-    };
+    // A batch refused for one invalid event (no dead-letter stream) was received whole and is
+    // rejected whole.
+    let prepared = prepared?;
     let bytes = prepared.bytes();
     if bytes > MAX_UPLOAD_RECORD_BYTES {
-        let error = RequestError::PayloadTooLarge(format!(
+        return Err(RequestError::PayloadTooLarge(format!(
             "the batch makes {bytes} bytes of records, over the limit of \
              {MAX_UPLOAD_RECORD_BYTES}; split it"
-        ));
-        reject(m, events, &error);
-        return Err(error);
+        )));
     }
     // From here the upload holds its records only (the batch and body are gone).
     if !reservation.resize(bytes) {
-        let error = overloaded();
-        reject(m, events, &error);
-        return Err(error);
+        return Err(overloaded());
     }
     let deadline = tokio::time::Instant::now() + state.config.ack_deadline();
     let dead_lettered = prepared.dead_letters.len() as u64;
@@ -286,15 +279,13 @@ async fn handle_batch(
     };
     let (main, dlq) = tokio::join!(main, dlq);
     if let Err(e) = main.and(dlq) {
-        let error = RequestError::StreamUnavailable {
+        return Err(RequestError::StreamUnavailable {
             message: format!("the stream did not take the batch: {e}"),
             retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
-        };
-        reject(m, events, &error);
-        return Err(error);
+        });
     }
-    m.events_delivered.inc_by(delivered);
-    m.events_dead_lettered.inc_by(dead_lettered);
+    events.acknowledged(delivered, dead_lettered);
+    let m = &state.metrics;
     for (reason, n) in &prepared.dropped {
         m.sdk_dropped_events
             .get_or_create(&ReasonLabel {
@@ -313,17 +304,6 @@ async fn handle_batch(
         .unwrap_or_else(|p| p.into_inner())
         .put(acked_key, ack.clone());
     Ok(ack)
-}
-
-fn reject(metrics: &Metrics, events: u64, error: &RequestError) {
-    if events > 0 {
-        metrics
-            .events_rejected
-            .get_or_create(&ReasonLabel {
-                reason: error.code().to_owned(),
-            })
-            .inc_by(events);
-    }
 }
 
 /// The app id of the request's write key. Every configured key is compared, each in constant

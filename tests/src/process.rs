@@ -1,10 +1,11 @@
 //! Child processes the harness starts: they are killed when their handle is dropped.
 
-use std::io::{BufRead, BufReader};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -14,11 +15,16 @@ use crate::{workspace_root, APP_ID, WRITE_KEY};
 /// How long a child may take to print its `listening on` line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most stderr lines of a child kept for [`Listening::stderr_lines`] (the latest ones).
+const STDERR_LINES_KEPT: usize = 10_000;
+
 /// A child process that prints `listening on ADDR` on its first stdout line.
 pub struct Listening {
     child: Child,
     /// Kept open: some children exit when their stdin closes.
     _stdin: Option<ChildStdin>,
+    /// The latest lines it wrote to stderr (also passed through to the harness's stderr).
+    stderr: Arc<Mutex<VecDeque<String>>>,
     /// The address it listens on.
     pub addr: SocketAddr,
 }
@@ -29,11 +35,26 @@ impl Listening {
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {what}"))?;
         let stdin = child.stdin.take();
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(pipe) = child.stderr.take() {
+            let kept = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    // As if inherited: straight to the real stderr, not the test's capture.
+                    let _ = writeln!(std::io::stderr().lock(), "{line}");
+                    let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                    if kept.len() == STDERR_LINES_KEPT {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -59,8 +80,16 @@ impl Listening {
         Ok(Self {
             child,
             _stdin: stdin,
+            stderr,
             addr,
         })
+    }
+
+    /// The latest lines the process wrote to stderr (up to 10 000), oldest first. After the
+    /// process exited they are complete once its pipe is drained (a moment later).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        let kept = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().cloned().collect()
     }
 
     /// The process id.
@@ -133,6 +162,8 @@ pub struct CollectorOptions {
     pub listen: SocketAddr,
     /// Extra flags.
     pub extra_args: Vec<String>,
+    /// Extra environment variables (e.g. `TERN_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 impl CollectorOptions {
@@ -144,6 +175,7 @@ impl CollectorOptions {
             dead_letter_stream: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -173,6 +205,7 @@ impl Collector {
         if let Some(dlq) = &options.dead_letter_stream {
             command.args(["--dead-letter-stream", dlq]);
         }
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
         let process = Listening::spawn(command, "tern-collector")?;
         let url = format!("http://{}", process.addr);
         Ok(Self { process, url })
@@ -193,6 +226,29 @@ impl Collector {
         self.process.terminate(timeout)
     }
 
+    /// The latest lines it wrote to stderr (see [`Listening::stderr_lines`]).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.process.stderr_lines()
+    }
+
+    /// The event counts it logged when it stopped (`final event accounting`; needs `TERN_LOG`
+    /// at `info` for `tern_collector`), waiting up to `timeout` for the line to be read.
+    pub fn final_accounting(&self, timeout: Duration) -> Option<FinalAccounting> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let found = self
+                .stderr_lines()
+                .iter()
+                .rev()
+                .find(|l| l.contains("final event accounting"))
+                .map(|l| FinalAccounting::parse(l));
+            if found.is_some() || std::time::Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The collector's `/metrics` text.
     pub fn metrics(&self) -> Result<String> {
         Ok(reqwest::blocking::get(format!("{}/metrics", self.url))?.text()?)
@@ -211,6 +267,68 @@ impl Collector {
             })
             .unwrap_or(0.0))
     }
+}
+
+/// The event counts a collector logs at exit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FinalAccounting {
+    /// `events_received`.
+    pub received: u64,
+    /// `events_delivered`.
+    pub delivered: u64,
+    /// `events_dead_lettered`.
+    pub dead_lettered: u64,
+    /// `events_duplicate`.
+    pub duplicate: u64,
+    /// Sum of `events_rejected`.
+    pub rejected: u64,
+}
+
+impl FinalAccounting {
+    /// Reads the `key=value` fields of a `final event accounting` log line (absent ones are 0).
+    pub fn parse(line: &str) -> Self {
+        let line = strip_ansi(line);
+        let mut a = Self::default();
+        for (key, value) in line
+            .split_whitespace()
+            .filter_map(|field| field.split_once('='))
+        {
+            let value = value.trim_matches(|c: char| !c.is_ascii_digit());
+            let Ok(value) = value.parse() else { continue };
+            match key {
+                "received" => a.received = value,
+                "delivered" => a.delivered = value,
+                "dead_lettered" => a.dead_lettered = value,
+                "duplicate" => a.duplicate = value,
+                "rejected" => a.rejected = value,
+                _ => {}
+            }
+        }
+        a
+    }
+
+    /// Whether every received event left through one outcome.
+    pub fn balanced(&self) -> bool {
+        self.received == self.delivered + self.dead_lettered + self.duplicate + self.rejected
+    }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`), as colored logs have them.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released: a tiny race, fine for tests).

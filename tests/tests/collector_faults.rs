@@ -110,6 +110,8 @@ fn under_load(name: &str) -> UnderLoad {
     kinesis.create_stream(&stream, 2).unwrap();
     let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
     options.listen = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+    // The final event accounting is logged at info when the collector stops.
+    options.env = vec![("TERN_LOG".into(), "error,tern_collector=info".into())];
     let collector = Collector::start(&options).unwrap();
     let (url, endpoint) = (collector.url.clone(), kinesis.endpoint.clone());
     let load = std::thread::spawn(move || {
@@ -141,6 +143,11 @@ fn under_load(name: &str) -> UnderLoad {
     }
 }
 
+/// What SIGKILL leaves to check: the killed instance's counters die with it (it cannot report
+/// them, and events of its unfinished uploads were counted as received without an outcome), so
+/// its balance cannot be checked. What can be: nothing it acknowledged is missing from the
+/// stream (the load generator reads it back), its unacknowledged uploads are resent and
+/// acknowledged by the restarted instance, and that instance's own counters balance.
 #[test]
 fn sigkill_of_the_collector_under_load_loses_nothing_it_acknowledged() {
     let UnderLoad {
@@ -181,6 +188,17 @@ fn sigterm_under_load_drains_exits_in_time_and_loses_nothing() {
     let took = stopping.elapsed();
     assert_eq!(code, Some(0), "exited cleanly within the deadline");
     eprintln!("SIGTERM → exit in {took:?}");
+    // The terminated instance's own counts, logged once its last handler ended: every event
+    // it received left through one outcome, including uploads cut off by the drain.
+    let last = collector
+        .final_accounting(Duration::from_secs(5))
+        .expect("the terminated collector logged its final event accounting");
+    eprintln!("terminated instance: {last:?}");
+    assert!(last.received >= before as u64, "{last:?}");
+    assert!(
+        last.balanced(),
+        "the terminated instance balances: {last:?}"
+    );
     let collector = Collector::start(&options).unwrap();
     let report = load.join().unwrap().unwrap();
     eprintln!("{report:#?}");
@@ -251,4 +269,52 @@ fn readiness_follows_kinesis_and_turns_off_while_draining() {
         200
     );
     assert_eq!(collector.terminate(Duration::from_secs(10)), Some(0));
+}
+
+/// A client that gives up while its upload waits for Kinesis (here: every PutRecords call
+/// hangs) cancels the handler; its events are still accounted for, as `cancelled`.
+#[test]
+fn an_upload_abandoned_by_its_client_is_accounted_as_cancelled() {
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("abandoned");
+    kinesis.create_stream(&stream, 1).unwrap();
+    let proxy = FaultProxyProcess::start(
+        &kinesis.endpoint,
+        &["--hang-share", "1", "--hang-ms", "30000"],
+    )
+    .unwrap();
+    let collector = Collector::start(&CollectorOptions::new(&proxy.url, &stream)).unwrap();
+    let batch = serde_json::json!({
+        "batch_id": uuid::Uuid::now_v7(),
+        "install_id": "abandoned",
+        "sent_at": chrono::Utc::now(),
+        "sdk": { "name": "test", "version": "0" },
+        "context": {},
+        "events": (1..=3).map(|seq| serde_json::json!({
+            "event_id": uuid::Uuid::now_v7(), "seq": seq, "name": "ok",
+            "created_at": chrono::Utc::now(), "properties": {}
+        })).collect::<Vec<_>>()
+    });
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let answer = impatient
+        .post(format!("{}/v1/batch", collector.url))
+        .bearer_auth(tern_tests::WRITE_KEY)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&batch).unwrap())
+        .send();
+    assert!(answer.is_err(), "no answer while Kinesis hangs: {answer:?}");
+    let series = "tern_collector_events_rejected_total{reason=\"cancelled\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while collector.metric(series).unwrap() < 3.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(collector.metric(series).unwrap(), 3.0);
+    assert_balanced(&collector);
+    assert!(
+        proxy.stats().unwrap().requests_hung > 0,
+        "the proxy held calls"
+    );
 }
