@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::limits::{
     DEFAULT_ACK_DEADLINE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_IN_FLIGHT_BYTES,
-    DEFAULT_SHUTDOWN_DEADLINE, MAX_UPLOAD_RECORD_BYTES,
+    DEFAULT_SHUTDOWN_DEADLINE, MAX_UPLOAD_RECORD_BYTES, SDK_REQUEST_TIMEOUT,
 };
 
 /// The collector's settings.
@@ -32,7 +32,8 @@ pub struct Config {
     pub region: String,
     /// Write keys and the app id each one writes for.
     pub write_keys: BTreeMap<String, String>,
-    /// How long an upload waits for Kinesis before it is answered 503, in milliseconds.
+    /// How long an upload may take from its arrival to its answer before it is answered 503,
+    /// in milliseconds. Less than the SDK's request timeout (30 s).
     pub ack_deadline_ms: u64,
     /// Identifier of this collector instance, written in every record; defaults to a fresh id.
     pub instance_id: Option<String>,
@@ -42,7 +43,8 @@ pub struct Config {
     /// How long a client may take to send its request line and headers (and how long a
     /// kept-alive connection may idle) before the connection is closed, in ms.
     pub header_read_timeout_ms: u64,
-    /// After SIGTERM, how long in-flight uploads may take before the process exits, in ms.
+    /// After SIGTERM, how long in-flight uploads may take before the process exits, in ms. At
+    /// least the ack deadline, so that uploads in progress can be answered.
     pub shutdown_deadline_ms: u64,
     /// After SIGTERM, how long to keep serving while reporting unready (so the load balancer
     /// stops sending) before refusing new connections, in ms.
@@ -223,6 +225,20 @@ impl Config {
         if self.ack_deadline_ms == 0 {
             return Err(Error::Config("ack_deadline_ms: must be more than 0".into()));
         }
+        if self.ack_deadline() >= SDK_REQUEST_TIMEOUT {
+            return Err(Error::Config(format!(
+                "ack_deadline_ms: must be less than the SDK's request timeout ({} ms), or the \
+                 SDK gives up before it hears the answer",
+                SDK_REQUEST_TIMEOUT.as_millis()
+            )));
+        }
+        if self.shutdown_deadline() < self.ack_deadline() {
+            return Err(Error::Config(format!(
+                "shutdown_deadline_ms: must be at least ack_deadline_ms ({}), so that uploads in \
+                 progress at shutdown can be answered",
+                self.ack_deadline_ms
+            )));
+        }
         if self.max_in_flight_bytes < MAX_UPLOAD_RECORD_BYTES {
             return Err(Error::Config(format!(
                 "max_in_flight_bytes: must be at least the largest upload's records \
@@ -317,5 +333,29 @@ mod tests {
         config.max_in_flight_bytes = MAX_UPLOAD_RECORD_BYTES - 1;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("max_in_flight_bytes"), "{err}");
+    }
+
+    #[test]
+    fn deadlines_must_fit_the_sdk_timeout_and_the_shutdown() {
+        let valid = Config {
+            stream: "s".into(),
+            write_keys: [("k".to_owned(), "a".to_owned())].into_iter().collect(),
+            ..Config::default()
+        };
+        valid.validate().unwrap();
+        let too_long = Config {
+            ack_deadline_ms: millis(SDK_REQUEST_TIMEOUT),
+            shutdown_deadline_ms: 60_000,
+            ..valid.clone()
+        };
+        let err = too_long.validate().unwrap_err().to_string();
+        assert!(err.contains("ack_deadline_ms"), "{err}");
+        let short_shutdown = Config {
+            ack_deadline_ms: 10_000,
+            shutdown_deadline_ms: 9_999,
+            ..valid
+        };
+        let err = short_shutdown.validate().unwrap_err().to_string();
+        assert!(err.contains("shutdown_deadline_ms"), "{err}");
     }
 }

@@ -16,9 +16,13 @@ pub const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
 /// Largest record (data + partition key): the Kinesis default of 1 MiB.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
-/// How long an upload may wait for all of its records to be in the stream before it is
-/// answered 503. Shorter than the SDK's 30 s request timeout, so the SDK hears the answer.
+/// How long an upload may take, from its arrival to its answer, before it is answered 503.
+/// A third of the SDK's request timeout, so the SDK hears the answer with time to spare.
 pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The SDK's request timeout (`sdk/src/policy.rs`, `REQUEST_TIMEOUT`): an answer later than
+/// this is never heard, so the ack deadline must be shorter (config check).
+pub const SDK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `Retry-After` sent with 503 when the stream did not take a batch in time: long enough for a
 /// throttled shard to recover, short against the 120 s end-to-end budget.

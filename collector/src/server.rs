@@ -146,8 +146,28 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    // The deadline runs from arrival and bounds everything: reading the body, waiting for a
+    // decode permit and for the dispatcher, every PutRecords attempt. The SDK must hear the
+    // answer before its own request timeout (the configuration keeps the deadline below it).
+    let ack_deadline = state.config.ack_deadline();
+    let deadline = tokio::time::Instant::now() + ack_deadline;
     let mut events = UploadEvents::new(&state.metrics);
-    let result = handle_batch(&state, &headers, body, &mut events).await;
+    let handled = tokio::time::timeout_at(
+        deadline,
+        handle_batch(&state, &headers, body, deadline, &mut events),
+    )
+    .await;
+    // Records still being written when the deadline strikes may land in the stream: the
+    // resend duplicates them (same event_id), which consumers expect.
+    let result = handled.unwrap_or_else(|_| {
+        Err(RequestError::StreamUnavailable {
+            message: format!(
+                "the upload was not in the stream within the ack deadline ({ack_deadline:?}); \
+                 resend it"
+            ),
+            retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
+        })
+    });
     if let Err(e) = &result {
         events.rejected(e.code());
     }
@@ -178,6 +198,7 @@ async fn handle_batch(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    deadline: tokio::time::Instant,
     events: &mut UploadEvents<'_>,
 ) -> Result<BatchAck, RequestError> {
     let received_at = chrono::Utc::now();
@@ -194,7 +215,7 @@ async fn handle_batch(
     // Every byte this upload holds is reserved before or as it is allocated, except the
     // transient memory of decoding, which the decode permits bound.
     let mut reservation = Reservation::new(&state.in_flight);
-    let body = read_body(body, &mut reservation).await?;
+    let body = read_body(body, &mut reservation, deadline).await?;
     let decoding = state.decodes.acquire().await.map_err(|_| overloaded())?;
     let batch = blocking(move || {
         let json = decode::decompress(encoding, &body)?;
@@ -257,7 +278,6 @@ async fn handle_batch(
     if !reservation.resize(bytes) {
         return Err(overloaded());
     }
-    let deadline = tokio::time::Instant::now() + state.config.ack_deadline();
     let dead_lettered = prepared.dead_letters.len() as u64;
     let delivered = prepared.records.len() as u64;
     let records = if state.config.aggregate {
@@ -332,8 +352,13 @@ fn authorize<'a>(
 /// Reads the body up to [`MAX_BODY_BYTES`], reserving its bytes as they arrive (503
 /// `overloaded` if the in-flight bound is reached). Past the limit it reads on, discarding, up
 /// to [`MAX_DRAINED_BYTES`], so that an ordinary client gets its 413 instead of a connection
-/// reset while it is still sending; a larger body is cut off.
-async fn read_body(mut body: Body, reservation: &mut Reservation) -> Result<Bytes, RequestError> {
+/// reset while it is still sending; a larger body is cut off. A body that has not arrived after
+/// [`BODY_READ_TIMEOUT`] or by the ack `deadline`, whichever is sooner, is answered 408.
+async fn read_body(
+    mut body: Body,
+    reservation: &mut Reservation,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, RequestError> {
     use http_body_util::BodyExt;
     let read = async {
         let mut kept = Vec::new();
@@ -365,7 +390,8 @@ async fn read_body(mut body: Body, reservation: &mut Reservation) -> Result<Byte
         }
         Ok(Bytes::from(kept))
     };
-    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+    let read_by = deadline.min(tokio::time::Instant::now() + BODY_READ_TIMEOUT);
+    tokio::time::timeout_at(read_by, read)
         .await
         .unwrap_or(Err(RequestError::Timeout))
 }

@@ -318,3 +318,105 @@ fn an_upload_abandoned_by_its_client_is_accounted_as_cancelled() {
         "the proxy held calls"
     );
 }
+
+fn one_event_batch(install: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "batch_id": uuid::Uuid::now_v7(),
+        "install_id": install,
+        "sent_at": chrono::Utc::now(),
+        "sdk": { "name": "test", "version": "0" },
+        "context": {},
+        "events": [{
+            "event_id": uuid::Uuid::now_v7(), "seq": 1, "name": "ok",
+            "created_at": chrono::Utc::now(), "properties": {}
+        }]
+    }))
+    .unwrap()
+}
+
+/// The ack deadline runs from the request's arrival: a body still trickling in when it passes is
+/// answered 408, not read on (up to 15 s) and then given a whole deadline of its own.
+#[test]
+fn the_ack_deadline_runs_from_arrival_and_covers_the_body() {
+    use std::io::{BufRead, BufReader, Write};
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("deadline-body");
+    kinesis.create_stream(&stream, 1).unwrap();
+    let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
+    options.extra_args = vec!["--ack-deadline-ms".into(), "1000".into()];
+    let collector = Collector::start(&options).unwrap();
+    let body = one_event_batch("slow-body");
+    let mut connection =
+        std::net::TcpStream::connect(collector.url.trim_start_matches("http://")).unwrap();
+    connection
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        connection,
+        "POST /v1/batch HTTP/1.1\r\nHost: tern\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        tern_tests::WRITE_KEY,
+        body.len()
+    )
+    .unwrap();
+    // The body over ~4 s, four times the deadline; the collector may answer and close midway.
+    let pieces = body.chunks(body.len().div_ceil(8)).collect::<Vec<_>>();
+    for piece in pieces {
+        if connection.write_all(piece).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut status_line = String::new();
+    BufReader::new(&connection)
+        .read_line(&mut status_line)
+        .unwrap();
+    assert!(
+        status_line.starts_with("HTTP/1.1 408"),
+        "answered at the deadline: {status_line:?}"
+    );
+    assert!(kinesis.reader(&stream).unwrap().read().unwrap().is_empty());
+}
+
+/// An upload whose PutRecords calls all hang (fault proxy `hang_share`) is answered 503 with
+/// Retry-After once the ack deadline passes, and its events are accounted as rejected.
+#[test]
+fn an_upload_stuck_in_kinesis_gets_503_with_retry_after_at_the_deadline() {
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("deadline-hang");
+    kinesis.create_stream(&stream, 1).unwrap();
+    let proxy = FaultProxyProcess::start(
+        &kinesis.endpoint,
+        &["--hang-share", "1", "--hang-ms", "30000"],
+    )
+    .unwrap();
+    let mut options = CollectorOptions::new(&proxy.url, &stream);
+    options.extra_args = vec!["--ack-deadline-ms".into(), "2000".into()];
+    let collector = Collector::start(&options).unwrap();
+    let response = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/batch", collector.url))
+        .bearer_auth(tern_tests::WRITE_KEY)
+        .header("content-type", "application/json")
+        .body(one_event_batch("stuck"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let reason: tern_protocol::ErrorBody = serde_json::from_str(&response.text().unwrap()).unwrap();
+    assert_eq!(reason.error, "stream_unavailable");
+    assert_eq!(
+        collector
+            .metric("tern_collector_events_rejected_total{reason=\"stream_unavailable\"}")
+            .unwrap(),
+        1.0
+    );
+    assert_balanced(&collector);
+}
