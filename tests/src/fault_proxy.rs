@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -89,6 +89,10 @@ pub fn router(upstream: &str, faults: Faults) -> Router {
         .route("/_stats", get(stats))
         .route("/_fault", post(set_faults))
         .fallback(forward)
+        // axum's default 2 MiB body limit would answer 413 to PutRecords calls that Kinesis
+        // takes (up to 5 MiB of data, ~7 MB as base64 JSON): the proxy must not add faults of
+        // its own. Its client is the collector under test.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 

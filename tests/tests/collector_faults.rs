@@ -420,3 +420,53 @@ fn an_upload_stuck_in_kinesis_gets_503_with_retry_after_at_the_deadline() {
     );
     assert_balanced(&collector);
 }
+
+/// The fault proxy forwards PutRecords calls bigger than axum's default 2 MiB body limit (it
+/// used to answer them 413 itself, a fault nobody asked for).
+#[test]
+fn put_records_calls_over_2_mib_pass_the_fault_proxy() {
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("big-call");
+    kinesis.create_stream(&stream, 1).unwrap();
+    let proxy = FaultProxyProcess::start(&kinesis.endpoint, &[]).unwrap();
+    let collector = Collector::start(&CollectorOptions::new(&proxy.url, &stream)).unwrap();
+    let padding = "x".repeat(8_000);
+    let batch = serde_json::json!({
+        "batch_id": uuid::Uuid::now_v7(),
+        "install_id": "big-call",
+        "sent_at": chrono::Utc::now(),
+        "sdk": { "name": "test", "version": "0" },
+        "context": {},
+        "events": (1..=500).map(|seq| serde_json::json!({
+            "event_id": uuid::Uuid::now_v7(), "seq": seq, "name": "ok",
+            "created_at": chrono::Utc::now(), "properties": { "padding": padding }
+        })).collect::<Vec<_>>()
+    });
+    let json = serde_json::to_vec(&batch).unwrap();
+    assert!(json.len() > 3 * 1024 * 1024, "{} bytes", json.len());
+    let response = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/batch", collector.url))
+        .bearer_auth(tern_tests::WRITE_KEY)
+        .header("content-type", "application/json")
+        .header("content-encoding", "zstd")
+        .body(zstd::bulk::compress(&json, 3).unwrap())
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(status, 200, "{}", response.text().unwrap());
+    let stats = proxy.stats().unwrap();
+    assert_eq!(
+        (stats.put_records_calls, stats.records),
+        (1, 500),
+        "{stats:?}"
+    );
+    let read = kinesis
+        .reader(&stream)
+        .unwrap()
+        .read_until(Duration::from_secs(10), |r| r.len() >= 500)
+        .unwrap();
+    assert_eq!(read.len(), 500);
+}
