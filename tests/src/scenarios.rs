@@ -103,6 +103,12 @@ pub fn steady(size: Size) -> Result<Report> {
     Ok(report)
 }
 
+/// With a right device clock, the collector's corrected `event_time` must stay this close to
+/// `created_at` however late the backlog arrives: the correction only moves events whose clock
+/// is wrong. Generous against scheduling noise, tight against a correction that drifts with the
+/// time an event waited (hours after a day offline).
+const OFFLINE_TIME_BOUND_MS: i64 = 1_000;
+
 /// A device offline for a day's worth of events comes back.
 pub fn offline(size: Size) -> Result<Report> {
     let started = Instant::now();
@@ -151,8 +157,13 @@ pub fn offline(size: Size) -> Result<Report> {
         .max()
         .unwrap_or(0);
     report.note = format!(
-        "{events} events tracked offline, then uploaded by the relaunched app; max |event_time - created_at| = {worst} ms (device clock right)"
+        "{events} events tracked offline, then uploaded by the relaunched app; max |event_time - created_at| = {worst} ms (device clock right; bound {OFFLINE_TIME_BOUND_MS} ms)"
     );
+    if worst > OFFLINE_TIME_BOUND_MS {
+        report.problem = Some(format!(
+            "corrected event_time off the right device clock by {worst} ms, over the {OFFLINE_TIME_BOUND_MS} ms bound"
+        ));
+    }
     report.latency_p50_s = None;
     report.latency_p99_s = None;
     report.latency_max_s = None;
