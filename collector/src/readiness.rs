@@ -1,6 +1,8 @@
-//! Readiness: the collector is ready when Kinesis answers and it is not draining. Kinesis is
-//! asked every [`READINESS_INTERVAL`]; the answer flips only after [`READINESS_FLIP_AFTER`]
-//! consecutive checks agree, so one slow call does not take an instance out of the pool.
+//! Readiness: the collector is ready when Kinesis answers for its stream and, if configured,
+//! its dead-letter stream (an upload with one invalid event needs both), and it is not
+//! draining. Kinesis is asked every [`READINESS_INTERVAL`]; the answer flips only after
+//! [`READINESS_FLIP_AFTER`] consecutive checks agree, so one slow call does not take an
+//! instance out of the pool.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,18 +10,30 @@ use std::sync::Arc;
 use crate::limits::{PUT_RECORDS_ATTEMPT_TIMEOUT, READINESS_FLIP_AFTER, READINESS_INTERVAL};
 use crate::server::AppState;
 
-/// Asks Kinesis once whether the stream answers.
+/// Asks Kinesis once whether the stream and the dead-letter stream (if any) answer.
 async fn kinesis_answers(state: &AppState) -> bool {
-    let call = state
-        .sink()
-        .client()
-        .describe_stream_summary()
-        .stream_name(&state.config().stream)
-        .send();
-    matches!(
-        tokio::time::timeout(PUT_RECORDS_ATTEMPT_TIMEOUT, call).await,
-        Ok(Ok(_))
-    )
+    let config = state.config();
+    let streams = std::iter::once(&config.stream).chain(&config.dead_letter_stream);
+    let checks = streams.map(|stream| async move {
+        let call = state
+            .sink()
+            .client()
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send();
+        let answered = matches!(
+            tokio::time::timeout(PUT_RECORDS_ATTEMPT_TIMEOUT, call).await,
+            Ok(Ok(_))
+        );
+        if !answered {
+            tracing::debug!(%stream, "Kinesis does not answer for the stream");
+        }
+        answered
+    });
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .all(|answered| answered)
 }
 
 /// The first check, at start: no hysteresis, so a healthy instance is ready at once.

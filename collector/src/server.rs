@@ -128,6 +128,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.draining.load(Ordering::SeqCst) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else if !state.kinesis_ok.load(Ordering::SeqCst) {
+        // The stream, or the dead-letter stream if configured.
         (StatusCode::SERVICE_UNAVAILABLE, "kinesis not answering\n").into_response()
     } else {
         (StatusCode::OK, "ready\n").into_response()
