@@ -13,6 +13,8 @@ use serde_json::value::RawValue;
 use tern_protocol::{Batch, Context, Event, SdkInfo, StreamRecord, BATCH_PATH};
 use uuid::Uuid;
 
+use tern_collector::sink::kinesis::aggregate::deaggregate;
+
 use crate::kinesis::ShardReader;
 use crate::{percentile, sample_event};
 
@@ -137,15 +139,19 @@ pub async fn run(options: Options) -> Result<Report> {
         let read_deadline = Instant::now() + options.read_timeout;
         loop {
             for raw in reader.read_raw().await? {
-                let Ok(record) = serde_json::from_slice::<StreamRecord>(&raw.data) else {
-                    continue;
-                };
-                let n = copies.entry(record.event_id).or_default();
-                *n += 1;
-                if *n == 1 {
-                    latencies.push(
-                        (raw.arrived_at - record.created_at).num_milliseconds() as f64 / 1000.0,
-                    );
+                // A collector running with --aggregate packs many events in one record.
+                let events = deaggregate(&raw.data).unwrap_or_else(|| vec![&raw.data[..]]);
+                for data in events {
+                    let Ok(record) = serde_json::from_slice::<StreamRecord>(data) else {
+                        continue;
+                    };
+                    let n = copies.entry(record.event_id).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        latencies.push(
+                            (raw.arrived_at - record.created_at).num_milliseconds() as f64 / 1000.0,
+                        );
+                    }
                 }
             }
             let missing = acked.iter().filter(|id| !copies.contains_key(id)).count();
@@ -182,9 +188,9 @@ async fn run_device(
         let batch_started = Instant::now();
         let n = (o.events_per_device - seq).min(o.batch_size as u64);
         let events: Vec<Event> = (0..n)
-            .map(|i| {
+            .map(|_| {
                 seq += 1;
-                let (name, properties) = sample_event((device * 7919) + (seq + i) as usize);
+                let (name, properties) = sample_event((device * 7919) + seq as usize);
                 Event {
                     event_id: Uuid::now_v7(),
                     seq,

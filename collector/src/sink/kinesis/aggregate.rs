@@ -3,7 +3,8 @@
 //! Lambda de-aggregation libraries and `aws-kinesis-agg` unpack it.
 //!
 //! Format: the magic bytes `F3 89 9A C2`, a protobuf `AggregatedRecord`, and the MD5 digest of
-//! that protobuf. The protobuf is small enough to write by hand:
+//! that protobuf. The protobuf is small enough to write (and read back, [`deaggregate`]) by
+//! hand:
 //!
 //! ```text
 //! message AggregatedRecord {
@@ -133,6 +134,76 @@ fn seal(partition_key: &str, records: Vec<Vec<u8>>) -> Entry {
     }
 }
 
+/// The data of the user records packed in `data`, in order, if it is an aggregated record
+/// (magic prefix, a readable `AggregatedRecord`, a matching MD5 digest); `None` for a plain
+/// record, which is how the KCL treats a record that fails these checks too.
+pub fn deaggregate(data: &[u8]) -> Option<Vec<&[u8]>> {
+    let body = data.strip_prefix(&MAGIC)?;
+    let (message, digest) = body.split_at_checked(body.len().checked_sub(DIGEST_BYTES)?)?;
+    if Md5::digest(message).as_slice() != digest {
+        return None;
+    }
+    let mut records = Vec::new();
+    for (field, value) in fields(message)? {
+        if let (3, Field::Bytes(record)) = (field, value) {
+            let data =
+                fields(record)?
+                    .into_iter()
+                    .find_map(|(field, value)| match (field, value) {
+                        (3, Field::Bytes(data)) => Some(data),
+                        _ => None,
+                    })?;
+            records.push(data);
+        }
+    }
+    Some(records)
+}
+
+/// A protobuf field's value, as far as de-aggregation cares.
+enum Field<'a> {
+    Bytes(&'a [u8]),
+    Other,
+}
+
+/// The fields of a protobuf message, or `None` if it is not one.
+fn fields(mut message: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
+    let mut out = Vec::new();
+    while !message.is_empty() {
+        let tag = read_varint(&mut message)?;
+        let value = match tag & 7 {
+            0 => read_varint(&mut message).map(|_| Field::Other)?,
+            1 => take(&mut message, 8).map(|_| Field::Other)?,
+            2 => {
+                let len = usize::try_from(read_varint(&mut message)?).ok()?;
+                Field::Bytes(take(&mut message, len)?)
+            }
+            5 => take(&mut message, 4).map(|_| Field::Other)?,
+            _ => return None,
+        };
+        out.push((tag >> 3, value));
+    }
+    Some(out)
+}
+
+fn read_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+    let (taken, rest) = input.split_at_checked(len)?;
+    *input = rest;
+    Some(taken)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +285,33 @@ mod tests {
             let packed = aggregate((0..40).map(|_| entry("install", len)).collect());
             assert!(packed.iter().all(|p| p.size() <= MAX_RECORD_BYTES));
         }
+    }
+
+    #[test]
+    fn deaggregate_reads_back_what_aggregate_packed() {
+        let entries: Vec<Entry> = (0..4_000)
+            .map(|i| Entry {
+                data: Bytes::from(format!(
+                    "{{\"i\":{i},\"pad\":\"{}\"}}",
+                    "x".repeat(i % 1_000)
+                )),
+                partition_key: "install".to_owned(),
+            })
+            .collect();
+        let packed = aggregate(entries.clone());
+        assert!(packed.len() > 1);
+        let unpacked: Vec<&[u8]> = packed
+            .iter()
+            .flat_map(|p| deaggregate(&p.data).unwrap())
+            .collect();
+        let original: Vec<&[u8]> = entries.iter().map(|e| &e.data[..]).collect();
+        assert_eq!(unpacked, original);
+        // Plain and damaged records are not aggregates.
+        assert_eq!(deaggregate(b"{\"plain\":true}"), None);
+        let mut damaged = packed[0].data.to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert_eq!(deaggregate(&damaged), None);
+        assert_eq!(deaggregate(&MAGIC), None);
     }
 }
