@@ -50,7 +50,8 @@ pub mod drop_reason {
     pub const BUFFER_AGE_CAP: &str = "buffer_age_cap";
     /// The database file was corrupt and was moved aside.
     pub const CORRUPT_DATABASE: &str = "corrupt_database";
-    /// A single event was larger than a batch may be.
+    /// A single event was larger than the limits (counted by earlier SDK versions; `track()`
+    /// now refuses such an event with an error instead).
     pub const TOO_LARGE: &str = "too_large";
     /// A quarantined batch was dropped to keep the quarantine within its caps.
     pub const QUARANTINE_CAP: &str = "quarantine_cap";

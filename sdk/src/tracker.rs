@@ -15,7 +15,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde_json::{Map, Value};
-use tern_protocol::limits::{event_name_problem, MAX_PROPERTIES_BYTES};
+use tern_protocol::limits::{event_name_problem, id_problem, properties_problem};
 use tern_protocol::{Context, Event};
 use uuid::Uuid;
 
@@ -234,7 +234,10 @@ impl Tracker {
     /// Records an event. Validates and stamps it on the calling thread and hands it to the
     /// writer; never touches disk or network, never blocks.
     ///
-    /// Errors: an invalid name ([`Error::InvalidEvent`]); a full hand-off queue
+    /// Errors: an event the collector would refuse ([`Error::InvalidEvent`]: a bad name,
+    /// properties, with the super-properties merged in, over 64 KiB serialized or nested deeper
+    /// than 16 levels, a user id over 256 bytes; the checks of `tern_protocol::limits`, counted
+    /// in [`Stats::rejected_invalid`]); a full hand-off queue
     /// ([`Error::QueueFull`]: the event is dropped and counted as `queue_full`); storage that
     /// failed within the last [`Policy::storage_retry_after`] ([`Error::StorageFailing`]:
     /// dropped and counted as `storage_error`). After `set_opt_out(true)`, events are discarded
@@ -250,11 +253,7 @@ impl Tracker {
             return Ok(None);
         }
         if let Some(problem) = event_name_problem(name) {
-            shared
-                .counters
-                .rejected_invalid
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(Error::InvalidEvent(problem));
+            return Err(self.invalid(problem));
         }
         let created_at = shared.clock.wall();
         let now_ms = created_at.timestamp_millis();
@@ -266,7 +265,6 @@ impl Tracker {
                 "the last write to the buffer failed".into(),
             ));
         }
-        let session_id = self.touch_session(now_ms);
         let user_id = {
             let identity = read(&shared.identity);
             for (k, v) in &identity.super_properties {
@@ -274,6 +272,13 @@ impl Tracker {
             }
             identity.user_id.clone()
         };
+        // The collector's own checks, so that an event accepted here is never refused there.
+        if let Some(problem) =
+            id_problem("user_id", user_id.as_deref()).or_else(|| properties_problem(&properties))
+        {
+            return Err(self.invalid(problem));
+        }
+        let session_id = self.touch_session(now_ms);
         let event_id = Uuid::now_v7();
         let tracked = Tracked {
             event_id,
@@ -294,6 +299,15 @@ impl Tracker {
         }
     }
 
+    /// Counts an event refused at `track()` and builds its error.
+    fn invalid(&self, problem: String) -> Error {
+        self.shared
+            .counters
+            .rejected_invalid
+            .fetch_add(1, Ordering::Relaxed);
+        Error::InvalidEvent(problem)
+    }
+
     /// The current session id, starting a new session after the inactivity timeout.
     fn touch_session(&self, now_ms: i64) -> String {
         let timeout = i64::try_from(self.shared.policy.session_timeout.as_millis()).unwrap_or(0);
@@ -306,7 +320,8 @@ impl Tracker {
     }
 
     /// Sets the user id sent with the events tracked from now on (`None`, or `Some("")`, to
-    /// forget it). Remembered across restarts.
+    /// forget it). Remembered across restarts. An id over 256 bytes (the wire format's limit)
+    /// makes every following `track()` fail with [`Error::InvalidEvent`] until it is replaced.
     pub fn identify(&self, user_id: Option<String>) {
         let user_id = user_id.filter(|id| !id.is_empty());
         write(&self.shared.identity).user_id = user_id.clone();
@@ -542,7 +557,7 @@ fn commit_group(shared: &Shared, group: &mut Group) {
     let count = group.events.len() as u64;
     let clock_id = shared.clock.id().to_owned();
     let mut rows = Vec::with_capacity(group.events.len());
-    let mut too_large = 0;
+    let mut unserializable = 0;
     for t in group.events.drain(..) {
         let seq = first_seq + rows.len() as u64;
         let event = Event {
@@ -556,10 +571,11 @@ fn commit_group(shared: &Shared, group: &mut Group) {
             user_id: t.user_id,
             session_id: Some(t.session_id),
         };
+        // Its size and shape were checked at track().
         let body = match serde_json::to_string(&event) {
-            Ok(body) if body.len() <= MAX_PROPERTIES_BYTES + 4096 => body,
-            _ => {
-                too_large += 1;
+            Ok(body) => body,
+            Err(_) => {
+                unserializable += 1;
                 continue;
             }
         };
@@ -571,9 +587,13 @@ fn commit_group(shared: &Shared, group: &mut Group) {
             name: event.name,
         });
     }
-    if too_large > 0 {
-        tracing::warn!(events = too_large, "events over the size limit dropped");
-        shared.record_drop(drop_reason::TOO_LARGE, too_large);
+    if unserializable > 0 {
+        // Cannot happen for JSON values; counted rather than lost should that ever change.
+        tracing::error!(
+            events = unserializable,
+            "events that do not serialize dropped"
+        );
+        shared.record_drop(drop_reason::STORAGE_ERROR, unserializable);
     }
     if rows.is_empty() && group.meta.is_empty() {
         persist_drops(shared, &mut store);

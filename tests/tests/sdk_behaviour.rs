@@ -645,3 +645,53 @@ fn a_logged_out_user_stays_logged_out_across_restarts() {
         ]
     );
 }
+
+#[test]
+fn track_refuses_at_once_what_the_collector_would_refuse() {
+    use tern_protocol::limits::{MAX_ID_BYTES, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH};
+    let server = CaptureServer::start(200, "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    let object = |v: Value| v.as_object().cloned().unwrap();
+    // `{"blob":"…"}` serialized is exactly `len` bytes.
+    let blob = |len: usize| object(json!({ "blob": "x".repeat(len - r#"{"blob":""}"#.len()) }));
+    let nested = |depth: usize| {
+        let mut v = json!(1);
+        for _ in 1..depth {
+            v = json!({ "a": v });
+        }
+        object(json!({ "a": v }))
+    };
+    let refused =
+        |r: tern_sdk::Result<Option<uuid::Uuid>>| matches!(r, Err(Error::InvalidEvent(_)));
+
+    assert!(refused(t.track("big", blob(MAX_PROPERTIES_BYTES + 1))));
+    assert!(refused(t.track("deep", nested(MAX_PROPERTIES_DEPTH + 1))));
+    // Super-properties count: they are part of what is sent.
+    t.set_super_properties(object(json!({ "plan": "pro" })))
+        .unwrap();
+    assert!(refused(t.track("big", blob(MAX_PROPERTIES_BYTES - 5))));
+    t.set_super_properties(Map::new()).unwrap();
+    t.identify(Some("u".repeat(MAX_ID_BYTES + 1)));
+    assert!(refused(t.track("long_user", Map::new())));
+    t.identify(Some("u".repeat(MAX_ID_BYTES)));
+    assert_eq!(t.stats().rejected_invalid, 4);
+
+    // Right at the limits, events are taken, sent, and the collector would take them too.
+    t.track("at_limits", blob(MAX_PROPERTIES_BYTES)).unwrap();
+    t.track("deep_enough", nested(MAX_PROPERTIES_DEPTH))
+        .unwrap();
+    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    let events: Vec<Value> = server.requests().iter().flat_map(events_of).collect();
+    let names: Vec<&str> = events.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["at_limits", "deep_enough"],
+        "nothing refused was stored"
+    );
+    for e in &events {
+        let event: tern_protocol::Event = serde_json::from_value(e.clone()).unwrap();
+        assert_eq!(tern_protocol::limits::event_problem(&event), None);
+    }
+    assert_eq!(t.stats().dropped.get("too_large"), None);
+}
