@@ -149,6 +149,10 @@ impl Shared {
 /// The SDK's entry point. Cheap to call from any thread; all I/O happens on its own threads.
 pub struct Tracker {
     shared: Arc<Shared>,
+    /// Whether commands may still be sent to the writer. Senders hold it for reading while
+    /// they send; `shutdown()` closes it (for writing) before it sends `Stop`, so a command is
+    /// either ahead of `Stop` in the queue, and handled, or refused with [`Error::Closed`].
+    open: RwLock<bool>,
     commands: Sender<Command>,
     wake: Sender<()>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -220,6 +224,7 @@ impl Tracker {
         };
         Ok(Self {
             shared,
+            open: RwLock::new(true),
             commands,
             wake,
             threads: Mutex::new(vec![writer, uploader]),
@@ -289,6 +294,10 @@ impl Tracker {
             user_id,
             session_id,
         };
+        let open = read(&self.open);
+        if !*open {
+            return Err(Error::Closed);
+        }
         match self.commands.try_send(Command::Track(tracked)) {
             Ok(()) => Ok(Some(event_id)),
             Err(TrySendError::Full(_)) => {
@@ -362,14 +371,24 @@ impl Tracker {
         } else {
             Command::Meta("opt_out", "0".into())
         };
+        self.send(command, Duration::from_secs(5))
+    }
+
+    /// Sends a command to the writer, waiting at most `wait` for room; [`Error::Closed`] once
+    /// the tracker is shut down (see `open`).
+    fn send(&self, command: Command, wait: Duration) -> Result<()> {
+        let open = read(&self.open);
+        if !*open {
+            return Err(Error::Closed);
+        }
         self.commands
-            .send_timeout(command, Duration::from_secs(5))
+            .send_timeout(command, wait)
             .map_err(|_| Error::Closed)
     }
 
     /// The app went to the background: upload what waits now, without blocking the caller.
     pub fn on_background(&self) {
-        let _ = self.commands.try_send(Command::Upload);
+        let _ = self.send(Command::Upload, Duration::ZERO);
     }
 
     /// The app came to the foreground: a session that timed out while in the background ends
@@ -380,18 +399,14 @@ impl Tracker {
 
     fn persist(&self, key: &'static str, value: String) {
         // The queue may be full under a burst; meta changes are rare and small: wait briefly.
-        let _ = self
-            .commands
-            .send_timeout(Command::Meta(key, value), Duration::from_secs(1));
+        let _ = self.send(Command::Meta(key, value), Duration::from_secs(1));
     }
 
     /// Waits until every event tracked before this call is durable (at most `timeout`), then
     /// asks the uploader to send what waits. Returns whether durability was reached in time.
     pub fn flush(&self, timeout: Duration) -> Result<bool> {
         let (ack, acked) = bounded(1);
-        self.commands
-            .send_timeout(Command::Sync(ack), timeout)
-            .map_err(|_| Error::Closed)?;
+        self.send(Command::Sync(ack), timeout)?;
         let durable = acked.recv_timeout(timeout).is_ok();
         let _ = self.wake.try_send(());
         Ok(durable)
@@ -441,12 +456,21 @@ impl Tracker {
     }
 
     /// Stops both threads after the writer has committed what was tracked. Idempotent.
-    /// Events still in the buffer stay there for the next start.
+    /// Events still in the buffer stay there for the next start. A `track()` racing with it on
+    /// another thread either returns `Ok` and its event is committed, or returns
+    /// [`Error::Closed`]; never `Ok` for an event that is not written.
     pub fn shutdown(&self) {
-        if self.shared.stopping.swap(true, Ordering::SeqCst) {
-            return;
+        {
+            // Waits for the senders that got in before; refuses all that come after.
+            let mut open = write(&self.open);
+            if !*open {
+                return;
+            }
+            *open = false;
         }
-        // The queue may be full; a blocking send waits for the writer to make room.
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Nothing can be queued behind Stop now. The queue may be full; a blocking send waits
+        // for the writer to make room.
         let _ = self.commands.send(Command::Stop);
         let _ = self.wake.try_send(());
         let threads = std::mem::take(&mut *lock(&self.threads));

@@ -695,3 +695,40 @@ fn track_refuses_at_once_what_the_collector_would_refuse() {
     }
     assert_eq!(t.stats().dropped.get("too_large"), None);
 }
+
+#[test]
+fn every_event_accepted_while_shutting_down_is_written() {
+    // Threads track as fast as they can while the tracker shuts down: each event either got Ok
+    // and is in the file, or got an error.
+    let server = CaptureServer::start(503, "retry-after: 3600\r\n").unwrap();
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Arc::new(tracker(dir.path(), &server.url(), fast()));
+        let trackers: Vec<_> = (0..3)
+            .map(|_| {
+                let t = Arc::clone(&t);
+                std::thread::spawn(move || {
+                    let mut accepted = 0u64;
+                    for i in 0.. {
+                        let (name, properties) = sample_event(i);
+                        match t.track(name, properties) {
+                            Ok(Some(_)) => accepted += 1,
+                            Err(Error::Closed) => return accepted,
+                            _ => {}
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20 + 10 * round));
+        t.shutdown();
+        let accepted: u64 = trackers.into_iter().map(|h| h.join().unwrap()).sum();
+        drop(t);
+        let written: u64 = read_only(dir.path())
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert!(accepted > 0);
+        assert_eq!(written, accepted, "round {round}: accepted but not written");
+    }
+}
