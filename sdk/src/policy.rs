@@ -101,6 +101,10 @@ pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
 pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// Most events the writer commits in one transaction; bounds a transaction's duration.
 pub const MAX_GROUP_COMMIT: usize = 2_000;
+/// Most events a buffer cap drops per hold of the store lock (a whole batch may add up to one
+/// batch more): a few milliseconds of deletes, so the writer and the uploader never wait
+/// longer than that for each other when a cap drops tens of thousands of events.
+pub const MAX_CAP_DROP_SLICE: u64 = 1_000;
 /// Pause before restarting an SDK thread after a panic: a panic that repeats costs one log line
 /// a second, not a busy loop.
 pub const THREAD_RESTART_DELAY: Duration = Duration::from_secs(1);

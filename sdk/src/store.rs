@@ -29,6 +29,7 @@ const NEXT_BATCH: &str = include_str!("../sql/next_batch.sql");
 const BATCH_SIZE: &str = include_str!("../sql/batch_size.sql");
 const OLDEST_DROPPABLE: &str = include_str!("../sql/oldest_droppable.sql");
 const COUNT_PENDING: &str = include_str!("../sql/count_pending.sql");
+const UNBATCHED_FROM: &str = include_str!("../sql/unbatched_from.sql");
 const RETURN_DROP_REPORT: &str = include_str!("../sql/return_drop_report.sql");
 const QUARANTINE_INSERT: &str = include_str!("../sql/quarantine_insert.sql");
 const QUARANTINE_OLDEST: &str = include_str!("../sql/quarantine_oldest.sql");
@@ -116,6 +117,16 @@ pub struct QuarantineCaps {
     pub max_batches: u64,
     /// Most bytes of event JSON.
     pub max_bytes: u64,
+}
+
+/// How far one call of [`Store::enforce_caps_bounded`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapsProgress {
+    /// Events dropped by this call.
+    pub dropped: u64,
+    /// Whether the buffer is within its caps (or nothing more may be dropped); `false` when
+    /// the call stopped at its bound with more perhaps to drop.
+    pub done: bool,
 }
 
 /// What [`Store::split_batch`] did.
@@ -584,13 +595,38 @@ impl Store {
 
     /// Drops the oldest events until the buffer is within `caps`, counting them by reason.
     /// Events in a batch are dropped with their whole batch, so that no batch ever changes.
-    /// Returns how many events were dropped.
+    /// Returns how many events were dropped. See [`Store::enforce_caps_bounded`] to do it in
+    /// slices.
     pub fn enforce_caps(&mut self, caps: &Caps, now_ms: i64) -> Result<u64> {
+        Ok(self.enforce_caps_bounded(caps, now_ms, u64::MAX)?.dropped)
+    }
+
+    /// Like [`Store::enforce_caps`], but stops once about `max_events` events were dropped (a
+    /// batch goes whole, so the last slice may pass it by one batch), so that a caller holding
+    /// a lock around the store can let others in between slices.
+    pub fn enforce_caps_bounded(
+        &mut self,
+        caps: &Caps,
+        now_ms: i64,
+        max_events: u64,
+    ) -> Result<CapsProgress> {
         let mut dropped = 0;
         let cutoff = now_ms.saturating_sub(caps.max_age_ms);
+        let done = |dropped| {
+            Ok(CapsProgress {
+                dropped,
+                done: true,
+            })
+        };
         loop {
+            if dropped >= max_events {
+                return Ok(CapsProgress {
+                    dropped,
+                    done: false,
+                });
+            }
             let Some(oldest) = self.oldest_droppable()? else {
-                return Ok(dropped);
+                return done(dropped);
             };
             let reason = if self.pending.events > caps.max_events {
                 drop_reason::BUFFER_EVENTS_CAP
@@ -599,12 +635,12 @@ impl Store {
             } else if oldest.created_at_ms < cutoff {
                 drop_reason::BUFFER_AGE_CAP
             } else {
-                return Ok(dropped);
+                return done(dropped);
             };
-            let n = self.drop_oldest(&oldest, reason, caps, cutoff)?;
+            let n = self.drop_oldest(&oldest, reason, caps, cutoff, max_events - dropped)?;
             if n == 0 {
                 // Nothing could go (counts out of step with the tables): stop, do not spin.
-                return Ok(dropped);
+                return done(dropped);
             }
             dropped += n;
         }
@@ -633,6 +669,7 @@ impl Store {
         reason: &str,
         caps: &Caps,
         cutoff: i64,
+        max_events: u64,
     ) -> Result<u64> {
         let first_seq = oldest.seq;
         let tx = self
@@ -651,11 +688,9 @@ impl Store {
                 // excess over the count cap, or enough bytes), oldest first.
                 let excess = self.pending.events.saturating_sub(caps.max_events).max(1);
                 let excess_bytes = self.pending.bytes.saturating_sub(caps.max_bytes);
-                let mut stmt = tx.prepare_cached(
-                    "SELECT seq, bytes, created_at_ms FROM events
-                     WHERE batch_id IS NULL AND seq >= ?1 ORDER BY seq LIMIT 10000",
-                )?;
-                let mut rows = stmt.query([first_seq])?;
+                let mut stmt = tx.prepare_cached(UNBATCHED_FROM)?;
+                let limit = i64::try_from(max_events.max(1)).unwrap_or(i64::MAX);
+                let mut rows = stmt.query(params![first_seq, limit])?;
                 let (mut n, mut b, mut last) = (0u64, 0u64, first_seq);
                 while let Some(row) = rows.next()? {
                     let (seq, len, created): (u64, u64, i64) =

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::policy::{Policy, MAX_GROUP_COMMIT, THREAD_RESTART_DELAY};
+use crate::policy::{Policy, MAX_CAP_DROP_SLICE, MAX_GROUP_COMMIT, THREAD_RESTART_DELAY};
 use crate::store::{drop_reason, BatchRow, Pending, Split, Store, StoredEvent};
 use crate::upload::{self, Outcome};
 
@@ -651,8 +651,29 @@ fn commit_group(shared: &Shared, group: &mut Group) {
             return;
         }
     }
-    if let Err(e) = store.enforce_caps(&shared.policy.caps(), Utc::now().timestamp_millis()) {
+    drop(store);
+    if let Err(e) = enforce_caps(shared) {
         tracing::error!(error = %e, "could not enforce the buffer caps");
+    }
+}
+
+/// Enforces the buffer caps in slices of [`MAX_CAP_DROP_SLICE`] events, letting go of the store
+/// between slices: dropping tens of thousands of rows must not keep the other thread (or the
+/// app calling `stats()`) waiting for the whole of it.
+fn enforce_caps(shared: &Shared) -> Result<u64> {
+    let caps = shared.policy.caps();
+    let mut dropped = 0;
+    loop {
+        let progress = shared.store().enforce_caps_bounded(
+            &caps,
+            Utc::now().timestamp_millis(),
+            MAX_CAP_DROP_SLICE,
+        )?;
+        dropped += progress.dropped;
+        if progress.done {
+            return Ok(dropped);
+        }
+        std::thread::yield_now();
     }
 }
 
@@ -712,11 +733,8 @@ fn run_uploader(shared: &Shared, wake: &Receiver<()>) {
 /// to sleep before the next cycle.
 fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Duration> {
     let policy = &shared.policy;
-    {
-        let mut store = shared.store();
-        store.set_in_flight(None);
-        store.enforce_caps(&policy.caps(), Utc::now().timestamp_millis())?;
-    }
+    shared.store().set_in_flight(None);
+    enforce_caps(shared)?;
     loop {
         if shared.stopping.load(Ordering::SeqCst) || shared.opted_out.load(Ordering::SeqCst) {
             return Ok(policy.flush_interval);

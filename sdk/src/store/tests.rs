@@ -500,3 +500,34 @@ fn next_attempt_times_beyond_reach_are_brought_back() -> Result<()> {
     assert_eq!(times, [1_000, 5_000]);
     Ok(())
 }
+
+#[test]
+fn caps_can_be_enforced_in_bounded_slices() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=2_500), &[], &[])?;
+    let batch = store.cut_batch(300, usize::MAX, "{}", 1)?.expect("a batch");
+    let caps = Caps {
+        max_events: 100,
+        max_bytes: u64::MAX,
+        max_age_ms: i64::MAX,
+    };
+    let mut slices = Vec::new();
+    loop {
+        let progress = store.enforce_caps_bounded(&caps, 10, 1_000)?;
+        slices.push(progress.dropped);
+        if progress.done {
+            break;
+        }
+    }
+    // 2 400 to drop, at most 1 000 per call: the batch of 300 whole and 700 unbatched events,
+    // then 1 000, then the last 400.
+    assert_eq!(slices, [1_000, 1_000, 400]);
+    assert_eq!(store.pending().events, 100);
+    assert_eq!(store.batch_bodies(batch.batch_id)?.len(), 0);
+    assert_eq!(
+        store.drops()?.get(drop_reason::BUFFER_EVENTS_CAP),
+        Some(&(2_400, 2_400))
+    );
+    Ok(())
+}
