@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod error;
 pub mod inspect;
+mod json_size;
 pub mod policy;
 pub mod store;
 mod tracker;

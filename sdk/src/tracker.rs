@@ -15,12 +15,15 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde_json::{Map, Value};
-use tern_protocol::limits::{event_name_problem, id_problem, properties_problem};
+use tern_protocol::limits::{
+    event_name_problem, id_problem, properties_problem, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH,
+};
 use tern_protocol::{Context, Event};
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::json_size;
 use crate::policy::{Policy, MAX_CAP_DROP_SLICE, MAX_GROUP_COMMIT, THREAD_RESTART_DELAY};
 use crate::store::{drop_reason, BatchRow, Pending, Split, Store, StoredEvent};
 use crate::upload::{self, Outcome};
@@ -278,9 +281,15 @@ impl Tracker {
             identity.user_id.clone()
         };
         // The collector's own checks, so that an event accepted here is never refused there.
-        if let Some(problem) =
-            id_problem("user_id", user_id.as_deref()).or_else(|| properties_problem(&properties))
-        {
+        // Measuring the properties without serializing them keeps this cheap; only an event
+        // over a limit pays for the protocol's check, which words the error.
+        let properties_fit =
+            json_size::fits(&properties, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH);
+        if let Some(problem) = id_problem("user_id", user_id.as_deref()).or_else(|| {
+            (!properties_fit)
+                .then(|| properties_problem(&properties))
+                .flatten()
+        }) {
             return Err(self.invalid(problem));
         }
         let session_id = self.touch_session(now_ms);
