@@ -99,7 +99,7 @@ fn value_depth(value: &Value) -> usize {
 /// Why an optional identifier (`user_id`, `session_id`) is not acceptable, or `None`.
 pub fn id_problem(field: &str, id: Option<&str>) -> Option<String> {
     match id {
-        Some(v) if v.is_empty() => Some(format!("{field} is empty; leave it out instead")),
+        Some("") => Some(format!("{field} is empty; leave it out instead")),
         Some(v) if v.len() > MAX_ID_BYTES => {
             Some(format!("{field} is {} bytes, over {MAX_ID_BYTES}", v.len()))
         }
