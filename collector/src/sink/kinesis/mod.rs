@@ -16,6 +16,7 @@ use std::sync::Arc;
 use aws_sdk_kinesis::Client;
 use tokio::time::Instant;
 
+use crate::limits::RETRY_MIN_DELAY;
 use crate::metrics::Metrics;
 
 pub use self::config::KinesisSinkConfig;
@@ -74,15 +75,17 @@ impl KinesisSink {
         let mut last_error = String::new();
         while !pending.is_empty() {
             if !first {
-                let delay = backoff.delay();
-                if Instant::now() + delay >= deadline {
+                // Near the deadline a shorter wait still leaves one more attempt a chance; with
+                // less than the shortest delay left, the upload is given up (503).
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left <= RETRY_MIN_DELAY {
                     return Err(SinkError {
                         pending: pending.len(),
                         total,
                         last_error,
                     });
                 }
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(backoff.delay().min(left - RETRY_MIN_DELAY)).await;
                 self.metrics.records_retried.inc_by(pending.len() as u64);
             }
             first = false;

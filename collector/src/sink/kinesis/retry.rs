@@ -67,55 +67,59 @@ pub fn code_label(code: &str) -> &'static str {
 
 /// The backoff of one upload's retries.
 ///
-/// An attempt that wrote nothing grows the delay up to [`RETRY_MAX_DELAY`]. Throttling is
-/// backpressure: while Kinesis refuses records for throughput the delay grows too, even if some
-/// records got through, up to [`RETRY_MAX_DELAY_THROTTLED`]. Only an attempt that made progress
-/// without being throttled (a few records failed with `InternalFailure`, say) retries the rest
-/// after the shortest delay.
+/// Two things grow the delay, each with its own count and ceiling, and the longer delay wins:
+/// attempts that wrote nothing (a failed call, an outage) grow it up to [`RETRY_MAX_DELAY`];
+/// attempts with throttled records grow it up to [`RETRY_MAX_DELAY_THROTTLED`] even if other
+/// records got through, since throttling is Kinesis pacing us (backpressure). An attempt that
+/// made progress without throttling (a few records failed with `InternalFailure`, say) retries
+/// the rest after the shortest delay.
 #[derive(Debug, Clone, Default)]
 pub struct Backoff {
-    step: u32,
-    ceiling: Duration,
+    fruitless: u32,
+    throttled: u32,
 }
 
 impl Backoff {
     /// Records how an attempt went.
     pub fn after_attempt(&mut self, progressed: bool, throttled: bool) {
-        match (progressed, throttled) {
-            (true, false) => {
-                self.step = 0;
-                self.ceiling = RETRY_MAX_DELAY;
-            }
-            (true, true) => {
-                self.step = self.step.saturating_add(1);
-                self.ceiling = RETRY_MAX_DELAY_THROTTLED;
-            }
-            (false, _) => {
-                self.step = self.step.saturating_add(1);
-                self.ceiling = RETRY_MAX_DELAY;
-            }
-        }
+        self.fruitless = if progressed {
+            0
+        } else {
+            self.fruitless.saturating_add(1)
+        };
+        self.throttled = if throttled {
+            self.throttled.saturating_add(1)
+        } else {
+            0
+        };
     }
 
-    /// The delay before the next attempt: exponential from [`RETRY_MIN_DELAY`] up to the
-    /// ceiling, plus jitter of up to as much again.
-    pub fn delay(&self) -> Duration {
-        ExponentialBuilder::default()
-            .with_min_delay(RETRY_MIN_DELAY)
-            .with_max_delay(self.ceiling.max(RETRY_MIN_DELAY))
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(self.step.saturating_sub(1) as usize)
-            .unwrap_or(self.ceiling)
-    }
-
-    /// The delay before jitter (jitter only adds to it).
+    /// The delay without jitter: exponential from [`RETRY_MIN_DELAY`], the longer of the two
+    /// growths.
     pub fn base_delay(&self) -> Duration {
-        let doublings = self.step.saturating_sub(1).min(31);
-        RETRY_MIN_DELAY
-            .saturating_mul(1 << doublings)
-            .min(self.ceiling.max(RETRY_MIN_DELAY))
+        let exponential = |count: u32, ceiling: Duration| {
+            RETRY_MIN_DELAY
+                .saturating_mul(1 << count.saturating_sub(1).min(31))
+                .min(ceiling)
+        };
+        exponential(self.fruitless, RETRY_MAX_DELAY)
+            .max(exponential(self.throttled, RETRY_MAX_DELAY_THROTTLED))
+            .max(RETRY_MIN_DELAY)
+    }
+
+    /// The delay before the next attempt: between half of [`Backoff::base_delay`] and all of it
+    /// ("equal jitter": uploads retrying together spread out, and the mean stays at 3/4 of the
+    /// base, which matters when ten attempts must fit one ack deadline).
+    pub fn delay(&self) -> Duration {
+        let half = self.base_delay() / 2;
+        // backon adds a random part of up to the delay itself.
+        ExponentialBuilder::default()
+            .with_min_delay(half)
+            .with_max_delay(half)
+            .with_jitter()
+            .build()
+            .next()
+            .unwrap_or(half)
     }
 }
 
@@ -137,8 +141,9 @@ mod tests {
         for _ in 1..50 {
             backoff.after_attempt(false, false);
             let delay = backoff.delay();
-            assert!(delay >= backoff.base_delay(), "{delay:?}");
-            assert!(delay <= RETRY_MAX_DELAY * 2, "{delay:?}");
+            let base = backoff.base_delay();
+            assert!(delay >= base / 2 && delay <= base, "{delay:?} for {base:?}");
+            assert!(delay <= RETRY_MAX_DELAY, "{delay:?}");
         }
         assert_eq!(backoff.base_delay(), RETRY_MAX_DELAY);
     }
@@ -147,15 +152,22 @@ mod tests {
     /// shard was hit again every ~50 ms; now the delay grows while throttling lasts.
     #[test]
     fn throttling_grows_the_delay_even_when_some_records_get_through() {
-        let throttled = after(&[(true, true); 4]);
-        assert_eq!(throttled.base_delay(), RETRY_MIN_DELAY * 8);
-        assert!(throttled.delay() >= RETRY_MIN_DELAY * 8);
+        let throttled = after(&[(true, true); 3]);
+        assert_eq!(throttled.base_delay(), RETRY_MIN_DELAY * 4);
+        assert!(throttled.delay() >= RETRY_MIN_DELAY * 2);
         let long = after(&[(true, true); 20]);
         assert_eq!(long.base_delay(), RETRY_MAX_DELAY_THROTTLED);
-        assert!(long.delay() <= RETRY_MAX_DELAY_THROTTLED * 2);
+        assert!(long.delay() >= RETRY_MAX_DELAY_THROTTLED / 2);
+        assert!(long.delay() <= RETRY_MAX_DELAY_THROTTLED);
         // Progress without throttling retries the rest soon.
         let recovered = after(&[(true, true), (true, true), (true, false)]);
         assert_eq!(recovered.base_delay(), RETRY_MIN_DELAY);
+        // A failed call after throttled progress starts its own growth from the bottom, and
+        // its ceiling is the longer one.
+        let failed = after(&[(true, true), (true, true), (true, true), (false, false)]);
+        assert_eq!(failed.base_delay(), RETRY_MIN_DELAY);
+        let outage = after(&[(false, false); 10]);
+        assert_eq!(outage.base_delay(), RETRY_MAX_DELAY);
     }
 
     #[test]
