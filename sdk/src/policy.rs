@@ -108,6 +108,14 @@ pub const MAX_CAP_DROP_SLICE: u64 = 1_000;
 /// Pause before restarting an SDK thread after a panic: a panic that repeats costs one log line
 /// a second, not a busy loop.
 pub const THREAD_RESTART_DELAY: Duration = Duration::from_secs(1);
+/// How often the checkpoint thread copies the WAL into the database file. A checkpoint fsyncs,
+/// and an fsync can stall for hundreds of milliseconds when the device's storage is busy, so it
+/// never runs on the writer (whose commits only append to the WAL): one second keeps the WAL to
+/// about a second of events.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes of WAL file kept after a checkpoint resets it; beyond, the file is truncated, so a
+/// burst does not leave a large WAL on the device's disk.
+pub const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 
 impl Default for Policy {
     fn default() -> Self {

@@ -15,6 +15,7 @@ use rusqlite::{
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::policy::WAL_SIZE_LIMIT;
 
 /// Current schema version (`PRAGMA user_version`). Bump it, add an arm to [`upgrade_from`] and a
 /// migration test with an old-schema fixture whenever `sql/schema.sql` changes.
@@ -820,8 +821,39 @@ fn setup(conn: &Connection) -> Result<()> {
             "the database refused WAL mode (got {mode})"
         )));
     }
-    conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+    // Commits append to the WAL without an fsync (synchronous=NORMAL); the fsyncs of a
+    // checkpoint are left to the [`Checkpointer`] on its own connection and thread, so that a
+    // slow disk never holds up a commit.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0; \
+         PRAGMA journal_size_limit={WAL_SIZE_LIMIT};"
+    ))?;
     Ok(())
+}
+
+/// Copies the WAL into the database file from a connection of its own. `PASSIVE` never waits
+/// for the writer or for readers (such as `tern-inspect`), and the writer never waits for it.
+pub struct Checkpointer {
+    conn: Connection,
+}
+
+impl Checkpointer {
+    /// Opens a second connection to the buffer at `path`, which [`Store::open`] opened first.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(Self { conn })
+    }
+
+    /// One passive checkpoint; returns the WAL frames it left behind (busy or newer frames).
+    pub fn checkpoint(&self) -> Result<u64> {
+        let (log, done): (i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(1)?, r.get(2)?))
+                })?;
+        Ok(u64::try_from(log - done).unwrap_or(0))
+    }
 }
 
 fn create_or_upgrade(conn: &mut Connection) -> Result<()> {

@@ -24,8 +24,10 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::json_size;
-use crate::policy::{Policy, MAX_CAP_DROP_SLICE, MAX_GROUP_COMMIT, THREAD_RESTART_DELAY};
-use crate::store::{drop_reason, BatchRow, Pending, Split, Store, StoredEvent};
+use crate::policy::{
+    Policy, CHECKPOINT_INTERVAL, MAX_CAP_DROP_SLICE, MAX_GROUP_COMMIT, THREAD_RESTART_DELAY,
+};
+use crate::store::{drop_reason, BatchRow, Checkpointer, Pending, Split, Store, StoredEvent};
 use crate::upload::{self, Outcome};
 
 /// How to build a [`Tracker`].
@@ -158,16 +160,19 @@ pub struct Tracker {
     open: RwLock<bool>,
     commands: Sender<Command>,
     wake: Sender<()>,
+    /// Dropped at shutdown, which ends the checkpoint thread.
+    checkpoint_stop: Mutex<Option<Sender<()>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Tracker {
-    /// Opens the buffer and starts the writer and uploader threads.
+    /// Opens the buffer and starts the writer, uploader and checkpoint threads.
     pub fn new(config: Config) -> Result<Self> {
         if config.endpoint.is_empty() {
             return Err(Error::Config("endpoint is empty".into()));
         }
         let mut store = Store::open(&config.db_path)?;
+        let checkpointer = Checkpointer::open(&config.db_path)?;
         store.set_max_file_bytes(config.policy.max_file_bytes)?;
         // A wall clock moved back since the last run must not stall the uploads.
         store.clamp_next_attempts(latest_next_attempt(
@@ -225,12 +230,17 @@ impl Tracker {
                 .name("tern-uploader".into())
                 .spawn(move || supervise("uploader", &shared, || run_uploader(&shared, &wake_rx)))?
         };
+        let (checkpoint_stop, checkpoint_stop_rx) = bounded::<()>(0);
+        let checkpoint = std::thread::Builder::new()
+            .name("tern-checkpoint".into())
+            .spawn(move || run_checkpoints(&checkpointer, &checkpoint_stop_rx))?;
         Ok(Self {
             shared,
             open: RwLock::new(true),
             commands,
             wake,
-            threads: Mutex::new(vec![writer, uploader]),
+            checkpoint_stop: Mutex::new(Some(checkpoint_stop)),
+            threads: Mutex::new(vec![writer, uploader, checkpoint]),
         })
     }
 
@@ -482,6 +492,7 @@ impl Tracker {
         // for the writer to make room.
         let _ = self.commands.send(Command::Stop);
         let _ = self.wake.try_send(());
+        lock(&self.checkpoint_stop).take();
         let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
             let _ = t.join();
@@ -528,6 +539,17 @@ fn restart_on_panic(name: &str, delay: Duration, run: impl Fn(), on_panic: impl 
             return;
         }
         std::thread::sleep(delay);
+    }
+}
+
+/// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] until `stop` closes. Failures are only
+/// logged: the WAL keeps every commit until a later checkpoint succeeds, and SQLite checkpoints
+/// once more when the store's connection closes.
+fn run_checkpoints(checkpointer: &Checkpointer, stop: &Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
+        if let Err(e) = checkpointer.checkpoint() {
+            tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
+        }
     }
 }
 

@@ -72,6 +72,8 @@ fn sigkill_while_tracking_and_uploading_loses_no_durable_event() -> anyhow::Resu
     let db = dir.path().join("device.db");
 
     let mut durable = HashSet::new();
+    // How long before its run's kill each event's track() returned, for the failure message.
+    let mut age_at_kill: HashMap<Uuid, Duration> = HashMap::new();
     let mut returned = 0;
     for kill in 0..KILLS {
         let lifetime = Duration::from_millis(rand::random_range(150..700));
@@ -79,6 +81,11 @@ fn sigkill_while_tracking_and_uploading_loses_no_durable_event() -> anyhow::Resu
         let flush_every = if kill.is_multiple_of(2) { 40 } else { 0 };
         let run = run_and_kill(&device, &db, &collector.url, lifetime, flush_every);
         returned += run.tracked.len();
+        age_at_kill.extend(
+            run.tracked
+                .iter()
+                .map(|(id, at)| (*id, run.killed_at - *at)),
+        );
         durable.extend(
             run.tracked
                 .iter()
@@ -107,11 +114,13 @@ fn sigkill_while_tracking_and_uploading_loses_no_durable_event() -> anyhow::Resu
     })?;
     let seen: HashSet<Uuid> = records.iter().map(|r| r.record.event_id).collect();
     let missing: Vec<_> = durable.iter().filter(|id| !seen.contains(id)).collect();
+    let oldest_missing = missing.iter().map(|id| age_at_kill[*id]).max();
     assert!(
         missing.is_empty(),
-        "{} durable events missing, e.g. {:?}",
+        "{} durable events missing, e.g. {:?}; the oldest returned from track() {:?} before its kill",
         missing.len(),
-        missing.first()
+        missing.first(),
+        oldest_missing
     );
 
     // seq has no gaps: every committed event was delivered.

@@ -531,3 +531,32 @@ fn caps_can_be_enforced_in_bounded_slices() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn commits_leave_checkpoints_to_the_checkpointer() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let wal = sibling(&path, "-wal");
+    let mut store = Store::open(&path)?;
+    let checkpointer = Checkpointer::open(&path)?;
+    checkpointer.checkpoint()?;
+    let db_before = std::fs::metadata(&path)?.len();
+    // Far more than SQLite's automatic checkpoint threshold (1 000 pages of 4 KiB).
+    let body = "x".repeat(2_000);
+    for chunk in 0..10u64 {
+        let rows: Vec<StoredEvent> = (1..=500)
+            .map(|i| StoredEvent {
+                body: body.clone(),
+                ..event(chunk * 500 + i)
+            })
+            .collect();
+        store.insert_events(&rows, &[], &[])?;
+    }
+    // No commit checkpointed: everything is still only in the WAL.
+    assert_eq!(std::fs::metadata(&path)?.len(), db_before);
+    assert!(std::fs::metadata(&wal)?.len() > 10 * 1024 * 1024);
+    // One passive checkpoint copies it all into the database file.
+    assert_eq!(checkpointer.checkpoint()?, 0);
+    assert!(std::fs::metadata(&path)?.len() > 10 * 1024 * 1024);
+    Ok(())
+}
