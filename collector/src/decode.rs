@@ -8,7 +8,7 @@ use tern_protocol::limits::{
 use tern_protocol::Batch;
 
 use crate::error::RequestError;
-use crate::limits::{MAX_CLOCK_ID_BYTES, MAX_CONTEXT_BYTES, MAX_SDK_FIELD_BYTES};
+use crate::limits::{context_problem, MAX_CLOCK_ID_BYTES, MAX_SDK_FIELD_BYTES};
 
 /// How the body is compressed (`Content-Encoding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,11 +105,8 @@ pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
 /// they are: refused whole, before any record is built, since a few KB of zstd would otherwise
 /// become up to 500 copies.
 fn copied_fields_problem(batch: &Batch) -> Option<String> {
-    let context = serde_json::to_vec(&batch.context).map_or(usize::MAX, |v| v.len());
-    if context > MAX_CONTEXT_BYTES {
-        return Some(format!(
-            "context: {context} bytes serialized, over the limit of {MAX_CONTEXT_BYTES}"
-        ));
+    if let Some(problem) = context_problem(&batch.context) {
+        return Some(problem);
     }
     for (field, value) in [
         ("sdk.name", &batch.sdk.name),
@@ -244,7 +241,8 @@ mod tests {
             (
                 "context",
                 Box::new(|b| {
-                    b["context"]["device"]["model"] = "m".repeat(MAX_CONTEXT_BYTES).into()
+                    b["context"]["device"]["model"] =
+                        "m".repeat(crate::limits::MAX_CONTEXT_BYTES).into()
                 }),
             ),
             (

@@ -69,17 +69,6 @@ pub const MAX_CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
 /// its records are reserved, so this bounds that memory too (2 × 15 MiB per core).
 pub const DECODES_PER_CORE: usize = 2;
 
-/// Largest serialized `context` of a batch. It is copied into each of up to 500 records, so
-/// 4 KiB costs at most 2 MiB per upload; app, device, OS, locale and time zone take ~300 bytes.
-pub const MAX_CONTEXT_BYTES: usize = 4 * 1024;
-
-/// Longest `sdk.name` and `sdk.version`, each, in bytes: also copied into every record;
-/// `tern-sdk-kotlin` and a semantic version with build metadata fit many times.
-pub const MAX_SDK_FIELD_BYTES: usize = 128;
-
-/// Longest `clock_id` (batch or event), in bytes: the SDK sends a 32-character UUID.
-pub const MAX_CLOCK_ID_BYTES: usize = 64;
-
 /// Bytes per record beyond the event's own properties, context and SDK fields, for the
 /// reservation made before building records (keys, ids, timestamps, app and collector ids).
 /// Only an estimate: the reservation is corrected to the records' real size once built.

@@ -15,22 +15,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// The drop reasons the SDK reports (`sdk/src/store.rs`, `drop_reason`; `docs/protocol.md`).
-/// Anything else a client sends is counted as `other`: label values must stay few, and they
-/// come from the internet.
-pub const SDK_DROP_REASONS: [&str; 7] = [
-    "queue_full",
-    "storage_error",
-    "buffer_events_cap",
-    "buffer_bytes_cap",
-    "buffer_age_cap",
-    "corrupt_database",
-    "too_large",
-];
-
-/// The `reason` label for a drop reason a client reported: a known one, or `other`.
+/// The `reason` label for a drop reason a client reported: one of the protocol's
+/// [`tern_protocol::drop_reason::ALL`], or `other`. Label values must stay few, and they come
+/// from the internet.
 pub fn sdk_drop_reason(reported: &str) -> &'static str {
-    SDK_DROP_REASONS
+    tern_protocol::drop_reason::ALL
         .iter()
         .find(|known| **known == reported)
         .copied()
@@ -79,7 +68,7 @@ pub struct Metrics {
     events_rejected_sum: Counter,
     /// Events of resent batches that this instance had already acknowledged.
     pub events_duplicate: Counter,
-    /// Events the SDKs report they dropped on the device, by reason ([`SDK_DROP_REASONS`] or
+    /// Events the SDKs report they dropped on the device, by reason ([`tern_protocol::drop_reason::ALL`] or
     /// `other`).
     pub sdk_dropped_events: Family<ReasonLabel, Counter>,
     /// Bytes of uploads in progress (decoded records waiting for Kinesis).

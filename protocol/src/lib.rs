@@ -13,8 +13,8 @@ pub mod wire;
 
 pub use record::{DeadLetterRecord, StreamRecord, RECORD_VERSION};
 pub use wire::{
-    AppInfo, Batch, BatchAck, Context, DeviceInfo, ErrorBody, Event, OsInfo, SdkInfo, BATCH_PATH,
-    WIRE_VERSION,
+    drop_reason, AppInfo, Batch, BatchAck, Context, DeviceInfo, ErrorBody, Event, OsInfo, SdkInfo,
+    BATCH_PATH, WIRE_VERSION,
 };
 
 /// JSON Schema of the wire format v1 batch body.

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::wire::Event;
+use crate::wire::{Context, Event};
 
 /// Largest compressed request body the collector reads. An SDK batch stays far below
 /// (see the SDK's `Policy`); the bound keeps a hostile client from making us buffer more.
@@ -33,6 +33,18 @@ pub const MAX_JSON_DEPTH: usize = 32;
 /// Longest identifier (`install_id`, `user_id`, `session_id`), in bytes. Kinesis partition keys
 /// are at most 256 characters and `install_id` is the partition key.
 pub const MAX_ID_BYTES: usize = 256;
+
+/// Largest serialized `context` of a batch. The collector copies it into each of up to 500
+/// records, so 4 KiB costs at most 2 MiB per upload; app, device, OS, locale and time zone take
+/// ~300 bytes.
+pub const MAX_CONTEXT_BYTES: usize = 4 * 1024;
+
+/// Longest `sdk.name` and `sdk.version`, each, in bytes: also copied into every record;
+/// `tern-sdk-kotlin` and a semantic version with build metadata fit many times.
+pub const MAX_SDK_FIELD_BYTES: usize = 128;
+
+/// Longest `clock_id` (batch or event), in bytes: the SDK sends `boot-` and a 36-character UUID.
+pub const MAX_CLOCK_ID_BYTES: usize = 64;
 
 /// Deepest nesting inside one event's `properties` (the object itself is depth 1). The batch
 /// wraps properties in three more levels (`{ "events": [ { "properties": ...`), so 16 keeps any
@@ -94,6 +106,13 @@ fn value_depth(value: &Value) -> usize {
         Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
         _ => 0,
     }
+}
+
+/// Why a batch's `context` is not acceptable (serialized over [`MAX_CONTEXT_BYTES`]), or `None`.
+pub fn context_problem(context: &Context) -> Option<String> {
+    let size = serde_json::to_vec(context).map_or(usize::MAX, |v| v.len());
+    (size > MAX_CONTEXT_BYTES)
+        .then(|| format!("context: {size} bytes serialized, over the limit of {MAX_CONTEXT_BYTES}"))
 }
 
 /// Why an optional identifier (`user_id`, `session_id`) is not acceptable, or `None`.

@@ -37,7 +37,8 @@ pub struct Batch<E = Event> {
     /// Monotonic milliseconds of `clock_id` at this attempt (see `docs/protocol.md`, clocks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_uptime_ms: Option<u64>,
-    /// Identifier of the monotonic clock `sent_uptime_ms` is read from (one per process run).
+    /// Identifier of the monotonic clock `sent_uptime_ms` is read from: the device's boot where
+    /// the platform tells it, else one per process run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_id: Option<String>,
     /// The SDK that built the batch.
@@ -46,11 +47,44 @@ pub struct Batch<E = Event> {
     pub context: Context,
     /// The events, in `seq` order.
     pub events: Vec<E>,
-    /// Events the SDK dropped on the device since its previous report, by reason (buffer caps,
-    /// full queue, storage errors), so that loss is visible on the server. Sent once, with the
-    /// first batch cut after the drops (and with its retries).
+    /// Events the SDK dropped on the device since its previous report, by reason (one of
+    /// [`drop_reason::ALL`]), so that loss is visible on the server. Sent once, with the first
+    /// batch cut after the drops (and with its retries).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dropped: BTreeMap<String, u64>,
+}
+
+/// Why the SDK dropped events on the device: the keys of [`Batch::dropped`].
+pub mod drop_reason {
+    /// The hand-off queue between `track()` and the writer was full.
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// Storing failed (disk full, I/O error).
+    pub const STORAGE_ERROR: &str = "storage_error";
+    /// The buffer held more events than its cap.
+    pub const BUFFER_EVENTS_CAP: &str = "buffer_events_cap";
+    /// The buffer held more bytes than its cap.
+    pub const BUFFER_BYTES_CAP: &str = "buffer_bytes_cap";
+    /// The event waited longer than the buffer's age cap.
+    pub const BUFFER_AGE_CAP: &str = "buffer_age_cap";
+    /// The database file was corrupt and was moved aside.
+    pub const CORRUPT_DATABASE: &str = "corrupt_database";
+    /// A single event was larger than the limits (counted by earlier SDK versions; `track()`
+    /// now refuses such an event with an error instead).
+    pub const TOO_LARGE: &str = "too_large";
+    /// A quarantined batch was dropped to keep the quarantine within its caps.
+    pub const QUARANTINE_CAP: &str = "quarantine_cap";
+
+    /// Every reason above; the collector labels any other as `other`.
+    pub const ALL: [&str; 8] = [
+        QUEUE_FULL,
+        STORAGE_ERROR,
+        BUFFER_EVENTS_CAP,
+        BUFFER_BYTES_CAP,
+        BUFFER_AGE_CAP,
+        CORRUPT_DATABASE,
+        TOO_LARGE,
+        QUARANTINE_CAP,
+    ];
 }
 
 /// Name and version of the SDK.

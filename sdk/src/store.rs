@@ -39,25 +39,7 @@ const QUARANTINE_OLDEST: &str = include_str!("../sql/quarantine_oldest.sql");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why events were dropped on the device; the names are sent to the collector.
-pub mod drop_reason {
-    /// The hand-off queue between `track()` and the writer was full.
-    pub const QUEUE_FULL: &str = "queue_full";
-    /// Storing failed (disk full, I/O error).
-    pub const STORAGE_ERROR: &str = "storage_error";
-    /// The buffer held more events than its cap.
-    pub const BUFFER_EVENTS_CAP: &str = "buffer_events_cap";
-    /// The buffer held more bytes than its cap.
-    pub const BUFFER_BYTES_CAP: &str = "buffer_bytes_cap";
-    /// The event waited longer than the buffer's age cap.
-    pub const BUFFER_AGE_CAP: &str = "buffer_age_cap";
-    /// The database file was corrupt and was moved aside.
-    pub const CORRUPT_DATABASE: &str = "corrupt_database";
-    /// A single event was larger than the limits (counted by earlier SDK versions; `track()`
-    /// now refuses such an event with an error instead).
-    pub const TOO_LARGE: &str = "too_large";
-    /// A quarantined batch was dropped to keep the quarantine within its caps.
-    pub const QUARANTINE_CAP: &str = "quarantine_cap";
-}
+pub use tern_protocol::drop_reason;
 
 /// An event ready to be stored: its wire JSON and the columns we query by.
 #[derive(Debug, Clone)]

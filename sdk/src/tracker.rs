@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde_json::{Map, Value};
 use tern_protocol::limits::{
-    event_name_problem, id_problem, properties_problem, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH,
+    context_problem, event_name_problem, id_problem, properties_problem, MAX_PROPERTIES_BYTES,
+    MAX_PROPERTIES_DEPTH,
 };
 use tern_protocol::{Context, Event};
 use uuid::Uuid;
@@ -198,7 +199,7 @@ impl Tracker {
         let shared = Arc::new(Shared {
             install_id: store.install_id().to_owned(),
             store: Mutex::new(store),
-            context: RwLock::new(serde_json::to_string(&config.context)?),
+            context: RwLock::new(context_json(&config.context)?),
             policy: config.policy,
             endpoint: config.endpoint,
             write_key: config.write_key,
@@ -376,7 +377,7 @@ impl Tracker {
 
     /// Replaces the context sent with batches cut from now on.
     pub fn set_context(&self, context: &Context) -> Result<()> {
-        let json = serde_json::to_string(context)?;
+        let json = context_json(context)?;
         *write(&self.shared.context) = json;
         Ok(())
     }
@@ -540,6 +541,15 @@ fn restart_on_panic(name: &str, delay: Duration, run: impl Fn(), on_panic: impl 
         }
         std::thread::sleep(delay);
     }
+}
+
+/// The context as the batches carry it, refused (as the collector would refuse every batch
+/// carrying it) when it is over the protocol's limit.
+fn context_json(context: &Context) -> Result<String> {
+    if let Some(problem) = context_problem(context) {
+        return Err(Error::Config(problem));
+    }
+    Ok(serde_json::to_string(context)?)
 }
 
 /// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] until `stop` closes. Failures are only

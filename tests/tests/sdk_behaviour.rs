@@ -694,6 +694,14 @@ fn track_refuses_at_once_what_the_collector_would_refuse() {
         assert_eq!(tern_protocol::limits::event_problem(&event), None);
     }
     assert_eq!(t.stats().dropped.get("too_large"), None);
+
+    // A context the collector would refuse with every batch is refused when it is set.
+    let mut context = device_config(dir.path().join("x.db"), "", fast(), 0).context;
+    context.locale = Some("l".repeat(tern_protocol::limits::MAX_CONTEXT_BYTES));
+    assert!(matches!(t.set_context(&context), Err(Error::Config(_))));
+    let mut config = device_config(dir.path().join("other.db"), &server.url(), fast(), 0);
+    config.context = context;
+    assert!(matches!(Tracker::new(config), Err(Error::Config(_))));
 }
 
 #[test]
