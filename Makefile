@@ -56,14 +56,17 @@ e2e: deps build
 	$(CARGO) run -q -p tern-tests --bin tern-e2e -- --write docs/RELIABILITY.md
 
 # The batch decoder's fuzz target. `make fuzz` runs it for FUZZ_SECONDS with cargo-fuzz
-# (nightly toolchain, sanitizers); `make fuzz-build` only proves it builds (stable), for CI.
+# (nightly toolchain, sanitizers; the release profile without LTO, which only slows the
+# sanitizer build, and with symbols, for readable crash reports); `make fuzz-build` only proves
+# it builds (stable, a workspace member sharing the workspace's build), for CI.
 FUZZ_SECONDS ?= 60
 fuzz:
 	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
-	cd collector && $(CARGO) +nightly fuzz run decode_batch fuzz/corpus/decode_batch -- -max_total_time=$(FUZZ_SECONDS)
+	cd collector && CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_STRIP=none \
+	  $(CARGO) +nightly fuzz run decode_batch fuzz/corpus/decode_batch -- -max_total_time=$(FUZZ_SECONDS)
 
 fuzz-build:
-	$(CARGO) build --manifest-path collector/fuzz/Cargo.toml --target-dir target/fuzz
+	$(CARGO) build -p tern-collector-fuzz
 
 # Collector throughput, latency, RSS and CPU per event (release build); see docs/BENCHMARKS.md.
 bench-collector: deps
