@@ -76,6 +76,7 @@ fn tracker(dir: &std::path::Path) -> Tracker {
             ..Policy::default()
         },
         context: context(),
+        transport: None,
     })
     .unwrap()
 }

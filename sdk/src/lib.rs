@@ -4,7 +4,9 @@
 //!
 //! Flow: [`Tracker::track`] (validate, stamp, hand off) → writer thread (group commit to
 //! [`store::Store`]) → uploader thread (cut a batch, [`upload::encode_batch`], [`upload::send`],
-//! delete on acknowledgement, back off otherwise).
+//! delete on acknowledgement, back off otherwise). The HTTP request itself goes through a
+//! [`transport::Transport`]: the platform's HTTP client in the mobile library, reqwest in Rust
+//! (feature `http-reqwest`, on by default).
 
 pub mod clock;
 pub mod error;
@@ -13,6 +15,7 @@ mod json_size;
 pub mod policy;
 pub mod store;
 mod tracker;
+pub mod transport;
 pub mod upload;
 
 pub use error::{Error, Result};
@@ -20,3 +23,4 @@ pub use policy::Policy;
 pub use store::Pending;
 pub use tern_protocol::{AppInfo, Context, DeviceInfo, OsInfo};
 pub use tracker::{Config, Stats, Tracker};
+pub use transport::{HttpRequest, HttpResponse, Transport};

@@ -29,10 +29,11 @@ use crate::policy::{
     Policy, CHECKPOINT_INTERVAL, MAX_CAP_DROP_SLICE, MAX_GROUP_COMMIT, THREAD_RESTART_DELAY,
 };
 use crate::store::{drop_reason, BatchRow, Checkpointer, Pending, Split, Store, StoredEvent};
+use crate::transport::{self, Transport};
 use crate::upload::{self, Outcome};
 
 /// How to build a [`Tracker`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// The SQLite buffer file; created if missing.
     pub db_path: PathBuf,
@@ -44,6 +45,26 @@ pub struct Config {
     pub policy: Policy,
     /// App, device and OS context, sent once per batch.
     pub context: Context,
+    /// What performs the uploads' HTTP requests: the platform's client in the mobile library
+    /// (bindings/). `None` takes [`transport::ReqwestTransport`] when the `http-reqwest`
+    /// feature is on (the default) and is a [`Error::Config`] without it.
+    pub transport: Option<Arc<dyn Transport>>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("db_path", &self.db_path)
+            .field("endpoint", &self.endpoint)
+            // Never the write key in a log.
+            .field("policy", &self.policy)
+            .field("context", &self.context)
+            .field(
+                "transport",
+                &self.transport.as_ref().map_or("default", |_| "custom"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// What happened to tracked events, for QA and for the host app's diagnostics.
@@ -172,6 +193,16 @@ impl Tracker {
         if config.endpoint.is_empty() {
             return Err(Error::Config("endpoint is empty".into()));
         }
+        let transport = config
+            .transport
+            .or_else(transport::default_transport)
+            .ok_or_else(|| {
+                Error::Config(
+                    "transport: no HTTP transport given, and tern-sdk was built without the \
+                     http-reqwest feature"
+                        .into(),
+                )
+            })?;
         let mut store = Store::open(&config.db_path)?;
         let checkpointer = Checkpointer::open(&config.db_path)?;
         store.set_max_file_bytes(config.policy.max_file_bytes)?;
@@ -229,7 +260,12 @@ impl Tracker {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("tern-uploader".into())
-                .spawn(move || supervise("uploader", &shared, || run_uploader(&shared, &wake_rx)))?
+                // The default transport lives and dies on this thread (see `ReqwestTransport`).
+                .spawn(move || {
+                    supervise("uploader", &shared, || {
+                        run_uploader(&shared, &*transport, &wake_rx)
+                    });
+                })?
         };
         let (checkpoint_stop, checkpoint_stop_rx) = bounded::<()>(0);
         let checkpoint = std::thread::Builder::new()
@@ -739,14 +775,7 @@ fn restore_drops(shared: &Shared, drops: BTreeMap<&'static str, u64>) {
     }
 }
 
-fn run_uploader(shared: &Shared, wake: &Receiver<()>) {
-    let client = match upload::client(&shared.policy) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "uploads are off");
-            return;
-        }
-    };
+fn run_uploader(shared: &Shared, transport: &dyn Transport, wake: &Receiver<()>) {
     let mut wait = shared.policy.flush_interval;
     loop {
         match wake.recv_timeout(wait) {
@@ -760,7 +789,7 @@ fn run_uploader(shared: &Shared, wake: &Receiver<()>) {
             wait = shared.policy.flush_interval;
             continue;
         }
-        wait = match deliver_due(shared, &client) {
+        wait = match deliver_due(shared, transport) {
             Ok(wait) => wait,
             Err(e) => {
                 tracing::error!(error = %e, "upload cycle failed");
@@ -772,7 +801,7 @@ fn run_uploader(shared: &Shared, wake: &Receiver<()>) {
 
 /// Sends batches, oldest first, until the buffer is empty or a batch must wait; returns how long
 /// to sleep before the next cycle.
-fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Duration> {
+fn deliver_due(shared: &Shared, transport: &dyn Transport) -> Result<Duration> {
     let policy = &shared.policy;
     shared.store().set_in_flight(None);
     enforce_caps(shared)?;
@@ -826,7 +855,13 @@ fn deliver_due(shared: &Shared, client: &reqwest::blocking::Client) -> Result<Du
                 policy.max_batch_compressed_bytes
             ))
         } else {
-            upload::send(client, &shared.endpoint, &shared.write_key, &encoded)
+            upload::send(
+                transport,
+                &shared.endpoint,
+                &shared.write_key,
+                &encoded,
+                policy.request_timeout,
+            )
         };
         let mut store = shared.store();
         store.set_in_flight(None);

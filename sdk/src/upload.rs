@@ -1,19 +1,16 @@
 //! One upload attempt: encode a stored batch, POST it, and classify the answer.
 
-use std::io::Read;
 use std::time::{Duration, SystemTime};
 
-use reqwest::blocking::Client;
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, RETRY_AFTER};
-use reqwest::StatusCode;
 use serde_json::value::RawValue;
 use tern_protocol::{Batch, BatchAck, Context, ErrorBody, SdkInfo, BATCH_PATH};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::error::{Error, Result};
-use crate::policy::{Policy, MAX_ANSWER_BYTES};
+use crate::error::Result;
+use crate::policy::MAX_ANSWER_BYTES;
 use crate::store::BatchRow;
+use crate::transport::{HttpRequest, Transport};
 
 /// zstd level for batches. On realistic batches of 100-250 events, level 9 is 0.81-0.82x the
 /// bytes of gzip-6 for 0.25-0.55 ms of CPU per batch; level 3 (zstd's default) is only 0.90-0.97x,
@@ -96,57 +93,55 @@ pub enum Outcome {
     Rejected(String),
 }
 
-/// The HTTP client of the uploader: rustls, the policy's timeout, and no redirects. Following
-/// one would turn the POST into a GET, whose 2xx says nothing about the batch; a redirect is
-/// a misconfigured endpoint, retried and reported like a failure instead.
-pub fn client(policy: &Policy) -> Result<Client> {
-    Client::builder()
-        .timeout(policy.request_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
-}
-
-/// Sends one attempt.
-pub fn send(client: &Client, endpoint: &str, write_key: &str, batch: &EncodedBatch) -> Outcome {
-    let url = format!("{}{}", endpoint.trim_end_matches('/'), BATCH_PATH);
-    let response = client
-        .post(url)
-        .header(AUTHORIZATION, format!("Bearer {write_key}"))
-        .header(CONTENT_TYPE, "application/json")
-        .header(CONTENT_ENCODING, "zstd")
-        .body(batch.body.clone())
-        .send();
-    let response = match response {
+/// Sends one attempt through `transport`, which must not follow redirects (see
+/// [`Transport`]), and classifies the answer.
+pub fn send(
+    transport: &dyn Transport,
+    endpoint: &str,
+    write_key: &str,
+    batch: &EncodedBatch,
+    timeout: Duration,
+) -> Outcome {
+    let request = HttpRequest {
+        url: format!("{}{}", endpoint.trim_end_matches('/'), BATCH_PATH),
+        headers: vec![
+            ("Authorization".to_owned(), format!("Bearer {write_key}")),
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("Content-Encoding".to_owned(), "zstd".to_owned()),
+        ],
+        body: &batch.body,
+        timeout,
+        // An answer of ours is small; a portal's page need not be read whole.
+        max_response_bytes: MAX_ANSWER_BYTES,
+    };
+    let response = match transport.post(&request) {
         Ok(r) => r,
         Err(e) => {
             return Outcome::Retry {
                 after: None,
-                reason: format!("network: {e}"),
-            }
+                // An app's client may hand over a whole stack trace; the record needs a line.
+                reason: format!("network: {}", truncate(&e, 300)),
+            };
         }
     };
-    let status = response.status();
+    let status = response.status;
     let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
+        .retry_after
+        .as_deref()
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let location = response
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
+        .location
+        .as_deref()
         .map(|v| truncate(v, 200).to_owned());
-    // An answer of ours is small; a portal's page need not be read whole.
-    let mut bytes = Vec::new();
-    let _ = response.take(MAX_ANSWER_BYTES).read_to_end(&mut bytes);
-    let text = String::from_utf8_lossy(&bytes);
-    match (status.is_redirection(), location) {
+    // Also when a transport read more than it was asked to.
+    let max = usize::try_from(MAX_ANSWER_BYTES).unwrap_or(usize::MAX);
+    let body = &response.body[..response.body.len().min(max)];
+    let text = String::from_utf8_lossy(body);
+    match ((300..=399).contains(&status), location) {
         (true, Some(to)) => Outcome::Retry {
             after: retry_after,
             reason: format!(
-                "HTTP {}: redirected to {to}; uploads do not follow redirects (check the endpoint)",
-                status.as_u16()
+                "HTTP {status}: redirected to {to}; uploads do not follow redirects (check the endpoint)"
             ),
         },
         _ => classify(status, retry_after, &text, batch.batch_id),
@@ -155,7 +150,7 @@ pub fn send(client: &Client, endpoint: &str, write_key: &str, batch: &EncodedBat
 
 /// A `Retry-After` value (RFC 9110): delay-seconds or an HTTP-date, as a delay from `now` (0
 /// for a date in the past). Unbounded here: the uploader cuts it to
-/// [`Policy::max_retry_after`].
+/// [`crate::Policy::max_retry_after`].
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
@@ -166,9 +161,9 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// What an answer means for the batch `batch_id` that was sent.
-fn classify(status: StatusCode, after: Option<Duration>, body: &str, batch_id: Uuid) -> Outcome {
-    let reason = format!("HTTP {}: {}", status.as_u16(), truncate(body, 300));
-    match status.as_u16() {
+fn classify(status: u16, after: Option<Duration>, body: &str, batch_id: Uuid) -> Outcome {
+    let reason = format!("HTTP {status}: {}", truncate(body, 300));
+    match status {
         // Delivered only when the collector acknowledges this very batch: a captive portal or
         // a proxy answering 200 with a page of its own must not delete data.
         200..=299 => match serde_json::from_str::<BatchAck>(body) {
@@ -176,17 +171,15 @@ fn classify(status: StatusCode, after: Option<Duration>, body: &str, batch_id: U
             Ok(ack) => Outcome::Retry {
                 after,
                 reason: format!(
-                    "HTTP {}: the answer acknowledges batch {}, not this one",
-                    status.as_u16(),
+                    "HTTP {status}: the answer acknowledges batch {}, not this one",
                     ack.batch_id
                 ),
             },
             Err(_) => Outcome::Retry {
                 after,
                 reason: format!(
-                    "HTTP {} without the collector's acknowledgement (a captive portal or a \
-                     proxy?): {}",
-                    status.as_u16(),
+                    "HTTP {status} without the collector's acknowledgement (a captive portal or \
+                     a proxy?): {}",
                     truncate(body, 200)
                 ),
             },
@@ -194,10 +187,7 @@ fn classify(status: StatusCode, after: Option<Duration>, body: &str, batch_id: U
         // A redirect without a Location, or not followed: the endpoint is misconfigured.
         300..=399 => Outcome::Retry {
             after,
-            reason: format!(
-                "HTTP {}: uploads do not follow redirects (check the endpoint)",
-                status.as_u16()
-            ),
+            reason: format!("HTTP {status}: uploads do not follow redirects (check the endpoint)"),
         },
         401 | 403 => Outcome::Unauthorized(reason),
         413 => Outcome::TooLarge(reason),
@@ -226,7 +216,7 @@ mod tests {
     const BATCH: Uuid = Uuid::from_u128(0x019a_0000_0000_7000_8000_0000_0000_0001);
 
     fn c(status: u16, body: &str) -> Outcome {
-        classify(StatusCode::from_u16(status).unwrap(), None, body, BATCH)
+        classify(status, None, body, BATCH)
     }
 
     fn ack(batch_id: Uuid) -> String {
@@ -236,6 +226,121 @@ mod tests {
             dead_lettered: 0,
         })
         .unwrap()
+    }
+
+    /// What a transport was asked to send.
+    struct Sent {
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        timeout: Duration,
+        max_response_bytes: u64,
+    }
+
+    /// A transport that records what it was asked to send and answers from a script.
+    struct Scripted {
+        answer: Result<crate::transport::HttpResponse, String>,
+        sent: std::sync::Mutex<Vec<Sent>>,
+    }
+
+    impl Transport for Scripted {
+        fn post(
+            &self,
+            r: &HttpRequest<'_>,
+        ) -> std::result::Result<crate::transport::HttpResponse, String> {
+            self.sent.lock().unwrap().push(Sent {
+                url: r.url.clone(),
+                headers: r.headers.clone(),
+                body: r.body.to_vec(),
+                timeout: r.timeout,
+                max_response_bytes: r.max_response_bytes,
+            });
+            self.answer.clone()
+        }
+    }
+
+    fn send_to(answer: Result<crate::transport::HttpResponse, String>) -> (Outcome, Scripted) {
+        let transport = Scripted {
+            answer,
+            sent: Default::default(),
+        };
+        let batch = EncodedBatch {
+            batch_id: BATCH,
+            body: b"zstd bytes".to_vec(),
+            raw_len: 42,
+        };
+        let outcome = send(
+            &transport,
+            "https://c.example/",
+            "key",
+            &batch,
+            Duration::from_secs(7),
+        );
+        (outcome, transport)
+    }
+
+    fn answer(status: u16, body: &str) -> crate::transport::HttpResponse {
+        crate::transport::HttpResponse {
+            status,
+            body: body.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_transport_is_asked_for_exactly_one_post_of_the_batch() {
+        let (outcome, transport) = send_to(Ok(answer(200, &ack(BATCH))));
+        assert_eq!(outcome, Outcome::Delivered);
+        let sent = transport.sent.into_inner().unwrap();
+        assert_eq!(sent.len(), 1);
+        let Sent {
+            url,
+            headers,
+            body,
+            timeout,
+            max_response_bytes,
+        } = &sent[0];
+        assert_eq!(url, "https://c.example/v1/batch");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("Authorization"), Some("Bearer key"));
+        assert_eq!(header("Content-Type"), Some("application/json"));
+        assert_eq!(header("Content-Encoding"), Some("zstd"));
+        assert_eq!(headers.len(), 3);
+        assert_eq!(body, b"zstd bytes");
+        assert_eq!(*timeout, Duration::from_secs(7));
+        assert_eq!(*max_response_bytes, MAX_ANSWER_BYTES);
+    }
+
+    #[test]
+    fn a_transports_answers_are_classified_like_any_other() {
+        let (outcome, _) = send_to(Err("connection refused\nat a stack trace".into()));
+        assert!(
+            matches!(outcome, Outcome::Retry { after: None, ref reason } if reason.starts_with("network: connection refused")),
+            "{outcome:?}"
+        );
+        let (outcome, _) = send_to(Ok(crate::transport::HttpResponse {
+            status: 307,
+            location: Some("https://elsewhere.example/".into()),
+            retry_after: Some("120".into()),
+            body: Vec::new(),
+        }));
+        assert!(
+            matches!(&outcome, Outcome::Retry { after: Some(a), reason } if *a == Duration::from_secs(120) && reason.contains("https://elsewhere.example/")),
+            "{outcome:?}"
+        );
+        // A body longer than asked for is cut before it is read: the ack past the cut is lost.
+        let padded = format!(
+            "{}{}",
+            " ".repeat(usize::try_from(MAX_ANSWER_BYTES).unwrap()),
+            ack(BATCH)
+        );
+        let (outcome, _) = send_to(Ok(answer(200, &padded)));
+        assert!(matches!(outcome, Outcome::Retry { .. }), "{outcome:?}");
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub fn device_config(
             locale: Some("en-GB".into()),
             timezone: Some("Europe/London".into()),
         },
+        // reqwest (tern-sdk's default feature).
+        transport: None,
     }
 }
 
