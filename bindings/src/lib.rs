@@ -2,11 +2,16 @@
 //!
 //! The exported surface is small on purpose: a [`Tracker`] object, a [`TrackerConfig`] record,
 //! [`PendingStats`] and an [`ApiError`] with few variants, mapped from the SDK's error in one
-//! place. Properties cross the FFI as a JSON object string; the hand-written Kotlin, Swift and
-//! Python layers encode their native maps. A panic in Rust never unwinds into the host app:
-//! uniffi catches it at the boundary and raises it as an error in the calling language (the
-//! release profile keeps `panic = "unwind"` for that reason).
+//! place; and the [`HttpClient`] foreign trait through which the app's platform performs the
+//! uploads' HTTP requests (the hand-written layers pass HttpURLConnection, URLSession or urllib
+//! by default), so that the library carries no HTTP or TLS stack. Properties cross the FFI as a
+//! JSON object string; the hand-written Kotlin, Swift and Python layers encode their native maps.
+//! A panic in Rust never unwinds into the host app: uniffi catches it at the boundary and raises
+//! it as an error in the calling language (the release profile keeps `panic = "unwind"` for that
+//! reason), and an exception thrown by an app's [`HttpClient`] is a failed upload attempt, never
+//! a panic (see [`TransportError`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +59,97 @@ impl From<tern_sdk::Error> for ApiError {
             | E::Config(_)
             | E::AlreadyOpen(_)
             | E::SchemaTooNew { .. } => Self::Unavailable { reason },
+        }
+    }
+}
+
+/// One POST of an upload attempt, for [`HttpClient::post`].
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct HttpRequest {
+    /// The full URL (`{endpoint}/v1/batch`).
+    pub url: String,
+    /// Headers to send, exactly these (the client adds `Content-Length`).
+    pub headers: HashMap<String, String>,
+    /// The body, sent as is (zstd-compressed JSON).
+    pub body: Vec<u8>,
+    /// The longest the request may take, connection included.
+    pub timeout_ms: u64,
+    /// Most bytes of the answer's body worth reading.
+    pub max_response_bytes: u64,
+}
+
+/// The HTTP answer, whatever its status.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct HttpResponse {
+    /// The status code; 3xx, 4xx and 5xx included.
+    pub status: u16,
+    /// The raw `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The raw `Location` header, if any (reported, never followed).
+    pub location: Option<String>,
+    /// The body, or its first `max_response_bytes` bytes.
+    pub body: Vec<u8>,
+}
+
+/// Why no HTTP answer came.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum TransportError {
+    /// DNS, connection, TLS or timeout failure: the SDK keeps the batch and retries it.
+    #[error("network error: {reason}")]
+    Network {
+        /// Why, for the SDK's log.
+        reason: String,
+    },
+}
+
+/// Anything else an app's client throws (a `RuntimeException`, a Python `ValueError`, ...)
+/// arrives as this; it is a failed attempt like a network error, retried with backoff, never a
+/// panic.
+impl From<uniffi::UnexpectedUniFFICallbackError> for TransportError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        // Kotlin hands over the whole stack trace; its first line names the exception.
+        let first_line = e.reason.lines().next().unwrap_or_default();
+        Self::Network {
+            reason: format!("the HTTP client failed: {first_line}"),
+        }
+    }
+}
+
+/// Performs the HTTP request of an upload attempt, on the SDK's uploader thread (never the main
+/// thread; one request at a time), synchronously.
+///
+/// POST exactly `request.headers` and `request.body` to `request.url`; **do not follow
+/// redirects** (a followed 301/302 turns the POST into a GET whose 200 would delete the batch);
+/// honour `request.timeout_ms`; return every HTTP answer, 3xx/4xx/5xx included, as an
+/// [`HttpResponse`]; throw [`TransportError::Network`] only when no answer came. Whether the
+/// batch was delivered is decided in Rust from the answer (status, `Retry-After`, the
+/// acknowledgement of this batch in the body).
+#[uniffi::export(foreign)]
+pub trait HttpClient: Send + Sync {
+    /// Sends the request and returns the answer.
+    fn post(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+/// The app's [`HttpClient`] as the SDK's transport.
+struct ForeignTransport(Arc<dyn HttpClient>);
+
+impl tern_sdk::Transport for ForeignTransport {
+    fn post(&self, request: &tern_sdk::HttpRequest<'_>) -> Result<tern_sdk::HttpResponse, String> {
+        let request = HttpRequest {
+            url: request.url.clone(),
+            headers: request.headers.iter().cloned().collect(),
+            body: request.body.to_vec(),
+            timeout_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX),
+            max_response_bytes: request.max_response_bytes,
+        };
+        match self.0.post(request) {
+            Ok(r) => Ok(tern_sdk::HttpResponse {
+                status: r.status,
+                retry_after: r.retry_after,
+                location: r.location,
+                body: r.body,
+            }),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -125,9 +221,12 @@ fn properties(json: &str) -> Result<Map<String, Value>, ApiError> {
 
 #[uniffi::export]
 impl Tracker {
-    /// Opens the buffer and starts the SDK's threads.
+    /// Opens the buffer and starts the SDK's threads; uploads go through `http_client`.
     #[uniffi::constructor]
-    pub fn new(config: TrackerConfig) -> Result<Arc<Self>, ApiError> {
+    pub fn new(
+        config: TrackerConfig,
+        http_client: Arc<dyn HttpClient>,
+    ) -> Result<Arc<Self>, ApiError> {
         let context = Context {
             app: AppInfo {
                 id: config.app_id,
@@ -155,6 +254,7 @@ impl Tracker {
                 Policy::default()
             },
             context,
+            transport: Some(Arc::new(ForeignTransport(http_client))),
         })?;
         Ok(Arc::new(Self { inner }))
     }

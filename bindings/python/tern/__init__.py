@@ -6,20 +6,84 @@
     tracker.flush_and_wait(10.0)
 
 Scripts and QA use it to drive the real SDK; the generated module (`make bindings`) lives in
-`tern/_generated/` next to the shared library.
+`tern/_generated/` next to the shared library. Uploads go through urllib (`UrllibHttpClient`);
+pass `http_client=` to use another `HttpClient`.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import urllib.error
+import urllib.request
 from typing import Any, Mapping, Optional
 
 from ._generated import tern_bindings as _ffi
 
 ApiError = _ffi.ApiError
 PendingStats = _ffi.PendingStats
+HttpClient = _ffi.HttpClient
+HttpRequest = _ffi.HttpRequest
+HttpResponse = _ffi.HttpResponse
+TransportError = _ffi.TransportError
 
-__all__ = ["Tracker", "ApiError", "PendingStats"]
+__all__ = [
+    "Tracker",
+    "ApiError",
+    "PendingStats",
+    "HttpClient",
+    "HttpRequest",
+    "HttpResponse",
+    "TransportError",
+    "UrllibHttpClient",
+]
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Hands every 3xx back as an HTTPError instead of following it: a followed 302 turns the
+    POST into a GET, whose 200 from elsewhere must not count as delivered."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+        return None
+
+
+class UrllibHttpClient(HttpClient):
+    """The default HttpClient: urllib, with the environment's proxies and the system's CA
+    certificates, never following a redirect. The SDK calls it on its uploader thread.
+
+    Every HTTP answer is returned (urllib raises 3xx, 4xx and 5xx as HTTPError, which carries
+    the status, headers and body); only a failure without an answer (DNS, connection, TLS,
+    timeout) raises TransportError.Network. The timeout applies to connecting and to each read.
+    """
+
+    def __init__(self) -> None:
+        self._opener = urllib.request.build_opener(_NoRedirects)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        req = urllib.request.Request(
+            request.url, data=request.body, headers=dict(request.headers), method="POST"
+        )
+        try:
+            with self._opener.open(req, timeout=request.timeout_ms / 1000) as answer:
+                return self._response(answer.status, answer.headers, answer, request)
+        except urllib.error.HTTPError as answer:  # an answer, whatever its status
+            with answer:
+                return self._response(answer.code, answer.headers, answer, request)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            raise TransportError.Network(f"{type(e).__name__}: {e}") from e
+
+    @staticmethod
+    def _response(status, headers, body, request: HttpRequest) -> HttpResponse:  # noqa: ANN001
+        try:
+            data = body.read(request.max_response_bytes)
+        except (http.client.HTTPException, OSError):
+            data = b""  # the status decides; a cut acknowledgement is no acknowledgement
+        return HttpResponse(
+            status=status,
+            retry_after=headers.get("Retry-After") if headers else None,
+            location=headers.get("Location") if headers else None,
+            body=data,
+        )
 
 
 class Tracker:
@@ -41,6 +105,7 @@ class Tracker:
         device_model: Optional[str] = None,
         locale: Optional[str] = None,
         timezone: Optional[str] = None,
+        http_client: Optional[HttpClient] = None,
     ) -> None:
         self._inner = _ffi.Tracker(
             _ffi.TrackerConfig(
@@ -57,7 +122,8 @@ class Tracker:
                 device_model=device_model,
                 locale=locale,
                 timezone=timezone,
-            )
+            ),
+            http_client if http_client is not None else UrllibHttpClient(),
         )
 
     @property

@@ -7,6 +7,87 @@ public typealias TernError = ApiError
 /// What waits in the buffer; see `TernTracker.pendingStats()`.
 public typealias TernStats = PendingStats
 
+/// What performs the uploads' HTTP requests; `URLSessionHttpClient` by default. Implement it to
+/// pin certificates or use the app's own stack; the contract is `URLSessionHttpClient`'s.
+public typealias TernHttpClient = HttpClient
+public typealias TernHttpRequest = HttpRequest
+public typealias TernHttpResponse = HttpResponse
+public typealias TernTransportError = TransportError
+
+/// The default `HttpClient` (the protocol uniffi generates from the Rust trait): URLSession, so
+/// the system's proxies, trust store and App Transport Security apply. It never follows a
+/// redirect (a followed 302 would turn the POST into a GET whose 200 could delete the batch),
+/// returns every HTTP answer, error statuses included, and throws `TransportError.Network` only
+/// when no answer came. The SDK calls it synchronously on its uploader thread, never the main
+/// thread, so waiting on a semaphore there is safe.
+public final class URLSessionHttpClient: HttpClient, @unchecked Sendable {
+    // URLSession is thread-safe; the delegate only refuses redirects.
+    private let session: URLSession
+
+    public init(configuration: URLSessionConfiguration = .ephemeral) {
+        session = URLSession(configuration: configuration, delegate: NoRedirects(), delegateQueue: nil)
+    }
+
+    deinit {
+        // A session keeps its delegate (and itself) alive until it is invalidated.
+        session.finishTasksAndInvalidate()
+    }
+
+    public func post(request: HttpRequest) throws -> HttpResponse {
+        guard let url = URL(string: request.url) else {
+            throw TransportError.Network(reason: "not a URL: \(request.url)")
+        }
+        let timeout = TimeInterval(request.timeoutMs) / 1000
+        var urlRequest = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData,
+                                    timeoutInterval: timeout)
+        urlRequest.httpMethod = "POST"
+        for (name, value) in request.headers {
+            urlRequest.setValue(value, forHTTPHeaderField: name)
+        }
+        urlRequest.httpBody = request.body
+
+        let done = DispatchSemaphore(value: 0)
+        let result = Outcome()
+        let task = session.dataTask(with: urlRequest) { data, response, error in
+            result.data = data
+            result.response = response
+            result.error = error
+            done.signal()
+        }
+        task.resume()
+        // timeoutInterval bounds each wait for data; this bounds the whole request.
+        if done.wait(timeout: .now() + timeout) == .timedOut {
+            task.cancel()
+            throw TransportError.Network(reason: "timed out after \(request.timeoutMs) ms")
+        }
+        guard let http = result.response as? HTTPURLResponse else {
+            throw TransportError.Network(reason: result.error?.localizedDescription ?? "no HTTP answer")
+        }
+        return HttpResponse(
+            status: UInt16(clamping: http.statusCode),
+            retryAfter: http.value(forHTTPHeaderField: "Retry-After"),
+            location: http.value(forHTTPHeaderField: "Location"),
+            body: (result.data ?? Data()).prefix(Int(clamping: request.maxResponseBytes)))
+    }
+
+    /// What the data task's completion handler saw; read only after it signalled.
+    private final class Outcome: @unchecked Sendable {
+        var data: Data?
+        var response: URLResponse?
+        var error: Error?
+    }
+
+    private final class NoRedirects: NSObject, URLSessionTaskDelegate {
+        func urlSession(_ session: URLSession, task: URLSessionTask,
+                        willPerformHTTPRedirection response: HTTPURLResponse,
+                        newRequest request: URLRequest,
+                        completionHandler: @escaping (URLRequest?) -> Void) {
+            // nil: the 3xx itself completes the task, as the answer.
+            completionHandler(nil)
+        }
+    }
+}
+
 /// Tern's tracker for Swift: `try tracker.track("checkout", properties: ["total": 59.9])`.
 ///
 /// Cheap and safe from any thread, the main thread included: events are handed to the SDK's own
@@ -21,13 +102,14 @@ public final class TernTracker {
                 osName: String? = nil, osVersion: String? = nil,
                 deviceManufacturer: String? = "Apple", deviceModel: String? = nil,
                 locale: String? = Locale.current.identifier,
-                timezone: String? = TimeZone.current.identifier) throws {
+                timezone: String? = TimeZone.current.identifier,
+                httpClient: HttpClient = URLSessionHttpClient()) throws {
         inner = try Tracker(config: TrackerConfig(
             dbPath: dbPath, endpoint: endpoint, writeKey: writeKey, realtime: realtime,
             appId: appId, appVersion: appVersion, appBuild: appBuild,
             osName: osName, osVersion: osVersion,
             deviceManufacturer: deviceManufacturer, deviceModel: deviceModel,
-            locale: locale, timezone: timezone))
+            locale: locale, timezone: timezone), httpClient: httpClient)
     }
 
     public var installId: String { inner.installId() }

@@ -3,6 +3,12 @@ package dev.tern
 import dev.tern.internal.ApiException
 import dev.tern.internal.PendingStats
 import dev.tern.internal.TrackerConfig
+import dev.tern.internal.TransportException
+import java.io.ByteArrayOutputStream
+import java.io.IOException
+import java.io.InputStream
+import java.net.HttpURLConnection
+import java.net.URI
 import dev.tern.internal.Tracker as FfiTracker
 
 /** Errors from the SDK (invalid input, dropped event, unavailable tracker, closed). */
@@ -10,6 +16,22 @@ typealias TernException = ApiException
 
 /** What waits in the buffer; see [Tracker.pendingStats]. */
 typealias TernStats = PendingStats
+
+/**
+ * Performs the uploads' HTTP requests, on the SDK's uploader thread (never the main thread).
+ * [UrlConnectionHttpClient] by default; implement it to pin certificates or use the app's own
+ * HTTP stack. The contract: POST exactly the request's headers and body, never follow a
+ * redirect, honour `timeoutMs`, return every HTTP answer (3xx, 4xx and 5xx included) with its
+ * `Retry-After`, and throw [TransportException.Network] only when no answer came. Any other
+ * exception counts as a network error too: the batch is kept and retried.
+ */
+typealias HttpClient = dev.tern.internal.HttpClient
+
+/** One POST of an upload attempt; see [HttpClient]. */
+typealias HttpRequest = dev.tern.internal.HttpRequest
+
+/** The HTTP answer, whatever its status; see [HttpClient]. */
+typealias HttpResponse = dev.tern.internal.HttpResponse
 
 /**
  * Tern's tracker for Kotlin: `track("checkout", mapOf("total" to 59.9))`.
@@ -31,12 +53,14 @@ class Tracker(
     deviceModel: String? = null,
     locale: String? = null,
     timezone: String? = null,
+    httpClient: HttpClient = UrlConnectionHttpClient(),
 ) : AutoCloseable {
     private val inner = FfiTracker(
         TrackerConfig(
             dbPath, endpoint, writeKey, realtime, appId, appVersion, appBuild,
             osName, osVersion, deviceManufacturer, deviceModel, locale, timezone,
         ),
+        httpClient,
     )
 
     /** The install's stable id. */
@@ -77,6 +101,64 @@ class Tracker(
 
     /** Stops the SDK's threads; buffered events stay for the next start. */
     override fun close() = inner.shutdown()
+}
+
+/**
+ * The default [HttpClient]: HttpURLConnection, on Android and on the JVM, so the platform's
+ * proxies and trust store (and, on Android, the app's network security config) apply. Never
+ * follows a redirect (a followed 302 would turn the POST into a GET whose 200 could delete the
+ * batch); the timeout applies to connecting and to each read.
+ */
+class UrlConnectionHttpClient : HttpClient {
+    override fun post(request: HttpRequest): HttpResponse {
+        val connection = try {
+            URI(request.url).toURL().openConnection() as HttpURLConnection
+        } catch (e: IOException) {
+            throw TransportException.Network(e.toString())
+        }
+        try {
+            val timeoutMs = request.timeoutMs.coerceAtMost(Int.MAX_VALUE.toULong()).toInt()
+            connection.requestMethod = "POST"
+            connection.instanceFollowRedirects = false
+            connection.useCaches = false
+            connection.doOutput = true
+            connection.connectTimeout = timeoutMs
+            connection.readTimeout = timeoutMs
+            connection.setFixedLengthStreamingMode(request.body.size)
+            for ((name, value) in request.headers) connection.setRequestProperty(name, value)
+            connection.outputStream.use { it.write(request.body) }
+            val status = connection.responseCode
+            if (status !in 100..999) throw IOException("not an HTTP answer (status $status)")
+            // Below 400 the body is the input stream; from 400 on, the error stream (or none).
+            val stream = if (status >= 400) connection.errorStream else connection.inputStream
+            return HttpResponse(
+                status.toUShort(),
+                connection.getHeaderField("Retry-After"),
+                connection.getHeaderField("Location"),
+                stream?.use { readAtMost(it, request.maxResponseBytes) } ?: ByteArray(0),
+            )
+        } catch (e: IOException) {
+            connection.disconnect()
+            throw TransportException.Network(e.toString())
+        }
+    }
+
+    /** At most [max] bytes; a body cut short by the network is still the answer's. */
+    private fun readAtMost(input: InputStream, max: ULong): ByteArray {
+        val limit = max.coerceAtMost(Int.MAX_VALUE.toULong() / 2u).toInt()
+        val out = ByteArrayOutputStream()
+        val buffer = ByteArray(8192)
+        try {
+            while (out.size() < limit) {
+                val n = input.read(buffer, 0, minOf(buffer.size, limit - out.size()))
+                if (n < 0) break
+                out.write(buffer, 0, n)
+            }
+        } catch (_: IOException) {
+            // Keep what arrived: the status decides, and a cut acknowledgement is no ack.
+        }
+        return out.toByteArray()
+    }
 }
 
 /** JSON for properties: maps, lists, arrays, numbers, booleans, strings and null. */

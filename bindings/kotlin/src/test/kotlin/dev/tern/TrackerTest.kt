@@ -1,32 +1,44 @@
 package dev.tern
 
+import com.sun.net.httpserver.HttpServer
 import dev.tern.internal.ApiException
 import org.json.JSONArray
 import org.json.JSONObject
 import org.junit.jupiter.api.AfterEach
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertNull
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.BeforeEach
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.assertThrows
 import org.junit.jupiter.api.io.TempDir
+import org.junit.jupiter.params.ParameterizedTest
+import org.junit.jupiter.params.provider.ValueSource
 import java.io.File
+import java.net.InetSocketAddress
 import java.net.URI
-import java.net.http.HttpClient
-import java.net.http.HttpRequest
-import java.net.http.HttpResponse
 import java.nio.file.Path
 import java.time.ZoneOffset
 import java.time.ZonedDateTime
 import java.time.format.DateTimeFormatter
 import java.util.Base64
 import java.util.UUID
+import java.util.concurrent.LinkedBlockingQueue
+import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicBoolean
+import java.util.concurrent.atomic.AtomicInteger
+import java.net.http.HttpClient as JdkHttpClient
+import java.net.http.HttpRequest as JdkHttpRequest
+import java.net.http.HttpResponse as JdkHttpResponse
 
-/** Kotlin → Rust SDK → real tern-collector → kinesalite, read back with GetRecords. */
+/**
+ * Kotlin → Rust SDK → UrlConnectionHttpClient → real tern-collector → kinesalite, read back with
+ * GetRecords.
+ */
 class TrackerTest {
     private val root = File(System.getProperty("tern.repo.root")).canonicalFile
-    private val http = HttpClient.newHttpClient()
+    private val http = JdkHttpClient.newHttpClient()
     private val processes = mutableListOf<Process>()
     private lateinit var kinesis: String
     private lateinit var collector: String
@@ -45,14 +57,14 @@ class TrackerTest {
 
     private fun call(target: String, body: JSONObject): JSONObject {
         val date = ZonedDateTime.now(ZoneOffset.UTC).format(DateTimeFormatter.ofPattern("yyyyMMdd'T'HHmmss'Z'"))
-        val request = HttpRequest.newBuilder(URI(kinesis))
+        val request = JdkHttpRequest.newBuilder(URI(kinesis))
             .header("Content-Type", "application/x-amz-json-1.1")
             .header("X-Amz-Target", "Kinesis_20131202.$target")
             .header("X-Amz-Date", date)
             .header("Authorization", "AWS4-HMAC-SHA256 Credential=test/20261124/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0")
-            .POST(HttpRequest.BodyPublishers.ofString(body.toString()))
+            .POST(JdkHttpRequest.BodyPublishers.ofString(body.toString()))
             .build()
-        val response = http.send(request, HttpResponse.BodyHandlers.ofString())
+        val response = http.send(request, JdkHttpResponse.BodyHandlers.ofString())
         require(response.statusCode() == 200) { "$target: ${response.statusCode()} ${response.body()}" }
         return if (response.body().isBlank()) JSONObject() else JSONObject(response.body())
     }
@@ -136,6 +148,77 @@ class TrackerTest {
             assertThrows<ApiException.Unavailable> { Tracker(dir.resolve("bad.db").toString(), "http://127.0.0.1:9", key) }
             tracker.setOptOut(true)
             assertNull(tracker.track("ignored"))
+        }
+    }
+
+    @Test
+    fun aClientThatThrowsCrashesNothingAndLosesNothing(@TempDir dir: Path) {
+        val failedCalls = AtomicInteger()
+        val fixed = AtomicBoolean(false)
+        // An app's client with a bug (it throws what the HttpClient contract does not allow)
+        // until it is fixed; then it is the default client.
+        val buggy = object : HttpClient {
+            private val inner = UrlConnectionHttpClient()
+            override fun post(request: HttpRequest): HttpResponse {
+                if (fixed.get()) return inner.post(request)
+                failedCalls.incrementAndGet()
+                throw IllegalStateException("a bug in the app's HTTP client")
+            }
+        }
+        val ids = mutableSetOf<String>()
+        Tracker(dir.resolve("throwing.db").toString(), collector, key, realtime = true, httpClient = buggy).use { tracker ->
+            repeat(20) { ids += tracker.track("kotlin_retry", mapOf("i" to it)) ?: error("tracked") }
+            assertFalse(tracker.flushAndWait(1_500), "nothing can be delivered")
+            assertTrue(failedCalls.get() >= 1, "the client was called")
+            assertEquals(20uL, tracker.pendingStats().pendingEvents, "the batch is kept")
+            // The kept batch is retried (after its backoff) and delivered.
+            fixed.set(true)
+            assertTrue(tracker.flushAndWait(30_000), "delivered")
+        }
+        assertEquals(ids, readStream().map { it.getString("event_id") }.toSet(), "every event is in the stream")
+    }
+
+    @ParameterizedTest
+    @ValueSource(ints = [302, 307])
+    fun aRedirectIsNotFollowedAndTheBatchIsKept(status: Int, @TempDir dir: Path) {
+        val posts = AtomicInteger()
+        val followed = AtomicInteger()
+        val server = HttpServer.create(InetSocketAddress("127.0.0.1", 0), 0)
+        val elsewhere = "http://127.0.0.1:${server.address.port}/elsewhere"
+        server.createContext("/v1/batch") { exchange ->
+            exchange.requestBody.readAllBytes()
+            posts.incrementAndGet()
+            exchange.responseHeaders.add("Location", elsewhere)
+            exchange.sendResponseHeaders(status, -1)
+            exchange.close()
+        }
+        // Following the redirect would land here, and a 200 from here must never count.
+        server.createContext("/elsewhere") { exchange ->
+            exchange.requestBody.readAllBytes()
+            followed.incrementAndGet()
+            exchange.sendResponseHeaders(200, -1)
+            exchange.close()
+        }
+        server.start()
+        try {
+            val answers = LinkedBlockingQueue<HttpResponse>()
+            val observed = object : HttpClient {
+                private val inner = UrlConnectionHttpClient()
+                override fun post(request: HttpRequest): HttpResponse = inner.post(request).also { answers.add(it) }
+            }
+            val url = "http://127.0.0.1:${server.address.port}"
+            Tracker(dir.resolve("redirect.db").toString(), url, key, realtime = true, httpClient = observed).use { tracker ->
+                repeat(5) { tracker.track("kotlin_redirect", mapOf("i" to it)) }
+                val answer = answers.poll(10, TimeUnit.SECONDS) ?: error("no upload attempt")
+                assertEquals(status.toUShort(), answer.status, "the redirect is the answer")
+                assertEquals(elsewhere, answer.location)
+                assertFalse(tracker.flushAndWait(1_000), "nothing can be delivered")
+                assertTrue(posts.get() >= 1)
+                assertEquals(0, followed.get(), "the redirect was not followed")
+                assertEquals(5uL, tracker.pendingStats().pendingEvents, "the batch is kept")
+            }
+        } finally {
+            server.stop(0)
         }
     }
 }
