@@ -12,7 +12,7 @@
 //! a panic (see [`TransportError`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -204,7 +204,18 @@ pub struct PendingStats {
 /// The tracker.
 #[derive(uniffi::Object)]
 pub struct Tracker {
-    inner: tern_sdk::Tracker,
+    /// The install's stable id, also known after `shutdown()`.
+    install_id: String,
+    state: RwLock<State>,
+}
+
+/// A tracker runs until `shutdown()`, which drops the SDK's tracker at once: the foreign object
+/// may live on until the host's garbage collector runs, but the database and its lock are
+/// released, so a new tracker can open the same file right away.
+enum State {
+    Running(tern_sdk::Tracker),
+    /// What the buffer held when the tracker shut down.
+    Closed(PendingStats),
 }
 
 fn properties(json: &str) -> Result<Map<String, Value>, ApiError> {
@@ -256,79 +267,124 @@ impl Tracker {
             context,
             transport: Some(Arc::new(ForeignTransport(http_client))),
         })?;
-        Ok(Arc::new(Self { inner }))
+        Ok(Arc::new(Self {
+            install_id: inner.install_id().to_owned(),
+            state: RwLock::new(State::Running(inner)),
+        }))
     }
 
     /// The install's id.
     pub fn install_id(&self) -> String {
-        self.inner.install_id().to_owned()
+        self.install_id.clone()
     }
 
     /// Tracks an event; `properties_json` is a JSON object. Returns the event id (`None` after
     /// opt-out). Never blocks and never touches the disk on the calling thread.
     pub fn track(&self, name: String, properties_json: String) -> Result<Option<String>, ApiError> {
-        let id = self.inner.track(&name, properties(&properties_json)?)?;
-        Ok(id.map(|id| id.to_string()))
+        let properties = properties(&properties_json)?;
+        self.running(|t| Ok(t.track(&name, properties)?.map(|id| id.to_string())))
     }
 
     /// Sets (or clears) the user id of the following events.
     pub fn identify(&self, user_id: Option<String>) {
-        self.inner.identify(user_id);
+        if let State::Running(t) = &*self.state() {
+            t.identify(user_id);
+        }
     }
 
     /// Sets properties added to every following event (a JSON object).
     pub fn set_super_properties(&self, properties_json: String) -> Result<(), ApiError> {
-        Ok(self
-            .inner
-            .set_super_properties(properties(&properties_json)?)?)
+        let properties = properties(&properties_json)?;
+        self.running(|t| Ok(t.set_super_properties(properties)?))
     }
 
     /// Forgets the user and super-properties; starts a new session.
     pub fn reset(&self) {
-        self.inner.reset();
+        if let State::Running(t) = &*self.state() {
+            t.reset();
+        }
     }
 
     /// Waits (at most `timeout_ms`) until what was tracked is durable, then uploads.
     pub fn flush(&self, timeout_ms: u64) -> Result<bool, ApiError> {
-        Ok(self.inner.flush(Duration::from_millis(timeout_ms))?)
+        self.running(|t| Ok(t.flush(Duration::from_millis(timeout_ms))?))
     }
 
     /// Flushes and waits (at most `timeout_ms`) until the collector acknowledged everything.
     pub fn flush_and_wait(&self, timeout_ms: u64) -> Result<bool, ApiError> {
-        Ok(self
-            .inner
-            .flush_and_wait(Duration::from_millis(timeout_ms))?)
+        self.running(|t| Ok(t.flush_and_wait(Duration::from_millis(timeout_ms))?))
     }
 
     /// The app went to the background: upload now (does not block).
     pub fn on_background(&self) {
-        self.inner.on_background();
+        if let State::Running(t) = &*self.state() {
+            t.on_background();
+        }
     }
 
     /// The app came to the foreground.
     pub fn on_foreground(&self) {
-        self.inner.on_foreground();
+        if let State::Running(t) = &*self.state() {
+            t.on_foreground();
+        }
     }
 
     /// Opts the user out (stops collection, purges the buffer) or back in.
     pub fn set_opt_out(&self, opted_out: bool) -> Result<(), ApiError> {
-        Ok(self.inner.set_opt_out(opted_out)?)
+        self.running(|t| Ok(t.set_opt_out(opted_out)?))
     }
 
-    /// What waits in the buffer.
+    /// What waits in the buffer (after `shutdown()`: what waited when it shut down).
     pub fn pending_stats(&self) -> PendingStats {
-        let stats = self.inner.stats();
-        PendingStats {
-            pending_events: stats.pending.events,
-            pending_bytes: stats.pending.bytes,
-            quarantined_batches: stats.pending.quarantined_batches,
-            dropped_events: stats.dropped.values().sum(),
-            opted_out: stats.opted_out,
+        match &*self.state() {
+            State::Running(t) => pending_stats(t),
+            State::Closed(stats) => stats.clone(),
         }
     }
 
-    /// Stops the SDK's threads; buffered events stay for the next start.
+    /// Stops the SDK's threads and closes the buffer (its file can be opened again at once);
+    /// buffered events stay for the next start. Later calls answer [`ApiError::Closed`].
     pub fn shutdown(&self) {
-        self.inner.shutdown();
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let State::Running(t) = &*state {
+            t.shutdown();
+            // Replacing the state drops the SDK's tracker, which closes the database.
+            *state = State::Closed(pending_stats(t));
+        }
+    }
+}
+
+impl Tracker {
+    /// The state, also after a panic elsewhere poisoned the lock (uniffi turned that panic into
+    /// an error; the state itself is always whole).
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the running tracker, or answers [`ApiError::Closed`].
+    fn running<T>(
+        &self,
+        f: impl FnOnce(&tern_sdk::Tracker) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        match &*self.state() {
+            State::Running(t) => f(t),
+            State::Closed(_) => Err(ApiError::Closed),
+        }
+    }
+}
+
+fn pending_stats(tracker: &tern_sdk::Tracker) -> PendingStats {
+    let stats = tracker.stats();
+    PendingStats {
+        pending_events: stats.pending.events,
+        pending_bytes: stats.pending.bytes,
+        quarantined_batches: stats.pending.quarantined_batches,
+        dropped_events: stats.dropped.values().sum(),
+        opted_out: stats.opted_out,
     }
 }

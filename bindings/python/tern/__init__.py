@@ -162,6 +162,8 @@ class Tracker:
         return self._inner.pending_stats()
 
     def shutdown(self) -> None:
+        """Stops the SDK's threads and closes the buffer, whose file can be opened again at once;
+        buffered events stay for the next start. Later calls raise ApiError.Closed."""
         self._inner.shutdown()
 
     def __enter__(self) -> "Tracker":

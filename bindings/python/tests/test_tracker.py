@@ -65,6 +65,23 @@ def test_bad_input_raises_and_never_crashes(tmp_path):
         assert tracker.pending_stats().opted_out
 
 
+def test_shutdown_releases_the_buffer_at_once(tmp_path):
+    db = str(tmp_path / "reopen.db")
+    first = Tracker(db, "http://127.0.0.1:9", KEY)
+    first.track("before_shutdown", {})
+    assert first.flush(5.0)
+    install = first.install_id
+    first.shutdown()
+    # The Python object still lives; its buffer does not: a new tracker opens the same file.
+    with pytest.raises(ApiError.Closed):
+        first.track("after_shutdown", {})
+    assert first.pending_stats().pending_events == 1
+    assert first.install_id == install
+    with Tracker(db, "http://127.0.0.1:9", KEY) as second:
+        assert second.install_id == install
+        assert second.pending_stats().pending_events == 1
+
+
 class _BuggyUntilFixed(HttpClient):
     """An app's client with a bug (it raises what the HttpClient contract does not allow) until
     `fixed` is set; then it is the default client."""

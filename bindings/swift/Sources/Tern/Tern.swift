@@ -146,6 +146,8 @@ public final class TernTracker {
     public func onForeground() { inner.onForeground() }
     public func setOptOut(_ optedOut: Bool) throws { try inner.setOptOut(optedOut: optedOut) }
     public func pendingStats() -> TernStats { inner.pendingStats() }
+    /// Stops the SDK's threads and closes the buffer, whose file can be opened again at once;
+    /// buffered events stay for the next start. Later calls throw `ApiError.Closed`.
     public func shutdown() { inner.shutdown() }
 
     private static func json(_ properties: [String: Any]) throws -> String {

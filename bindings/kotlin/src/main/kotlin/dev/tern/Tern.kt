@@ -99,7 +99,10 @@ class Tracker(
     /** What waits in the buffer, for a debug screen. */
     fun pendingStats(): TernStats = inner.pendingStats()
 
-    /** Stops the SDK's threads; buffered events stay for the next start. */
+    /**
+     * Stops the SDK's threads and closes the buffer, whose file can be opened again at once;
+     * buffered events stay for the next start. Later calls throw [TernException.Closed].
+     */
     override fun close() = inner.shutdown()
 }
 

@@ -152,6 +152,22 @@ class TrackerTest {
     }
 
     @Test
+    fun closeReleasesTheBufferAtOnce(@TempDir dir: Path) {
+        val db = dir.resolve("reopen.db").toString()
+        val first = Tracker(db, "http://127.0.0.1:9", key)
+        first.track("before_close")
+        assertTrue(first.flush())
+        first.close()
+        // The Kotlin object lives until the garbage collector runs; its buffer does not.
+        assertThrows<ApiException.Closed> { first.track("after_close") }
+        assertEquals(1UL, first.pendingStats().pendingEvents)
+        Tracker(db, "http://127.0.0.1:9", key).use { second ->
+            assertEquals(first.installId, second.installId)
+            assertEquals(1UL, second.pendingStats().pendingEvents)
+        }
+    }
+
+    @Test
     fun aClientThatThrowsCrashesNothingAndLosesNothing(@TempDir dir: Path) {
         val failedCalls = AtomicInteger()
         val fixed = AtomicBoolean(false)
