@@ -182,6 +182,12 @@ async fn run_device(
     let pause = o
         .rate
         .map(|r| Duration::from_secs_f64(o.batch_size as f64 * o.devices as f64 / r.max(1e-9)));
+    // Paced devices start spread over one period, as phones' uploads are: started together they
+    // would keep in step and hit the collector in bursts of every device's batch at once, so
+    // the measured latency would be that of the burst, not of the rate.
+    if let Some(pause) = pause {
+        tokio::time::sleep(pause.mul_f64(device as f64 / o.devices.max(1) as f64)).await;
+    }
     let mut seq = 0u64;
     let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
     while seq < o.events_per_device && Instant::now() < deadline {
