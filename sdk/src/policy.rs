@@ -96,6 +96,10 @@ pub const MAX_QUARANTINE_BYTES: u64 = 4 * 1024 * 1024;
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Storage back-off: one disk probe per second at most while storage fails.
 pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Most events the writer keeps in memory while their commit fails (a full disk), to write them
+/// once it succeeds: as many as the hand-off queue holds, so at most ~10 MiB more. `track()`
+/// returned `Ok` for them; only beyond this bound are the newest dropped (`storage_error`).
+pub const MAX_UNSTORED_EVENTS: usize = QUEUE_CAPACITY;
 /// Most bytes of an answer the uploader reads: an acknowledgement or an error body is well under
 /// 1 KiB; a captive portal's page need not be read whole.
 pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;

@@ -26,7 +26,8 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::json_size;
 use crate::policy::{
-    Policy, CHECKPOINT_INTERVAL, MAX_CAP_DROP_SLICE, MAX_GROUP_COMMIT, THREAD_RESTART_DELAY,
+    Policy, CHECKPOINT_INTERVAL, MAX_CAP_DROP_SLICE, MAX_GROUP_COMMIT, MAX_UNSTORED_EVENTS,
+    THREAD_RESTART_DELAY,
 };
 use crate::store::{drop_reason, BatchRow, Checkpointer, Pending, Split, Store, StoredEvent};
 use crate::transport::{self, Transport};
@@ -101,7 +102,7 @@ struct Tracked {
 enum Command {
     Track(Tracked),
     /// Answer once everything sent before is committed.
-    Sync(Sender<()>),
+    Sync(Sender<bool>),
     /// Wake the uploader once everything sent before is committed.
     Upload,
     /// Persist a `meta` value with the next commit.
@@ -463,7 +464,7 @@ impl Tracker {
     pub fn flush(&self, timeout: Duration) -> Result<bool> {
         let (ack, acked) = bounded(1);
         self.send(Command::Sync(ack), timeout)?;
-        let durable = acked.recv_timeout(timeout).is_ok();
+        let durable = acked.recv_timeout(timeout).unwrap_or(false);
         let _ = self.wake.try_send(());
         Ok(durable)
     }
@@ -472,9 +473,9 @@ impl Tracker {
     /// `timeout` passes. Returns whether the buffer is empty. For tests, tools and shutdown.
     pub fn flush_and_wait(&self, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
-        self.flush(timeout)?;
+        let mut durable = self.flush(timeout)?;
         loop {
-            if self.shared.store().pending().events == 0 {
+            if durable && self.shared.store().pending().events == 0 {
                 return Ok(true);
             }
             if Instant::now() >= deadline {
@@ -482,6 +483,10 @@ impl Tracker {
             }
             let _ = self.wake.try_send(());
             std::thread::sleep(Duration::from_millis(20));
+            if !durable {
+                // Events still wait in the writer's memory for the disk: ask it to try again.
+                durable = self.flush(deadline.saturating_duration_since(Instant::now()))?;
+            }
         }
     }
 
@@ -604,16 +609,46 @@ fn run_checkpoints(checkpointer: &Checkpointer, stop: &Receiver<()>) {
 struct Group {
     events: Vec<Tracked>,
     meta: Vec<(&'static str, String)>,
-    syncs: Vec<Sender<()>>,
+    syncs: Vec<Sender<bool>>,
     upload: bool,
     purge: bool,
     stop: bool,
 }
 
+/// What a failed commit (a full disk) left in the writer's memory, written first by the next
+/// commit: events already numbered from the store's next `seq` (nothing else can commit events
+/// before them), and meta changes in the order they were made.
+#[derive(Default)]
+struct Unstored {
+    rows: Vec<StoredEvent>,
+    meta: Vec<(&'static str, String)>,
+}
+
+impl Unstored {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.meta.is_empty()
+    }
+}
+
 fn run_writer(shared: &Shared, commands: &Receiver<Command>, wake: &Sender<()>) {
-    while let Ok(first) = commands.recv() {
+    let mut unstored = Unstored::default();
+    loop {
+        // While a commit failed, wake up on the storage back-off to try again even if the app
+        // tracks nothing more.
+        let first = if unstored.is_empty() {
+            match commands.recv() {
+                Ok(command) => Some(command),
+                Err(_) => break,
+            }
+        } else {
+            match commands.recv_timeout(shared.policy.storage_retry_after) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        };
         let mut group = Group::default();
-        let mut next = Some(first);
+        let mut next = first;
         while let Some(command) = next.take() {
             match command {
                 Command::Track(t) => group.events.push(t),
@@ -621,8 +656,12 @@ fn run_writer(shared: &Shared, commands: &Receiver<Command>, wake: &Sender<()>) 
                 Command::Upload => group.upload = true,
                 Command::Meta(key, value) => group.meta.push((key, value)),
                 Command::Purge => {
-                    // Everything tracked before the opt-out goes too.
+                    // Everything tracked before the opt-out goes too. The choice is written
+                    // in its place among the meta changes, so a later opt-in in the same group
+                    // wins and an earlier one does not.
                     group.events.clear();
+                    unstored.rows.clear();
+                    group.meta.push(("opt_out", "1".into()));
                     group.purge = true;
                 }
                 Command::Stop => group.stop = true,
@@ -634,13 +673,14 @@ fn run_writer(shared: &Shared, commands: &Receiver<Command>, wake: &Sender<()>) 
         if group.purge {
             let mut store = shared.store();
             lock(&shared.unpersisted_drops).clear();
-            if let Err(e) = store.purge().and_then(|()| store.set_meta("opt_out", "1")) {
+            if let Err(e) = store.purge() {
                 tracing::error!(error = %e, "could not purge the buffer after opt-out");
             }
         }
-        commit_group(shared, &mut group);
+        commit_group(shared, &mut group, &mut unstored);
+        let durable = unstored.rows.is_empty();
         for ack in group.syncs.drain(..) {
-            let _ = ack.send(());
+            let _ = ack.send(durable);
         }
         let unbatched = shared.store().pending().unbatched_events;
         if group.upload || unbatched >= shared.policy.flush_at_count as u64 {
@@ -650,17 +690,25 @@ fn run_writer(shared: &Shared, commands: &Receiver<Command>, wake: &Sender<()>) 
             break;
         }
     }
+    if !unstored.rows.is_empty() {
+        tracing::error!(
+            events = unstored.rows.len(),
+            "the tracker stopped while storage failed; events not stored are dropped"
+        );
+        shared.record_drop(drop_reason::STORAGE_ERROR, unstored.rows.len() as u64);
+    }
 }
 
-fn commit_group(shared: &Shared, group: &mut Group) {
+fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
     let mut store = shared.store();
-    let first_seq = store.next_seq();
+    let next_seq = store.next_seq();
     let count = group.events.len() as u64;
     let clock_id = shared.clock.id().to_owned();
-    let mut rows = Vec::with_capacity(group.events.len());
+    let mut rows = std::mem::take(&mut unstored.rows);
+    rows.reserve(group.events.len());
     let mut unserializable = 0;
     for t in group.events.drain(..) {
-        let seq = first_seq + rows.len() as u64;
+        let seq = next_seq + rows.len() as u64;
         let event = Event {
             event_id: t.event_id,
             seq,
@@ -696,7 +744,9 @@ fn commit_group(shared: &Shared, group: &mut Group) {
         );
         shared.record_drop(drop_reason::STORAGE_ERROR, unserializable);
     }
-    if rows.is_empty() && group.meta.is_empty() {
+    let mut meta_changes = std::mem::take(&mut unstored.meta);
+    meta_changes.append(&mut group.meta);
+    if rows.is_empty() && meta_changes.is_empty() {
         persist_drops(shared, &mut store);
         return;
     }
@@ -704,7 +754,7 @@ fn commit_group(shared: &Shared, group: &mut Group) {
     // the same transaction; if it fails, they go back to memory for the next commit.
     let drops = std::mem::take(&mut *lock(&shared.unpersisted_drops));
     let drop_list: Vec<(&str, u64)> = drops.iter().map(|(r, n)| (*r, *n)).collect();
-    let mut meta: Vec<(&str, &str)> = group.meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut meta: Vec<(&str, &str)> = meta_changes.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let session = {
         let s = lock(&shared.session);
         (s.id.clone(), s.last_activity_ms.to_string())
@@ -718,13 +768,27 @@ fn commit_group(shared: &Shared, group: &mut Group) {
             shared.storage_failed_at_ms.store(0, Ordering::Relaxed);
         }
         Err(e) => {
-            tracing::error!(error = %e, count, "could not store tracked events; they are dropped");
             shared
                 .storage_failed_at_ms
                 .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
-            // The group is one transaction: nothing of it was committed.
+            // The group is one transaction: nothing of it was committed. Its events and meta
+            // changes wait in memory for the next commit; past the bound the newest go.
             restore_drops(shared, drops);
-            shared.record_drop(drop_reason::STORAGE_ERROR, rows.len() as u64);
+            let over = rows.len().saturating_sub(MAX_UNSTORED_EVENTS);
+            rows.truncate(MAX_UNSTORED_EVENTS);
+            if over > 0 {
+                shared.record_drop(drop_reason::STORAGE_ERROR, over as u64);
+            }
+            tracing::error!(
+                error = %e,
+                count,
+                waiting = rows.len(),
+                dropped = over,
+                "could not store tracked events; kept in memory to retry"
+            );
+            drop(meta);
+            unstored.rows = rows;
+            unstored.meta = meta_changes;
             return;
         }
     }

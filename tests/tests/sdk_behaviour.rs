@@ -248,6 +248,15 @@ fn opting_out_purges_the_buffer_and_stops_collection_across_restarts() {
     assert_eq!(t.track("ignored", Map::new()).unwrap(), None);
     t.set_opt_out(false).unwrap();
     assert!(t.track("counted", Map::new()).unwrap().is_some());
+    // An opt-in and then an opt-out queued behind a burst reach the writer together: the last
+    // choice is the one remembered.
+    track_n(&t, 3_000);
+    t.set_opt_out(false).unwrap();
+    t.set_opt_out(true).unwrap();
+    t.flush(Duration::from_secs(5)).unwrap();
+    drop(t);
+    let t = tracker(dir.path(), &server.url(), fast());
+    assert!(t.stats().opted_out, "the last choice is remembered");
 }
 
 #[test]
@@ -297,6 +306,64 @@ fn a_full_disk_makes_track_fail_and_count_drops_never_crash() {
     assert!(t.track("after", Map::new()).unwrap().is_some());
     assert!(t.flush(Duration::from_secs(5)).unwrap());
     assert_eq!(t.stats().pending.events, 1);
+}
+
+#[test]
+fn events_accepted_before_the_disk_filled_are_kept_and_written_once_it_frees() {
+    let (server, up) = switchable_server();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy {
+        max_file_bytes: 256 * 1024,
+        flush_interval: Duration::from_secs(3600),
+        storage_retry_after: Duration::from_millis(200),
+        ..fast()
+    };
+    let t = tracker(dir.path(), &server.url(), policy);
+    let Value::Object(big) = json!({ "blob": "x".repeat(4000) }) else {
+        unreachable!()
+    };
+    // The app goes on tracking while the disk is full, as apps do.
+    let (mut accepted, mut refused) = (Vec::new(), 0u64);
+    for i in 0..400 {
+        match t.track("big_event", big.clone()) {
+            Ok(id) => accepted.push(id.expect("not opted out")),
+            Err(Error::StorageFailing(_)) => refused += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+        if i % 10 == 0 {
+            let _ = t.flush(Duration::from_secs(5)).unwrap();
+        }
+    }
+    assert!(refused > 0, "the file filled up");
+    assert!(
+        !t.flush(Duration::from_secs(5)).unwrap(),
+        "flush() does not call durable what waits in memory for the disk"
+    );
+    let stats = t.stats();
+    assert_eq!(
+        stats.dropped.get("storage_error").copied().unwrap_or(0),
+        refused,
+        "only the events refused at track() are counted lost: {stats:?}"
+    );
+    // The collector takes the buffer, space frees, and the writer stores what waited.
+    up.store(true, Ordering::SeqCst);
+    assert!(t.flush_and_wait(Duration::from_secs(30)).unwrap());
+    let delivered: std::collections::HashSet<String> = server
+        .requests()
+        .iter()
+        .flat_map(events_of)
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|id| !delivered.contains(&id.to_string()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted events never delivered",
+        missing.len(),
+        accepted.len()
+    );
 }
 
 #[test]
