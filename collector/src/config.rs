@@ -12,7 +12,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::limits::{
     DEFAULT_ACK_DEADLINE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_IN_FLIGHT_BYTES,
-    DEFAULT_SHUTDOWN_DEADLINE, MAX_UPLOAD_RECORD_BYTES, SDK_REQUEST_TIMEOUT,
+    DEFAULT_SHUTDOWN_DEADLINE, MAX_APP_ID_BYTES, MAX_INSTANCE_ID_BYTES, MAX_UPLOAD_RECORD_BYTES,
+    SDK_REQUEST_TIMEOUT,
 };
 
 /// The collector's settings.
@@ -222,6 +223,28 @@ impl Config {
                 if key.is_empty() { "key" } else { "app id" }
             )));
         }
+        if let Some((_, app_id)) = self
+            .write_keys
+            .iter()
+            .find(|(_, a)| a.len() > MAX_APP_ID_BYTES)
+        {
+            return Err(Error::Config(format!(
+                "write_keys: an app id is {} bytes, over the limit of {MAX_APP_ID_BYTES} (it is \
+                 copied into every record)",
+                app_id.len()
+            )));
+        }
+        if let Some(id) = self
+            .instance_id
+            .as_ref()
+            .filter(|id| id.len() > MAX_INSTANCE_ID_BYTES)
+        {
+            return Err(Error::Config(format!(
+                "instance_id: {} bytes, over the limit of {MAX_INSTANCE_ID_BYTES} (it is copied \
+                 into every record)",
+                id.len()
+            )));
+        }
         if self.ack_deadline_ms == 0 {
             return Err(Error::Config("ack_deadline_ms: must be more than 0".into()));
         }
@@ -333,6 +356,35 @@ mod tests {
         config.max_in_flight_bytes = MAX_UPLOAD_RECORD_BYTES - 1;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("max_in_flight_bytes"), "{err}");
+    }
+
+    /// The app id and the instance id are copied into every record and dead letter: bounded, so
+    /// that a dead letter's size stays bounded whatever the event holds.
+    #[test]
+    fn ids_copied_into_every_record_are_bounded() {
+        let valid = Config {
+            stream: "s".into(),
+            write_keys: [("k".to_owned(), "a".repeat(MAX_APP_ID_BYTES))]
+                .into_iter()
+                .collect(),
+            instance_id: Some("i".repeat(MAX_INSTANCE_ID_BYTES)),
+            ..Config::default()
+        };
+        valid.validate().unwrap();
+        let long_app = Config {
+            write_keys: [("k".to_owned(), "a".repeat(MAX_APP_ID_BYTES + 1))]
+                .into_iter()
+                .collect(),
+            ..valid.clone()
+        };
+        let err = long_app.validate().unwrap_err().to_string();
+        assert!(err.contains("write_keys"), "{err}");
+        let long_instance = Config {
+            instance_id: Some("i".repeat(MAX_INSTANCE_ID_BYTES + 1)),
+            ..valid
+        };
+        let err = long_instance.validate().unwrap_err().to_string();
+        assert!(err.contains("instance_id"), "{err}");
     }
 
     #[test]

@@ -4,12 +4,16 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde_json::{Map, Value};
 use tern_protocol::{Batch, DeadLetterRecord, Event, StreamRecord, RECORD_VERSION};
 use uuid::Uuid;
 
 use crate::decode;
 use crate::error::RequestError;
-use crate::limits::{MAX_EVENT_AGE, MAX_RECORD_BYTES};
+use crate::limits::{
+    MAX_DEAD_LETTER_FIELD_BYTES, MAX_DEAD_LETTER_MESSAGE_BYTES, MAX_DEAD_LETTER_PROPERTIES_BYTES,
+    MAX_EVENT_AGE, MAX_RECORD_BYTES, RETRY_AFTER_STREAM_UNAVAILABLE,
+};
 use crate::metrics::sdk_drop_reason;
 use crate::sink::kinesis::Entry;
 
@@ -127,7 +131,7 @@ pub fn stream_record(
 /// The dead-letter record of an event that cannot go to the stream.
 pub fn dead_letter(
     batch: &Batch,
-    event: serde_json::Value,
+    event: Value,
     reason: &str,
     message: String,
     upload: &Upload<'_>,
@@ -188,7 +192,7 @@ pub fn prepare(
         let (code, message) = match checked {
             Err(problem) => problem,
             Ok(event_time) => {
-                let data = to_json(&stream_record(batch, event, event_time, upload));
+                let data = to_json(&stream_record(batch, event, event_time, upload))?;
                 if data.len() + batch.install_id.len() <= MAX_RECORD_BYTES {
                     records.push(Entry {
                         data: data.into(),
@@ -210,11 +214,14 @@ pub fn prepare(
                 message: format!("event seq {}: {message}", event.seq),
             });
         }
-        let letter = dead_letter(batch, dead_letter_copy(event), code, message, upload);
-        dead_letters.push(Entry {
-            data: to_json(&letter).into(),
-            partition_key: batch.install_id.clone(),
-        });
+        dead_letters.push(dead_letter_entry(
+            batch,
+            event,
+            code,
+            message,
+            upload,
+            MAX_RECORD_BYTES,
+        )?);
     }
     Ok(Prepared {
         batch_id: batch.batch_id,
@@ -236,24 +243,118 @@ fn dropped_by_known_reason(reported: &BTreeMap<String, u64>) -> BTreeMap<&'stati
     dropped
 }
 
-/// The event as it goes into a dead letter: whole, unless that alone would overflow a Kinesis
-/// record, in which case its properties are replaced by a note of their size.
-fn dead_letter_copy(event: &Event) -> serde_json::Value {
-    let mut value = serde_json::to_value(event).unwrap_or_default();
-    let properties_len = to_json(&event.properties).len();
-    if properties_len > MAX_RECORD_BYTES / 2 {
-        value["properties"] = serde_json::json!({
-            "_tern_truncated": true,
-            "_tern_original_bytes": properties_len,
-        });
+/// Key of the note, in an event copied into a dead letter, of what was cut: each cut field and
+/// its original size in bytes (UTF-8 for strings, serialized JSON for `properties`; `event` for
+/// the whole event, when only its ids were kept). No event has this key: unknown keys are refused.
+pub const TRUNCATED_NOTE: &str = "_tern_truncated";
+
+/// The dead-letter entry of an invalid event, no larger than `max_bytes` (data and partition key)
+/// whatever the event holds, so that Kinesis never refuses it (a refused dead letter used to fail
+/// its whole upload with 503, resent forever). In order, the first that fits:
+///
+/// 1. the event whole;
+/// 2. its string fields cut to [`MAX_DEAD_LETTER_FIELD_BYTES`] and its properties, if over
+///    [`MAX_DEAD_LETTER_PROPERTIES_BYTES`], replaced by a size note (this always fits a Kinesis
+///    record: see those limits);
+/// 3. only `event_id`, `seq` and the original sizes, with the message cut to
+///    [`MAX_DEAD_LETTER_MESSAGE_BYTES`]: the rest of the letter is bounded by the batch checks
+///    (`install_id`) and the configuration (app id, instance id).
+fn dead_letter_entry(
+    batch: &Batch,
+    event: &Event,
+    reason: &str,
+    message: String,
+    upload: &Upload<'_>,
+    max_bytes: usize,
+) -> Result<Entry, RequestError> {
+    let partition_key = &batch.install_id;
+    let fits = |data: &[u8]| data.len() + partition_key.len() <= max_bytes;
+    let entry = |data: Vec<u8>| Entry {
+        data: data.into(),
+        partition_key: partition_key.clone(),
+    };
+    let whole = serde_json::to_value(event).map_err(not_serializable)?;
+    let data = to_json(&dead_letter(
+        batch,
+        whole.clone(),
+        reason,
+        message.clone(),
+        upload,
+    ))?;
+    if fits(&data) {
+        return Ok(entry(data));
     }
-    value
+    let (cut, mut sizes) = truncated_copy(whole.clone())?;
+    let data = to_json(&dead_letter(batch, cut, reason, message.clone(), upload))?;
+    if fits(&data) {
+        return Ok(entry(data));
+    }
+    sizes.insert("event".to_owned(), to_json(&whole)?.len().into());
+    let minimal = serde_json::json!({
+        "event_id": event.event_id,
+        "seq": event.seq,
+        TRUNCATED_NOTE: sizes,
+    });
+    let message = prefix(&message, MAX_DEAD_LETTER_MESSAGE_BYTES).to_owned();
+    Ok(entry(to_json(&dead_letter(
+        batch, minimal, reason, message, upload,
+    ))?))
 }
 
-/// Serializes a record. Our record types have string keys only, so this cannot fail; an empty
-/// result would be refused by Kinesis rather than lost silently.
-fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
+/// The event (serialized to a JSON object) with every string field over
+/// [`MAX_DEAD_LETTER_FIELD_BYTES`] cut to a prefix of that length, and its properties, if their
+/// serialized size is over [`MAX_DEAD_LETTER_PROPERTIES_BYTES`], replaced by a note of that size;
+/// also the original size of every field it cut, which it notes under [`TRUNCATED_NOTE`].
+fn truncated_copy(mut event: Value) -> Result<(Value, Map<String, Value>), RequestError> {
+    let mut sizes = Map::new();
+    if let Value::Object(fields) = &mut event {
+        for (field, value) in fields.iter_mut() {
+            match value {
+                Value::String(s) if s.len() > MAX_DEAD_LETTER_FIELD_BYTES => {
+                    sizes.insert(field.clone(), s.len().into());
+                    let end = prefix(s, MAX_DEAD_LETTER_FIELD_BYTES).len();
+                    s.truncate(end);
+                }
+                Value::Object(_) if field == "properties" => {
+                    let size = to_json(value)?.len();
+                    if size > MAX_DEAD_LETTER_PROPERTIES_BYTES {
+                        sizes.insert(field.clone(), size.into());
+                        // In the shape dead letters have always used for cut properties.
+                        *value = serde_json::json!({
+                            "_tern_truncated": true,
+                            "_tern_original_bytes": size,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        fields.insert(TRUNCATED_NOTE.to_owned(), Value::Object(sizes.clone()));
+    }
+    Ok((event, sizes))
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+/// Serializes a record. For our record types this cannot fail (every map has string keys, every
+/// value is plain data). Were it to fail, the upload is answered 503 rather than writing an empty
+/// record: Kinesis accepts zero-length data, so the event would be lost without a trace.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, RequestError> {
+    serde_json::to_vec(value).map_err(not_serializable)
+}
+
+fn not_serializable(e: serde_json::Error) -> RequestError {
+    RequestError::StreamUnavailable {
+        message: format!("internal error: a record could not be serialized: {e}"),
+        retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
+    }
 }
 
 #[cfg(test)]
@@ -406,10 +507,196 @@ mod tests {
         let letter: serde_json::Value =
             serde_json::from_slice(&prepared.dead_letters[0].data).unwrap();
         assert_eq!(letter["reason"], "invalid_timestamp");
+        assert_eq!(letter["event"]["seq"], 1);
+        assert!(letter["event"].get(TRUNCATED_NOTE).is_none(), "kept whole");
         assert_eq!(
             prepare(&b, &upload, false).unwrap_err().code(),
             "invalid_event"
         );
+    }
+
+    /// Characters that JSON escapes to six bytes each (`\u0001`): the worst case per byte.
+    fn escaped(n: usize) -> String {
+        "\u{1}".repeat(n)
+    }
+
+    fn parse_letter(entry: &Entry) -> DeadLetterRecord {
+        serde_json::from_slice(&entry.data).unwrap()
+    }
+
+    /// Invalid events with megabytes in any string field, properties of up to 1 MiB, characters
+    /// that escape to six bytes, and the longest install id, app id and instance id the batch
+    /// checks and the configuration allow: every dead letter fits a Kinesis record, keeps the
+    /// event's id, seq and reason, and notes the original size of what was cut. (A 2 MiB name
+    /// used to make a 2 MiB dead letter that Kinesis refused, failing the upload forever.)
+    #[test]
+    fn every_dead_letter_fits_a_kinesis_record_whatever_the_event_holds() {
+        use crate::limits::{MAX_APP_ID_BYTES, MAX_ID_BYTES, MAX_INSTANCE_ID_BYTES};
+        let received = Utc::now();
+        let mut b = batch(received, None);
+        b.install_id = escaped(MAX_ID_BYTES);
+        let (app_id, collector_id) = (escaped(MAX_APP_ID_BYTES), escaped(MAX_INSTANCE_ID_BYTES));
+        let upload = Upload {
+            app_id: &app_id,
+            received_at: received,
+            collector_id: &collector_id,
+        };
+        let big = 2 * 1024 * 1024;
+        let properties = |bytes: usize| {
+            let mut p = serde_json::Map::new();
+            p.insert("p".into(), escaped(bytes / 6).into());
+            p
+        };
+        let base = event(received, None, "c1");
+        let cases: Vec<(&str, Event)> = vec![
+            (
+                "invalid_name",
+                Event {
+                    name: escaped(big),
+                    ..base.clone()
+                },
+            ),
+            (
+                "invalid_name",
+                // Two-byte characters across the cut.
+                Event {
+                    name: format!("a{}", "é".repeat(big / 2)),
+                    ..base.clone()
+                },
+            ),
+            (
+                "invalid_id",
+                Event {
+                    user_id: Some(escaped(big)),
+                    ..base.clone()
+                },
+            ),
+            (
+                "invalid_id",
+                Event {
+                    session_id: Some(escaped(big)),
+                    ..base.clone()
+                },
+            ),
+            (
+                "invalid_properties",
+                Event {
+                    properties: properties(MAX_RECORD_BYTES),
+                    ..base.clone()
+                },
+            ),
+            (
+                // Both ids at once, properties just under the size kept.
+                "invalid_seq",
+                Event {
+                    seq: 0,
+                    user_id: Some(escaped(big)),
+                    session_id: Some(escaped(big)),
+                    properties: properties(MAX_DEAD_LETTER_PROPERTIES_BYTES - 16),
+                    ..base.clone()
+                },
+            ),
+            (
+                // Every field at once.
+                "invalid_name",
+                Event {
+                    seq: 0,
+                    name: escaped(MAX_DEAD_LETTER_FIELD_BYTES + 1),
+                    user_id: Some(escaped(big)),
+                    session_id: Some(escaped(big)),
+                    properties: properties(MAX_RECORD_BYTES),
+                    ..base.clone()
+                },
+            ),
+        ];
+        let expected: Vec<&str> = cases.iter().map(|(reason, _)| *reason).collect();
+        b.events = cases.into_iter().map(|(_, e)| e).collect();
+        let prepared = prepare(&b, &upload, true).unwrap();
+        assert!(prepared.records.is_empty());
+        assert_eq!(prepared.dead_letters.len(), b.events.len());
+        for ((entry, event), reason) in prepared.dead_letters.iter().zip(&b.events).zip(expected) {
+            assert!(
+                entry.size() <= MAX_RECORD_BYTES,
+                "{reason}: {} bytes",
+                entry.size()
+            );
+            let letter = parse_letter(entry);
+            assert_eq!(letter.reason, reason);
+            assert_eq!(letter.event["event_id"], event.event_id.to_string());
+            assert_eq!(letter.event["seq"], event.seq);
+            let cut = &letter.event[TRUNCATED_NOTE];
+            for (field, value) in [
+                ("name", Some(&event.name)),
+                ("user_id", event.user_id.as_ref()),
+                ("session_id", event.session_id.as_ref()),
+            ] {
+                let Some(value) = value.filter(|v| v.len() > MAX_DEAD_LETTER_FIELD_BYTES) else {
+                    continue;
+                };
+                assert_eq!(cut[field], value.len(), "{reason}: {field}");
+                let kept = letter.event[field].as_str().unwrap();
+                assert!(value.starts_with(kept), "{reason}: {field} is a prefix");
+                assert!(kept.len() <= MAX_DEAD_LETTER_FIELD_BYTES);
+            }
+            let properties_len = to_json(&event.properties).unwrap().len();
+            if properties_len > MAX_DEAD_LETTER_PROPERTIES_BYTES {
+                assert_eq!(cut["properties"], properties_len, "{reason}");
+                assert_eq!(
+                    letter.event["properties"]["_tern_original_bytes"],
+                    properties_len
+                );
+            } else {
+                assert_eq!(
+                    letter.event["properties"],
+                    serde_json::json!(event.properties)
+                );
+            }
+        }
+    }
+
+    /// When even the cut event does not fit, the letter keeps only the event's id, seq and
+    /// original sizes, and a message of bounded length.
+    #[test]
+    fn the_last_resort_dead_letter_keeps_the_ids_and_the_sizes() {
+        let received = Utc::now();
+        let b = batch(received, None);
+        let upload = Upload {
+            app_id: "app",
+            received_at: received,
+            collector_id: "c",
+        };
+        let e = Event {
+            name: escaped(MAX_RECORD_BYTES),
+            ..event(received, None, "c1")
+        };
+        let limit = 8 * 1024;
+        let message = "m".repeat(10 * MAX_DEAD_LETTER_MESSAGE_BYTES);
+        let entry = dead_letter_entry(&b, &e, "invalid_name", message, &upload, limit).unwrap();
+        assert!(entry.size() <= limit, "{} bytes", entry.size());
+        let letter = parse_letter(&entry);
+        assert_eq!(letter.reason, "invalid_name");
+        assert_eq!(letter.message.len(), MAX_DEAD_LETTER_MESSAGE_BYTES);
+        let mut fields: Vec<&str> = letter
+            .event
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["_tern_truncated", "event_id", "seq"]);
+        assert_eq!(letter.event["event_id"], e.event_id.to_string());
+        assert_eq!(letter.event[TRUNCATED_NOTE]["name"], MAX_RECORD_BYTES);
+        let whole = to_json(&e).unwrap().len();
+        assert_eq!(letter.event[TRUNCATED_NOTE]["event"], whole);
+    }
+
+    #[test]
+    fn prefixes_end_on_character_boundaries() {
+        assert_eq!(prefix("héllo", 2), "h");
+        assert_eq!(prefix("héllo", 3), "hé");
+        assert_eq!(prefix("abc", 10), "abc");
+        assert_eq!(prefix("", 0), "");
     }
 
     #[test]

@@ -16,6 +16,29 @@ pub const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
 /// Largest record (data + partition key): the Kinesis default of 1 MiB.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
+/// Longest string field (`name`, `user_id`, `session_id`, ...) of an event kept in its dead
+/// letter when the whole event would not fit a record; a longer one is cut to this prefix, with a
+/// note of its size. 128 times the longest valid id: plenty to see what a client sent. Escaped
+/// for JSON a string grows at most 6×, so three such fields take under 300 KiB.
+pub const MAX_DEAD_LETTER_FIELD_BYTES: usize = 16 * 1024;
+
+/// Largest serialized `properties` kept in a dead letter when the whole event would not fit a
+/// record; larger ones are replaced by a note of their size. Half a record: with the cut string
+/// fields and the letter's own fields the dead letter stays under [`MAX_RECORD_BYTES`].
+pub const MAX_DEAD_LETTER_PROPERTIES_BYTES: usize = MAX_RECORD_BYTES / 2;
+
+/// Longest `message` of the minimal dead letter, the last resort when even the cut event does not
+/// fit. The collector's messages are a line of text; the bound keeps that letter small whatever
+/// a message may come to hold.
+pub const MAX_DEAD_LETTER_MESSAGE_BYTES: usize = 1024;
+
+/// Longest app id of a write key (config check). It is copied into every record and dead letter:
+/// as long as the longest client id ([`MAX_ID_BYTES`]), negligible against [`MAX_RECORD_BYTES`].
+pub const MAX_APP_ID_BYTES: usize = 256;
+
+/// Longest `instance_id` (config check): copied into every record and dead letter, like the app id.
+pub const MAX_INSTANCE_ID_BYTES: usize = 256;
+
 /// How long an upload may take, from its arrival to its answer, before it is answered 503.
 /// A third of the SDK's request timeout, so the SDK hears the answer with time to spare.
 pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(10);
