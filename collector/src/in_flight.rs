@@ -1,7 +1,10 @@
 //! The bound on the memory held by uploads in progress (`max_in_flight_bytes`): bodies as they
 //! are read, decoded batches, and records waiting for Kinesis. Each upload holds one
 //! [`Reservation`] that follows what it holds and is released when dropped; growing past the
-//! bound fails at once, and the upload is answered 503 `overloaded`.
+//! bound fails at once, and the upload is answered 503 `overloaded`. Once its records are built
+//! the reservation is shared (`Arc`) with the PutRecords submissions and calls that carry them,
+//! so it is released when the last of them is gone: an upload answered at its ack deadline may
+//! still have records queued or in a call.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,7 +39,7 @@ impl InFlightBudget {
     }
 }
 
-/// What one upload has reserved; released when dropped.
+/// What one upload has reserved; released when dropped (when shared, by its last holder).
 #[derive(Debug)]
 pub struct Reservation {
     budget: Arc<InFlightBudget>,

@@ -275,10 +275,13 @@ async fn handle_batch(
              {MAX_UPLOAD_RECORD_BYTES}; split it"
         )));
     }
-    // From here the upload holds its records only (the batch and body are gone).
+    // From here the upload holds its records only (the batch and body are gone). The
+    // reservation is shared with the PutRecords submissions and calls that carry them, and is
+    // released when the last of them is gone, not when this handler ends.
     if !reservation.resize(bytes) {
         return Err(overloaded());
     }
+    let reservation = Arc::new(reservation);
     let dead_lettered = prepared.dead_letters.len() as u64;
     let delivered = prepared.records.len() as u64;
     let records = if state.config.aggregate {
@@ -286,13 +289,15 @@ async fn handle_batch(
     } else {
         prepared.records
     };
-    let main = state.sink.put_all(&state.config.stream, records, deadline);
+    let main = state
+        .sink
+        .put_all(&state.config.stream, records, deadline, &reservation);
     let dlq = async {
         match &state.config.dead_letter_stream {
             Some(stream) if dead_lettered > 0 => {
                 state
                     .sink
-                    .put_all(stream, prepared.dead_letters, deadline)
+                    .put_all(stream, prepared.dead_letters, deadline, &reservation)
                     .await
             }
             _ => Ok(()),

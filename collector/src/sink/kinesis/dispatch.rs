@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::record::Entry;
 use super::service::{self, CallError, EntryResult};
+use crate::in_flight::Reservation;
 use crate::limits::{MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES};
 use crate::metrics::Metrics;
 
@@ -35,6 +36,10 @@ struct Submission {
     entries: Vec<Entry>,
     bytes: usize,
     reply: oneshot::Sender<Reply>,
+    /// The upload's reservation, held while the entries wait in the queue and while a call
+    /// carries them: an upload that gave up (its handler dropped at the ack deadline) has not
+    /// freed this memory yet, so new uploads must not be admitted into it.
+    _reservation: Arc<Reservation>,
 }
 
 /// Handle to the dispatcher task.
@@ -52,14 +57,21 @@ impl Dispatcher {
     }
 
     /// Writes `entries` (at most one request's worth) to `stream` in a shared call; the result
-    /// per entry, in order, or the error of the whole call.
-    pub async fn put(&self, stream: &str, entries: Vec<Entry>) -> Reply {
+    /// per entry, in order, or the error of the whole call. The submission holds `reservation`
+    /// (the upload's) until its call is over, even if the caller stops waiting.
+    pub async fn put(
+        &self,
+        stream: &str,
+        entries: Vec<Entry>,
+        reservation: &Arc<Reservation>,
+    ) -> Reply {
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
             stream: stream.to_owned(),
             bytes: entries.iter().map(Entry::size).sum(),
             entries,
             reply,
+            _reservation: Arc::clone(reservation),
         };
         self.tx
             .send(submission)
@@ -108,6 +120,7 @@ async fn run(mut rx: mpsc::Receiver<Submission>, client: Client, metrics: Arc<Me
                 .flat_map(|s| s.entries.iter().cloned())
                 .collect();
             let result = service::put_records(&client, &stream, &all, &metrics).await;
+            drop(all);
             match result {
                 Err(e) if e.code == ISOLATE_ON && group.len() > 1 => {
                     tracing::warn!(
@@ -154,7 +167,10 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::in_flight::InFlightBudget;
     use crate::metrics::CodeLabel;
+    use prometheus_client::metrics::gauge::Gauge;
+    use tokio::sync::Semaphore;
 
     /// A Kinesis endpoint that refuses, as invalid, every PutRecords call holding a record with
     /// the partition key `poison`, and writes everything else; it counts the calls.
@@ -209,10 +225,11 @@ mod tests {
         let endpoint = fake_kinesis(Arc::clone(&calls)).await;
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::spawn(client(&endpoint), Arc::clone(&metrics));
+        let reservation = Arc::new(Reservation::new(&InFlightBudget::new(0, Gauge::default())));
         let (good, bad, other) = tokio::join!(
-            dispatcher.put("s", entries("install-1", 3)),
-            dispatcher.put("s", entries("poison", 2)),
-            dispatcher.put("s", entries("install-2", 1)),
+            dispatcher.put("s", entries("install-1", 3), &reservation),
+            dispatcher.put("s", entries("poison", 2), &reservation),
+            dispatcher.put("s", entries("install-2", 1), &reservation),
         );
         assert_eq!(good.unwrap(), vec![EntryResult::Written; 3]);
         assert_eq!(other.unwrap(), vec![EntryResult::Written; 1]);
@@ -226,5 +243,69 @@ mod tests {
             })
             .get();
         assert_eq!(failed, 2, "each failed call counted once");
+    }
+
+    /// A Kinesis endpoint that tells `arrived` of every PutRecords call, holds it until `release`
+    /// has a permit, then writes its records.
+    async fn held_kinesis(arrived: mpsc::UnboundedSender<()>, release: Arc<Semaphore>) -> String {
+        let app = axum::Router::new().fallback(move |body: Body| {
+            let (arrived, release) = (arrived.clone(), Arc::clone(&release));
+            async move {
+                let _ = arrived.send(());
+                let _permit = release.acquire().await;
+                let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let records = request["Records"].as_array().cloned().unwrap_or_default();
+                let results: Vec<Value> = records
+                    .iter()
+                    .map(|_| json!({ "SequenceNumber": "1", "ShardId": "shardId-000000000000" }))
+                    .collect();
+                json!({ "FailedRecordCount": 0, "Records": results }).to_string()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    /// An upload dropped at its ack deadline while its records are in a PutRecords call used to
+    /// release its bytes at once, admitting new uploads into memory still in use; the bytes now
+    /// stay reserved until the call is over.
+    #[tokio::test]
+    async fn an_upload_that_gave_up_keeps_its_bytes_reserved_while_its_call_is_in_flight() {
+        let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
+        let release = Arc::new(Semaphore::new(0));
+        let endpoint = held_kinesis(arrived_tx, Arc::clone(&release)).await;
+        let dispatcher = Dispatcher::spawn(client(&endpoint), Arc::new(Metrics::new()));
+        let budget = InFlightBudget::new(1_000, Gauge::default());
+        let mut reservation = Reservation::new(&budget);
+        assert!(reservation.resize(600));
+        let reservation = Arc::new(reservation);
+        let upload = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move {
+                dispatcher
+                    .put("s", entries("install-1", 3), &reservation)
+                    .await
+            }
+        });
+        arrived.recv().await.unwrap();
+        // The upload gives up, as its handler does at the ack deadline.
+        upload.abort();
+        assert!(upload.await.unwrap_err().is_cancelled());
+        assert_eq!(budget.used(), 600, "still reserved while the call runs");
+        let mut next = Reservation::new(&budget);
+        assert!(!next.resize(500), "no new upload admitted into that memory");
+
+        release.add_permits(1);
+        // The call ends soon after its answer; bounded so a leak fails instead of hanging.
+        for _ in 0..1_000 {
+            if budget.used() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(budget.used(), 0, "released once the call is over");
+        assert!(next.resize(500));
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use aws_sdk_kinesis::Client;
 use tokio::time::Instant;
 
+use crate::in_flight::Reservation;
 use crate::limits::RETRY_MIN_DELAY;
 use crate::metrics::Metrics;
 
@@ -61,12 +62,15 @@ impl KinesisSink {
     }
 
     /// Writes every entry to `stream`, retrying failed records (and failed calls) with backoff
-    /// until `deadline`. `Ok` means every record has a sequence number.
+    /// until `deadline`. `Ok` means every record has a sequence number. Every submission and call
+    /// carrying the entries holds `reservation` (the upload's), so their bytes stay counted
+    /// until nothing references them, also when this future is dropped.
     pub async fn put_all(
         &self,
         stream: &str,
         entries: Vec<Entry>,
         deadline: Instant,
+        reservation: &Arc<Reservation>,
     ) -> Result<(), SinkError> {
         let total = entries.len();
         let mut pending: Vec<(usize, Entry)> = entries.into_iter().enumerate().collect();
@@ -94,7 +98,7 @@ impl KinesisSink {
             let requests = request_builder::build_requests(std::mem::take(&mut pending));
             let calls = requests.into_iter().map(|request| async move {
                 let entries: Vec<Entry> = request.iter().map(|(_, e)| e.clone()).collect();
-                let result = self.dispatcher.put(stream, entries).await;
+                let result = self.dispatcher.put(stream, entries, reservation).await;
                 (request, result)
             });
             for (request, result) in futures_util::future::join_all(calls).await {
