@@ -327,7 +327,7 @@ impl Store {
         row.map(|(id, dropped, mut batch)| {
             batch.batch_id = parse_uuid(&id)?;
             if let Some(dropped) = dropped {
-                batch.dropped = serde_json::from_str(&dropped)?;
+                batch.dropped = parse_drop_report(&dropped);
             }
             Ok(batch)
         })
@@ -921,12 +921,22 @@ fn return_drop_report(tx: &Transaction<'_>, batch_id: Uuid) -> Result<()> {
     let Some(json) = dropped.flatten() else {
         return Ok(());
     };
-    let dropped: BTreeMap<String, u64> = serde_json::from_str(&json)?;
+    let dropped = parse_drop_report(&json);
     let mut stmt = tx.prepare_cached(RETURN_DROP_REPORT)?;
     for (reason, n) in dropped.iter().filter(|(_, n)| **n > 0) {
         stmt.execute(params![reason, n])?;
     }
     Ok(())
+}
+
+/// A batch's stored drop report. A damaged one must not hold up the batch, nor the batches
+/// behind it, nor a cap or quarantine that removes it: the events matter more than the counts,
+/// so it is read as empty (and logged).
+fn parse_drop_report(json: &str) -> BTreeMap<String, u64> {
+    serde_json::from_str(json).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a batch's drop report does not parse; read as empty");
+        BTreeMap::new()
+    })
 }
 
 /// Counts what waits, from the tables.

@@ -911,7 +911,26 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport) -> Result<Duration> {
             store.set_in_flight(Some(batch.batch_id));
             (batch, bodies)
         };
-        let encoded = upload::encode_batch(&batch, &shared.install_id, bodies, &shared.clock)?;
+        let encoded = match upload::encode_batch(&batch, &shared.install_id, bodies, &shared.clock)
+        {
+            Ok(encoded) => encoded,
+            Err(Error::Json(e)) => {
+                // What was written down no longer parses (a damaged row, or a context from
+                // another SDK version): it will not parse at the next attempt either. Kept for
+                // QA, out of the way of the batches behind it.
+                let reason = format!("the stored batch cannot be encoded: {e}");
+                let mut store = shared.store();
+                store.set_in_flight(None);
+                if store.quarantine_batch(&batch, &reason, now, &policy.quarantine_caps())? {
+                    tracing::error!(%reason, batch_id = %batch.batch_id, "a stored batch was quarantined");
+                }
+                continue;
+            }
+            Err(e) => {
+                shared.store().set_in_flight(None);
+                return Err(e);
+            }
+        };
         let outcome = if encoded.body.len() > policy.max_batch_compressed_bytes {
             Outcome::TooLarge(format!(
                 "{} bytes compressed, over the SDK's limit of {}",

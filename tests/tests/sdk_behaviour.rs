@@ -367,6 +367,43 @@ fn events_accepted_before_the_disk_filled_are_kept_and_written_once_it_frees() {
 }
 
 #[test]
+fn a_stored_batch_that_no_longer_parses_is_quarantined_and_the_rest_flows() {
+    let (server, up) = switchable_server();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    track_n(&t, 5);
+    t.flush(Duration::from_secs(5)).unwrap();
+    assert!(
+        wait_for(|| !server.requests().is_empty()),
+        "a batch was cut and sent"
+    );
+    drop(t);
+    // Damage what was written down: its context and its drop report no longer parse.
+    Connection::open(dir.path().join("device.db"))
+        .unwrap()
+        .execute_batch("UPDATE batches SET context = '{', dropped = 'not json';")
+        .unwrap();
+    up.store(true, Ordering::SeqCst);
+    let t = tracker(dir.path(), &server.url(), fast());
+    let after = t.track("after", Map::new()).unwrap().unwrap();
+    assert!(
+        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
+        "{:?}",
+        t.stats()
+    );
+    let last = server.requests().last().map(events_of).unwrap_or_default();
+    assert_eq!(last.len(), 1, "the batch behind the damaged one: {last:?}");
+    assert_eq!(last[0]["event_id"], after.to_string());
+    let stats = t.stats();
+    assert_eq!(stats.pending.quarantined_batches, 1, "{stats:?}");
+    assert_eq!(stats.pending.quarantined_events, 5, "{stats:?}");
+    let reason: String = read_only(dir.path())
+        .query_row("SELECT reason FROM quarantine", [], |r| r.get(0))
+        .unwrap();
+    assert!(reason.contains("cannot be encoded"), "{reason}");
+}
+
+#[test]
 fn identity_sessions_and_super_properties_travel_with_events() {
     let server = CaptureServer::start(200, "").unwrap();
     let dir = tempfile::tempdir().unwrap();
