@@ -82,7 +82,8 @@ impl RequestError {
         }
     }
 
-    /// Machine-readable reason, also the `reason` label of the rejection metric.
+    /// Machine-readable reason, also the `reason` label of the rejection metrics; one of
+    /// [`REQUEST_ERROR_CODES`].
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized(_) => "unauthorized",
@@ -96,6 +97,24 @@ impl RequestError {
         }
     }
 }
+
+/// Every [`RequestError::code`]: the `error` of an answer, and the `reason` label of
+/// `requests_refused_total` (any other code would be labelled `other`, so the set stays fixed).
+pub const REQUEST_ERROR_CODES: [&str; 13] = [
+    "unauthorized",
+    "payload_too_large",
+    "unsupported_encoding",
+    "malformed_encoding",
+    "malformed_json",
+    "json_too_deep",
+    "invalid_batch",
+    "invalid_event",
+    "body_read_failed",
+    "timeout",
+    "rate_limited",
+    "stream_unavailable",
+    "overloaded",
+];
 
 /// `Retry-After` in whole seconds, rounded up and at least 1: a client that comes back at the
 /// advertised time must not be early (it would be refused again), and 0 would mean "now".
@@ -138,6 +157,46 @@ impl IntoResponse for RequestError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each answer's code is one of the fixed label values (a code missing from the list would
+    /// be counted as `other`).
+    #[test]
+    fn every_code_is_a_known_label_value() {
+        let retry_after = Duration::from_secs(1);
+        let errors = [
+            RequestError::Unauthorized(""),
+            RequestError::PayloadTooLarge(String::new()),
+            RequestError::UnsupportedEncoding(String::new()),
+            RequestError::Timeout,
+            RequestError::RateLimited { retry_after },
+            RequestError::Overloaded { retry_after },
+            RequestError::StreamUnavailable {
+                message: String::new(),
+                retry_after,
+            },
+        ];
+        for e in errors {
+            assert!(REQUEST_ERROR_CODES.contains(&e.code()), "{}", e.code());
+        }
+        // The codes of malformed bodies are chosen where the body is read and checked.
+        let sources = [
+            include_str!("decode.rs"),
+            include_str!("enrich.rs"),
+            include_str!("server.rs"),
+        ];
+        let mut found = 0;
+        for source in sources {
+            for code in source.split("code: \"").skip(1) {
+                let code = code.split('"').next().unwrap_or_default();
+                assert!(
+                    REQUEST_ERROR_CODES.contains(&code),
+                    "{code} is missing from REQUEST_ERROR_CODES"
+                );
+                found += 1;
+            }
+        }
+        assert!(found >= 6, "{found} malformed codes found");
+    }
 
     #[test]
     fn retry_after_rounds_up_and_is_never_zero() {

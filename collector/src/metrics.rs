@@ -52,6 +52,11 @@ pub struct Metrics {
     registry: Registry,
     /// Upload requests answered, by status.
     pub requests: Family<StatusLabel, Counter>,
+    /// Upload requests answered with an error, by reason (the answer's `error` code, one of
+    /// [`crate::error::REQUEST_ERROR_CODES`], else `other`), whether or not their batch decoded:
+    /// the only count, by reason, of requests refused before decoding (401, 413, 415, 400, 408,
+    /// 503 `overloaded`), which carry no countable events.
+    pub requests_refused: Family<ReasonLabel, Counter>,
     /// Events in uploads that were decoded.
     pub events_received: Counter,
     /// Events of acknowledged uploads written to the stream. Records of an upload that was not
@@ -100,6 +105,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tern_collector");
         let m = Self {
             requests: Family::default(),
+            requests_refused: Family::default(),
             events_received: Counter::default(),
             events_delivered: Counter::default(),
             events_dead_lettered: Counter::default(),
@@ -120,6 +126,11 @@ impl Metrics {
             "requests",
             "Upload requests answered, by HTTP status",
             m.requests.clone(),
+        );
+        registry.register(
+            "requests_refused",
+            "Upload requests answered with an error, by reason (the error code of the answer)",
+            m.requests_refused.clone(),
         );
         registry.register(
             "events_received",
@@ -190,6 +201,20 @@ impl Metrics {
         let mut guard = UploadEvents::new(self);
         guard.receive(events);
         guard
+    }
+
+    /// Counts an upload request answered with the error `code`.
+    pub fn refused(&self, code: &str) {
+        let reason = crate::error::REQUEST_ERROR_CODES
+            .iter()
+            .find(|known| **known == code)
+            .copied()
+            .unwrap_or("other");
+        self.requests_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts `events` as rejected for `reason`.
@@ -316,6 +341,23 @@ mod tests {
         assert_eq!(sdk_drop_reason("x".repeat(10_000).as_str()), "other");
         assert_eq!(sdk_drop_reason("Queue_Full"), "other");
         assert_eq!(sdk_drop_reason(""), "other");
+    }
+
+    #[test]
+    fn refused_requests_are_counted_by_known_reason() {
+        let m = Metrics::new();
+        m.refused("unauthorized");
+        m.refused("unauthorized");
+        m.refused("json_too_deep");
+        m.refused("not-a-code");
+        let text = m.encode();
+        for line in [
+            "tern_collector_requests_refused_total{reason=\"unauthorized\"} 2",
+            "tern_collector_requests_refused_total{reason=\"json_too_deep\"} 1",
+            "tern_collector_requests_refused_total{reason=\"other\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

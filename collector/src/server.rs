@@ -171,6 +171,7 @@ async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bod
     });
     if let Err(e) = &result {
         events.rejected(e.code());
+        state.metrics.refused(e.code());
     }
     let response = match result {
         Ok(ack) => (StatusCode::OK, Json(ack)).into_response(),

@@ -161,6 +161,17 @@ fn bad_keys_and_bodies_are_refused_with_a_reason_and_nothing_is_written() -> any
         collector.metric("tern_collector_requests_total{status=\"401\"}")?,
         2.0
     );
+    // Refused before any batch decoded: counted by reason all the same.
+    for (reason, n) in [
+        ("unauthorized", 2.0),
+        ("malformed_encoding", 1.0),
+        ("malformed_json", 2.0),
+        ("unsupported_encoding", 1.0),
+        ("invalid_event", 1.0),
+    ] {
+        let series = format!("tern_collector_requests_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(collector.metric(&series)?, n, "{series}");
+    }
     assert_eq!(
         collector.metric("tern_collector_requests_total{status=\"200\"}")?,
         3.0

@@ -190,6 +190,10 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
             "malformed_json",
         ),
     ];
+    let mut refused = std::collections::BTreeMap::new();
+    for (_, _, _, _, code) in &cases {
+        *refused.entry(*code).or_insert(0.0) += 1.0;
+    }
     for (what, encoding, body, status, code) in cases {
         let mut request = client
             .post(format!("{}/v1/batch", collector.url))
@@ -208,6 +212,11 @@ fn hostile_requests_get_a_4xx_with_a_reason_and_memory_stays_bounded() {
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: {text}"));
         assert_eq!(reason.error, code, "{what}: {}", reason.message);
         assert!(!reason.message.is_empty(), "{what}: a reason is given");
+    }
+    // Each refusal is counted by its reason, also those before any batch decoded.
+    for (code, n) in refused {
+        let series = format!("tern_collector_requests_refused_total{{reason=\"{code}\"}}");
+        assert_eq!(collector.metric(&series).unwrap(), n, "{series}");
     }
     let rss_after = rss_kib(collector.pid());
     eprintln!("collector RSS: {rss_before} KiB before, {rss_after} KiB after");
