@@ -135,9 +135,18 @@ pub struct Cli {
     /// Events per second per write key (0: no limit).
     #[arg(long, env = "TERN_RATE_LIMIT_EVENTS_PER_SECOND")]
     pub rate_limit_events_per_second: Option<u32>,
-    /// Write KPL aggregated records.
-    #[arg(long, env = "TERN_AGGREGATE")]
-    pub aggregate: bool,
+    /// Write KPL aggregated records. Bare `--aggregate` means true; `--aggregate=false` (or
+    /// `TERN_AGGREGATE=false`) turns off `aggregate = true` of the config file. Also accepts
+    /// yes/no, on/off, 1/0.
+    #[arg(
+        long,
+        env = "TERN_AGGREGATE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub aggregate: Option<bool>,
 }
 
 impl Cli {
@@ -191,8 +200,8 @@ impl Cli {
         if let Some(v) = self.rate_limit_events_per_second {
             config.rate_limit_events_per_second = v;
         }
-        if self.aggregate {
-            config.aggregate = true;
+        if let Some(v) = self.aggregate {
+            config.aggregate = v;
         }
         config.validate()?;
         Ok(config)
@@ -308,6 +317,7 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
+        let _env = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(
@@ -336,6 +346,75 @@ mod tests {
         assert_eq!(
             config.write_keys.get("k2").map(String::as_str),
             Some("app2")
+        );
+    }
+
+    /// Tests that parse a command line read the process's `TERN_*` variables: the one that sets
+    /// them holds this lock, and so do the others, so none sees another's environment.
+    static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// `aggregate` from the file, `TERN_AGGREGATE` and `--aggregate` agree, a flag beating the
+    /// environment beating the file, in both directions: `aggregate = true` in the file used to be
+    /// impossible to turn off.
+    #[test]
+    fn aggregate_from_file_environment_and_flag_agree_with_flags_winning() {
+        let _env = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let config_with = |aggregate: Option<bool>| {
+            let path = dir.path().join(format!("{aggregate:?}.toml"));
+            let line = aggregate.map_or(String::new(), |a| format!("aggregate = {a}\n"));
+            std::fs::write(
+                &path,
+                format!("{line}stream = \"s\"\n[write_keys]\nk = \"a\"\n"),
+            )
+            .unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        /// File, `TERN_AGGREGATE`, flag, and the expected setting.
+        type Case = (
+            Option<bool>,
+            Option<&'static str>,
+            Option<&'static str>,
+            bool,
+        );
+        let cases: [Case; 11] = [
+            (None, None, None, false),
+            (Some(true), None, None, true),
+            (Some(false), None, None, false),
+            (Some(true), Some("false"), None, false),
+            (Some(false), Some("true"), None, true),
+            (Some(true), Some("0"), None, false),
+            (Some(true), Some("false"), Some("--aggregate"), true),
+            (Some(true), None, Some("--aggregate=false"), false),
+            (Some(false), Some("true"), Some("--aggregate=false"), false),
+            (None, Some("off"), Some("--aggregate=yes"), true),
+            (None, None, Some("--aggregate"), true),
+        ];
+        for (file, env, flag, expected) in cases {
+            match env {
+                Some(v) => std::env::set_var("TERN_AGGREGATE", v),
+                None => std::env::remove_var("TERN_AGGREGATE"),
+            }
+            let path = config_with(file);
+            let mut args = vec!["tern-collector", "--config", &path];
+            args.extend(flag);
+            let config = Cli::try_parse_from(&args).unwrap().into_config().unwrap();
+            assert_eq!(
+                config.aggregate, expected,
+                "file {file:?}, env {env:?}, flag {flag:?}"
+            );
+        }
+        std::env::set_var("TERN_AGGREGATE", "perhaps");
+        let err = Cli::try_parse_from(["tern-collector"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("aggregate"), "{err}");
+        std::env::remove_var("TERN_AGGREGATE");
+        // A bare flag takes no value from the next argument.
+        let cli = Cli::try_parse_from(["tern-collector", "--aggregate", "--stream", "s"]).unwrap();
+        assert_eq!(
+            (cli.aggregate, cli.stream.as_deref()),
+            (Some(true), Some("s"))
         );
     }
 
