@@ -211,9 +211,14 @@ pub struct Tracker {
 
 /// A tracker runs until `shutdown()`, which drops the SDK's tracker at once: the foreign object
 /// may live on until the host's garbage collector runs, but the database and its lock are
-/// released, so a new tracker can open the same file right away.
+/// released, so a new tracker can open the same file right away (once a call still running on
+/// another thread returns: it holds the tracker until then).
+///
+/// The lock around the state is held only to read or swap it, never during a call into the
+/// SDK: `track()` on the main thread never waits behind `flush_and_wait()` or `shutdown()` on
+/// another.
 enum State {
-    Running(tern_sdk::Tracker),
+    Running(Arc<tern_sdk::Tracker>),
     /// What the buffer held when the tracker shut down.
     Closed(PendingStats),
 }
@@ -269,7 +274,7 @@ impl Tracker {
         })?;
         Ok(Arc::new(Self {
             install_id: inner.install_id().to_owned(),
-            state: RwLock::new(State::Running(inner)),
+            state: RwLock::new(State::Running(Arc::new(inner))),
         }))
     }
 
@@ -287,7 +292,7 @@ impl Tracker {
 
     /// Sets (or clears) the user id of the following events.
     pub fn identify(&self, user_id: Option<String>) {
-        if let State::Running(t) = &*self.state() {
+        if let Some(t) = self.tracker() {
             t.identify(user_id);
         }
     }
@@ -300,7 +305,7 @@ impl Tracker {
 
     /// Forgets the user and super-properties; starts a new session.
     pub fn reset(&self) {
-        if let State::Running(t) = &*self.state() {
+        if let Some(t) = self.tracker() {
             t.reset();
         }
     }
@@ -317,14 +322,14 @@ impl Tracker {
 
     /// The app went to the background: upload now (does not block).
     pub fn on_background(&self) {
-        if let State::Running(t) = &*self.state() {
+        if let Some(t) = self.tracker() {
             t.on_background();
         }
     }
 
     /// The app came to the foreground.
     pub fn on_foreground(&self) {
-        if let State::Running(t) = &*self.state() {
+        if let Some(t) = self.tracker() {
             t.on_foreground();
         }
     }
@@ -336,24 +341,30 @@ impl Tracker {
 
     /// What waits in the buffer (after `shutdown()`: what waited when it shut down).
     pub fn pending_stats(&self) -> PendingStats {
-        match &*self.state() {
-            State::Running(t) => pending_stats(t),
-            State::Closed(stats) => stats.clone(),
-        }
+        let tracker = match &*self.state() {
+            State::Running(t) => Arc::clone(t),
+            State::Closed(stats) => return stats.clone(),
+        };
+        pending_stats(&tracker)
     }
 
     /// Stops the SDK's threads and closes the buffer (its file can be opened again at once);
     /// buffered events stay for the next start. Later calls answer [`ApiError::Closed`].
     pub fn shutdown(&self) {
+        let Some(tracker) = self.tracker() else {
+            return;
+        };
+        // Stopping the threads can take as long as an upload in progress: without the lock,
+        // so that calls on other threads answer at once (`Closed` once it is done).
+        tracker.shutdown();
+        let stats = pending_stats(&tracker);
         let mut state = self
             .state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let State::Running(t) = &*state {
-            t.shutdown();
-            // Replacing the state drops the SDK's tracker, which closes the database.
-            *state = State::Closed(pending_stats(t));
-        }
+        // Replacing the state drops the last reference to the SDK's tracker (unless a call on
+        // another thread still holds one), which closes the database.
+        *state = State::Closed(stats);
     }
 }
 
@@ -366,14 +377,22 @@ impl Tracker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The running tracker, if any, taken from the state without keeping the lock.
+    fn tracker(&self) -> Option<Arc<tern_sdk::Tracker>> {
+        match &*self.state() {
+            State::Running(t) => Some(Arc::clone(t)),
+            State::Closed(_) => None,
+        }
+    }
+
     /// Runs `f` on the running tracker, or answers [`ApiError::Closed`].
     fn running<T>(
         &self,
         f: impl FnOnce(&tern_sdk::Tracker) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        match &*self.state() {
-            State::Running(t) => f(t),
-            State::Closed(_) => Err(ApiError::Closed),
+        match self.tracker() {
+            Some(t) => f(&t),
+            None => Err(ApiError::Closed),
         }
     }
 }
@@ -386,5 +405,94 @@ fn pending_stats(tracker: &tern_sdk::Tracker) -> PendingStats {
         quarantined_batches: stats.pending.quarantined_batches,
         dropped_events: stats.dropped.values().sum(),
         opted_out: stats.opted_out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A client whose every request hangs until the test lets it go, then fails.
+    struct HangingClient {
+        entered: Mutex<Option<mpsc::Sender<()>>>,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl HttpClient for HangingClient {
+        fn post(&self, _: HttpRequest) -> Result<HttpResponse, TransportError> {
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                let _ = entered.send(());
+            }
+            let _ = self.release.lock().unwrap().recv();
+            Err(TransportError::Network {
+                reason: "released".into(),
+            })
+        }
+    }
+
+    fn config(dir: &std::path::Path) -> TrackerConfig {
+        TrackerConfig {
+            db_path: dir.join("app.db").display().to_string(),
+            endpoint: "http://127.0.0.1:9".into(),
+            write_key: "key".into(),
+            realtime: true,
+            app_id: None,
+            app_version: None,
+            app_build: None,
+            os_name: None,
+            os_version: None,
+            device_manufacturer: None,
+            device_model: None,
+            locale: None,
+            timezone: None,
+        }
+    }
+
+    #[test]
+    fn track_answers_at_once_while_shutdown_waits_for_an_upload_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let client = Arc::new(HangingClient {
+            entered: Mutex::new(Some(entered_tx)),
+            release: Mutex::new(release_rx),
+        });
+        let tracker = Tracker::new(config(dir.path()), client).unwrap();
+        tracker.track("first".into(), "{}".into()).unwrap();
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the upload started");
+        // shutdown() waits for the uploader, which is stuck in the request.
+        let closing = {
+            let tracker = Arc::clone(&tracker);
+            std::thread::spawn(move || tracker.shutdown())
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let (answer_tx, answer) = mpsc::channel();
+        let tracking = {
+            let tracker = Arc::clone(&tracker);
+            std::thread::spawn(move || {
+                let _ = answer_tx.send(tracker.track("second".into(), "{}".into()));
+            })
+        };
+        // track() answers while the request still hangs (before the release below).
+        let result = answer.recv_timeout(Duration::from_secs(10));
+        release.send(()).unwrap();
+        closing.join().unwrap();
+        tracking.join().unwrap();
+        let result = result.expect("track() answered while shutdown() was waiting");
+        assert!(
+            matches!(result, Err(ApiError::Closed) | Ok(Some(_))),
+            "{result:?}"
+        );
+        assert!(matches!(
+            tracker.track("third".into(), "{}".into()),
+            Err(ApiError::Closed)
+        ));
     }
 }

@@ -90,8 +90,10 @@ public final class URLSessionHttpClient: HttpClient, @unchecked Sendable {
 
 /// Tern's tracker for Swift: `try tracker.track("checkout", properties: ["total": 59.9])`.
 ///
-/// Cheap and safe from any thread, the main thread included: events are handed to the SDK's own
-/// threads, which store them in SQLite and upload them.
+/// Safe from any thread. `track` and the calls that set state never block or touch the disk on
+/// the calling thread, so they suit the main thread: events are handed to the SDK's own threads,
+/// which store them in SQLite and upload them. `flush`, `flushAndWait`, `shutdown` and
+/// `pendingStats` wait for those threads or read the database: call them off the main thread.
 public final class TernTracker {
     private let inner: Tracker
 

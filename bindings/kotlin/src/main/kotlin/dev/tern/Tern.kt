@@ -36,8 +36,15 @@ typealias HttpResponse = dev.tern.internal.HttpResponse
 /**
  * Tern's tracker for Kotlin: `track("checkout", mapOf("total" to 59.9))`.
  *
- * Every call is cheap and safe from any thread, the main thread included: events are handed to
- * the SDK's own threads, which store them in SQLite and upload them.
+ * Safe from any thread. [track] and the other calls that set state never block or touch the
+ * disk on the calling thread, so they suit the main thread: events are handed to the SDK's own
+ * threads, which store them in SQLite and upload them. [flush], [flushAndWait], [close] and
+ * [pendingStats] wait for those threads or read the database: call them off the main thread.
+ *
+ * [track] throws [TernException] when it does not take the event: `InvalidInput` (bad name,
+ * properties over the limits), `Dropped` (the hand-off queue is full or the disk is failing;
+ * the loss is counted and reported), `Closed` after [close]. Catch it where a lost event must
+ * not end the app (see the Android sample).
  */
 class Tracker(
     dbPath: String,
