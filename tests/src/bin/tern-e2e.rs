@@ -57,7 +57,16 @@ fn main() -> anyhow::Result<()> {
                 );
                 rows.push(Row::Ran(report));
             }
-            Ok(None) => eprintln!("  not run: libfaketime is missing (apt-get install faketime)"),
+            Ok(None) => {
+                // The matrix is the proof only if every scenario ran: one that could not is a
+                // failed row too.
+                let error = "not run: libfaketime is missing (apt-get install faketime)";
+                eprintln!("  {error}");
+                rows.push(Row::Errored {
+                    name,
+                    error: error.into(),
+                });
+            }
             Err(error) => {
                 eprintln!("  error: {error:#}");
                 rows.push(Row::Errored {
