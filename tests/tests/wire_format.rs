@@ -94,6 +94,14 @@ fn sdk_payloads_match_the_schema_and_retries_resend_the_same_batch() -> anyhow::
             .all(|w| w[0]["sent_uptime_ms"].as_u64() < w[1]["sent_uptime_ms"].as_u64()),
         "sent_uptime_ms is refreshed at each attempt"
     );
+    let sent_at: Vec<_> = bodies
+        .iter()
+        .map(|b| chrono::DateTime::parse_from_rfc3339(b["sent_at"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(
+        sent_at.windows(2).all(|w| w[0] < w[1]),
+        "sent_at is refreshed at each attempt: {sent_at:?}"
+    );
     Ok(())
 }
 
