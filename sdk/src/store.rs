@@ -141,6 +141,13 @@ pub struct Caps {
     pub max_age_ms: i64,
 }
 
+/// What [`Store::load`] reads from a database.
+struct Loaded {
+    install_id: String,
+    next_seq: u64,
+    pending: Pending,
+}
+
 /// The SDK's SQLite buffer.
 pub struct Store {
     conn: Connection,
@@ -157,17 +164,21 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating or upgrading) the buffer at `path`. A file that is not a usable SQLite
-    /// database is moved aside (kept for QA as `<path>.corrupt-<ms>`) and a fresh buffer created,
-    /// with the loss recorded as a `corrupt_database` drop.
+    /// database, or whose tables fail to read as SQLite reports corruption while they are
+    /// loaded, is moved aside (kept for QA as `<path>.corrupt-<ms>`) and a fresh buffer
+    /// created, with the loss recorded as a `corrupt_database` drop.
     pub fn open(path: &Path) -> Result<Self> {
         let lock = lock(path)?;
-        match open_connection(path) {
-            Ok(conn) => Self::load(conn, lock),
+        // The connection is dropped with the error, before the file is moved.
+        let opened = open_connection(path).and_then(|conn| Ok((Self::load(&conn)?, conn)));
+        match opened {
+            Ok((loaded, conn)) => Ok(Self::new(conn, loaded, lock)),
             Err(e) if is_corruption(&e) => {
                 let moved = move_aside(path)?;
                 tracing::error!(error = %e, moved = %moved.display(), "corrupt buffer moved aside");
                 let conn = open_connection(path)?;
-                let mut store = Self::load(conn, lock)?;
+                let loaded = Self::load(&conn)?;
+                let mut store = Self::new(conn, loaded, lock);
                 let lost = count_events_in(&moved).unwrap_or(0).max(1);
                 store.add_drops(&[(drop_reason::CORRUPT_DATABASE, lost)])?;
                 store.set_meta("recovered_from", &moved.display().to_string())?;
@@ -177,28 +188,38 @@ impl Store {
         }
     }
 
-    fn load(conn: Connection, lock: File) -> Result<Self> {
-        let install_id = match meta_get(&conn, "install_id")? {
+    fn new(conn: Connection, loaded: Loaded, lock: File) -> Self {
+        Self {
+            conn,
+            install_id: loaded.install_id,
+            next_seq: loaded.next_seq,
+            pending: loaded.pending,
+            in_flight: None,
+            _lock: lock,
+        }
+    }
+
+    /// Reads what the store keeps in memory: the install id (created on first use), the next
+    /// `seq` and the counts of what waits. It reads every event row once (`count_pending`), so
+    /// damaged event pages are found here, at open, not at the first upload.
+    fn load(conn: &Connection) -> Result<Loaded> {
+        let install_id = match meta_get(conn, "install_id")? {
             Some(id) => id,
             None => {
                 let id = Uuid::now_v7().to_string();
-                meta_set(&conn, "install_id", &id)?;
+                meta_set(conn, "install_id", &id)?;
                 id
             }
         };
-        let stored_next: u64 = meta_get(&conn, "next_seq")?
+        let stored_next: u64 = meta_get(conn, "next_seq")?
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
         let max_seq: u64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-        let pending = count_pending(&conn)?;
-        Ok(Self {
-            conn,
+        Ok(Loaded {
             install_id,
             next_seq: stored_next.max(max_seq + 1),
-            pending,
-            in_flight: None,
-            _lock: lock,
+            pending: count_pending(conn)?,
         })
     }
 

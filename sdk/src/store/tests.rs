@@ -212,6 +212,33 @@ fn a_corrupt_file_is_moved_aside_and_a_fresh_buffer_created() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_file_whose_event_pages_are_damaged_is_moved_aside_at_open() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    {
+        let mut store = Store::open(&path)?;
+        store.insert_events(&events(1..=3_000), &[], &[])?;
+    }
+    // The header and the first pages (schema, meta) stay whole: the file opens as a database,
+    // and only reading the events finds the damage.
+    let mut bytes = std::fs::read(&path)?;
+    let half = bytes.len() / 2;
+    for b in &mut bytes[half..] {
+        *b = 0x5a;
+    }
+    std::fs::write(&path, &bytes)?;
+    let store = Store::open(&path)?;
+    assert_eq!(store.pending().events, 0, "a fresh buffer");
+    let drops = store.drops()?;
+    assert!(
+        drops.get(drop_reason::CORRUPT_DATABASE).map_or(0, |d| d.0) >= 1,
+        "{drops:?}"
+    );
+    assert!(store.meta("recovered_from")?.is_some());
+    Ok(())
+}
+
 /// A table's or index's columns: (name, type, not null).
 type Shape = Vec<(String, Vec<(String, String, bool)>)>;
 
