@@ -6,10 +6,11 @@ use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::store::meta_get;
 
 /// A buffer opened read-only.
 pub struct Inspector {
@@ -115,22 +116,16 @@ impl Inspector {
         Ok(Self { conn })
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
-    }
-
-    /// Buffer, batches, drops and quarantine.
+    /// Buffer, batches, drops and quarantine, read from one snapshot of the database, so the
+    /// counts agree with each other even while the app writes.
     pub fn stats(&self) -> Result<BufferStats> {
-        let (pending_events, pending_bytes, unbatched_events) = self.conn.query_row(
+        let snapshot = self.conn.unchecked_transaction()?;
+        let (pending_events, pending_bytes, unbatched_events) = snapshot.query_row(
             "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(batch_id IS NULL), 0) FROM events",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let batches = self
-            .conn
+        let batches = snapshot
             .prepare(
                 "SELECT batch_id, event_count, bytes, attempts, next_attempt_ms, last_error
                  FROM batches ORDER BY created_at_ms, batch_id",
@@ -146,8 +141,7 @@ impl Inspector {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let drops = self
-            .conn
+        let drops = snapshot
             .prepare("SELECT reason, total, unreported FROM drops ORDER BY reason")?
             .query_map([], |r| {
                 Ok((
@@ -159,8 +153,7 @@ impl Inspector {
                 ))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let quarantine = self
-            .conn
+        let quarantine = snapshot
             .prepare(
                 "SELECT batch_id, quarantined_at_ms, reason, event_count FROM quarantine
                  ORDER BY quarantined_at_ms DESC",
@@ -175,19 +168,19 @@ impl Inspector {
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(BufferStats {
-            install_id: self.meta("install_id")?,
+            install_id: meta_get(&snapshot, "install_id")?,
             schema_version: self
                 .conn
                 .query_row("PRAGMA user_version", [], |r| r.get(0))?,
-            next_seq: self.meta("next_seq")?.and_then(|s| s.parse().ok()),
-            opted_out: self.meta("opt_out")?.as_deref() == Some("1"),
+            next_seq: meta_get(&snapshot, "next_seq")?.and_then(|s| s.parse().ok()),
+            opted_out: meta_get(&snapshot, "opt_out")?.as_deref() == Some("1"),
             pending_events,
             pending_bytes,
             unbatched_events,
             batches,
             drops,
             quarantine,
-            recovered_from: self.meta("recovered_from")?,
+            recovered_from: meta_get(&snapshot, "recovered_from")?,
         })
     }
 
@@ -208,6 +201,35 @@ impl Inspector {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Writes every quarantined event as one JSON line, `{"batch_id", "reason", "event"}`,
+    /// oldest batch first; a batch whose stored events do not parse is one line with its
+    /// `events_raw` text instead. Returns how many lines.
+    pub fn export_quarantine_jsonl(&self, out: &mut dyn Write) -> Result<u64> {
+        let mut stmt = self.conn.prepare(
+            "SELECT batch_id, reason, events FROM quarantine ORDER BY quarantined_at_ms, batch_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            let (batch_id, reason, events): (String, String, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            let lines = match serde_json::from_str::<Vec<serde_json::Value>>(&events) {
+                Ok(events) => events
+                    .into_iter()
+                    .map(|event| serde_json::json!({ "batch_id": batch_id, "reason": reason, "event": event }))
+                    .collect(),
+                Err(_) => vec![
+                    serde_json::json!({ "batch_id": batch_id, "reason": reason, "events_raw": events }),
+                ],
+            };
+            for line in lines {
+                writeln!(out, "{line}")?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Writes every buffered event as one JSON line (wire format v1), oldest first; returns how

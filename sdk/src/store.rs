@@ -986,7 +986,7 @@ fn add_drops(tx: &Transaction<'_>, drops: &[(&str, u64)]) -> Result<()> {
     Ok(())
 }
 
-fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
+pub(crate) fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
     Ok(conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()?)

@@ -99,3 +99,45 @@ fn stats_list_and_export_of_a_live_buffer() {
     assert!(tracker.flush(Duration::from_secs(5)).unwrap());
     assert_eq!(tracker.stats().pending.events, 13);
 }
+
+#[test]
+fn quarantined_events_are_exported_with_their_batch_and_reason() {
+    let server = CaptureServer::start(400, "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("device.db");
+    let policy = Policy {
+        flush_interval: Duration::from_millis(100),
+        ..Policy::default()
+    };
+    let tracker = Tracker::new(device_config(db.clone(), &server.url(), policy, 0)).unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            tracker
+                .track("refused", Map::new())
+                .unwrap()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    tracker.flush(Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tracker.stats().pending.quarantined_batches == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines: Vec<Value> = inspect(&db, &["export", "--jsonl", "--quarantine"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let exported: Vec<&str> = lines
+        .iter()
+        .map(|l| l["event"]["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(exported, ids);
+    assert!(lines
+        .iter()
+        .all(|l| l["batch_id"] == lines[0]["batch_id"]
+            && l["reason"].as_str().unwrap().contains("400")));
+    // The buffer itself holds nothing: quarantined events are not pending.
+    assert_eq!(inspect(&db, &["export", "--jsonl"]), "");
+}

@@ -3,7 +3,7 @@
 //! ```text
 //! tern-inspect DB stats [--json]
 //! tern-inspect DB list [--limit N] [--name NAME] [--json]
-//! tern-inspect DB export --jsonl
+//! tern-inspect DB export --jsonl [--quarantine]
 //! ```
 
 use std::io::Write;
@@ -48,6 +48,10 @@ enum Command {
         /// One JSON object per line (the only format).
         #[arg(long, required = true)]
         jsonl: bool,
+        /// The quarantined events instead, each with its batch id and the reason:
+        /// `{"batch_id", "reason", "event"}`.
+        #[arg(long)]
+        quarantine: bool,
     },
 }
 
@@ -152,6 +156,11 @@ fn main() -> anyhow::Result<()> {
                     )?;
                 }
             }
+        }
+        Command::Export {
+            quarantine: true, ..
+        } => {
+            inspector.export_quarantine_jsonl(&mut out)?;
         }
         Command::Export { .. } => {
             inspector.export_jsonl(&mut out)?;
