@@ -1,3 +1,4 @@
+import Network
 import SwiftUI
 import Tern
 import UIKit
@@ -8,6 +9,10 @@ struct TernSampleApp: App {
     // applicationDidEnterBackground / applicationWillEnterForeground; the app's scene phase
     // (the aggregate of all its scenes) is how an App hears about background and foreground.
     @Environment(\.scenePhase) private var scenePhase
+
+    init() {
+        NetworkReturnUpload.shared.start(SampleTracker.shared)
+    }
 
     var body: some Scene {
         WindowGroup { ContentView(tracker: SampleTracker.shared) }
@@ -76,6 +81,30 @@ enum BackgroundUpload {
     }
 }
 
+/// Uploads what waits when the network comes back, the counterpart of the Android sample's
+/// WorkManager job: after a long time offline the SDK's own retry may be minutes away, and a
+/// path that turns satisfied is the moment to try.
+final class NetworkReturnUpload {
+    static let shared = NetworkReturnUpload()
+    private let monitor = NWPathMonitor()
+    private let queue = DispatchQueue(label: "dev.tern.sample.network")
+    /// Only touched on `queue`, where every path update arrives.
+    private var online = true
+
+    func start(_ tracker: TernTracker) {
+        monitor.pathUpdateHandler = { [weak self] path in
+            guard let self else { return }
+            let nowOnline = path.status == .satisfied
+            if nowOnline && !self.online {
+                // On the monitor's queue, never the main thread: flush waits for the writer.
+                _ = try? tracker.flush(timeoutMs: 5_000)
+            }
+            self.online = nowOnline
+        }
+        monitor.start(queue: queue)
+    }
+}
+
 struct ContentView: View {
     let tracker: TernTracker
     @State private var pending: UInt64 = 0
@@ -92,9 +121,14 @@ struct ContentView: View {
         .padding()
         .onAppear { _ = try? tracker.track("screen_view", properties: ["screen": "main"]) }
         .onReceive(timer) { _ in
-            let stats = tracker.pendingStats()
-            pending = stats.pendingEvents
-            dropped = stats.droppedEvents
+            // pendingStats() reads the database: off the main thread.
+            DispatchQueue.global(qos: .utility).async {
+                let stats = tracker.pendingStats()
+                DispatchQueue.main.async {
+                    pending = stats.pendingEvents
+                    dropped = stats.droppedEvents
+                }
+            }
         }
     }
 }
