@@ -259,21 +259,32 @@ fn opting_out_purges_the_buffer_and_stops_collection_across_restarts() {
     assert!(t.stats().opted_out, "the last choice is remembered");
 }
 
-#[test]
-fn a_full_disk_makes_track_fail_and_count_drops_never_crash() {
-    let (server, up) = switchable_server();
-    let dir = tempfile::tempdir().unwrap();
+/// A tracker whose file may grow to 256 KiB only (SQLite's `max_page_count`: past it, writes
+/// fail as on a full disk), retrying storage every 200 ms and uploading only on `flush()`.
+fn small_disk_tracker(dir: &Path, url: &str) -> Tracker {
     let policy = Policy {
         max_file_bytes: 256 * 1024,
         flush_interval: Duration::from_secs(3600),
         storage_retry_after: Duration::from_millis(200),
         ..fast()
     };
-    let t = tracker(dir.path(), &server.url(), policy);
-    let big = json!({ "blob": "x".repeat(4000) });
-    let Value::Object(big) = big else {
+    tracker(dir, url, policy)
+}
+
+/// ~4 KB of properties: some 60 events fill the small disk.
+fn big_properties() -> Map<String, Value> {
+    let Value::Object(big) = json!({ "blob": "x".repeat(4000) }) else {
         unreachable!()
     };
+    big
+}
+
+#[test]
+fn a_full_disk_makes_track_fail_and_count_drops_never_crash() {
+    let (server, up) = switchable_server();
+    let dir = tempfile::tempdir().unwrap();
+    let t = small_disk_tracker(dir.path(), &server.url());
+    let big = big_properties();
     let mut refused = None;
     for i in 0..2_000 {
         match t.track("big_event", big.clone()) {
@@ -312,16 +323,8 @@ fn a_full_disk_makes_track_fail_and_count_drops_never_crash() {
 fn events_accepted_before_the_disk_filled_are_kept_and_written_once_it_frees() {
     let (server, up) = switchable_server();
     let dir = tempfile::tempdir().unwrap();
-    let policy = Policy {
-        max_file_bytes: 256 * 1024,
-        flush_interval: Duration::from_secs(3600),
-        storage_retry_after: Duration::from_millis(200),
-        ..fast()
-    };
-    let t = tracker(dir.path(), &server.url(), policy);
-    let Value::Object(big) = json!({ "blob": "x".repeat(4000) }) else {
-        unreachable!()
-    };
+    let t = small_disk_tracker(dir.path(), &server.url());
+    let big = big_properties();
     // The app goes on tracking while the disk is full, as apps do.
     let (mut accepted, mut refused) = (Vec::new(), 0u64);
     for i in 0..400 {
