@@ -911,40 +911,32 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport) -> Result<Duration> {
             store.set_in_flight(Some(batch.batch_id));
             (batch, bodies)
         };
-        let encoded = match upload::encode_batch(&batch, &shared.install_id, bodies, &shared.clock)
+        let outcome = match upload::encode_batch(&batch, &shared.install_id, bodies, &shared.clock)
         {
-            Ok(encoded) => encoded,
+            // What was written down no longer parses (a damaged row, or a context from another
+            // SDK version): it never will. Quarantined like a batch the collector refused, out
+            // of the way of the batches behind it.
             Err(Error::Json(e)) => {
-                // What was written down no longer parses (a damaged row, or a context from
-                // another SDK version): it will not parse at the next attempt either. Kept for
-                // QA, out of the way of the batches behind it.
-                let reason = format!("the stored batch cannot be encoded: {e}");
-                let mut store = shared.store();
-                store.set_in_flight(None);
-                if store.quarantine_batch(&batch, &reason, now, &policy.quarantine_caps())? {
-                    tracing::error!(%reason, batch_id = %batch.batch_id, "a stored batch was quarantined");
-                }
-                continue;
+                Outcome::Rejected(format!("the stored batch cannot be encoded: {e}"))
             }
             Err(e) => {
                 shared.store().set_in_flight(None);
                 return Err(e);
             }
-        };
-        let outcome = if encoded.body.len() > policy.max_batch_compressed_bytes {
-            Outcome::TooLarge(format!(
-                "{} bytes compressed, over the SDK's limit of {}",
-                encoded.body.len(),
-                policy.max_batch_compressed_bytes
-            ))
-        } else {
-            upload::send(
+            Ok(encoded) if encoded.body.len() > policy.max_batch_compressed_bytes => {
+                Outcome::TooLarge(format!(
+                    "{} bytes compressed, over the SDK's limit of {}",
+                    encoded.body.len(),
+                    policy.max_batch_compressed_bytes
+                ))
+            }
+            Ok(encoded) => upload::send(
                 transport,
                 &shared.endpoint,
                 &shared.write_key,
                 &encoded,
                 policy.request_timeout,
-            )
+            ),
         };
         let mut store = shared.store();
         store.set_in_flight(None);
@@ -980,7 +972,7 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport) -> Result<Duration> {
             },
             Outcome::Rejected(reason) => {
                 if store.quarantine_batch(&batch, &reason, now, &policy.quarantine_caps())? {
-                    tracing::warn!(%reason, batch_id = %batch.batch_id, "the collector refused a batch; quarantined");
+                    tracing::warn!(%reason, batch_id = %batch.batch_id, "a batch was quarantined");
                 }
             }
         }
