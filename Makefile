@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NPM ?= npm
 
-.PHONY: all deps build test demo e2e lint fmt clean faketime fuzz fuzz-build bench-collector bindings
+.PHONY: all deps build test demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bindings
 
 all: build
 
@@ -50,6 +50,12 @@ test: deps build bindings
 
 demo: deps build
 	$(CARGO) run -q -p tern-tests --bin tern-demo -- $(DEMO_ARGS)
+
+# SQL over the lake that `make demo` left in target/demo-lake (an interactive prompt; pass a
+# query as Q="SELECT ..." for one answer).
+analyze: build
+	@test -d target/demo-lake/events || { echo "no demo lake: run 'make demo' first"; exit 1; }
+	$(CARGO) run -q -p tern-lake -- sql --lake target/demo-lake $(if $(Q),"$(Q)",)
 
 # The full end-to-end scenario matrix; writes the summary table to docs/RELIABILITY.md.
 e2e: deps build

@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod fault_proxy;
 pub mod kinesis;
+pub mod lake;
 pub mod lb;
 pub mod loadgen;
 pub mod process;

@@ -1,0 +1,457 @@
+//! `tern-lake ingest`: the stream into `events` (and `rejected`), exactly once by `event_id`.
+//!
+//! One loop: read every due shard, decode, drop what the table (or this commit) already holds,
+//! buffer; every commit interval (or N rows) commit the rows and every shard's position in one
+//! Delta version. A failed commit is taken in and tried again, never dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use deltalake::DeltaTable;
+use serde_json::json;
+use tern_protocol::StreamRecord;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::checkpoint::{self, compare_sequence, Position};
+use crate::config::IngestConfig;
+use crate::decode::{self, Decoded};
+use crate::dedup::DedupWindow;
+use crate::error::Result;
+use crate::limits::{COMMIT_RETRY_MAX, COMMIT_RETRY_MIN, PARTITION_CHECK_DAYS, PARTITION_CHECK_SLACK};
+use crate::metrics::Metrics;
+use crate::query;
+use crate::source::{ShardRead, Source};
+use crate::table::{self, EventColumns, Provenance, RejectedRow};
+
+/// What a run did, for the log line at its end (and the demo).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Stream record documents read.
+    pub documents_read: u64,
+    /// Rows committed to `events`.
+    pub rows_written: u64,
+    /// Duplicates removed.
+    pub duplicates_removed: u64,
+    /// Documents committed to `rejected`.
+    pub rejected: u64,
+    /// Commits to `events`.
+    pub commits: u64,
+}
+
+/// Rows read but not committed yet.
+#[derive(Default)]
+struct Buffer {
+    events: Vec<(StreamRecord, Provenance)>,
+    ids: HashSet<u128>,
+    rejects: Vec<RejectedRow>,
+    since: Option<Instant>,
+}
+
+impl Buffer {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.rejects.is_empty()
+    }
+}
+
+struct Ingest {
+    config: IngestConfig,
+    metrics: Arc<Metrics>,
+    events: DeltaTable,
+    rejected: DeltaTable,
+    /// How far `rejected` holds each shard's rejects (ahead of `events` after a crash between
+    /// the two commits: those rejects are not written twice).
+    rejected_to: HashMap<String, Position>,
+    source: Source,
+    window: DedupWindow,
+    /// Files of `events` whose ids the window has taken in.
+    known_files: HashSet<String>,
+    ctx: deltalake::datafusion::prelude::SessionContext,
+    buffer: Buffer,
+    summary: Summary,
+}
+
+/// Runs ingest until `shutdown` resolves (then commits what it read and returns) or, with
+/// `stop_when_caught_up`, until every shard is read to its tip and committed.
+pub async fn run(
+    config: IngestConfig,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Summary> {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(Notify::new());
+    {
+        let (stopping, wake) = (Arc::clone(&stopping), Arc::clone(&wake));
+        tokio::spawn(async move {
+            shutdown.await;
+            stopping.store(true, AtomicOrdering::SeqCst);
+            wake.notify_one();
+        });
+    }
+    let mut ingest = Ingest::open(config, metrics).await?;
+    tracing::info!(
+        stream = ingest.source.stream(),
+        lake = %ingest.config.lake,
+        window_ids = ingest.window.len(),
+        version = ingest.events.version(),
+        "ingest started"
+    );
+    let mut last_evict = Instant::now();
+    loop {
+        if stopping.load(AtomicOrdering::SeqCst) {
+            break;
+        }
+        if ingest.source.refresh_due() {
+            if let Err(error) = ingest.source.refresh(&ingest.events).await {
+                tracing::warn!(%error, "cannot list shards; trying again later");
+            }
+        }
+        let reads = ingest.source.poll(&ingest.metrics).await;
+        for read in reads {
+            ingest.take(read);
+        }
+        let interval = ingest.config.commit_interval();
+        let unsaved = !ingest.buffer.is_empty() || !ingest.source.progress().is_empty();
+        let due = ingest.buffer.events.len() + ingest.buffer.rejects.len() >= ingest.config.commit_rows
+            || ingest.buffer.since.is_some_and(|s| s.elapsed() >= interval)
+            // A batch run commits as soon as it has read everything.
+            || (ingest.config.stop_when_caught_up && unsaved && ingest.source.caught_up());
+        if due {
+            ingest.commit().await;
+        }
+        if last_evict.elapsed() >= Duration::from_secs(60) {
+            ingest.window.evict(Utc::now());
+            ingest.metrics.dedup_window_ids.set(ingest.window.len() as i64);
+            last_evict = Instant::now();
+        }
+        if ingest.config.stop_when_caught_up
+            && ingest.source.caught_up()
+            && ingest.buffer.is_empty()
+            && ingest.source.progress().is_empty()
+        {
+            tracing::info!("every shard is read to its tip and committed");
+            break;
+        }
+        // Sleep until a shard or the commit is due, or shutdown.
+        let now = Instant::now();
+        let mut until = ingest.source.next_due().unwrap_or(now + Duration::from_secs(1));
+        if let Some(since) = ingest.buffer.since {
+            until = until.min(since + interval);
+        }
+        if until > now {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    }
+    if !ingest.buffer.is_empty() || !ingest.source.progress().is_empty() {
+        ingest.commit().await;
+    }
+    tracing::info!(summary = ?ingest.summary, "ingest stopped");
+    Ok(ingest.summary)
+}
+
+impl Ingest {
+    async fn open(config: IngestConfig, metrics: Arc<Metrics>) -> Result<Self> {
+        let events = table::open_events(&config.lake).await?;
+        let rejected = table::open_rejected(&config.lake).await?;
+        let client = crate::source::client(&config.region, config.kinesis_endpoint.as_deref()).await;
+        let source = Source::open(client, &config.stream, config.worker()?, &events).await?;
+        let mut rejected_to = HashMap::new();
+        for shard in source.shard_ids() {
+            if let Some(position) = checkpoint::read(&rejected, &config.stream, &shard).await? {
+                rejected_to.insert(shard, position);
+            }
+        }
+        let ctx = query::new_session()?;
+        let mut ingest = Self {
+            window: DedupWindow::new(config.dedup_window()),
+            config,
+            metrics,
+            events,
+            rejected,
+            rejected_to,
+            source,
+            known_files: HashSet::new(),
+            ctx,
+            buffer: Buffer::default(),
+            summary: Summary::default(),
+        };
+        ingest.load_window().await?;
+        Ok(ingest)
+    }
+
+    /// Fills the dedup window from the table: every `event_id` received within it.
+    async fn load_window(&mut self) -> Result<()> {
+        self.known_files = self.events.get_file_uris()?.collect();
+        if self.known_files.is_empty() {
+            return Ok(());
+        }
+        query::register(&self.ctx, table::EVENTS, &self.events).await?;
+        let start = self.window.start(Utc::now());
+        let sql = format!(
+            "SELECT event_id, received_at FROM events WHERE received_at >= TIMESTAMP '{}'",
+            start.format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        );
+        let pairs = query::id_pairs(query::collect(&self.ctx, &sql).await?)?;
+        self.absorb(pairs);
+        Ok(())
+    }
+
+    fn absorb(&mut self, pairs: Vec<(String, i64)>) {
+        for (id, micros) in pairs {
+            if let (Ok(id), Some(at)) = (Uuid::parse_str(&id), DateTime::<Utc>::from_timestamp_micros(micros)) {
+                self.window.insert(&id, at);
+            }
+        }
+        self.metrics.dedup_window_ids.set(self.window.len() as i64);
+    }
+
+    /// Decodes what a shard gave and buffers what is new.
+    fn take(&mut self, read: ShardRead) {
+        let shard_id: Arc<str> = Arc::from(read.shard_id.as_str());
+        let rejected_to = self.rejected_to.get(&read.shard_id).cloned();
+        for record in read.records {
+            self.metrics.records_read.inc();
+            let sequence_number: Arc<str> = Arc::from(record.sequence_number.as_str());
+            for (sub_sequence, document) in decode::user_records(&record.data) {
+                self.metrics.documents_read.inc();
+                self.summary.documents_read += 1;
+                let from = Provenance {
+                    shard_id: Arc::clone(&shard_id),
+                    sequence_number: Arc::clone(&sequence_number),
+                    sub_sequence,
+                    arrived_at: record.arrived_at,
+                };
+                match decode::decode(document) {
+                    Decoded::Event(event) => {
+                        let id = event.event_id.as_u128();
+                        if self.window.contains(&event.event_id) || !self.buffer.ids.insert(id) {
+                            self.duplicate();
+                            continue;
+                        }
+                        self.buffer.events.push((*event, from));
+                    }
+                    Decoded::Rejected { reason, message } => {
+                        let written = match &rejected_to {
+                            Some(Position::End) => true,
+                            Some(Position::After(seq)) => {
+                                compare_sequence(&record.sequence_number, seq).is_le()
+                            }
+                            None => false,
+                        };
+                        if written {
+                            // Committed to `rejected` before a crash kept it out of `events`.
+                            self.metrics.rejected(reason);
+                            self.summary.rejected += 1;
+                            continue;
+                        }
+                        self.buffer.rejects.push(RejectedRow {
+                            from,
+                            reason,
+                            message,
+                            data: document.to_vec(),
+                        });
+                    }
+                }
+            }
+        }
+        if self.buffer.since.is_none() {
+            // Positions to save even when every document was a duplicate.
+            self.buffer.since = Some(Instant::now());
+        }
+    }
+
+    fn duplicate(&mut self) {
+        self.metrics.duplicates_removed.inc();
+        self.summary.duplicates_removed += 1;
+    }
+
+    /// Drops buffered events whose id the window now holds (another writer committed them).
+    fn refilter(&mut self) {
+        let before = self.buffer.events.len();
+        let window = &self.window;
+        self.buffer.events.retain(|(e, _)| !window.contains(&e.event_id));
+        self.buffer.ids = self.buffer.events.iter().map(|(e, _)| e.event_id.as_u128()).collect();
+        for _ in self.buffer.events.len()..before {
+            self.duplicate();
+        }
+    }
+
+    /// Buffered events that may have a copy older than the window: looked up in their
+    /// `event_date` partitions (and the days beside), and dropped if found.
+    async fn check_old_partitions(&mut self) -> Result<()> {
+        if self.events.get_file_uris()?.next().is_none() {
+            return Ok(());
+        }
+        let slack = chrono::Duration::from_std(PARTITION_CHECK_SLACK).unwrap_or_default();
+        let limit = self.window.start(Utc::now()) + slack;
+        let old: Vec<&StreamRecord> = self
+            .buffer
+            .events
+            .iter()
+            .map(|(e, _)| e)
+            .filter(|e| e.event_time.min(e.created_at) < limit)
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let mut dates = HashSet::new();
+        for e in &old {
+            for d in -PARTITION_CHECK_DAYS..=PARTITION_CHECK_DAYS {
+                dates.insert((e.event_time + chrono::Duration::days(d)).date_naive());
+            }
+        }
+        let ids: Vec<String> = old.iter().map(|e| e.event_id.to_string()).collect();
+        query::register(&self.ctx, table::EVENTS, &self.events).await?;
+        let dates = dates
+            .iter()
+            .map(|d| format!("DATE '{d}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut found = Vec::new();
+        for chunk in ids.chunks(1000) {
+            let list = chunk.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
+            let sql = format!(
+                "SELECT event_id, received_at FROM events WHERE event_date IN ({dates}) AND event_id IN ({list})"
+            );
+            found.extend(query::id_pairs(query::collect(&self.ctx, &sql).await?)?);
+        }
+        if !found.is_empty() {
+            let found: HashSet<String> = found.into_iter().map(|(id, _)| id).collect();
+            let before = self.buffer.events.len();
+            self.buffer
+                .events
+                .retain(|(e, _)| !found.contains(&e.event_id.to_string()));
+            self.buffer.ids = self.buffer.events.iter().map(|(e, _)| e.event_id.as_u128()).collect();
+            for _ in self.buffer.events.len()..before {
+                self.duplicate();
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the buffer and every shard's position; tries again until it lands.
+    async fn commit(&mut self) {
+        let mut delay = COMMIT_RETRY_MIN;
+        loop {
+            match self.try_commit().await {
+                Ok(()) => return,
+                Err(error) => {
+                    self.metrics.commit_retries.inc();
+                    let conflict = table::is_conflict(&error);
+                    tracing::warn!(%error, conflict, retry_in_ms = delay.as_millis() as u64, "commit failed; taking in the table and trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(COMMIT_RETRY_MAX);
+                    if let Err(error) = self.catch_up_with_table().await {
+                        tracing::warn!(%error, "cannot read the table");
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a failed commit: the latest table state, and the ids another writer committed.
+    async fn catch_up_with_table(&mut self) -> Result<()> {
+        self.events.update_state().await?;
+        self.rejected.update_state().await?;
+        let files: HashSet<String> = self.events.get_file_uris()?.collect();
+        let new: Vec<String> = files.difference(&self.known_files).cloned().collect();
+        let pairs = query::ids_in_files(&self.ctx, new).await?;
+        self.absorb(pairs);
+        self.known_files = files;
+        self.refilter();
+        Ok(())
+    }
+
+    async fn try_commit(&mut self) -> Result<()> {
+        let started = Instant::now();
+        self.check_old_partitions().await?;
+        let progress = self.source.progress();
+        let stream = self.source.stream().to_owned();
+        let now = Utc::now();
+        let now_ms = now.timestamp_millis();
+        let worker = self.config.worker()?;
+        // Rejects first: a crash before the `events` commit re-reads them, and `rejected_to`
+        // keeps them from being written twice.
+        if !self.buffer.rejects.is_empty() {
+            let shards: HashSet<&str> = self.buffer.rejects.iter().map(|r| &*r.from.shard_id).collect();
+            let positions: Vec<(String, Position)> = progress
+                .iter()
+                .filter(|(s, _)| shards.contains(s.as_str()))
+                .cloned()
+                .collect();
+            let txns = positions
+                .iter()
+                .flat_map(|(s, p)| checkpoint::encode(&stream, s, p, now_ms))
+                .collect();
+            let batch = table::rejected_batch(&self.buffer.rejects, now)?;
+            table::commit(&mut self.rejected, Some(batch), txns, HashMap::new()).await?;
+            for row in &self.buffer.rejects {
+                self.metrics.rejected(row.reason);
+            }
+            self.summary.rejected += self.buffer.rejects.len() as u64;
+            self.buffer.rejects.clear();
+            self.rejected_to.extend(positions);
+        }
+        let mut columns = EventColumns::default();
+        for (event, from) in &self.buffer.events {
+            columns.push(event, from);
+        }
+        let rows = columns.len();
+        let batch = columns.finish(now)?;
+        let mut txns = vec![deltalake::kernel::Transaction {
+            app_id: checkpoint::lock_app_id(&stream),
+            version: now_ms,
+            last_updated: Some(now_ms),
+        }];
+        txns.extend(
+            progress
+                .iter()
+                .flat_map(|(s, p)| checkpoint::encode(&stream, s, p, now_ms)),
+        );
+        let positions: serde_json::Map<String, serde_json::Value> = progress
+            .iter()
+            .map(|(s, p)| {
+                let p = match p {
+                    Position::After(seq) => json!(seq),
+                    Position::End => json!("end"),
+                };
+                (s.clone(), p)
+            })
+            .collect();
+        let metadata = HashMap::from([(
+            "tern-lake".to_owned(),
+            json!({
+                "stream": stream,
+                "worker": format!("{}/{}", worker.index, worker.count),
+                "rows": rows,
+                "positions": positions,
+            }),
+        )]);
+        let version = table::commit(&mut self.events, Some(batch), txns, metadata).await?;
+        let visible = Utc::now();
+        for (event, from) in &self.buffer.events {
+            self.window.insert(&event.event_id, event.received_at);
+            let freshness = (visible - from.arrived_at).num_milliseconds().max(0) as f64 / 1000.0;
+            self.metrics.freshness.observe(freshness);
+        }
+        self.known_files = self.events.get_file_uris()?.collect();
+        self.source.committed(&progress);
+        self.metrics.rows_written.inc_by(rows as u64);
+        self.metrics.commits.inc();
+        self.metrics.commit_rows.observe(rows as f64);
+        self.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics.dedup_window_ids.set(self.window.len() as i64);
+        self.summary.rows_written += rows as u64;
+        self.summary.commits += 1;
+        self.buffer = Buffer::default();
+        tracing::info!(version, rows, shards = progress.len(), ms = started.elapsed().as_millis() as u64, "committed");
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! Tern lake: the Kinesis stream into a cleansed Delta Lake table, every event exactly once by
+//! `event_id`, late events in their true day, and SQL over it.
+//!
+//! Stages, one module each: [`source`] (shards, iterators, backoff) → [`decode`]
+//! (de-aggregation, parsing, checks) → [`dedup`] (the `event_id` window) → [`table`] (Delta
+//! schemas and commits, with the shards' [`checkpoint`]s in the same commit) → [`query`] and
+//! [`sql`] (DataFusion). [`ingest`] runs the loop; [`limits`] holds every limit with its reason.
+
+pub mod checkpoint;
+pub mod config;
+pub mod decode;
+pub mod dedup;
+pub mod error;
+pub mod ingest;
+pub mod limits;
+pub mod metrics;
+pub mod query;
+pub mod source;
+pub mod sql;
+pub mod table;
+
+pub use config::{IngestArgs, IngestConfig};
+pub use error::{Error, Result};

@@ -1,0 +1,57 @@
+//! Every limit and default of the lake in one place, each with its reason.
+
+use std::time::Duration;
+
+/// How often buffered rows are committed by default. Freshness (stream arrival → visible in the
+/// table) is at most this plus one poll and one commit: 10 s keeps p99 under the 15 s target and
+/// far inside the 120 s creation → readable budget, while making 8 640 commits a day, not 86 400.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rows that force a commit before the interval ends: bounds the buffer (a row holds about
+/// 1 KiB in memory, so about 100 MiB) and keeps files of a size readers like.
+pub const DEFAULT_COMMIT_ROWS: usize = 100_000;
+
+/// How far back (by `received_at`) the in-memory set of `event_id`s reaches by default. The SDK
+/// resends a batch whose acknowledgement was lost within minutes to hours; 48 h covers a phone
+/// that was offline over a weekend day. An older duplicate is still caught, by a look into its
+/// `event_date` partition ([`PARTITION_CHECK_SLACK`]).
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(48 * 3600);
+
+/// An event whose `event_time` is earlier than the window's start plus this slack may have a
+/// copy older than the window, so its partition is checked: clock correction can move a copy's
+/// `event_time` by the device's clock error, which the collector bounds far below an hour.
+pub const PARTITION_CHECK_SLACK: Duration = Duration::from_secs(3600);
+
+/// Days on either side of an event's `event_date` searched for an older copy: a resent copy's
+/// `event_time` is recomputed, and near midnight it can fall on the neighbouring day.
+pub const PARTITION_CHECK_DAYS: i64 = 1;
+
+/// Records asked for in one GetRecords call: the Kinesis maximum (10 000 records, 10 MiB).
+pub const GET_RECORDS_LIMIT: i32 = 10_000;
+
+/// Wait before polling a shard again after it returned nothing new. A shard serves 5
+/// GetRecords calls per second shared by every consumer; the KCL waits 1 s too.
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// First wait after `ProvisionedThroughputExceededException` on a shard; it doubles up to
+/// [`THROTTLE_BACKOFF_MAX`] and resets after a good read.
+pub const THROTTLE_BACKOFF_MIN: Duration = Duration::from_millis(200);
+
+/// Longest wait between reads of a throttled shard: a few seconds of lag, never a stop.
+pub const THROTTLE_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// First wait after a failed commit (storage error, or another writer's commit in between); it
+/// doubles up to [`COMMIT_RETRY_MAX`]. A commit is retried until it lands: nothing read is ever
+/// given up.
+pub const COMMIT_RETRY_MIN: Duration = Duration::from_millis(200);
+
+/// Longest wait between commit attempts.
+pub const COMMIT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How often the shard list is read again when nothing forces it, to find shards a reshard
+/// created and parents another worker finished.
+pub const SHARD_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Decimal digits of a sequence number stored in one Delta `txn` version (a signed 64-bit
+/// number holds any 18 digits). Kinesis sequence numbers have up to 129 digits.
+pub const CHECKPOINT_CHUNK_DIGITS: usize = 18;

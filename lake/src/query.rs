@@ -1,0 +1,111 @@
+//! DataFusion over the lake's tables: the session analysts query (`tern-lake sql`) and the
+//! lookups ingest makes (the dedup window, older duplicates).
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::datatypes::TimestampMicrosecondType;
+use deltalake::datafusion::datasource::TableProvider;
+use deltalake::datafusion::prelude::{ParquetReadOptions, SessionContext};
+use deltalake::DeltaTable;
+
+use crate::error::Result;
+use crate::table::{self, EVENTS, REJECTED};
+
+/// Which version of the tables to read.
+#[derive(Debug, Clone, Default)]
+pub enum AsOf {
+    /// The latest.
+    #[default]
+    Latest,
+    /// A table version (of `events`; `rejected` is read at its latest).
+    Version(u64),
+    /// The versions current at a time (RFC 3339).
+    Timestamp(String),
+}
+
+/// A session with JSON functions (`json_get_str(properties, 'screen')`, ...).
+pub fn new_session() -> Result<SessionContext> {
+    let mut ctx = SessionContext::new();
+    datafusion_functions_json::register_all(&mut ctx)?;
+    Ok(ctx)
+}
+
+/// Registers `table` in `ctx` as `name`, replacing what was there.
+pub async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> Result<()> {
+    let provider: Arc<dyn TableProvider> = table.table_provider().await?;
+    table.update_datafusion_session(&ctx.state())?;
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, provider)?;
+    Ok(())
+}
+
+/// A session over the lake under `lake` with `events` and `rejected` registered (those that
+/// exist), as of `as_of`.
+pub async fn lake_session(lake: &str, as_of: &AsOf) -> Result<SessionContext> {
+    let ctx = new_session()?;
+    for name in [EVENTS, REJECTED] {
+        let Some(mut table) = table::open(lake, name).await? else {
+            continue;
+        };
+        if name == EVENTS {
+            match as_of {
+                AsOf::Latest => {}
+                AsOf::Version(v) => table.load_version(*v).await?,
+                AsOf::Timestamp(t) => {
+                    let at = chrono::DateTime::parse_from_rfc3339(t)
+                        .map_err(|e| {
+                            crate::error::Error::Config(format!("as-of: {t:?} is not RFC 3339: {e}"))
+                        })?
+                        .with_timezone(&chrono::Utc);
+                    table.load_with_datetime(at).await?;
+                }
+            }
+        }
+        register(&ctx, name, &table).await?;
+    }
+    Ok(ctx)
+}
+
+/// Runs `sql` and collects its result.
+pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// `(event_id, received_at µs)` of every row in the parquet files `uris` (files of `events`).
+pub async fn ids_in_files(ctx: &SessionContext, uris: Vec<String>) -> Result<Vec<(String, i64)>> {
+    if uris.is_empty() {
+        return Ok(Vec::new());
+    }
+    let frame = ctx
+        .read_parquet(uris, ParquetReadOptions::default())
+        .await?
+        .select_columns(&["event_id", "received_at"])?;
+    id_pairs(frame.collect().await?)
+}
+
+/// `(event_id, received_at µs)` of the rows a query selected (those two columns, in order).
+pub fn id_pairs(batches: Vec<RecordBatch>) -> Result<Vec<(String, i64)>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let ids = deltalake::arrow::compute::cast(
+            batch.column(0),
+            &deltalake::arrow::datatypes::DataType::Utf8,
+        )?;
+        let ids = ids.as_string::<i32>();
+        let at = deltalake::arrow::compute::cast(
+            batch.column(1),
+            &deltalake::arrow::datatypes::DataType::Timestamp(
+                deltalake::arrow::datatypes::TimeUnit::Microsecond,
+                Some("UTC".into()),
+            ),
+        )?;
+        let at = at.as_primitive::<TimestampMicrosecondType>();
+        for i in 0..batch.num_rows() {
+            if ids.is_valid(i) {
+                out.push((ids.value(i).to_owned(), at.value(i)));
+            }
+        }
+    }
+    Ok(out)
+}

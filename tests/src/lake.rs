@@ -1,0 +1,148 @@
+//! `tern-lake` as the tests run it: ingest as a real process (killed, restarted, stopped), and
+//! queries through `tern-lake sql --format json`, as an analyst's script would.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context as _, Result};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::process::{binary, Listening};
+use crate::{workspace_root, WRITE_KEY};
+
+/// A `tern-lake ingest` command reading `stream` at `kinesis_endpoint` into `lake`.
+pub fn ingest_command(kinesis_endpoint: &str, stream: &str, lake: &Path, extra: &[&str]) -> Result<Command> {
+    let mut command = Command::new(binary("tern-lake")?);
+    command
+        .current_dir(workspace_root())
+        .arg("ingest")
+        .args(["--stream", stream])
+        .arg("--lake")
+        .arg(lake)
+        .args(["--kinesis-endpoint", kinesis_endpoint])
+        .args(["--region", "us-east-1"])
+        .args(extra)
+        // Any static credentials work with a local Kinesis server.
+        .env("AWS_ACCESS_KEY_ID", "tern-test")
+        .env("AWS_SECRET_ACCESS_KEY", "tern-test")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env(
+            "TERN_LAKE_LOG",
+            std::env::var("TERN_LAKE_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+    Ok(command)
+}
+
+/// Runs ingest with `--stop-when-caught-up` to its end; returns the summary it prints.
+pub fn ingest_until_caught_up(
+    kinesis_endpoint: &str,
+    stream: &str,
+    lake: &Path,
+    extra: &[&str],
+) -> Result<Value> {
+    let output = ingest_command(kinesis_endpoint, stream, lake, extra)?
+        .arg("--stop-when-caught-up")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("tern-lake ingest")?;
+    if !output.status.success() {
+        bail!("tern-lake ingest exited with {}", output.status);
+    }
+    let stdout = String::from_utf8(output.stdout)?;
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("ingest summary: {stdout:?}"))
+}
+
+/// Starts a long-running ingest with its metrics on a free port.
+pub fn start_ingest(kinesis_endpoint: &str, stream: &str, lake: &Path, extra: &[&str]) -> Result<Listening> {
+    let mut command = ingest_command(kinesis_endpoint, stream, lake, extra)?;
+    command.args(["--metrics-listen", "127.0.0.1:0"]);
+    Listening::spawn(command, "tern-lake ingest")
+}
+
+/// Runs `query` with `tern-lake sql --format json` (at table version `as_of`, if given); the
+/// rows as JSON objects.
+pub fn sql(lake: &Path, query: &str, as_of: Option<i64>) -> Result<Vec<Map<String, Value>>> {
+    let mut command = Command::new(binary("tern-lake")?);
+    command.arg("sql").arg("--lake").arg(lake).args(["--format", "json"]);
+    if let Some(version) = as_of {
+        command.args(["--as-of", &version.to_string()]);
+    }
+    let output = command.arg(query).output().context("tern-lake sql")?;
+    if !output.status.success() {
+        bail!(
+            "tern-lake sql {query:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8(output.stdout)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+/// The one number a query like `SELECT count(*) AS n ...` answers.
+pub fn sql_number(lake: &Path, query: &str, as_of: Option<i64>) -> Result<i64> {
+    let rows = sql(lake, query, as_of)?;
+    rows.first()
+        .and_then(|r| r.values().next())
+        .and_then(Value::as_i64)
+        .with_context(|| format!("{query:?} answered {rows:?}"))
+}
+
+/// The latest version of `lake`'s `events` table (the largest number in its `_delta_log`).
+pub fn latest_version(lake: &Path) -> Result<i64> {
+    let mut latest = -1;
+    for entry in std::fs::read_dir(lake.join("events/_delta_log"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(v) = name.strip_suffix(".json").and_then(|n| n.parse::<i64>().ok()) {
+            latest = latest.max(v);
+        }
+    }
+    Ok(latest)
+}
+
+/// A wire-format batch of `count` events of `install`, created at `created_at`, `seq` from
+/// `first_seq`; returns the body and the event ids.
+pub fn batch(install: &str, first_seq: u64, count: usize, created_at: DateTime<Utc>) -> (Value, Vec<Uuid>) {
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    let stamp = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let events: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (name, properties) = crate::sample_event(i);
+            json!({
+                "event_id": id,
+                "seq": first_seq + i as u64,
+                "name": name,
+                "created_at": stamp(created_at),
+                "properties": properties,
+            })
+        })
+        .collect();
+    let body = json!({
+        "batch_id": Uuid::now_v7(),
+        "install_id": install,
+        "sent_at": stamp(Utc::now()),
+        "sdk": { "name": "tern-tests", "version": "0" },
+        "context": { "app": { "id": "dev.tern.test", "version": "2.0.0" }, "os": { "name": "Android", "version": "15" } },
+        "events": events,
+    });
+    (body, ids)
+}
+
+/// Posts a batch to a collector; the HTTP status.
+pub fn post(client: &reqwest::blocking::Client, collector_url: &str, body: &Value) -> Result<u16> {
+    let response = client
+        .post(format!("{collector_url}/v1/batch"))
+        .bearer_auth(WRITE_KEY)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body)?)
+        .send()?;
+    Ok(response.status().as_u16())
+}

@@ -1,0 +1,43 @@
+"""An independent reader of the lake's `events` table (Python `deltalake`, not Tern's code).
+
+Prints one JSON object: the row count, the distinct event_ids and the rows per event_date, so a
+test can compare them with what `tern-lake sql` answers.
+
+    .venv/bin/python tools/lake/read_table.py LAKE_DIR [--version N]
+"""
+
+import argparse
+import collections
+import json
+import os
+
+from deltalake import DeltaTable
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("lake", help="the lake directory (events is a table under it)")
+    parser.add_argument("--version", type=int, help="read this table version")
+    args = parser.parse_args()
+    table = DeltaTable(os.path.join(args.lake, "events"), version=args.version)
+    data = table.to_pyarrow_table(columns=["event_id", "event_date"])
+    ids = data.column("event_id").to_pylist()
+    per_day = collections.Counter(str(d) for d in data.column("event_date").to_pylist())
+    print(
+        json.dumps(
+            {
+                "version": table.version(),
+                "rows": len(ids),
+                "distinct_ids": len(set(ids)),
+                "per_day": dict(sorted(per_day.items())),
+                "protocol": {
+                    "min_reader_version": table.protocol().min_reader_version,
+                    "min_writer_version": table.protocol().min_writer_version,
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
