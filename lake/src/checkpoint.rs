@@ -82,8 +82,8 @@ pub async fn read(table: &DeltaTable, stream: &str, shard: &str) -> Result<Optio
     if len == END {
         return Ok(Some(Position::End));
     }
-    let len = usize::try_from(len)
-        .map_err(|_| Error::Checkpoint(format!("{prefix}/len is {len}")))?;
+    let len =
+        usize::try_from(len).map_err(|_| Error::Checkpoint(format!("{prefix}/len is {len}")))?;
     let mut digits = String::with_capacity(len);
     let chunks = len.div_ceil(CHECKPOINT_CHUNK_DIGITS);
     for k in (0..chunks).rev() {
@@ -165,7 +165,9 @@ mod tests {
     fn sequence_numbers_order_by_value() {
         assert_eq!(compare_sequence("9", "10"), Ordering::Less);
         assert_eq!(compare_sequence("495903", "495902"), Ordering::Greater);
-        assert!(is_sequence_number("49590338271490256608559692538361571095921575989136588898"));
+        assert!(is_sequence_number(
+            "49590338271490256608559692538361571095921575989136588898"
+        ));
         assert!(!is_sequence_number("012"));
         assert!(!is_sequence_number("12a"));
     }

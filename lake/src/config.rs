@@ -148,16 +148,22 @@ impl IngestConfig {
             return Err(Error::Config("stream: no Kinesis stream is set".into()));
         }
         if self.lake.is_empty() {
-            return Err(Error::Config("lake: no lake directory or URI is set".into()));
+            return Err(Error::Config(
+                "lake: no lake directory or URI is set".into(),
+            ));
         }
         if self.commit_interval_ms == 0 {
-            return Err(Error::Config("commit_interval_ms: must be more than 0".into()));
+            return Err(Error::Config(
+                "commit_interval_ms: must be more than 0".into(),
+            ));
         }
         if self.commit_rows == 0 {
             return Err(Error::Config("commit_rows: must be more than 0".into()));
         }
         if self.dedup_window_hours == 0 {
-            return Err(Error::Config("dedup_window_hours: must be more than 0".into()));
+            return Err(Error::Config(
+                "dedup_window_hours: must be more than 0".into(),
+            ));
         }
         self.worker()?;
         Ok(())
@@ -192,6 +198,7 @@ impl IngestConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 
@@ -228,7 +235,10 @@ mod tests {
             };
             let err = args.into_config().unwrap_err().to_string();
             assert!(err.contains("strem"), "{err}");
-            jail.create_file("lake.toml", "stream = \"s\"\nlake = \"l\"\nworker = \"3/2\"\n")?;
+            jail.create_file(
+                "lake.toml",
+                "stream = \"s\"\nlake = \"l\"\nworker = \"3/2\"\n",
+            )?;
             let args = IngestArgs {
                 config: Some("lake.toml".into()),
                 ..IngestArgs::default()

@@ -59,7 +59,9 @@ pub fn decode(document: &[u8]) -> Decoded {
                         Some(v) if v != u64::from(RECORD_VERSION) => {
                             return Decoded::Rejected {
                                 reason: reason::UNKNOWN_VERSION,
-                                message: format!("record version {v}; this lake reads {RECORD_VERSION}"),
+                                message: format!(
+                                    "record version {v}; this lake reads {RECORD_VERSION}"
+                                ),
                             }
                         }
                         _ => reason::SCHEMA,
@@ -76,7 +78,10 @@ pub fn decode(document: &[u8]) -> Decoded {
     if record.v != RECORD_VERSION {
         return Decoded::Rejected {
             reason: reason::UNKNOWN_VERSION,
-            message: format!("record version {}; this lake reads {RECORD_VERSION}", record.v),
+            message: format!(
+                "record version {}; this lake reads {RECORD_VERSION}",
+                record.v
+            ),
         };
     }
     match value_problem(&record) {
@@ -93,7 +98,9 @@ fn version_of(document: &[u8]) -> Option<u64> {
     struct Version {
         v: u64,
     }
-    serde_json::from_slice::<Version>(document).ok().map(|v| v.v)
+    serde_json::from_slice::<Version>(document)
+        .ok()
+        .map(|v| v.v)
 }
 
 /// What breaks the rules of `record/v1.schema.json` that its types do not already enforce.
@@ -143,9 +150,15 @@ mod tests {
         assert_eq!(reason_of("not json at all"), reason::NOT_JSON);
         assert_eq!(reason_of("{\"v\":1,"), reason::NOT_JSON);
         assert_eq!(reason_of(r#"{"v":1,"event_id":"x"}"#), reason::SCHEMA);
-        assert_eq!(reason_of(&GOOD.replace("\"v\":1", "\"v\":2")), reason::UNKNOWN_VERSION);
+        assert_eq!(
+            reason_of(&GOOD.replace("\"v\":1", "\"v\":2")),
+            reason::UNKNOWN_VERSION
+        );
         assert_eq!(reason_of(r#"{"v":7}"#), reason::UNKNOWN_VERSION);
-        assert_eq!(reason_of(&GOOD.replace("\"seq\":42", "\"seq\":0")), reason::INVALID_VALUE);
+        assert_eq!(
+            reason_of(&GOOD.replace("\"seq\":42", "\"seq\":0")),
+            reason::INVALID_VALUE
+        );
         assert_eq!(
             reason_of(&GOOD.replace("\"checkout\"", "\"9 bad name\"")),
             reason::INVALID_VALUE

@@ -22,7 +22,9 @@ use crate::config::IngestConfig;
 use crate::decode::{self, Decoded};
 use crate::dedup::DedupWindow;
 use crate::error::Result;
-use crate::limits::{COMMIT_RETRY_MAX, COMMIT_RETRY_MIN, PARTITION_CHECK_DAYS, PARTITION_CHECK_SLACK};
+use crate::limits::{
+    COMMIT_RETRY_MAX, COMMIT_RETRY_MIN, PARTITION_CHECK_DAYS, PARTITION_CHECK_SLACK,
+};
 use crate::metrics::Metrics;
 use crate::query;
 use crate::source::{ShardRead, Source};
@@ -125,7 +127,10 @@ pub async fn run(
         }
         if last_evict.elapsed() >= Duration::from_secs(60) {
             ingest.window.evict(Utc::now());
-            ingest.metrics.dedup_window_ids.set(ingest.window.len() as i64);
+            ingest
+                .metrics
+                .dedup_window_ids
+                .set(ingest.window.len() as i64);
             last_evict = Instant::now();
         }
         if ingest.config.stop_when_caught_up
@@ -138,7 +143,10 @@ pub async fn run(
         }
         // Sleep until a shard or the commit is due, or shutdown.
         let now = Instant::now();
-        let mut until = ingest.source.next_due().unwrap_or(now + Duration::from_secs(1));
+        let mut until = ingest
+            .source
+            .next_due()
+            .unwrap_or(now + Duration::from_secs(1));
         if let Some(since) = ingest.buffer.since {
             until = until.min(since + interval);
         }
@@ -160,7 +168,8 @@ impl Ingest {
     async fn open(config: IngestConfig, metrics: Arc<Metrics>) -> Result<Self> {
         let events = table::open_events(&config.lake).await?;
         let rejected = table::open_rejected(&config.lake).await?;
-        let client = crate::source::client(&config.region, config.kinesis_endpoint.as_deref()).await;
+        let client =
+            crate::source::client(&config.region, config.kinesis_endpoint.as_deref()).await;
         let source = Source::open(client, &config.stream, config.worker()?, &events).await?;
         let mut rejected_to = HashMap::new();
         for shard in source.shard_ids() {
@@ -205,7 +214,10 @@ impl Ingest {
 
     fn absorb(&mut self, pairs: Vec<(String, i64)>) {
         for (id, micros) in pairs {
-            if let (Ok(id), Some(at)) = (Uuid::parse_str(&id), DateTime::<Utc>::from_timestamp_micros(micros)) {
+            if let (Ok(id), Some(at)) = (
+                Uuid::parse_str(&id),
+                DateTime::<Utc>::from_timestamp_micros(micros),
+            ) {
                 self.window.insert(&id, at);
             }
         }
@@ -276,8 +288,15 @@ impl Ingest {
     fn refilter(&mut self) {
         let before = self.buffer.events.len();
         let window = &self.window;
-        self.buffer.events.retain(|(e, _)| !window.contains(&e.event_id));
-        self.buffer.ids = self.buffer.events.iter().map(|(e, _)| e.event_id.as_u128()).collect();
+        self.buffer
+            .events
+            .retain(|(e, _)| !window.contains(&e.event_id));
+        self.buffer.ids = self
+            .buffer
+            .events
+            .iter()
+            .map(|(e, _)| e.event_id.as_u128())
+            .collect();
         for _ in self.buffer.events.len()..before {
             self.duplicate();
         }
@@ -316,7 +335,11 @@ impl Ingest {
             .join(",");
         let mut found = Vec::new();
         for chunk in ids.chunks(1000) {
-            let list = chunk.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
+            let list = chunk
+                .iter()
+                .map(|id| format!("'{id}'"))
+                .collect::<Vec<_>>()
+                .join(",");
             let sql = format!(
                 "SELECT event_id, received_at FROM events WHERE event_date IN ({dates}) AND event_id IN ({list})"
             );
@@ -328,7 +351,12 @@ impl Ingest {
             self.buffer
                 .events
                 .retain(|(e, _)| !found.contains(&e.event_id.to_string()));
-            self.buffer.ids = self.buffer.events.iter().map(|(e, _)| e.event_id.as_u128()).collect();
+            self.buffer.ids = self
+                .buffer
+                .events
+                .iter()
+                .map(|(e, _)| e.event_id.as_u128())
+                .collect();
             for _ in self.buffer.events.len()..before {
                 self.duplicate();
             }
@@ -380,7 +408,12 @@ impl Ingest {
         // Rejects first: a crash before the `events` commit re-reads them, and `rejected_to`
         // keeps them from being written twice.
         if !self.buffer.rejects.is_empty() {
-            let shards: HashSet<&str> = self.buffer.rejects.iter().map(|r| &*r.from.shard_id).collect();
+            let shards: HashSet<&str> = self
+                .buffer
+                .rejects
+                .iter()
+                .map(|r| &*r.from.shard_id)
+                .collect();
             let positions: Vec<(String, Position)> = progress
                 .iter()
                 .filter(|(s, _)| shards.contains(s.as_str()))
@@ -446,12 +479,20 @@ impl Ingest {
         self.metrics.rows_written.inc_by(rows as u64);
         self.metrics.commits.inc();
         self.metrics.commit_rows.observe(rows as f64);
-        self.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
         self.metrics.dedup_window_ids.set(self.window.len() as i64);
         self.summary.rows_written += rows as u64;
         self.summary.commits += 1;
         self.buffer = Buffer::default();
-        tracing::info!(version, rows, shards = progress.len(), ms = started.elapsed().as_millis() as u64, "committed");
+        tracing::info!(
+            version,
+            rows,
+            shards = progress.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "committed"
+        );
         Ok(())
     }
 }

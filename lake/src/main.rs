@@ -44,7 +44,9 @@ struct SqlArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("TERN_LAKE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("TERN_LAKE_LOG")
+                // delta-rs logs every commit at info; ours says the same with the row count.
+                .unwrap_or_else(|_| EnvFilter::new("info,deltalake_core=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

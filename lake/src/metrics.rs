@@ -78,7 +78,11 @@ impl Default for Metrics {
             documents_read.clone(),
         );
         let rows_written = Counter::default();
-        registry.register("rows_written", "Rows committed to events", rows_written.clone());
+        registry.register(
+            "rows_written",
+            "Rows committed to events",
+            rows_written.clone(),
+        );
         let duplicates_removed = Counter::default();
         registry.register(
             "duplicates_removed",
@@ -86,11 +90,19 @@ impl Default for Metrics {
             duplicates_removed.clone(),
         );
         let rejected = Family::<ReasonLabel, Counter>::default();
-        registry.register("rejected", "Documents committed to rejected, by reason", rejected.clone());
+        registry.register(
+            "rejected",
+            "Documents committed to rejected, by reason",
+            rejected.clone(),
+        );
         let commits = Counter::default();
         registry.register("commits", "Commits to events", commits.clone());
         let commit_retries = Counter::default();
-        registry.register("commit_retries", "Commit attempts tried again", commit_retries.clone());
+        registry.register(
+            "commit_retries",
+            "Commit attempts tried again",
+            commit_retries.clone(),
+        );
         let commit_duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         registry.register(
             "commit_duration_seconds",
@@ -112,9 +124,17 @@ impl Default for Metrics {
             shard_lag.clone(),
         );
         let read_throttled = Counter::default();
-        registry.register("read_throttled", "GetRecords calls throttled", read_throttled.clone());
+        registry.register(
+            "read_throttled",
+            "GetRecords calls throttled",
+            read_throttled.clone(),
+        );
         let read_errors = Counter::default();
-        registry.register("read_errors", "GetRecords calls failed", read_errors.clone());
+        registry.register(
+            "read_errors",
+            "GetRecords calls failed",
+            read_errors.clone(),
+        );
         let dedup_window_ids = Gauge::default();
         registry.register(
             "dedup_window_ids",
@@ -172,7 +192,10 @@ impl Metrics {
 /// Serves `GET /metrics` and `GET /healthz` on `listener` until the process ends.
 pub fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     let app = Router::new()
-        .route("/metrics", get(move || std::future::ready(metrics.encode())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.encode())),
+        )
         .route("/healthz", get(|| std::future::ready("ok")));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {

@@ -55,7 +55,9 @@ pub async fn lake_session(lake: &str, as_of: &AsOf) -> Result<SessionContext> {
                 AsOf::Timestamp(t) => {
                     let at = chrono::DateTime::parse_from_rfc3339(t)
                         .map_err(|e| {
-                            crate::error::Error::Config(format!("as-of: {t:?} is not RFC 3339: {e}"))
+                            crate::error::Error::Config(format!(
+                                "as-of: {t:?} is not RFC 3339: {e}"
+                            ))
                         })?
                         .with_timezone(&chrono::Utc);
                     table.load_with_datetime(at).await?;

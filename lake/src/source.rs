@@ -118,7 +118,12 @@ enum Outcome {
 
 impl Source {
     /// Lists the stream's shards and reads each one's checkpoint from `table`.
-    pub async fn open(client: Client, stream: &str, worker: Worker, table: &DeltaTable) -> Result<Self> {
+    pub async fn open(
+        client: Client,
+        stream: &str,
+        worker: Worker,
+        table: &DeltaTable,
+    ) -> Result<Self> {
         let mut source = Self {
             client,
             stream: stream.to_owned(),
@@ -141,10 +146,9 @@ impl Source {
                 Some(t) => self.client.list_shards().next_token(t),
                 None => self.client.list_shards().stream_name(&self.stream),
             };
-            let page = request
-                .send()
-                .await
-                .map_err(|e| Error::Kinesis(format!("ListShards {}: {}", self.stream, error_text(&e))))?;
+            let page = request.send().await.map_err(|e| {
+                Error::Kinesis(format!("ListShards {}: {}", self.stream, error_text(&e)))
+            })?;
             for shard in page.shards() {
                 let parents: Vec<String> = shard
                     .parent_shard_id()
@@ -295,7 +299,8 @@ impl Source {
                 }
                 Outcome::Throttled => {
                     metrics.read_throttled.inc();
-                    state.backoff = (state.backoff * 2).clamp(THROTTLE_BACKOFF_MIN, THROTTLE_BACKOFF_MAX);
+                    state.backoff =
+                        (state.backoff * 2).clamp(THROTTLE_BACKOFF_MIN, THROTTLE_BACKOFF_MAX);
                     state.next_poll = now + state.backoff;
                     tracing::debug!(shard = %id, backoff_ms = state.backoff.as_millis() as u64, "throttled");
                 }
@@ -305,7 +310,8 @@ impl Source {
                 Outcome::Failed(error) => {
                     metrics.read_errors.inc();
                     state.iterator = None;
-                    state.backoff = (state.backoff * 2).clamp(THROTTLE_BACKOFF_MIN, THROTTLE_BACKOFF_MAX);
+                    state.backoff =
+                        (state.backoff * 2).clamp(THROTTLE_BACKOFF_MIN, THROTTLE_BACKOFF_MAX);
                     state.next_poll = now + state.backoff;
                     tracing::warn!(shard = %id, %error, "GetRecords failed; reading the shard again later");
                 }
@@ -366,7 +372,10 @@ async fn read_shard(
     let iterator = match iterator {
         Some(it) => it,
         None => {
-            let request = client.get_shard_iterator().stream_name(stream).shard_id(shard);
+            let request = client
+                .get_shard_iterator()
+                .stream_name(stream)
+                .shard_id(shard);
             let request = match &after {
                 Some(seq) => request
                     .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)

@@ -24,7 +24,11 @@ pub enum OutputFormat {
 }
 
 /// Writes `batches` to `out` in `format`.
-pub fn write_batches(out: &mut impl Write, batches: &[RecordBatch], format: OutputFormat) -> Result<()> {
+pub fn write_batches(
+    out: &mut impl Write,
+    batches: &[RecordBatch],
+    format: OutputFormat,
+) -> Result<()> {
     match format {
         OutputFormat::Table => {
             writeln!(out, "{}", pretty_format_batches(batches)?)?;
@@ -67,7 +71,11 @@ pub async fn repl(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
     println!("tern-lake sql: tables events, rejected. End a statement with ';'. \\d lists tables, \\q quits.");
     let mut statement = String::new();
     loop {
-        let prompt = if statement.is_empty() { "tern> " } else { "  ... " };
+        let prompt = if statement.is_empty() {
+            "tern> "
+        } else {
+            "  ... "
+        };
         match editor.readline(prompt) {
             Ok(line) => {
                 let trimmed = line.trim();

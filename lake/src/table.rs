@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use deltalake::arrow::array::{
-    ArrayRef, BinaryBuilder, Date32Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, Date32Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, DataType, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use serde_json::Value;
 use tern_protocol::StreamRecord;
 use url::Url;
@@ -145,8 +145,13 @@ pub fn table_url(lake: &str, name: &str) -> Result<Url> {
 
 /// Opens table `name` under `lake`, if it exists.
 pub async fn open(lake: &str, name: &str) -> Result<Option<DeltaTable>> {
-    let table = DeltaTable::try_from_url(table_url(lake, name)?).await?;
-    Ok(table.version().is_some().then_some(table))
+    let mut table = DeltaTableBuilder::from_url(table_url(lake, name)?)?.build()?;
+    // Asked first, so that a table not created yet is an answer, not a logged load error.
+    if !table.verify_deltatable_existence().await? {
+        return Ok(None);
+    }
+    table.load().await?;
+    Ok(Some(table))
 }
 
 /// Opens table `name` under `lake`, creating it first if it does not exist.
@@ -157,10 +162,10 @@ async fn open_or_create(
     partition: &str,
     configuration: HashMap<String, Option<String>>,
 ) -> Result<DeltaTable> {
-    let table = DeltaTable::try_from_url(table_url(lake, name)?).await?;
-    if table.version().is_some() {
+    if let Some(table) = open(lake, name).await? {
         return Ok(table);
     }
+    let table = DeltaTableBuilder::from_url(table_url(lake, name)?)?.build()?;
     let fields: Vec<StructField> = columns
         .into_iter()
         .map(|(name, ty, nullable)| StructField::new(name, ty, nullable))
@@ -176,11 +181,10 @@ async fn open_or_create(
     match created {
         Ok(table) => Ok(table),
         // Another worker created it at the same moment.
-        Err(_) => {
-            let mut table = DeltaTable::try_from_url(table_url(lake, name)?).await?;
-            table.load().await?;
-            Ok(table)
-        }
+        Err(error) => match open(lake, name).await? {
+            Some(table) => Ok(table),
+            None => Err(error.into()),
+        },
     }
 }
 
@@ -195,12 +199,17 @@ pub async fn open_events(lake: &str) -> Result<DeltaTable> {
 
 /// Opens (creating if needed) `rejected` under `lake`.
 pub async fn open_rejected(lake: &str) -> Result<DeltaTable> {
+    // Statistics for the columns before `data`: min/max of raw bytes help no query.
+    let configuration = HashMap::from([(
+        "delta.dataSkippingNumIndexedCols".to_owned(),
+        Some("7".to_owned()),
+    )]);
     open_or_create(
         lake,
         REJECTED,
         rejected_columns(),
         "arrived_date",
-        HashMap::new(),
+        configuration,
     )
     .await
 }
@@ -245,7 +254,9 @@ pub async fn commit(
 pub fn is_conflict(error: &Error) -> bool {
     matches!(
         error,
-        Error::Delta(DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_))
+        Error::Delta(
+            DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_)
+        )
     )
 }
 
@@ -361,13 +372,17 @@ impl EventColumns {
 
     /// Adds one event.
     pub fn push(&mut self, r: &StreamRecord, from: &Provenance) {
-        self.event_id
-            .append_value(r.event_id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        self.event_id.append_value(
+            r.event_id
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
         self.event_time.append_value(micros(r.event_time));
         self.received_at.append_value(micros(r.received_at));
         self.name.append_value(&r.name);
         self.install_id.append_value(&r.install_id);
-        self.seq.append_value(i64::try_from(r.seq).unwrap_or(i64::MAX));
+        self.seq
+            .append_value(i64::try_from(r.seq).unwrap_or(i64::MAX));
         self.app_id.append_value(&r.app_id);
         self.user_id.append_option(r.user_id.as_deref());
         self.session_id.append_option(r.session_id.as_deref());
@@ -387,8 +402,11 @@ impl EventColumns {
         self.timezone.append_option(c.timezone.as_deref());
         self.sdk_name.append_value(&r.sdk.name);
         self.sdk_version.append_value(&r.sdk.version);
-        self.batch_id
-            .append_value(r.batch_id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        self.batch_id.append_value(
+            r.batch_id
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
         self.collector_id.append_value(&r.collector_id);
         self.v.append_value(i32::try_from(r.v).unwrap_or(i32::MAX));
         self.shard_id.append_value(&from.shard_id);
@@ -500,5 +518,8 @@ pub fn rejected_batch(rows: &[RejectedRow], ingested_at: DateTime<Utc>) -> Resul
         Arc::new(data.finish()),
         Arc::new(arrived_date.finish()),
     ];
-    Ok(RecordBatch::try_new(arrow_schema(&rejected_columns()), columns)?)
+    Ok(RecordBatch::try_new(
+        arrow_schema(&rejected_columns()),
+        columns,
+    )?)
 }

@@ -156,7 +156,6 @@ fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
     Some(taken)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,12 @@ use crate::process::{binary, Listening};
 use crate::{workspace_root, WRITE_KEY};
 
 /// A `tern-lake ingest` command reading `stream` at `kinesis_endpoint` into `lake`.
-pub fn ingest_command(kinesis_endpoint: &str, stream: &str, lake: &Path, extra: &[&str]) -> Result<Command> {
+pub fn ingest_command(
+    kinesis_endpoint: &str,
+    stream: &str,
+    lake: &Path,
+    extra: &[&str],
+) -> Result<Command> {
     let mut command = Command::new(binary("tern-lake")?);
     command
         .current_dir(workspace_root())
@@ -57,7 +62,12 @@ pub fn ingest_until_caught_up(
 }
 
 /// Starts a long-running ingest with its metrics on a free port.
-pub fn start_ingest(kinesis_endpoint: &str, stream: &str, lake: &Path, extra: &[&str]) -> Result<Listening> {
+pub fn start_ingest(
+    kinesis_endpoint: &str,
+    stream: &str,
+    lake: &Path,
+    extra: &[&str],
+) -> Result<Listening> {
     let mut command = ingest_command(kinesis_endpoint, stream, lake, extra)?;
     command.args(["--metrics-listen", "127.0.0.1:0"]);
     Listening::spawn(command, "tern-lake ingest")
@@ -67,7 +77,11 @@ pub fn start_ingest(kinesis_endpoint: &str, stream: &str, lake: &Path, extra: &[
 /// rows as JSON objects.
 pub fn sql(lake: &Path, query: &str, as_of: Option<i64>) -> Result<Vec<Map<String, Value>>> {
     let mut command = Command::new(binary("tern-lake")?);
-    command.arg("sql").arg("--lake").arg(lake).args(["--format", "json"]);
+    command
+        .arg("sql")
+        .arg("--lake")
+        .arg(lake)
+        .args(["--format", "json"]);
     if let Some(version) = as_of {
         command.args(["--as-of", &version.to_string()]);
     }
@@ -99,7 +113,10 @@ pub fn latest_version(lake: &Path) -> Result<i64> {
     let mut latest = -1;
     for entry in std::fs::read_dir(lake.join("events/_delta_log"))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(v) = name.strip_suffix(".json").and_then(|n| n.parse::<i64>().ok()) {
+        if let Some(v) = name
+            .strip_suffix(".json")
+            .and_then(|n| n.parse::<i64>().ok())
+        {
             latest = latest.max(v);
         }
     }
@@ -108,7 +125,12 @@ pub fn latest_version(lake: &Path) -> Result<i64> {
 
 /// A wire-format batch of `count` events of `install`, created at `created_at`, `seq` from
 /// `first_seq`; returns the body and the event ids.
-pub fn batch(install: &str, first_seq: u64, count: usize, created_at: DateTime<Utc>) -> (Value, Vec<Uuid>) {
+pub fn batch(
+    install: &str,
+    first_seq: u64,
+    count: usize,
+    created_at: DateTime<Utc>,
+) -> (Value, Vec<Uuid>) {
     let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
     let stamp = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let events: Vec<Value> = ids

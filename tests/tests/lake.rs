@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::Rng;
-use tern_tests::lake::{batch, ingest_until_caught_up, latest_version, post, sql, sql_number, start_ingest};
+use tern_tests::lake::{
+    batch, ingest_until_caught_up, latest_version, post, sql, sql_number, start_ingest,
+};
 use tern_tests::process::CollectorOptions;
 use tern_tests::{unique_stream, workspace_root, Collector, Kinesalite};
 use uuid::Uuid;
@@ -58,10 +60,21 @@ fn assert_exactly_once(lake: &Path, expected: &HashSet<String>) {
     let rows = sql_number(lake, "SELECT count(*) AS n FROM events", None).unwrap();
     let found = distinct_ids(lake);
     let missing: Vec<_> = expected.difference(&found).take(5).collect();
-    assert!(missing.is_empty(), "{} acknowledged events missing, e.g. {missing:?}", expected.difference(&found).count());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events missing, e.g. {missing:?}",
+        expected.difference(&found).count()
+    );
     let unexpected: Vec<_> = found.difference(expected).take(5).collect();
-    assert!(unexpected.is_empty(), "rows that were never sent: {unexpected:?}");
-    assert_eq!(rows as usize, expected.len(), "count(*) = count(distinct event_id) = events sent");
+    assert!(
+        unexpected.is_empty(),
+        "rows that were never sent: {unexpected:?}"
+    );
+    assert_eq!(
+        rows as usize,
+        expected.len(),
+        "count(*) = count(distinct event_id) = events sent"
+    );
 }
 
 #[test]
@@ -74,7 +87,14 @@ fn events_once_rejects_with_reasons_late_events_in_their_day_and_python_agrees()
     let urls = [plain.url.as_str(), aggregating.url.as_str()];
     let mut expected = HashSet::new();
     for install in 0..12 {
-        let ids = send_twice(&client, urls, &format!("install-{install}"), 1, 25, Utc::now());
+        let ids = send_twice(
+            &client,
+            urls,
+            &format!("install-{install}"),
+            1,
+            25,
+            Utc::now(),
+        );
         expected.extend(ids.iter().map(Uuid::to_string));
     }
     // An offline device: created three days ago, uploaded now.
@@ -83,7 +103,10 @@ fn events_once_rejects_with_reasons_late_events_in_their_day_and_python_agrees()
     expected.extend(late.iter().map(Uuid::to_string));
     // Records no collector would write: not JSON, and JSON that is not a stream record.
     kinesis.block_on(async {
-        for data in [&b"this is not json"[..], br#"{"v":1,"event_id":"not-a-uuid"}"#] {
+        for data in [
+            &b"this is not json"[..],
+            br#"{"v":1,"event_id":"not-a-uuid"}"#,
+        ] {
             kinesis
                 .client()
                 .put_record()
@@ -99,13 +122,25 @@ fn events_once_rejects_with_reasons_late_events_in_their_day_and_python_agrees()
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let summary = ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
-    assert_eq!(summary["rows_written"].as_u64().unwrap() as usize, expected.len(), "{summary}");
-    assert_eq!(summary["duplicates_removed"].as_u64().unwrap() as usize, expected.len(), "{summary}");
+    assert_eq!(
+        summary["rows_written"].as_u64().unwrap() as usize,
+        expected.len(),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["duplicates_removed"].as_u64().unwrap() as usize,
+        expected.len(),
+        "{summary}"
+    );
     assert_eq!(summary["rejected"].as_u64().unwrap(), 2, "{summary}");
     assert_exactly_once(&lake, &expected);
 
     // The late events sit in the partition of the day they happened.
-    let late_list = late.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
+    let late_list = late
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
     let days = sql(
         &lake,
         &format!("SELECT DISTINCT CAST(event_date AS VARCHAR) AS d FROM events WHERE event_id IN ({late_list})"),
@@ -116,16 +151,31 @@ fn events_once_rejects_with_reasons_late_events_in_their_day_and_python_agrees()
     assert_eq!(days[0]["d"], three_days_ago.date_naive().to_string());
 
     // Rejected records keep their reason and bytes.
-    let rejected = sql(&lake, "SELECT reason, message, data FROM rejected ORDER BY reason", None).unwrap();
-    let reasons: Vec<&str> = rejected.iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    let rejected = sql(
+        &lake,
+        "SELECT reason, message, data FROM rejected ORDER BY reason",
+        None,
+    )
+    .unwrap();
+    let reasons: Vec<&str> = rejected
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons, ["not_json", "schema"], "{rejected:?}");
-    assert!(rejected.iter().all(|r| !r["message"].as_str().unwrap().is_empty()));
+    assert!(rejected
+        .iter()
+        .all(|r| !r["message"].as_str().unwrap().is_empty()));
 
     // Typed columns: the context's app version and a property through the JSON functions.
     let versions = sql(&lake, "SELECT DISTINCT app_version FROM events", None).unwrap();
     assert_eq!(versions.len(), 1);
     assert_eq!(versions[0]["app_version"], "2.0.0");
-    let screens = sql_number(&lake, "SELECT count(*) FROM events WHERE json_get_str(properties, 'screen') = 'home'", None).unwrap();
+    let screens = sql_number(
+        &lake,
+        "SELECT count(*) FROM events WHERE json_get_str(properties, 'screen') = 'home'",
+        None,
+    )
+    .unwrap();
     assert!(screens > 0);
 
     // A second run finds nothing new: the checkpoints are in the table.
@@ -135,13 +185,21 @@ fn events_once_rejects_with_reasons_late_events_in_their_day_and_python_agrees()
 
     // An independent reader agrees with tern-lake sql.
     let python = workspace_root().join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run `make test` (it creates .venv)", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: run `make test` (it creates .venv)",
+        python.display()
+    );
     let output = Command::new(&python)
         .arg(workspace_root().join("tools/lake/read_table.py"))
         .arg(&lake)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let python: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let per_day: BTreeMap<String, i64> = sql(
         &lake,
@@ -150,14 +208,26 @@ fn events_once_rejects_with_reasons_late_events_in_their_day_and_python_agrees()
     )
     .unwrap()
     .into_iter()
-    .map(|r| (r["d"].as_str().unwrap().to_owned(), r["n"].as_i64().unwrap()))
+    .map(|r| {
+        (
+            r["d"].as_str().unwrap().to_owned(),
+            r["n"].as_i64().unwrap(),
+        )
+    })
     .collect();
     assert_eq!(python["rows"].as_u64().unwrap() as usize, expected.len());
-    assert_eq!(python["distinct_ids"].as_u64().unwrap() as usize, expected.len());
-    let python_days: BTreeMap<String, i64> = serde_json::from_value(python["per_day"].clone()).unwrap();
+    assert_eq!(
+        python["distinct_ids"].as_u64().unwrap() as usize,
+        expected.len()
+    );
+    let python_days: BTreeMap<String, i64> =
+        serde_json::from_value(python["per_day"].clone()).unwrap();
     assert_eq!(python_days, per_day);
     assert_eq!(per_day.len(), 2, "today and three days ago: {per_day:?}");
-    assert_eq!(python["protocol"]["min_reader_version"], 1, "basic table features only");
+    assert_eq!(
+        python["protocol"]["min_reader_version"], 1,
+        "basic table features only"
+    );
 }
 
 #[test]
@@ -166,6 +236,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let stream = unique_stream("lake-kill");
     kinesis.create_stream(&stream, 2).unwrap();
     let (plain, aggregating) = collectors(&kinesis, &stream);
+    // Resends go through a third collector: the first two remember the batches they acknowledged.
+    let third = Collector::start(&CollectorOptions::new(&kinesis.endpoint, &stream)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
 
@@ -175,13 +247,25 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let producer = {
         let (sent, stop) = (Arc::clone(&sent), Arc::clone(&stop));
         let urls = [plain.url.clone(), aggregating.url.clone()];
+        let resend_url = third.url.clone();
         std::thread::spawn(move || {
             let client = reqwest::blocking::Client::new();
+            let mut earlier = std::collections::VecDeque::new();
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let install = format!("install-{}", n % 7);
-                let ids = send_twice(&client, [&urls[0], &urls[1]], &install, n * 20 + 1, 20, Utc::now());
+                let (body, ids) = batch(&install, n * 20 + 1, 20, Utc::now());
+                for url in &urls {
+                    assert_eq!(post(&client, url, &body).unwrap(), 200);
+                }
                 sent.lock().unwrap().extend(ids.iter().map(Uuid::to_string));
+                // A device whose acknowledgement got lost resends a batch a while later: its
+                // copies land in another commit than the first ones.
+                earlier.push_back(body);
+                if earlier.len() > 20 {
+                    let old = earlier.pop_front().unwrap();
+                    assert_eq!(post(&client, &resend_url, &old).unwrap(), 200);
+                }
                 n += 1;
                 std::thread::sleep(Duration::from_millis(30));
             }
@@ -191,7 +275,13 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while kills < 12 && Instant::now() < deadline {
-        let mut ingest = start_ingest(&kinesis.endpoint, &stream, &lake, &["--commit-interval-ms", "150"]).unwrap();
+        let mut ingest = start_ingest(
+            &kinesis.endpoint,
+            &stream,
+            &lake,
+            &["--commit-interval-ms", "150"],
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
         ingest.kill();
         kills += 1;
@@ -199,6 +289,13 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     stop.store(true, Ordering::SeqCst);
     producer.join().unwrap();
     assert!(kills >= 10, "only {kills} kills in time");
+    eprintln!(
+        "{kills} SIGKILLs, {} events sent, {} resent later",
+        sent.lock().unwrap().len(),
+        third
+            .metric("tern_collector_events_delivered_total")
+            .unwrap()
+    );
     ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
     let expected = sent.lock().unwrap().clone();
     assert!(expected.len() > 500, "only {} events sent", expected.len());
@@ -208,7 +305,10 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let latest = latest_version(&lake).unwrap();
     assert!(latest >= 5, "only {latest} versions");
     let step = (latest / 25).max(1);
-    let versions: Vec<i64> = (1..=latest).step_by(step as usize).chain([latest]).collect();
+    let versions: Vec<i64> = (1..=latest)
+        .step_by(step as usize)
+        .chain([latest])
+        .collect();
     for version in versions {
         let rows = sql(
             &lake,
@@ -231,14 +331,33 @@ fn a_split_shard_in_the_middle_of_ingest_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let mut expected = HashSet::new();
-    let mut ingest = start_ingest(&kinesis.endpoint, &stream, &lake, &["--commit-interval-ms", "200"]).unwrap();
+    let mut ingest = start_ingest(
+        &kinesis.endpoint,
+        &stream,
+        &lake,
+        &["--commit-interval-ms", "200"],
+    )
+    .unwrap();
     for install in 0..10 {
-        let ids = send_twice(&client, urls, &format!("install-{install}"), 1, 20, Utc::now());
+        let ids = send_twice(
+            &client,
+            urls,
+            &format!("install-{install}"),
+            1,
+            20,
+            Utc::now(),
+        );
         expected.extend(ids.iter().map(Uuid::to_string));
     }
     std::thread::sleep(Duration::from_millis(500));
     kinesis.block_on(async {
-        let shards = kinesis.client().list_shards().stream_name(&stream).send().await.unwrap();
+        let shards = kinesis
+            .client()
+            .list_shards()
+            .stream_name(&stream)
+            .send()
+            .await
+            .unwrap();
         let parent = shards.shards()[0].shard_id().to_owned();
         kinesis
             .client()
@@ -253,13 +372,27 @@ fn a_split_shard_in_the_middle_of_ingest_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     for install in 0..10 {
         // The same installs again: after the split, their records go to the children.
-        let ids = send_twice(&client, urls, &format!("install-{install}"), 21, 20, Utc::now());
+        let ids = send_twice(
+            &client,
+            urls,
+            &format!("install-{install}"),
+            21,
+            20,
+            Utc::now(),
+        );
         expected.extend(ids.iter().map(Uuid::to_string));
     }
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(ingest.terminate(Duration::from_secs(30)), Some(0), "SIGTERM: commit and exit 0");
+    assert_eq!(
+        ingest.terminate(Duration::from_secs(30)),
+        Some(0),
+        "SIGTERM: commit and exit 0"
+    );
     ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
     assert_exactly_once(&lake, &expected);
     let shards = sql_number(&lake, "SELECT count(DISTINCT shard_id) FROM events", None).unwrap();
-    assert!(shards >= 2, "rows from the parent and its children: {shards} shard(s)");
+    assert!(
+        shards >= 2,
+        "rows from the parent and its children: {shards} shard(s)"
+    );
 }

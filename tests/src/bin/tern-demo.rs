@@ -60,7 +60,10 @@ fn main() -> anyhow::Result<()> {
     }
     let mut ingest = tern_tests::lake::start_ingest(&kinesis.endpoint, &stream, &lake, &[])
         .context("starting tern-lake ingest")?;
-    println!("tern-lake ingest into {} (commit every 10 s)", lake.display());
+    println!(
+        "tern-lake ingest into {} (commit every 10 s)",
+        lake.display()
+    );
     let dir = tempfile::tempdir()?;
     let policy = match args.preset {
         Preset::Default => Policy::default(),
@@ -177,7 +180,11 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("rows in the lake's events {rows}");
     println!("distinct event_ids        {distinct}");
-    println!("creation -> table         p50 {}  p99 {}", ms("p50"), ms("p99"));
+    println!(
+        "creation -> table         p50 {}  p99 {}",
+        ms("p50"),
+        ms("p99")
+    );
     anyhow::ensure!(
         rows == tracked as i64 && distinct == rows,
         "the lake holds {rows} rows ({distinct} distinct) for {tracked} events"
