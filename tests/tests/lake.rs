@@ -396,3 +396,115 @@ fn a_split_shard_in_the_middle_of_ingest_loses_and_duplicates_nothing() {
         "rows from the parent and its children: {shards} shard(s)"
     );
 }
+
+/// A stream record as a collector writes it.
+fn stream_record(install: &str, seq: u64) -> tern_protocol::StreamRecord {
+    let now = Utc::now();
+    let (name, properties) = tern_tests::sample_event(seq as usize);
+    tern_protocol::StreamRecord {
+        v: tern_protocol::RECORD_VERSION,
+        event_id: Uuid::now_v7(),
+        app_id: tern_tests::APP_ID.into(),
+        install_id: install.into(),
+        seq,
+        name: name.into(),
+        created_at: now,
+        event_time: now,
+        sent_at: now,
+        received_at: now,
+        properties,
+        context: tern_protocol::Context::default(),
+        user_id: None,
+        session_id: None,
+        batch_id: Uuid::now_v7(),
+        sdk: tern_protocol::SdkInfo {
+            name: "tern-tests".into(),
+            version: "0".into(),
+        },
+        collector_id: "test".into(),
+    }
+}
+
+/// Two workers splitting the shards (`--worker 0/2`, `--worker 1/2`) while every event is in
+/// both shards (as a resend is after a reshard moved its install to another shard): each
+/// commit carries the stream's commit lock, so the workers' commits conflict, the loser takes
+/// in the winner's rows, and no event is written twice.
+#[test]
+fn two_workers_splitting_the_shards_write_an_event_seen_on_both_once() {
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("lake-two");
+    kinesis.create_stream(&stream, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // The table exists before both start, as in production.
+    ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
+    let mut workers = ["0/2", "1/2"].map(|w| {
+        start_ingest(
+            &kinesis.endpoint,
+            &stream,
+            &lake,
+            &["--commit-interval-ms", "100", "--worker", w],
+        )
+        .unwrap()
+    });
+    let mut expected = HashSet::new();
+    kinesis.block_on(async {
+        for n in 0..60u64 {
+            let records: Vec<_> = (0..10)
+                .map(|i| stream_record(&format!("install-{n}"), i + 1))
+                .collect();
+            expected.extend(records.iter().map(|r| r.event_id.to_string()));
+            // Hash keys 0 and 2^127 + 1: the first and the second shard.
+            for hash_key in ["0".to_owned(), ((1u128 << 127) + 1).to_string()] {
+                let entries = records.iter().map(|r| {
+                    aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                        .data(aws_sdk_kinesis::primitives::Blob::new(
+                            serde_json::to_vec(r).unwrap(),
+                        ))
+                        .partition_key(&r.install_id)
+                        .explicit_hash_key(&hash_key)
+                        .build()
+                        .unwrap()
+                });
+                let out = kinesis
+                    .client()
+                    .put_records()
+                    .stream_name(&stream)
+                    .set_records(Some(entries.collect()))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(out.failed_record_count(), Some(0));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let client = reqwest::blocking::Client::new();
+    let retries: f64 = workers
+        .iter()
+        .map(|w| {
+            let text = client
+                .get(format!("http://{}/metrics", w.addr))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("tern_lake_commit_retries_total "))
+                .map_or(0.0, |v| v.trim().parse().unwrap())
+        })
+        .sum();
+    for worker in &mut workers {
+        assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
+    }
+    assert!(
+        retries > 0.0,
+        "the workers' commits never met: the conflict path did not run"
+    );
+    let shards = sql_number(&lake, "SELECT count(DISTINCT shard_id) FROM events", None).unwrap();
+    assert_eq!(shards, 2, "each worker wrote rows from its shard");
+    assert_exactly_once(&lake, &expected);
+    ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
+    assert_exactly_once(&lake, &expected);
+}
