@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NPM ?= npm
 
-.PHONY: all deps build test demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bindings
+.PHONY: all deps build test demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bench-lake bindings
 
 all: build
 
@@ -77,6 +77,10 @@ fuzz-build:
 # Collector throughput, latency, RSS and CPU per event (release build); see docs/BENCHMARKS.md.
 bench-collector: deps
 	tools/bench-collector.sh 3
+
+# tern-lake's ingest cost per stage beside Python deltalake, and the dedup window's memory.
+bench-lake: deps
+	tools/bench-lake.sh 3
 
 lint:
 	$(CARGO) fmt --all -- --check

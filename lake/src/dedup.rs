@@ -42,6 +42,19 @@ impl DedupWindow {
         *entry = (*entry).max(at);
     }
 
+    /// Records committed `(event_id, received_at µs)` pairs read from the table; text that is
+    /// not a UUID cannot be a copy of a valid event and is skipped.
+    pub fn absorb(&mut self, pairs: Vec<(String, i64)>) {
+        for (id, micros) in pairs {
+            if let (Ok(id), Some(at)) = (
+                Uuid::parse_str(&id),
+                DateTime::<Utc>::from_timestamp_micros(micros),
+            ) {
+                self.insert(&id, at);
+            }
+        }
+    }
+
     /// Forgets what was received before the window's start at `now`.
     pub fn evict(&mut self, now: DateTime<Utc>) {
         let start = self.start(now).timestamp();

@@ -10,12 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use deltalake::DeltaTable;
 use serde_json::json;
 use tern_protocol::StreamRecord;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use crate::checkpoint::{self, compare_sequence, Position};
 use crate::config::IngestConfig;
@@ -198,30 +197,9 @@ impl Ingest {
     /// Fills the dedup window from the table: every `event_id` received within it.
     async fn load_window(&mut self) -> Result<()> {
         self.known_files = self.events.get_file_uris()?.collect();
-        if self.known_files.is_empty() {
-            return Ok(());
-        }
-        query::register(&self.ctx, table::EVENTS, &self.events).await?;
-        let start = self.window.start(Utc::now());
-        let sql = format!(
-            "SELECT event_id, received_at FROM events WHERE received_at >= TIMESTAMP '{}'",
-            start.format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        );
-        let pairs = query::id_pairs(query::collect(&self.ctx, &sql).await?)?;
-        self.absorb(pairs);
-        Ok(())
-    }
-
-    fn absorb(&mut self, pairs: Vec<(String, i64)>) {
-        for (id, micros) in pairs {
-            if let (Ok(id), Some(at)) = (
-                Uuid::parse_str(&id),
-                DateTime::<Utc>::from_timestamp_micros(micros),
-            ) {
-                self.window.insert(&id, at);
-            }
-        }
+        query::load_window(&self.ctx, &self.events, &mut self.window).await?;
         self.metrics.dedup_window_ids.set(self.window.len() as i64);
+        Ok(())
     }
 
     /// Decodes what a shard gave and buffers what is new.
@@ -390,8 +368,9 @@ impl Ingest {
         self.rejected.update_state().await?;
         let files: HashSet<String> = self.events.get_file_uris()?.collect();
         let new: Vec<String> = files.difference(&self.known_files).cloned().collect();
-        let pairs = query::ids_in_files(&self.ctx, new).await?;
-        self.absorb(pairs);
+        self.window
+            .absorb(query::ids_in_files(&self.ctx, new).await?);
+        self.metrics.dedup_window_ids.set(self.window.len() as i64);
         self.known_files = files;
         self.refilter();
         Ok(())

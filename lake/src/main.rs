@@ -42,16 +42,21 @@ struct SqlArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // delta-rs and its kernel log every commit and scan at info: ingest says the same with row
+    // counts, and a query's answer should stand alone on the terminal.
+    let default_filter = match cli.command {
+        Command::Ingest(_) => "info,deltalake_core=warn,buoyant_kernel=warn",
+        Command::Sql(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("TERN_LAKE_LOG")
-                // delta-rs logs every commit at info; ours says the same with the row count.
-                .unwrap_or_else(|_| EnvFilter::new("info,deltalake_core=warn")),
+                .unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

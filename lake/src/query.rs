@@ -9,6 +9,7 @@ use deltalake::datafusion::datasource::TableProvider;
 use deltalake::datafusion::prelude::{ParquetReadOptions, SessionContext};
 use deltalake::DeltaTable;
 
+use crate::dedup::DedupWindow;
 use crate::error::Result;
 use crate::table::{self, EVENTS, REJECTED};
 
@@ -72,6 +73,25 @@ pub async fn lake_session(lake: &str, as_of: &AsOf) -> Result<SessionContext> {
 /// Runs `sql` and collects its result.
 pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// Fills `window` from `events`: every `event_id` received within it.
+pub async fn load_window(
+    ctx: &SessionContext,
+    events: &DeltaTable,
+    window: &mut DedupWindow,
+) -> Result<()> {
+    if events.get_file_uris()?.next().is_none() {
+        return Ok(());
+    }
+    register(ctx, EVENTS, events).await?;
+    let start = window.start(chrono::Utc::now());
+    let sql = format!(
+        "SELECT event_id, received_at FROM events WHERE received_at >= TIMESTAMP '{}'",
+        start.format("%Y-%m-%dT%H:%M:%S%.6fZ")
+    );
+    window.absorb(id_pairs(collect(ctx, &sql).await?)?);
+    Ok(())
 }
 
 /// `(event_id, received_at µs)` of every row in the parquet files `uris` (files of `events`).
