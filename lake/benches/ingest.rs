@@ -69,7 +69,7 @@ fn document(i: usize) -> Vec<u8> {
         "properties": {
             "i": i, "screen": "product", "item_id": format!("sku-{:05}", i * 7919 % 100_000),
             "price": (i % 500) as f64 + 0.99, "currency": "EUR", "quantity": i % 4 + 1,
-            "in_stock": i % 3 != 0, "experiment": { "name": "new_checkout", "variant": "a" }
+            "in_stock": !i.is_multiple_of(3), "experiment": { "name": "new_checkout", "variant": "a" }
         },
         "context": {
             "app": { "id": "com.example.shop", "version": "4.2.0", "build": "420" },
