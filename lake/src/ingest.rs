@@ -107,6 +107,14 @@ pub async fn run(
             break;
         }
         if ingest.source.refresh_due() {
+            // With other workers, their commits hold the positions of the parents this worker
+            // waits for: take the table in first (with the ids they wrote).
+            let shared = ingest.config.worker().is_ok_and(|w| w.count > 1);
+            if shared {
+                if let Err(error) = ingest.catch_up_with_table().await {
+                    tracing::warn!(%error, "cannot read the table; trying again later");
+                }
+            }
             if let Err(error) = ingest.source.refresh(&ingest.events).await {
                 tracing::warn!(%error, "cannot list shards; trying again later");
             }
@@ -133,6 +141,8 @@ pub async fn run(
             last_evict = Instant::now();
         }
         if ingest.config.stop_when_caught_up
+            // A shard that just ended may have children not listed yet.
+            && !ingest.source.refresh_due()
             && ingest.source.caught_up()
             && ingest.buffer.is_empty()
             && ingest.source.progress().is_empty()
@@ -369,7 +379,7 @@ impl Ingest {
         let files: HashSet<String> = self.events.get_file_uris()?.collect();
         let new: Vec<String> = files.difference(&self.known_files).cloned().collect();
         self.window
-            .absorb(query::ids_in_files(&self.ctx, new).await?);
+            .absorb(query::ids_in_files(&self.ctx, &self.events, new).await?);
         self.metrics.dedup_window_ids.set(self.window.len() as i64);
         self.known_files = files;
         self.refilter();

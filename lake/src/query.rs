@@ -95,10 +95,16 @@ pub async fn load_window(
 }
 
 /// `(event_id, received_at µs)` of every row in the parquet files `uris` (files of `events`).
-pub async fn ids_in_files(ctx: &SessionContext, uris: Vec<String>) -> Result<Vec<(String, i64)>> {
+pub async fn ids_in_files(
+    ctx: &SessionContext,
+    events: &DeltaTable,
+    uris: Vec<String>,
+) -> Result<Vec<(String, i64)>> {
     if uris.is_empty() {
         return Ok(Vec::new());
     }
+    // The files' store (an S3 bucket, say) must be known to the session.
+    events.update_datafusion_session(&ctx.state())?;
     let frame = ctx
         .read_parquet(uris, ParquetReadOptions::default())
         .await?

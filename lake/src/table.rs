@@ -127,6 +127,7 @@ fn arrow_schema(columns: &[Column]) -> SchemaRef {
 /// The URL of table `name` under `lake` (a directory or a URI); a local directory is created.
 pub fn table_url(lake: &str, name: &str) -> Result<Url> {
     if lake.contains("://") {
+        register_object_stores();
         let base = if lake.ends_with('/') {
             lake.to_owned()
         } else {
@@ -141,6 +142,13 @@ pub fn table_url(lake: &str, name: &str) -> Result<Url> {
     let dir = dir.canonicalize()?;
     Url::from_directory_path(&dir)
         .map_err(|()| Error::Config(format!("lake: {} is not an absolute path", dir.display())))
+}
+
+/// Makes `s3://` lakes known to delta-rs (once). Commits there rely on S3's conditional writes
+/// (`If-None-Match`), so concurrent writers need no lock service.
+fn register_object_stores() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {});
 }
 
 /// Opens table `name` under `lake`, if it exists.

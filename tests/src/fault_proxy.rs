@@ -33,6 +33,9 @@ pub struct Faults {
     pub hang_share: f64,
     /// How long a hung request is held.
     pub hang_ms: u64,
+    /// Share of GetRecords calls answered with `ProvisionedThroughputExceededException` (a
+    /// reader over its shard's 5 reads or 2 MB a second).
+    pub read_throttle_share: f64,
     /// Outage: every request is refused with 503 while this is true.
     pub outage: bool,
     /// Answer PutRecords without the upstream server (fake sequence numbers). Benchmarks only.
@@ -56,6 +59,8 @@ pub struct Stats {
     pub requests_hung: u64,
     /// Requests refused during an outage.
     pub outage_refusals: u64,
+    /// GetRecords calls answered as throttled.
+    pub reads_throttled: u64,
 }
 
 #[derive(Default)]
@@ -67,6 +72,7 @@ struct Counters {
     requests_failed: AtomicU64,
     requests_hung: AtomicU64,
     outage_refusals: AtomicU64,
+    reads_throttled: AtomicU64,
     fake_sequence: AtomicU64,
 }
 
@@ -107,6 +113,7 @@ async fn stats(State(state): State<Arc<ProxyState>>) -> Json<Stats> {
         requests_failed: l(&c.requests_failed),
         requests_hung: l(&c.requests_hung),
         outage_refusals: l(&c.outage_refusals),
+        reads_throttled: l(&c.reads_throttled),
     })
 }
 
@@ -150,6 +157,14 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    if target.ends_with(".GetRecords") && rand::random::<f64>() < faults.read_throttle_share {
+        c.reads_throttled.fetch_add(1, Ordering::Relaxed);
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "ProvisionedThroughputExceededException",
+            "injected read throttling",
+        );
+    }
     if !target.ends_with(".PutRecords") {
         return pass(&state, &headers, body).await;
     }

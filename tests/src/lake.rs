@@ -1,6 +1,7 @@
 //! `tern-lake` as the tests run it: ingest as a real process (killed, restarted, stopped), and
 //! queries through `tern-lake sql --format json`, as an analyst's script would.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -16,7 +17,7 @@ use crate::{workspace_root, WRITE_KEY};
 pub fn ingest_command(
     kinesis_endpoint: &str,
     stream: &str,
-    lake: &Path,
+    lake: impl AsRef<OsStr>,
     extra: &[&str],
 ) -> Result<Command> {
     let mut command = Command::new(binary("tern-lake")?);
@@ -45,7 +46,7 @@ pub fn ingest_command(
 pub fn ingest_until_caught_up(
     kinesis_endpoint: &str,
     stream: &str,
-    lake: &Path,
+    lake: impl AsRef<OsStr>,
     extra: &[&str],
 ) -> Result<Value> {
     let output = ingest_command(kinesis_endpoint, stream, lake, extra)?
@@ -65,7 +66,7 @@ pub fn ingest_until_caught_up(
 pub fn start_ingest(
     kinesis_endpoint: &str,
     stream: &str,
-    lake: &Path,
+    lake: impl AsRef<OsStr>,
     extra: &[&str],
 ) -> Result<Listening> {
     let mut command = ingest_command(kinesis_endpoint, stream, lake, extra)?;
@@ -75,7 +76,11 @@ pub fn start_ingest(
 
 /// Runs `query` with `tern-lake sql --format json` (at table version `as_of`, if given); the
 /// rows as JSON objects.
-pub fn sql(lake: &Path, query: &str, as_of: Option<i64>) -> Result<Vec<Map<String, Value>>> {
+pub fn sql(
+    lake: impl AsRef<OsStr>,
+    query: &str,
+    as_of: Option<i64>,
+) -> Result<Vec<Map<String, Value>>> {
     let mut command = Command::new(binary("tern-lake")?);
     command
         .arg("sql")
@@ -100,7 +105,7 @@ pub fn sql(lake: &Path, query: &str, as_of: Option<i64>) -> Result<Vec<Map<Strin
 }
 
 /// The one number a query like `SELECT count(*) AS n ...` answers.
-pub fn sql_number(lake: &Path, query: &str, as_of: Option<i64>) -> Result<i64> {
+pub fn sql_number(lake: impl AsRef<OsStr>, query: &str, as_of: Option<i64>) -> Result<i64> {
     let rows = sql(lake, query, as_of)?;
     rows.first()
         .and_then(|r| r.values().next())

@@ -1,6 +1,6 @@
 //! `tern-fault-proxy --upstream URL [--throttle-share 0.5] [--error-share 0.05] ...`: a test
-//! tool between the collector and kinesalite that injects throttling, failures, hangs and
-//! outages (see `tern_tests::fault_proxy`). Prints `listening on ADDR`; `POST /_fault` changes
+//! tool between the collector (or the lake) and kinesalite that injects throttling, failures,
+//! hangs and outages (see `tern_tests::fault_proxy`). Prints `listening on ADDR`; `POST /_fault` changes
 //! the faults at run time, `GET /_stats` tells what was injected.
 
 use std::io::Write;
@@ -30,6 +30,9 @@ struct Args {
     /// How long a held request is held.
     #[arg(long, default_value_t = 5_000)]
     hang_ms: u64,
+    /// Share of GetRecords calls answered ProvisionedThroughputExceededException.
+    #[arg(long, default_value_t = 0.0)]
+    read_throttle_share: f64,
     /// Answer PutRecords without the upstream (benchmarks only).
     #[arg(long)]
     fake_writes: bool,
@@ -43,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         error_share: args.error_share,
         hang_share: args.hang_share,
         hang_ms: args.hang_ms,
+        read_throttle_share: args.read_throttle_share,
         outage: false,
         fake_writes: args.fake_writes,
     };
