@@ -119,6 +119,13 @@ fn main() {
 async fn stages(rows: usize, out: &std::path::Path) {
     let documents: Vec<Vec<u8>> = (0..rows).map(document).collect();
     let bytes: usize = documents.iter().map(Vec::len).sum();
+    // The same documents, one per line, for the Python end-to-end anchor.
+    let mut lines = Vec::with_capacity(bytes + rows);
+    for d in &documents {
+        lines.extend_from_slice(d);
+        lines.push(b'\n');
+    }
+    std::fs::write(out.join("documents.jsonl"), lines).unwrap();
 
     let (cpu, wall) = (cpu_seconds(), Instant::now());
     let mut events: Vec<StreamRecord> = Vec::with_capacity(rows);

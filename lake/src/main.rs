@@ -43,10 +43,11 @@ struct SqlArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // delta-rs and its kernel log every commit and scan at info: ingest says the same with row
-    // counts, and a query's answer should stand alone on the terminal.
+    // delta-rs logs every commit at info and an expected commit conflict at error; ingest logs
+    // both itself, with row counts and what it does next. Its kernel logs every scan at info,
+    // and a query's answer should stand alone on the terminal.
     let default_filter = match cli.command {
-        Command::Ingest(_) => "info,deltalake_core=warn,buoyant_kernel=warn",
+        Command::Ingest(_) => "info,deltalake_core=off,buoyant_kernel=warn",
         Command::Sql(_) => "warn",
     };
     tracing_subscriber::fmt()

@@ -148,7 +148,7 @@ pub fn table_url(lake: &str, name: &str) -> Result<Url> {
 /// (`If-None-Match`), so concurrent writers need no lock service.
 fn register_object_stores() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
-    REGISTERED.call_once(|| {});
+    REGISTERED.call_once(|| deltalake::aws::register_handlers(None));
 }
 
 /// Opens table `name` under `lake`, if it exists.

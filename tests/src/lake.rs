@@ -37,7 +37,7 @@ pub fn ingest_command(
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env(
             "TERN_LAKE_LOG",
-            std::env::var("TERN_LAKE_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("TERN_LAKE_LOG").unwrap_or_else(|_| "warn,deltalake_core=off".into()),
         );
     Ok(command)
 }
