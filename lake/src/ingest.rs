@@ -15,6 +15,7 @@ use deltalake::DeltaTable;
 use serde_json::json;
 use tern_protocol::StreamRecord;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::checkpoint::{self, compare_sequence, Position};
 use crate::config::IngestConfig;
@@ -274,20 +275,31 @@ impl Ingest {
 
     /// Drops buffered events whose id the window now holds (another writer committed them).
     fn refilter(&mut self) {
-        let before = self.buffer.events.len();
         let window = &self.window;
-        self.buffer
-            .events
-            .retain(|(e, _)| !window.contains(&e.event_id));
-        self.buffer.ids = self
+        let copies: HashSet<u128> = self
             .buffer
             .events
             .iter()
-            .map(|(e, _)| e.event_id.as_u128())
+            .map(|(e, _)| &e.event_id)
+            .filter(|id| window.contains(id))
+            .map(Uuid::as_u128)
             .collect();
-        for _ in self.buffer.events.len()..before {
-            self.duplicate();
+        self.drop_buffered(&copies);
+    }
+
+    /// Drops the buffered events with these ids, counting each as a duplicate.
+    fn drop_buffered(&mut self, copies: &HashSet<u128>) {
+        if copies.is_empty() {
+            return;
         }
+        let before = self.buffer.events.len();
+        self.buffer
+            .events
+            .retain(|(e, _)| !copies.contains(&e.event_id.as_u128()));
+        self.buffer.ids.retain(|id| !copies.contains(id));
+        let removed = (before - self.buffer.events.len()) as u64;
+        self.metrics.duplicates_removed.inc_by(removed);
+        self.summary.duplicates_removed += removed;
     }
 
     /// Buffered events that may have a copy older than the window: looked up in their
@@ -333,22 +345,12 @@ impl Ingest {
             );
             found.extend(query::id_pairs(query::collect(&self.ctx, &sql).await?)?);
         }
-        if !found.is_empty() {
-            let found: HashSet<String> = found.into_iter().map(|(id, _)| id).collect();
-            let before = self.buffer.events.len();
-            self.buffer
-                .events
-                .retain(|(e, _)| !found.contains(&e.event_id.to_string()));
-            self.buffer.ids = self
-                .buffer
-                .events
-                .iter()
-                .map(|(e, _)| e.event_id.as_u128())
-                .collect();
-            for _ in self.buffer.events.len()..before {
-                self.duplicate();
-            }
-        }
+        let copies: HashSet<u128> = found
+            .iter()
+            .filter_map(|(id, _)| Uuid::parse_str(id).ok())
+            .map(|id| id.as_u128())
+            .collect();
+        self.drop_buffered(&copies);
         Ok(())
     }
 

@@ -550,3 +550,51 @@ fn throttled_reads_back_off_and_lose_nothing() {
     );
     assert_exactly_once(&lake, &expected);
 }
+
+/// A copy of an event whose first copy was received before the dedup window (a replay of old
+/// records, or a phone that resends after days): the window does not hold it, so the event's
+/// `event_date` partition is searched, and the copy is not written.
+#[test]
+fn a_copy_older_than_the_dedup_window_is_found_in_its_partition() {
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("lake-old");
+    kinesis.create_stream(&stream, 1).unwrap();
+    let five_days_ago = Utc::now() - chrono::Duration::days(5);
+    let records: Vec<_> = (1..=20)
+        .map(|seq| {
+            let mut r = stream_record("install-old", seq);
+            (r.created_at, r.event_time, r.sent_at, r.received_at) =
+                (five_days_ago, five_days_ago, five_days_ago, five_days_ago);
+            r
+        })
+        .collect();
+    let put = |records: &[tern_protocol::StreamRecord]| {
+        kinesis.block_on(async {
+            for r in records {
+                kinesis
+                    .client()
+                    .put_record()
+                    .stream_name(&stream)
+                    .partition_key(&r.install_id)
+                    .data(aws_sdk_kinesis::primitives::Blob::new(
+                        serde_json::to_vec(r).unwrap(),
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    put(&records);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let first = ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
+    assert_eq!(first["rows_written"], 20, "{first}");
+    // The same events again, read by a fresh process whose window (48 h) cannot hold them.
+    put(&records);
+    let again = ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
+    assert_eq!(again["rows_written"], 0, "{again}");
+    assert_eq!(again["duplicates_removed"], 20, "{again}");
+    let expected = records.iter().map(|r| r.event_id.to_string()).collect();
+    assert_exactly_once(&lake, &expected);
+}
