@@ -54,7 +54,7 @@ pub fn encode(stream: &str, shard: &str, position: &Position, now_ms: i64) -> Ve
             let digits = sequence.as_bytes();
             let mut out = vec![txn("len".into(), digits.len() as i64)];
             for (k, chunk) in digits.rchunks(CHECKPOINT_CHUNK_DIGITS).enumerate() {
-                // The chunk is ASCII digits (checked when the number was read), at most 18.
+                // Kinesis writes sequence numbers in decimal digits: a chunk is at most 18 of them.
                 let value = std::str::from_utf8(chunk)
                     .ok()
                     .and_then(|s| s.parse::<i64>().ok())
@@ -113,14 +113,6 @@ pub fn compare_sequence(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
-/// Whether `s` is a sequence number as Kinesis writes them: decimal digits, no leading zero.
-pub fn is_sequence_number(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s == "0" || !s.starts_with('0'))
-        && s.len() <= 129
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,10 +157,5 @@ mod tests {
     fn sequence_numbers_order_by_value() {
         assert_eq!(compare_sequence("9", "10"), Ordering::Less);
         assert_eq!(compare_sequence("495903", "495902"), Ordering::Greater);
-        assert!(is_sequence_number(
-            "49590338271490256608559692538361571095921575989136588898"
-        ));
-        assert!(!is_sequence_number("012"));
-        assert!(!is_sequence_number("12a"));
     }
 }
