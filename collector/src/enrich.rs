@@ -376,6 +376,7 @@ mod tests {
             context: Context::default(),
             events: vec![],
             dropped: Default::default(),
+            gaps: Vec::new(),
         }
     }
 

@@ -324,6 +324,8 @@ async fn handle_batch(
         batch_id: prepared.batch_id,
         accepted: u32::try_from(delivered).unwrap_or(u32::MAX),
         dead_lettered: u32::try_from(dead_lettered).unwrap_or(u32::MAX),
+        refused: Vec::new(),
+        gaps: 0,
     };
     state
         .acked

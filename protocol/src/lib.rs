@@ -12,9 +12,10 @@ pub mod limits;
 pub mod record;
 pub mod wire;
 
-pub use record::{DeadLetterRecord, StreamRecord, RECORD_VERSION};
+pub use record::{DeadLetterRecord, GapRecord, StreamRecord, GAP_KIND, RECORD_VERSION};
 pub use wire::{
-    drop_reason, AppInfo, Batch, BatchAck, Context, DeviceInfo, ErrorBody, Event, OsInfo, SdkInfo,
+    drop_reason, gap_reason, AppInfo, Batch, BatchAck, Context, DeviceInfo, ErrorBody, Event, Gap,
+    OsInfo, RefusedEvent, SdkInfo, SeqRange,
     BATCH_PATH, WIRE_VERSION,
 };
 

@@ -52,6 +52,15 @@ pub const MAX_CLOCK_ID_BYTES: usize = 64;
 /// nest beyond three levels.
 pub const MAX_PROPERTIES_DEPTH: usize = 16;
 
+/// Most gap reports in one batch. The SDK merges the gaps of one reason into ranges, so even a
+/// device that dropped events all day reports a handful; the bound keeps a hostile batch from
+/// making the collector write thousands of records for it.
+pub const MAX_GAPS_PER_BATCH: usize = 64;
+
+/// Most `seq` ranges in one gap report. Caps drop the oldest events, so their ranges are mostly
+/// contiguous; 256 ranges of 16-byte pairs keep a gap record far below 1 MiB.
+pub const MAX_RANGES_PER_GAP: usize = 256;
+
 /// Why an event name is not acceptable, or `None` when it is.
 ///
 /// Names are 1 to [`MAX_EVENT_NAME_BYTES`] bytes of ASCII letters, digits and `_ . : / -`,

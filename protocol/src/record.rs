@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::wire::{rfc3339, Context, SdkInfo};
+use crate::wire::{rfc3339, Context, SdkInfo, SeqRange};
 
 /// Version of the stream record described here; written in every record as `v`.
 pub const RECORD_VERSION: u32 = 1;
@@ -54,6 +54,45 @@ pub struct StreamRecord {
     /// The batch the event arrived in.
     pub batch_id: Uuid,
     /// The SDK that sent it.
+    pub sdk: SdkInfo,
+    /// The collector instance that wrote it.
+    pub collector_id: String,
+}
+
+/// The `kind` of a [`GapRecord`]. Event records carry no `kind`: a record whose `kind` is
+/// `"gap"` is a gap record, and must never be read as an event.
+pub const GAP_KIND: &str = "gap";
+
+/// A stream record reporting `seq` numbers of one install that will never arrive (see
+/// `docs/stream-record.md`, *Gaps*): received + reported lost = issued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GapRecord {
+    /// Record format version ([`RECORD_VERSION`]).
+    pub v: u32,
+    /// Always [`GAP_KIND`].
+    pub kind: String,
+    /// Unique per gap; duplicates in the stream carry the same one. Deduplicate on it.
+    pub gap_id: Uuid,
+    /// The app id of the write key.
+    pub app_id: String,
+    /// Installation whose events are lost (also the partition key).
+    pub install_id: String,
+    /// Why: one of `gap_reason::ALL` (`cap_count`, `cap_bytes`, `cap_age`, `quarantine`,
+    /// `quarantine_cap`, `opt_out`, `storage_lost`).
+    pub reason: String,
+    /// The lost `seq` numbers, ascending disjoint inclusive ranges.
+    pub ranges: Vec<SeqRange>,
+    /// How many `seq` numbers the ranges hold.
+    pub count: u64,
+    /// Device wall clock when the SDK gave up on them, as sent.
+    #[serde(with = "rfc3339")]
+    pub at: DateTime<Utc>,
+    /// Collector clock when the upload reporting it arrived.
+    #[serde(with = "rfc3339")]
+    pub received_at: DateTime<Utc>,
+    /// The batch that reported it.
+    pub batch_id: Uuid,
+    /// The SDK that reported it.
     pub sdk: SdkInfo,
     /// The collector instance that wrote it.
     pub collector_id: String,

@@ -25,7 +25,6 @@ pub const BATCH_PATH: &str = "/v1/batch";
 /// The event type is a parameter so that the SDK can send events it stored already serialized
 /// (`Batch<Box<RawValue>>`) without parsing them again; the collector reads `Batch<Event>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Batch<E = Event> {
     /// UUID v7 chosen when the batch was cut; stable across retries.
     pub batch_id: Uuid,
@@ -52,6 +51,91 @@ pub struct Batch<E = Event> {
     /// batch cut after the drops (and with its retries).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dropped: BTreeMap<String, u64>,
+    /// Events the SDK gave up on after giving them a `seq`, each report once (with its retries):
+    /// the collector writes each as a gap record to the stream, so that consumers can tell
+    /// "lost for good" from "not arrived yet". A batch may carry gaps and no events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
+}
+
+/// A range of `seq` numbers of one install that will never arrive, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// UUID v7 chosen when the SDK recorded the gap; a resent gap carries the same one, so
+    /// consumers deduplicate gap records on it as they do events on `event_id`.
+    pub gap_id: Uuid,
+    /// Why the events were given up on: one of [`gap_reason::ALL`].
+    pub reason: String,
+    /// The `seq` numbers given up on, as ascending, disjoint inclusive ranges.
+    pub ranges: Vec<SeqRange>,
+    /// How many `seq` numbers the ranges hold.
+    pub count: u64,
+    /// Device wall clock when the SDK gave up on them.
+    #[serde(with = "rfc3339")]
+    pub at: DateTime<Utc>,
+}
+
+impl Gap {
+    /// The `seq` numbers the ranges hold (the value `count` must have).
+    pub fn seqs_in_ranges(&self) -> u64 {
+        self.ranges.iter().map(SeqRange::len).sum()
+    }
+}
+
+/// An inclusive range of `seq` numbers, `first <= last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqRange {
+    /// First `seq` of the range.
+    pub first: u64,
+    /// Last `seq` of the range (inclusive).
+    pub last: u64,
+}
+
+impl SeqRange {
+    /// Number of `seq` numbers in the range (0 if it is reversed).
+    pub fn len(&self) -> u64 {
+        if self.last < self.first {
+            0
+        } else {
+            self.last - self.first + 1
+        }
+    }
+
+    /// Whether the range holds no `seq` (it is reversed).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why the SDK gave up on events that had a `seq`: the `reason` of a [`Gap`].
+pub mod gap_reason {
+    /// The buffer held more events than its cap; the oldest were dropped.
+    pub const CAP_COUNT: &str = "cap_count";
+    /// The buffer held more bytes than its cap; the oldest were dropped.
+    pub const CAP_BYTES: &str = "cap_bytes";
+    /// The events waited longer than the buffer's age cap.
+    pub const CAP_AGE: &str = "cap_age";
+    /// The collector refused them (or the batch holding them); they are kept in the device's
+    /// quarantine for inspection and never sent again.
+    pub const QUARANTINE: &str = "quarantine";
+    /// They were refused and the quarantine was full, so they were deleted at once.
+    pub const QUARANTINE_CAP: &str = "quarantine_cap";
+    /// The user opted out and the pending events were deleted (reported after a later opt-in,
+    /// since nothing leaves the device while opted out).
+    pub const OPT_OUT: &str = "opt_out";
+    /// The buffer was found corrupt and moved aside: every `seq` it may have held unsent.
+    pub const STORAGE_LOST: &str = "storage_lost";
+
+    /// Every reason above.
+    pub const ALL: [&str; 7] = [
+        CAP_COUNT,
+        CAP_BYTES,
+        CAP_AGE,
+        QUARANTINE,
+        QUARANTINE_CAP,
+        OPT_OUT,
+        STORAGE_LOST,
+    ];
 }
 
 /// Why the SDK dropped events on the device: the keys of [`Batch::dropped`].
@@ -89,7 +173,6 @@ pub mod drop_reason {
 
 /// Name and version of the SDK.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SdkInfo {
     /// SDK name, e.g. `tern-sdk-kotlin`.
     pub name: String,
@@ -99,7 +182,6 @@ pub struct SdkInfo {
 
 /// What is known about the app and the device, set once by the host platform.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Context {
     /// The app.
     #[serde(default)]
@@ -120,7 +202,6 @@ pub struct Context {
 
 /// The app that tracks events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AppInfo {
     /// Bundle or package identifier, e.g. `com.example.shop`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,7 +216,6 @@ pub struct AppInfo {
 
 /// The device.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeviceInfo {
     /// Manufacturer, e.g. `Google`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,7 +227,6 @@ pub struct DeviceInfo {
 
 /// The operating system.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OsInfo {
     /// `Android`, `iOS`, `Linux`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,7 +238,6 @@ pub struct OsInfo {
 
 /// One tracked event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Event {
     /// UUID v7 stamped at `track()`; the key consumers deduplicate on.
     pub event_id: Uuid,
@@ -187,16 +265,42 @@ pub struct Event {
     pub session_id: Option<String>,
 }
 
-/// Body of a 200 answer: every event of the batch is in the stream.
+/// Body of a 200 answer: every valid event of the batch is in the stream, and every invalid one
+/// is listed in `refused` (and, if the collector has one, written to the dead-letter stream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchAck {
     /// The acknowledged batch.
     pub batch_id: Uuid,
     /// Events written to the stream.
     pub accepted: u32,
-    /// Events written to the dead-letter stream instead (invalid single events).
+    /// Refused events also written to the dead-letter stream (0 without one).
     #[serde(default)]
     pub dead_lettered: u32,
+    /// The events of the batch that were not written to the stream, each with its reason. The
+    /// SDK keeps them in its quarantine and reports them as a `quarantine` gap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedEvent>,
+    /// Gap reports of the batch written to the stream.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gaps: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// An event of an acknowledged batch that was not written to the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedEvent {
+    /// The refused event.
+    pub event_id: Uuid,
+    /// Its `seq`.
+    pub seq: u64,
+    /// Machine-readable reason, as in dead letters: `invalid_name`, `invalid_seq`,
+    /// `invalid_id`, `invalid_properties`, `invalid_timestamp`, `record_too_large`.
+    pub reason: String,
+    /// What was wrong, for a human.
+    pub message: String,
 }
 
 /// Body of every error answer (4xx, 5xx).

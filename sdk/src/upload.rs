@@ -53,6 +53,7 @@ pub fn encode_batch(
         context,
         events,
         dropped: batch.dropped.clone(),
+        gaps: Vec::new(),
     };
     let json = serde_json::to_vec(&batch)?;
     let body = zstd::bulk::compress(&json, ZSTD_LEVEL)?;
@@ -224,6 +225,8 @@ mod tests {
             batch_id,
             accepted: 3,
             dead_lettered: 0,
+            refused: Vec::new(),
+            gaps: 0,
         })
         .unwrap()
     }

@@ -232,6 +232,7 @@ async fn run_device(
                 context: context(),
                 events: raw.clone(),
                 dropped: BTreeMap::new(),
+                gaps: Vec::new(),
             };
             let body = serde_json::to_vec(&batch)
                 .ok()
