@@ -24,7 +24,7 @@ pub const ENV_PREFIX: &str = "TERN_LAKE_";
 pub struct IngestConfig {
     /// Kinesis stream to read.
     pub stream: String,
-    /// The lake: a directory or a URI; the tables `events` and `rejected` live under it.
+    /// The lake: a directory or a URI; the tables `events`, `gaps` and `rejected` live under it.
     pub lake: String,
     /// Kinesis endpoint URL; unset means the AWS endpoint of `region`.
     pub kinesis_endpoint: Option<String>,

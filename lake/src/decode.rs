@@ -1,9 +1,9 @@
 //! Kinesis record → stream records: de-aggregates KPL records, parses every stream record v1
-//! document and checks it against the record's rules. What fails is kept with its reason for
-//! the `rejected` table; nothing is dropped.
+//! document (an event, or a gap record: `"kind": "gap"`) and checks it against the record's
+//! rules. What fails is kept with its reason for the `rejected` table; nothing is dropped.
 
-use tern_protocol::limits::{event_name_problem, MAX_ID_BYTES};
-use tern_protocol::{StreamRecord, RECORD_VERSION};
+use tern_protocol::limits::{event_name_problem, MAX_ID_BYTES, MAX_RANGES_PER_GAP};
+use tern_protocol::{GapRecord, StreamRecord, GAP_KIND, RECORD_VERSION};
 
 /// Machine-readable reasons a record goes to `rejected`.
 pub mod reason {
@@ -24,6 +24,8 @@ pub mod reason {
 pub enum Decoded {
     /// A valid stream record.
     Event(Box<StreamRecord>),
+    /// A valid gap record: `seq` numbers of an install that will never arrive.
+    Gap(Box<GapRecord>),
     /// A document that is not one, with why.
     Rejected {
         /// One of [`reason::ALL`].
@@ -54,6 +56,9 @@ pub fn decode(document: &[u8]) -> Decoded {
         Err(e) => {
             let reason = match e.classify() {
                 serde_json::error::Category::Data => {
+                    if kind_of(document).as_deref() == Some(GAP_KIND) {
+                        return decode_gap(document);
+                    }
                     // A record of another version fails on its fields; say so first.
                     match version_of(document) {
                         Some(v) if v != u64::from(RECORD_VERSION) => {
@@ -91,6 +96,90 @@ pub fn decode(document: &[u8]) -> Decoded {
         },
         None => Decoded::Event(Box::new(record)),
     }
+}
+
+/// Parses and checks a gap record (a document whose `kind` is `"gap"`).
+fn decode_gap(document: &[u8]) -> Decoded {
+    let gap: GapRecord = match serde_json::from_slice(document) {
+        Ok(gap) => gap,
+        Err(e) => {
+            return Decoded::Rejected {
+                reason: match version_of(document) {
+                    Some(v) if v != u64::from(RECORD_VERSION) => reason::UNKNOWN_VERSION,
+                    _ => reason::SCHEMA,
+                },
+                message: format!("gap record: {e}"),
+            }
+        }
+    };
+    if gap.v != RECORD_VERSION {
+        return Decoded::Rejected {
+            reason: reason::UNKNOWN_VERSION,
+            message: format!("record version {}; this lake reads {RECORD_VERSION}", gap.v),
+        };
+    }
+    match gap_problem(&gap) {
+        Some(message) => Decoded::Rejected {
+            reason: reason::INVALID_VALUE,
+            message: format!("gap record: {message}"),
+        },
+        None => Decoded::Gap(Box::new(gap)),
+    }
+}
+
+/// What breaks the rules of a gap record that its types do not enforce.
+fn gap_problem(gap: &GapRecord) -> Option<String> {
+    for (field, value) in [
+        ("app_id", &gap.app_id),
+        ("install_id", &gap.install_id),
+        ("reason", &gap.reason),
+        ("collector_id", &gap.collector_id),
+    ] {
+        if value.is_empty() {
+            return Some(format!("{field}: empty"));
+        }
+    }
+    if gap.install_id.len() > MAX_ID_BYTES {
+        return Some(format!(
+            "install_id: {} bytes, over {MAX_ID_BYTES}",
+            gap.install_id.len()
+        ));
+    }
+    if gap.ranges.is_empty() || gap.ranges.len() > MAX_RANGES_PER_GAP {
+        return Some(format!(
+            "ranges: {} ranges; 1 to {MAX_RANGES_PER_GAP} expected",
+            gap.ranges.len()
+        ));
+    }
+    let mut after = 0;
+    for r in &gap.ranges {
+        if r.first <= after || r.last < r.first {
+            return Some(format!(
+                "ranges: {}..={} is empty, starts at 0, or is not after the range before it",
+                r.first, r.last
+            ));
+        }
+        after = r.last;
+    }
+    let covered: u64 = gap.ranges.iter().map(|r| r.len()).sum();
+    if covered != gap.count {
+        return Some(format!(
+            "count: {} but the ranges hold {covered}",
+            gap.count
+        ));
+    }
+    None
+}
+
+/// The `kind` of a document, if it has one (event records have none).
+fn kind_of(document: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        kind: String,
+    }
+    serde_json::from_slice::<Kind>(document)
+        .ok()
+        .map(|k| k.kind)
 }
 
 fn version_of(document: &[u8]) -> Option<u64> {
@@ -140,6 +229,7 @@ mod tests {
     fn reason_of(doc: &str) -> &'static str {
         match decode(doc.as_bytes()) {
             Decoded::Event(_) => "ok",
+            Decoded::Gap(_) => "gap",
             Decoded::Rejected { reason, .. } => reason,
         }
     }
@@ -162,6 +252,46 @@ mod tests {
         assert_eq!(
             reason_of(&GOOD.replace("\"checkout\"", "\"9 bad name\"")),
             reason::INVALID_VALUE
+        );
+    }
+
+    const GAP: &str = r#"{"v":1,"kind":"gap","gap_id":"019ab7b2-4b00-7aaa-8bbb-dddddddddddd",
+        "app_id":"shop","install_id":"i-1","reason":"cap_count",
+        "ranges":[{"first":3,"last":5},{"first":9,"last":9}],"count":4,
+        "at":"2026-11-24T21:34:50.001Z","received_at":"2026-11-24T21:34:57.190Z",
+        "batch_id":"019ab7b2-4c1e-7d2a-9f3e-5a1b2c3d4e5f",
+        "sdk":{"name":"tern-sdk-kotlin","version":"0.1.0"},"collector_id":"c-1"}"#;
+
+    #[test]
+    fn gap_records_are_told_from_events_and_checked() {
+        assert_eq!(reason_of(GAP), "gap");
+        // A gap record is never read as an event, whatever else it carries.
+        assert_eq!(
+            reason_of(&GAP.replace(
+                "\"gap_id\"",
+                "\"event_id\":\"019ab7b2-4b00-7aaa-8bbb-cccccccccccc\",\"gap_id\""
+            )),
+            "gap"
+        );
+        assert_eq!(
+            reason_of(&GAP.replace("\"count\":4", "\"count\":5")),
+            reason::INVALID_VALUE
+        );
+        assert_eq!(
+            reason_of(&GAP.replace("\"first\":9", "\"first\":4")),
+            reason::INVALID_VALUE
+        );
+        assert_eq!(
+            reason_of(&GAP.replace("\"first\":3", "\"first\":0")),
+            reason::INVALID_VALUE
+        );
+        assert_eq!(
+            reason_of(&GAP.replace("\"v\":1", "\"v\":2")),
+            reason::UNKNOWN_VERSION
+        );
+        assert_eq!(
+            reason_of(&GAP.replace("\"reason\":\"cap_count\",", "")),
+            reason::SCHEMA
         );
     }
 

@@ -1,4 +1,5 @@
-//! `tern-lake ingest`: the stream into `events` (and `rejected`), exactly once by `event_id`.
+//! `tern-lake ingest`: the stream into `events` (and `gaps`, `rejected`), exactly once by
+//! `event_id` (and `gap_id`).
 //!
 //! One loop: read every due shard, decode, drop what the table (or this commit) already holds,
 //! buffer; every commit interval (or N rows) commit the rows and every shard's position in one
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use deltalake::DeltaTable;
 use serde_json::json;
-use tern_protocol::StreamRecord;
+use tern_protocol::{GapRecord, StreamRecord};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -41,6 +42,8 @@ pub struct Summary {
     pub duplicates_removed: u64,
     /// Documents committed to `rejected`.
     pub rejected: u64,
+    /// Gap records committed to `gaps`.
+    pub gaps: u64,
     /// Commits to `events`.
     pub commits: u64,
 }
@@ -51,12 +54,17 @@ struct Buffer {
     events: Vec<(StreamRecord, Provenance)>,
     ids: HashSet<u128>,
     rejects: Vec<RejectedRow>,
+    gaps: Vec<(GapRecord, Provenance)>,
     since: Option<Instant>,
 }
 
 impl Buffer {
     fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.rejects.is_empty()
+        self.events.is_empty() && self.rejects.is_empty() && self.gaps.is_empty()
+    }
+
+    fn rows(&self) -> usize {
+        self.events.len() + self.rejects.len() + self.gaps.len()
     }
 }
 
@@ -68,6 +76,11 @@ struct Ingest {
     /// How far `rejected` holds each shard's rejects (ahead of `events` after a crash between
     /// the two commits: those rejects are not written twice).
     rejected_to: HashMap<String, Position>,
+    gaps: DeltaTable,
+    /// How far `gaps` holds each shard's gap records (as `rejected_to`).
+    gaps_to: HashMap<String, Position>,
+    /// Every `gap_id` in `gaps` (few: one per SDK give-up, not per event) and in the buffer.
+    gap_ids: HashSet<u128>,
     source: Source,
     window: DedupWindow,
     /// Files of `events` whose ids the window has taken in.
@@ -126,7 +139,7 @@ pub async fn run(
         }
         let interval = ingest.config.commit_interval();
         let unsaved = !ingest.buffer.is_empty() || !ingest.source.progress().is_empty();
-        let due = ingest.buffer.events.len() + ingest.buffer.rejects.len() >= ingest.config.commit_rows
+        let due = ingest.buffer.rows() >= ingest.config.commit_rows
             || ingest.buffer.since.is_some_and(|s| s.elapsed() >= interval)
             // A batch run commits as soon as it has read everything.
             || (ingest.config.stop_when_caught_up && unsaved && ingest.source.caught_up());
@@ -181,13 +194,18 @@ impl Ingest {
         let client =
             crate::source::client(&config.region, config.kinesis_endpoint.as_deref()).await;
         let source = Source::open(client, &config.stream, config.worker()?, &events).await?;
-        let mut rejected_to = HashMap::new();
+        let gaps = table::open_gaps(&config.lake).await?;
+        let (mut rejected_to, mut gaps_to) = (HashMap::new(), HashMap::new());
         for shard in source.shard_ids() {
             if let Some(position) = checkpoint::read(&rejected, &config.stream, &shard).await? {
-                rejected_to.insert(shard, position);
+                rejected_to.insert(shard.clone(), position);
+            }
+            if let Some(position) = checkpoint::read(&gaps, &config.stream, &shard).await? {
+                gaps_to.insert(shard, position);
             }
         }
         let ctx = query::new_session()?;
+        let gap_ids = query::gap_ids(&ctx, &gaps).await?;
         let mut ingest = Self {
             window: DedupWindow::new(config.dedup_window()),
             config,
@@ -195,6 +213,9 @@ impl Ingest {
             events,
             rejected,
             rejected_to,
+            gaps,
+            gaps_to,
+            gap_ids,
             source,
             known_files: HashSet::new(),
             ctx,
@@ -217,6 +238,7 @@ impl Ingest {
     fn take(&mut self, read: ShardRead) {
         let shard_id: Arc<str> = Arc::from(read.shard_id.as_str());
         let rejected_to = self.rejected_to.get(&read.shard_id).cloned();
+        let gaps_to = self.gaps_to.get(&read.shard_id).cloned();
         for record in read.records {
             self.metrics.records_read.inc();
             let sequence_number: Arc<str> = Arc::from(record.sequence_number.as_str());
@@ -238,15 +260,19 @@ impl Ingest {
                         }
                         self.buffer.events.push((*event, from));
                     }
+                    Decoded::Gap(gap) => {
+                        // Committed to `gaps` before a crash kept its position out of `events`,
+                        // or a copy (the same gap resent).
+                        if written(gaps_to.as_ref(), &record.sequence_number)
+                            || !self.gap_ids.insert(gap.gap_id.as_u128())
+                        {
+                            self.duplicate();
+                            continue;
+                        }
+                        self.buffer.gaps.push((*gap, from));
+                    }
                     Decoded::Rejected { reason, message } => {
-                        let written = match &rejected_to {
-                            Some(Position::End) => true,
-                            Some(Position::After(seq)) => {
-                                compare_sequence(&record.sequence_number, seq).is_le()
-                            }
-                            None => false,
-                        };
-                        if written {
+                        if written(rejected_to.as_ref(), &record.sequence_number) {
                             // Committed to `rejected` before a crash kept it out of `events`.
                             self.metrics.rejected(reason);
                             self.summary.rejected += 1;
@@ -266,6 +292,33 @@ impl Ingest {
             // Positions to save even when every document was a duplicate.
             self.buffer.since = Some(Instant::now());
         }
+    }
+
+    /// Commits `self.buffer.gaps` to `gaps` with the positions of their shards.
+    async fn commit_gaps(
+        &mut self,
+        progress: &[(String, Position)],
+        now: chrono::DateTime<Utc>,
+    ) -> Result<()> {
+        if self.buffer.gaps.is_empty() {
+            return Ok(());
+        }
+        let shards: HashSet<&str> = self.buffer.gaps.iter().map(|(_, f)| &*f.shard_id).collect();
+        let positions = positions_of(progress, &shards);
+        let txns = positions
+            .iter()
+            .flat_map(|(s, p)| {
+                checkpoint::encode(self.source.stream(), s, p, now.timestamp_millis())
+            })
+            .collect();
+        let batch = table::gaps_batch(&self.buffer.gaps, now)?;
+        table::commit(&mut self.gaps, Some(batch), txns, HashMap::new()).await?;
+        let n = self.buffer.gaps.len() as u64;
+        self.metrics.gap_records_written.inc_by(n);
+        self.summary.gaps += n;
+        self.buffer.gaps.clear();
+        self.gaps_to.extend(positions);
+        Ok(())
     }
 
     fn duplicate(&mut self) {
@@ -396,8 +449,9 @@ impl Ingest {
         let now = Utc::now();
         let now_ms = now.timestamp_millis();
         let worker = self.config.worker()?;
-        // Rejects first: a crash before the `events` commit re-reads them, and `rejected_to`
-        // keeps them from being written twice.
+        // Gaps and rejects first: a crash before the `events` commit re-reads them, and
+        // `gaps_to`/`rejected_to` keep them from being written twice.
+        self.commit_gaps(&progress, now).await?;
         if !self.buffer.rejects.is_empty() {
             let shards: HashSet<&str> = self
                 .buffer
@@ -405,11 +459,7 @@ impl Ingest {
                 .iter()
                 .map(|r| &*r.from.shard_id)
                 .collect();
-            let positions: Vec<(String, Position)> = progress
-                .iter()
-                .filter(|(s, _)| shards.contains(s.as_str()))
-                .cloned()
-                .collect();
+            let positions = positions_of(&progress, &shards);
             let txns = positions
                 .iter()
                 .flat_map(|(s, p)| checkpoint::encode(&stream, s, p, now_ms))
@@ -486,4 +536,25 @@ impl Ingest {
         );
         Ok(())
     }
+}
+
+/// Whether a side table's position `to` already covers the record `sequence_number`.
+fn written(to: Option<&Position>, sequence_number: &str) -> bool {
+    match to {
+        Some(Position::End) => true,
+        Some(Position::After(seq)) => compare_sequence(sequence_number, seq).is_le(),
+        None => false,
+    }
+}
+
+/// The positions in `progress` of the shards in `shards`.
+fn positions_of(
+    progress: &[(String, Position)],
+    shards: &HashSet<&str>,
+) -> Vec<(String, Position)> {
+    progress
+        .iter()
+        .filter(|(s, _)| shards.contains(s.as_str()))
+        .cloned()
+        .collect()
 }

@@ -2,8 +2,8 @@
 //! (`docs/metrics.md` lists them).
 //!
 //! Accounting rule: every stream record document read (`documents_read`) leaves through exactly
-//! one of `rows_written` (first copy of its `event_id`), `duplicates_removed` or `rejected`
-//! (by reason).
+//! one of `rows_written` (first copy of its `event_id`), `gap_records_written` (first copy of
+//! its `gap_id`), `duplicates_removed` or `rejected` (by reason).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +45,8 @@ pub struct Metrics {
     pub duplicates_removed: Counter,
     /// Documents committed to `rejected`, by reason.
     pub rejected: Family<ReasonLabel, Counter>,
+    /// Gap records committed to `gaps` (first copies).
+    pub gap_records_written: Counter,
     /// Commits to `events`.
     pub commits: Counter,
     /// Commit attempts that failed (storage error, or another writer got in first) and were
@@ -86,7 +88,7 @@ impl Default for Metrics {
         let duplicates_removed = Counter::default();
         registry.register(
             "duplicates_removed",
-            "Documents whose event_id was already in events",
+            "Documents whose event_id (or gap_id) was already in the table",
             duplicates_removed.clone(),
         );
         let rejected = Family::<ReasonLabel, Counter>::default();
@@ -94,6 +96,12 @@ impl Default for Metrics {
             "rejected",
             "Documents committed to rejected, by reason",
             rejected.clone(),
+        );
+        let gap_records_written = Counter::default();
+        registry.register(
+            "gap_records_written",
+            "Gap records committed to gaps (first copy of each gap_id)",
+            gap_records_written.clone(),
         );
         let commits = Counter::default();
         registry.register("commits", "Commits to events", commits.clone());
@@ -148,6 +156,7 @@ impl Default for Metrics {
             rows_written,
             duplicates_removed,
             rejected,
+            gap_records_written,
             commits,
             commit_retries,
             commit_duration,

@@ -11,7 +11,7 @@ use deltalake::DeltaTable;
 
 use crate::dedup::DedupWindow;
 use crate::error::Result;
-use crate::table::{self, EVENTS, REJECTED};
+use crate::table::{self, EVENTS, GAPS, REJECTED};
 
 /// Which version of the tables to read.
 #[derive(Debug, Clone, Default)]
@@ -41,11 +41,11 @@ pub async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> R
     Ok(())
 }
 
-/// A session over the lake under `lake` with `events` and `rejected` registered (those that
-/// exist), as of `as_of`.
+/// A session over the lake under `lake` with `events`, `gaps` and `rejected` registered (those
+/// that exist), as of `as_of` (for `events`; the others at their latest).
 pub async fn lake_session(lake: &str, as_of: &AsOf) -> Result<SessionContext> {
     let ctx = new_session()?;
-    for name in [EVENTS, REJECTED] {
+    for name in [EVENTS, GAPS, REJECTED] {
         let Some(mut table) = table::open(lake, name).await? else {
             continue;
         };
@@ -92,6 +92,31 @@ pub async fn load_window(
     );
     window.absorb(id_pairs(collect(ctx, &sql).await?)?);
     Ok(())
+}
+
+/// Every `gap_id` in `gaps`.
+pub async fn gap_ids(
+    ctx: &SessionContext,
+    gaps: &DeltaTable,
+) -> Result<std::collections::HashSet<u128>> {
+    let mut ids = std::collections::HashSet::new();
+    if gaps.get_file_uris()?.next().is_none() {
+        return Ok(ids);
+    }
+    register(ctx, GAPS, gaps).await?;
+    for batch in collect(ctx, "SELECT DISTINCT gap_id FROM gaps").await? {
+        let column = deltalake::arrow::compute::cast(
+            batch.column(0),
+            &deltalake::arrow::datatypes::DataType::Utf8,
+        )?;
+        let column = column.as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            if let Ok(id) = uuid::Uuid::parse_str(column.value(i)) {
+                ids.insert(id.as_u128());
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// `(event_id, received_at µs)` of every row in the parquet files `uris` (files of `events`).

@@ -1,6 +1,7 @@
-//! The lake's Delta tables: `events` (one row per `event_id`, partitioned by `event_date`) and
-//! `rejected` (what could not be read as an event, partitioned by arrival date), their schemas,
-//! and commits that carry the shards' checkpoints.
+//! The lake's Delta tables: `events` (one row per `event_id`, partitioned by `event_date`),
+//! `gaps` (one row per `seq` range the SDKs reported lost, partitioned by the date it arrived)
+//! and `rejected` (what could not be read as a stream record, partitioned by arrival date),
+//! their schemas, and commits that carry the shards' checkpoints.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use serde_json::Value;
-use tern_protocol::StreamRecord;
+use tern_protocol::{GapRecord, StreamRecord};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -26,6 +27,8 @@ use crate::error::{Error, Result};
 pub const EVENTS: &str = "events";
 /// Name of the rejected records table under the lake.
 pub const REJECTED: &str = "rejected";
+/// Name of the gaps table under the lake.
+pub const GAPS: &str = "gaps";
 
 /// Where a row was read from.
 #[derive(Debug, Clone)]
@@ -98,6 +101,32 @@ fn rejected_columns() -> Vec<Column> {
         ("message", DataType::STRING, false),
         ("data", DataType::BINARY, false),
         ("arrived_date", DataType::DATE, false),
+    ]
+}
+
+/// The `gaps` columns: one row per range of a gap record, so that SQL sums `seq_last -
+/// seq_first + 1` without unpacking JSON.
+fn gap_columns() -> Vec<Column> {
+    vec![
+        ("gap_id", DataType::STRING, false),
+        ("install_id", DataType::STRING, false),
+        ("app_id", DataType::STRING, false),
+        ("reason", DataType::STRING, false),
+        ("seq_first", DataType::LONG, false),
+        ("seq_last", DataType::LONG, false),
+        ("gap_count", DataType::LONG, false),
+        ("at", DataType::TIMESTAMP, false),
+        ("received_at", DataType::TIMESTAMP, false),
+        ("batch_id", DataType::STRING, false),
+        ("collector_id", DataType::STRING, false),
+        ("sdk_name", DataType::STRING, false),
+        ("sdk_version", DataType::STRING, false),
+        ("shard_id", DataType::STRING, false),
+        ("sequence_number", DataType::STRING, false),
+        ("sub_sequence", DataType::INTEGER, true),
+        ("arrived_at", DataType::TIMESTAMP, false),
+        ("ingested_at", DataType::TIMESTAMP, false),
+        ("received_date", DataType::DATE, false),
     ]
 }
 
@@ -220,6 +249,11 @@ pub async fn open_rejected(lake: &str) -> Result<DeltaTable> {
         configuration,
     )
     .await
+}
+
+/// Opens (creating if needed) `gaps` under `lake`.
+pub async fn open_gaps(lake: &str) -> Result<DeltaTable> {
+    open_or_create(lake, GAPS, gap_columns(), "received_date", HashMap::new()).await
 }
 
 /// Writes `batch` (if it has rows) and commits it with `txns` and `metadata` as one table
@@ -530,4 +564,76 @@ pub fn rejected_batch(rows: &[RejectedRow], ingested_at: DateTime<Utc>) -> Resul
         arrow_schema(&rejected_columns()),
         columns,
     )?)
+}
+
+/// `gaps` as one batch: a row per range of each gap record.
+pub fn gaps_batch(
+    gaps: &[(GapRecord, Provenance)],
+    ingested_at: DateTime<Utc>,
+) -> Result<RecordBatch> {
+    let mut gap_id = StringBuilder::new();
+    let mut install_id = StringBuilder::new();
+    let mut app_id = StringBuilder::new();
+    let mut reason = StringBuilder::new();
+    let mut seq_first = Int64Builder::new();
+    let mut seq_last = Int64Builder::new();
+    let mut gap_count = Int64Builder::new();
+    let mut at = timestamps();
+    let mut received_at = timestamps();
+    let mut batch_id = StringBuilder::new();
+    let mut collector_id = StringBuilder::new();
+    let mut sdk_name = StringBuilder::new();
+    let mut sdk_version = StringBuilder::new();
+    let mut shard_id = StringBuilder::new();
+    let mut sequence_number = StringBuilder::new();
+    let mut sub_sequence = Int32Builder::new();
+    let mut arrived_at = timestamps();
+    let mut ingested = timestamps();
+    let mut received_date = Date32Builder::new();
+    let long = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for (gap, from) in gaps {
+        for range in &gap.ranges {
+            gap_id.append_value(gap.gap_id.to_string());
+            install_id.append_value(&gap.install_id);
+            app_id.append_value(&gap.app_id);
+            reason.append_value(&gap.reason);
+            seq_first.append_value(long(range.first));
+            seq_last.append_value(long(range.last));
+            gap_count.append_value(long(gap.count));
+            at.append_value(micros(gap.at));
+            received_at.append_value(micros(gap.received_at));
+            batch_id.append_value(gap.batch_id.to_string());
+            collector_id.append_value(&gap.collector_id);
+            sdk_name.append_value(&gap.sdk.name);
+            sdk_version.append_value(&gap.sdk.version);
+            shard_id.append_value(&from.shard_id);
+            sequence_number.append_value(&from.sequence_number);
+            sub_sequence.append_option(from.sub_sequence);
+            arrived_at.append_value(micros(from.arrived_at));
+            ingested.append_value(micros(ingested_at));
+            received_date.append_value(date_days(gap.received_at));
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(gap_id.finish()),
+        Arc::new(install_id.finish()),
+        Arc::new(app_id.finish()),
+        Arc::new(reason.finish()),
+        Arc::new(seq_first.finish()),
+        Arc::new(seq_last.finish()),
+        Arc::new(gap_count.finish()),
+        Arc::new(at.finish()),
+        Arc::new(received_at.finish()),
+        Arc::new(batch_id.finish()),
+        Arc::new(collector_id.finish()),
+        Arc::new(sdk_name.finish()),
+        Arc::new(sdk_version.finish()),
+        Arc::new(shard_id.finish()),
+        Arc::new(sequence_number.finish()),
+        Arc::new(sub_sequence.finish()),
+        Arc::new(arrived_at.finish()),
+        Arc::new(ingested.finish()),
+        Arc::new(received_date.finish()),
+    ];
+    Ok(RecordBatch::try_new(arrow_schema(&gap_columns()), columns)?)
 }

@@ -8,7 +8,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
 use chrono::{DateTime, Utc};
-use tern_protocol::StreamRecord;
+use tern_protocol::{GapRecord, StreamRecord, GAP_KIND};
 
 use crate::process::Listening;
 use crate::workspace_root;
@@ -213,12 +213,23 @@ impl ShardReader {
 pub struct StreamReader<'a> {
     kinesis: &'a Kinesalite,
     shards: ShardReader,
+    /// Gap records read so far (every copy), kept apart from the events.
+    gaps: Vec<GapRecord>,
 }
 
 impl<'a> StreamReader<'a> {
     fn new(kinesis: &'a Kinesalite, stream: &str) -> Result<Self> {
         let shards = kinesis.block_on(ShardReader::open(kinesis.client().clone(), stream))?;
-        Ok(Self { kinesis, shards })
+        Ok(Self {
+            kinesis,
+            shards,
+            gaps: Vec::new(),
+        })
+    }
+
+    /// Every gap record read so far (`read` keeps them apart from the events), copies included.
+    pub fn gaps(&self) -> &[GapRecord] {
+        &self.gaps
     }
 
     /// Raw data of every record added since the last call, parsed or not.
@@ -226,28 +237,33 @@ impl<'a> StreamReader<'a> {
         self.kinesis.block_on(self.shards.read_raw())
     }
 
-    /// Every stream record added since the last call.
+    /// Every event record added since the last call; gap records go to [`Self::gaps`].
     pub fn read(&mut self) -> Result<Vec<ReadRecord>> {
-        self.read_raw()?
-            .into_iter()
-            .map(|raw| {
-                let RawRecord {
-                    shard_id,
-                    partition_key,
-                    data,
-                    arrived_at,
-                } = raw;
-                let record: StreamRecord = serde_json::from_slice(&data).with_context(|| {
-                    format!("not a stream record: {}", String::from_utf8_lossy(&data))
-                })?;
-                Ok(ReadRecord {
-                    record,
-                    arrived_at,
-                    shard_id,
-                    partition_key,
-                })
-            })
-            .collect()
+        let mut events = Vec::new();
+        for raw in self.read_raw()? {
+            let RawRecord {
+                shard_id,
+                partition_key,
+                data,
+                arrived_at,
+            } = raw;
+            if let Ok(gap) = serde_json::from_slice::<GapRecord>(&data) {
+                if gap.kind == GAP_KIND {
+                    self.gaps.push(gap);
+                    continue;
+                }
+            }
+            let record: StreamRecord = serde_json::from_slice(&data).with_context(|| {
+                format!("not a stream record: {}", String::from_utf8_lossy(&data))
+            })?;
+            events.push(ReadRecord {
+                record,
+                arrived_at,
+                shard_id,
+                partition_key,
+            });
+        }
+        Ok(events)
     }
 
     /// Reads until `done(all records so far)` holds or `timeout` passes; returns everything read.

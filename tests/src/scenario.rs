@@ -3,7 +3,7 @@
 //! run ends by reading the whole stream back and checking every `event_id` and every install's
 //! `seq` range (a gap is a loss).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,8 +38,11 @@ pub struct Report {
     pub delivered: usize,
     /// Expected events missing from the stream (must be 0).
     pub lost: usize,
-    /// Missing numbers in the installs' `seq` ranges (must be 0).
+    /// Missing numbers in the installs' `seq` ranges that no gap record reports (must be 0).
     pub seq_gaps: u64,
+    /// `seq` numbers the devices reported lost in gap records (caps, quarantine, ...): with
+    /// the events received they make up every install's `seq` range.
+    pub reported_lost: u64,
     /// Records beyond the first copy of each event.
     pub duplicates: usize,
     /// Duplicates as a share of distinct events, in percent.
@@ -276,19 +279,28 @@ pub fn verify(
         .iter()
         .filter(|id| !first_copy.contains_key(id))
         .count();
-    let mut seqs: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    // Received + reported lost = issued, per install: every seq up to the last is accounted.
+    let mut seqs: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
     for r in &records {
         seqs.entry(&r.record.install_id)
             .or_default()
-            .push(r.record.seq);
+            .insert(r.record.seq);
+    }
+    let mut reported = BTreeMap::<Uuid, &tern_protocol::GapRecord>::new();
+    for gap in reader.gaps() {
+        reported.insert(gap.gap_id, gap);
+    }
+    let mut reported_lost = 0;
+    for gap in reported.values() {
+        let covered = seqs.entry(&gap.install_id).or_default();
+        for range in &gap.ranges {
+            reported_lost += range.len();
+            covered.extend(range.first..=range.last);
+        }
     }
     let seq_gaps = seqs
-        .values_mut()
-        .map(|s| {
-            s.sort_unstable();
-            s.dedup();
-            s.last().copied().unwrap_or(0) - s.len() as u64
-        })
+        .values()
+        .map(|s| s.last().copied().unwrap_or(0) - s.len() as u64)
         .sum();
     let mut latencies: Vec<f64> = first_copy
         .values()
@@ -304,6 +316,7 @@ pub fn verify(
         delivered: expected.len() - lost,
         lost,
         seq_gaps,
+        reported_lost,
         duplicates,
         duplicate_pct: 100.0 * duplicates as f64 / first_copy.len().max(1) as f64,
         latency_p50_s: percentile(&mut latencies, 50.0),

@@ -600,3 +600,79 @@ fn a_copy_older_than_the_dedup_window_is_found_in_its_partition() {
     let expected = records.iter().map(|r| r.event_id.to_string()).collect();
     assert_exactly_once(&lake, &expected);
 }
+
+/// The completeness query of `docs/analysis.md`, as the docs print it.
+fn completeness_query() -> String {
+    let docs = std::fs::read_to_string(workspace_root().join("docs/analysis.md")).unwrap();
+    let section = &docs[docs.find("### Completeness per install").unwrap()..];
+    let start = section.find("```sql\n").unwrap() + "```sql\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    section[start..end].trim().trim_end_matches(';').to_owned()
+}
+
+#[test]
+fn gaps_complete_the_count_once_each() {
+    let kinesis = Kinesalite::start().unwrap();
+    let stream = unique_stream("lake-gaps");
+    kinesis.create_stream(&stream, 2).unwrap();
+    let (plain, aggregating) = collectors(&kinesis, &stream);
+    let client = reqwest::blocking::Client::new();
+    let urls = [plain.url.as_str(), aggregating.url.as_str()];
+    let now = Utc::now();
+    let stamp = now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let gap = |reason: &str, ranges: &[(u64, u64)]| {
+        let count: u64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
+        let ranges: Vec<_> = ranges
+            .iter()
+            .map(|(a, b)| serde_json::json!({"first": a, "last": b}))
+            .collect();
+        serde_json::json!({"gap_id": Uuid::now_v7(), "reason": reason, "ranges": ranges,
+                           "count": count, "at": stamp})
+    };
+    // install-a: 1..=3 arrive; 4..=6 and 9 dropped by a cap, reported with 7, 8, 10. Every
+    // upload goes through both collectors, so each gap record is in the stream twice.
+    let (first, _) = batch("install-a", 1, 3, now);
+    let (mut second, _) = batch("install-a", 7, 4, now);
+    second["events"].as_array_mut().unwrap().remove(2);
+    second["gaps"] = serde_json::json!([gap("cap_count", &[(4, 6), (9, 9)])]);
+    // install-b: a gap-only upload (1..=2 quarantined), then 3..=5.
+    let (mut only_gap, _) = batch("install-b", 1, 0, now);
+    only_gap["gaps"] = serde_json::json!([gap("quarantine", &[(1, 2)])]);
+    let (third, _) = batch("install-b", 3, 3, now);
+    // install-c: seq 4 is still on the phone.
+    let (mut fourth, _) = batch("install-c", 1, 5, now);
+    fourth["events"].as_array_mut().unwrap().remove(3);
+    for body in [&first, &second, &only_gap, &third, &fourth] {
+        for url in urls {
+            assert_eq!(post(&client, url, body).unwrap(), 200, "upload to {url}");
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let summary = ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
+    assert_eq!(summary["gaps"].as_u64().unwrap(), 2, "{summary}");
+    assert_eq!(summary["rejected"].as_u64().unwrap(), 0, "{summary}");
+    // A second run over the same stream writes nothing new.
+    let again = ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
+    assert_eq!(again["gaps"].as_u64().unwrap(), 0, "{again}");
+    assert_eq!(
+        sql_number(&lake, "SELECT count(*) AS n FROM gaps", None).unwrap(),
+        3,
+        "one row per range, each gap once"
+    );
+    let rows = sql(&lake, &completeness_query(), None).unwrap();
+    let by_install: BTreeMap<String, (i64, i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_i64().unwrap();
+            (
+                r["install_id"].as_str().unwrap().to_owned(),
+                (n("received"), n("reported_lost"), n("issued"), n("not_arrived")),
+            )
+        })
+        .collect();
+    assert_eq!(by_install["install-a"], (6, 4, 10, 0), "{rows:?}");
+    assert_eq!(by_install["install-b"], (3, 2, 5, 0), "{rows:?}");
+    assert_eq!(by_install["install-c"], (4, 0, 5, 1), "{rows:?}");
+}

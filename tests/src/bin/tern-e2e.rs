@@ -142,7 +142,7 @@ fn table(rows: &[Row], size: Size, total: f64) -> String {
     );
     let _ = writeln!(
         t,
-        "| scenario | devices | collectors | expected events | lost | seq gaps | duplicates | latency p50 / p99 / max (s) | result | notes |"
+        "| scenario | devices | collectors | expected events | lost | seq gaps (reported lost) | duplicates | latency p50 / p99 / max (s) | result | notes |"
     );
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
@@ -159,13 +159,14 @@ fn table(rows: &[Row], size: Size, total: f64) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | **{}** | {} | {} ({:.2} %) | {} / {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | **{}** | {} ({}) | {} ({:.2} %) | {} / {} / {} | {} | {} |",
             r.scenario,
             r.devices,
             r.collectors,
             r.expected,
             r.lost,
             r.seq_gaps,
+            r.reported_lost,
             r.duplicates,
             r.duplicate_pct,
             secs(r.latency_p50_s),
