@@ -12,8 +12,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::limits::{
     DEFAULT_ACK_DEADLINE, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_IN_FLIGHT_BYTES,
-    DEFAULT_SHUTDOWN_DEADLINE, MAX_APP_ID_BYTES, MAX_INSTANCE_ID_BYTES, MAX_UPLOAD_RECORD_BYTES,
-    SDK_REQUEST_TIMEOUT,
+    DEFAULT_SHUTDOWN_DEADLINE, DEFAULT_SHUTDOWN_DELAY, MAX_APP_ID_BYTES, MAX_INSTANCE_ID_BYTES,
+    MAX_UPLOAD_RECORD_BYTES, SDK_REQUEST_TIMEOUT,
 };
 
 /// The collector's settings.
@@ -48,7 +48,9 @@ pub struct Config {
     /// least the ack deadline, so that uploads in progress can be answered.
     pub shutdown_deadline_ms: u64,
     /// After SIGTERM, how long to keep serving while reporting unready (so the load balancer
-    /// stops sending) before refusing new connections, in ms.
+    /// stops sending) before refusing new connections, in ms. Default
+    /// [`DEFAULT_SHUTDOWN_DELAY`] (15 s); raise it to the load balancer's health-check interval
+    /// × unhealthy threshold where that is longer.
     pub shutdown_delay_ms: u64,
     /// Events per second each write key may send (0: no limit); above it uploads get 429.
     pub rate_limit_events_per_second: u32,
@@ -71,7 +73,7 @@ impl Default for Config {
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             header_read_timeout_ms: millis(DEFAULT_HEADER_READ_TIMEOUT),
             shutdown_deadline_ms: millis(DEFAULT_SHUTDOWN_DEADLINE),
-            shutdown_delay_ms: 0,
+            shutdown_delay_ms: millis(DEFAULT_SHUTDOWN_DELAY),
             rate_limit_events_per_second: 0,
             aggregate: false,
         }

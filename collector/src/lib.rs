@@ -98,6 +98,7 @@ pub async fn run(
             received = a.received,
             delivered = a.delivered,
             dead_lettered = a.dead_lettered,
+            refused = a.refused,
             duplicate = a.duplicate,
             rejected = a.rejected,
             "final event accounting"
@@ -107,6 +108,7 @@ pub async fn run(
             received = a.received,
             delivered = a.delivered,
             dead_lettered = a.dead_lettered,
+            refused = a.refused,
             duplicate = a.duplicate,
             rejected = a.rejected,
             "final event accounting does not balance"

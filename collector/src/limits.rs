@@ -118,6 +118,14 @@ pub const ACKED_BATCHES_REMEMBERED: usize = 100_000;
 /// Default time a SIGTERM'd collector gives in-flight uploads to finish: twice the ack deadline.
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 
+/// Default time a SIGTERM'd collector keeps serving while unready, before it refuses new
+/// connections: the load balancer must notice first. 15 s is above Kubernetes' default readiness
+/// period (10 s, one failed probe). AWS ALB's defaults (30 s interval × 2 unhealthy checks; target
+/// groups also deregister on their own) need 60 s or more: there, set it to interval ×
+/// unhealthy threshold. With the shutdown deadline the exit takes up to 35 s: set
+/// `terminationGracePeriodSeconds` above that.
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(15);
+
 /// How often readiness asks Kinesis whether the stream answers.
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
 

@@ -2,7 +2,9 @@
 //! `tern_collector_<name>_<unit>_total`; `docs/metrics.md` lists them with their labels.
 //!
 //! Accounting rule: every event that enters (`events_received`) leaves through exactly one of
-//! `events_delivered` and `events_dead_lettered` (its upload was acknowledged), `events_duplicate`
+//! `events_delivered`, `events_dead_lettered` and `events_refused` (its upload was acknowledged;
+//! the last two are the invalid events listed in the answer, with and without a dead-letter
+//! stream), `events_duplicate`
 //! (a resent batch this instance had acknowledged, answered without writing) or
 //! `events_rejected` (the upload was not acknowledged, whatever reached the stream: the SDK
 //! keeps the events and resends them). [`UploadEvents`] enforces it, also when a handler is
@@ -26,6 +28,26 @@ pub fn sdk_drop_reason(reported: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Why the collector refuses a single event (the `reason` of a refused event and of its dead
+/// letter): the label values of `events_refused`.
+pub const REFUSED_EVENT_REASONS: [&str; 6] = [
+    "invalid_name",
+    "invalid_seq",
+    "invalid_id",
+    "invalid_properties",
+    "invalid_timestamp",
+    "record_too_large",
+];
+
+/// The `reason` label of a refused event: one of [`REFUSED_EVENT_REASONS`], else `other`.
+fn refused_event_reason(reason: &str) -> &'static str {
+    REFUSED_EVENT_REASONS
+        .iter()
+        .find(|known| **known == reason)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// Label of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -38,6 +60,13 @@ pub struct StatusLabel {
 pub struct ReasonLabel {
     /// Machine-readable reason (the `error` of the answer).
     pub reason: String,
+}
+
+/// Label of the unknown-field counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LocationLabel {
+    /// Where in the batch (one of [`crate::decode::UNKNOWN_FIELD_LOCATIONS`]).
+    pub location: String,
 }
 
 /// Label of a Kinesis error counter.
@@ -65,6 +94,12 @@ pub struct Metrics {
     pub events_delivered: Counter,
     /// Events of acknowledged uploads written to the dead-letter stream.
     pub events_dead_lettered: Counter,
+    /// Invalid events of acknowledged uploads, listed in the answer as refused, when there is no
+    /// dead-letter stream (with one they count in `events_dead_lettered`), by reason (one of
+    /// [`REFUSED_EVENT_REASONS`]).
+    pub events_refused: Family<ReasonLabel, Counter>,
+    /// The sum of `events_refused` over reasons (not exported; for [`Metrics::accounting`]).
+    events_refused_sum: Counter,
     /// Events of decoded uploads that were not acknowledged, by reason (the error code of the
     /// answer, or `cancelled` when the handler was dropped: client gone, shutdown deadline);
     /// the SDK resends them.
@@ -76,6 +111,12 @@ pub struct Metrics {
     /// Events the SDKs report they dropped on the device, by reason ([`tern_protocol::drop_reason::ALL`] or
     /// `other`).
     pub sdk_dropped_events: Family<ReasonLabel, Counter>,
+    /// `seq`s the SDKs report given up on in the gap records of acknowledged uploads, by reason
+    /// (one of [`tern_protocol::gap_reason::ALL`]; checked at parse time).
+    pub gap_events: Family<ReasonLabel, Counter>,
+    /// Fields of decoded batches that the collector did not know and ignored (tolerated within
+    /// v1), by location.
+    pub unknown_fields: Family<LocationLabel, Counter>,
     /// Bytes of uploads in progress (decoded records waiting for Kinesis).
     pub in_flight_bytes: Gauge,
     /// 1 when ready (Kinesis answers, not draining), else 0.
@@ -109,10 +150,14 @@ impl Metrics {
             events_received: Counter::default(),
             events_delivered: Counter::default(),
             events_dead_lettered: Counter::default(),
+            events_refused: Family::default(),
+            events_refused_sum: Counter::default(),
             events_rejected: Family::default(),
             events_rejected_sum: Counter::default(),
             events_duplicate: Counter::default(),
             sdk_dropped_events: Family::default(),
+            gap_events: Family::default(),
+            unknown_fields: Family::default(),
             in_flight_bytes: Gauge::default(),
             ready: Gauge::default(),
             records_retried: Counter::default(),
@@ -148,6 +193,12 @@ impl Metrics {
             m.events_dead_lettered.clone(),
         );
         registry.register(
+            "events_refused",
+            "Invalid events of acknowledged uploads listed as refused in the answer, without a \
+             dead-letter stream, by reason",
+            m.events_refused.clone(),
+        );
+        registry.register(
             "events_rejected",
             "Events of decoded uploads not acknowledged (the SDK resends them), by reason",
             m.events_rejected.clone(),
@@ -161,6 +212,16 @@ impl Metrics {
             "sdk_dropped_events",
             "Events the SDKs report they dropped on the device, by reason",
             m.sdk_dropped_events.clone(),
+        );
+        registry.register(
+            "gap_events",
+            "Seqs the SDKs report given up on, in gap records of acknowledged uploads, by reason",
+            m.gap_events.clone(),
+        );
+        registry.register(
+            "unknown_fields",
+            "Unknown fields of decoded batches, ignored (tolerated within v1), by location",
+            m.unknown_fields.clone(),
         );
         registry.register(
             "in_flight_bytes",
@@ -217,6 +278,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a field ignored at `location` (one of
+    /// [`crate::decode::UNKNOWN_FIELD_LOCATIONS`]).
+    pub fn unknown_field(&self, location: &'static str) {
+        self.unknown_fields
+            .get_or_create(&LocationLabel {
+                location: location.to_owned(),
+            })
+            .inc();
+    }
+
     /// Counts `events` as rejected for `reason`.
     fn reject(&self, reason: &str, events: u64) {
         if events > 0 {
@@ -235,6 +306,7 @@ impl Metrics {
             received: self.events_received.get(),
             delivered: self.events_delivered.get(),
             dead_lettered: self.events_dead_lettered.get(),
+            refused: self.events_refused_sum.get(),
             duplicate: self.events_duplicate.get(),
             rejected: self.events_rejected_sum.get(),
         }
@@ -258,6 +330,8 @@ pub struct Accounting {
     pub delivered: u64,
     /// `events_dead_lettered`.
     pub dead_lettered: u64,
+    /// Sum of `events_refused`.
+    pub refused: u64,
     /// `events_duplicate`.
     pub duplicate: u64,
     /// Sum of `events_rejected`.
@@ -271,6 +345,7 @@ impl Accounting {
         let outcomes = [
             self.delivered,
             self.dead_lettered,
+            self.refused,
             self.duplicate,
             self.rejected,
         ];
@@ -302,10 +377,27 @@ impl<'a> UploadEvents<'a> {
         self.pending = self.pending.saturating_add(events);
     }
 
-    /// The upload was acknowledged: `delivered` events are in the stream and `dead_lettered`
-    /// in the dead-letter stream (together, all of them).
-    pub fn acknowledged(&mut self, delivered: u64, dead_lettered: u64) {
-        debug_assert_eq!(delivered + dead_lettered, self.pending);
+    /// The upload was acknowledged: `delivered` events are in the stream, `dead_lettered` in
+    /// the dead-letter stream, and the events of `refused_reasons` (one reason per event) were
+    /// listed as refused without a dead-letter stream (together, all of them).
+    pub fn acknowledged<'r>(
+        &mut self,
+        delivered: u64,
+        dead_lettered: u64,
+        refused_reasons: impl IntoIterator<Item = &'r str>,
+    ) {
+        let mut refused = 0u64;
+        for reason in refused_reasons {
+            self.metrics
+                .events_refused
+                .get_or_create(&ReasonLabel {
+                    reason: refused_event_reason(reason).to_owned(),
+                })
+                .inc();
+            refused += 1;
+        }
+        self.metrics.events_refused_sum.inc_by(refused);
+        debug_assert_eq!(delivered + dead_lettered + refused, self.pending);
         self.metrics.events_delivered.inc_by(delivered);
         self.metrics.events_dead_lettered.inc_by(dead_lettered);
         self.pending = 0;
@@ -363,7 +455,9 @@ mod tests {
     #[test]
     fn every_received_event_leaves_through_one_outcome_even_when_cancelled() {
         let m = Metrics::new();
-        m.receive(5).acknowledged(4, 1);
+        m.receive(5).acknowledged(4, 1, []);
+        m.receive(3)
+            .acknowledged(1, 0, ["invalid_name", "invalid_seq"]);
         m.receive(3).duplicate();
         m.receive(2).rejected("stream_unavailable");
         {
@@ -377,9 +471,10 @@ mod tests {
         assert_eq!(
             a,
             Accounting {
-                received: 17,
-                delivered: 4,
+                received: 20,
+                delivered: 5,
                 dead_lettered: 1,
+                refused: 2,
                 duplicate: 3,
                 rejected: 9
             }
@@ -388,6 +483,10 @@ mod tests {
         let text = m.encode();
         assert!(
             text.contains("tern_collector_events_rejected_total{reason=\"cancelled\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tern_collector_events_refused_total{reason=\"invalid_seq\"} 1"),
             "{text}"
         );
     }

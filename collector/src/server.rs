@@ -43,9 +43,11 @@ pub struct AppState {
     in_flight: Arc<InFlightBudget>,
     /// Uploads being decoded and enriched at once (CPU-bound; bounds their memory too).
     decodes: Semaphore,
-    /// Batches this instance acknowledged recently, with their answer, by app and batch id:
-    /// batch ids are chosen by clients, so one app's id must never answer for another's batch.
-    acked: Mutex<LruCache<(String, Uuid), BatchAck>>,
+    /// Batches this instance acknowledged recently, with the digest of their content and their
+    /// answer, by app and batch id: batch ids are chosen by clients, so one app's id must never
+    /// answer for another's batch, and a reused id with other content must never be answered
+    /// without writing.
+    acked: Mutex<LruCache<(String, Uuid), (ContentDigest, BatchAck)>>,
     /// Set at SIGTERM: unready from then on.
     pub draining: AtomicBool,
     /// Whether Kinesis answered the last readiness checks (with hysteresis).
@@ -55,6 +57,27 @@ pub struct AppState {
 }
 
 type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// MD5 of what a batch is made of: its events' ids and `seq`s and its gaps' ids, in order. A
+/// resend carries the same (the SDK never changes a batch's content); a different digest under
+/// the same `batch_id` is another batch. Not a security boundary (only the write key's own
+/// batches are compared), so MD5's speed is what matters.
+type ContentDigest = [u8; 16];
+
+fn content_digest(batch: &Batch) -> ContentDigest {
+    use md5::{Digest, Md5};
+    let mut hasher = Md5::new();
+    for event in &batch.events {
+        hasher.update(event.event_id.as_bytes());
+        hasher.update(event.seq.to_le_bytes());
+    }
+    // Separates the events from the gaps, so that no list of one can pass for the other.
+    hasher.update(b"gaps");
+    for gap in &batch.gaps {
+        hasher.update(gap.gap_id.as_bytes());
+    }
+    hasher.finalize().into()
+}
 
 impl AppState {
     /// Builds the state.
@@ -219,9 +242,12 @@ async fn handle_batch(
     let mut reservation = Reservation::new(&state.in_flight);
     let body = read_body(body, &mut reservation, deadline).await?;
     let decoding = state.decodes.acquire().await.map_err(|_| overloaded())?;
+    let metrics = Arc::clone(&state.metrics);
     let batch = blocking(move || {
         let json = decode::decompress(encoding, &body)?;
-        let batch = decode::parse(&json)?;
+        let batch = decode::parse_noting_unknown_fields(&json, |location| {
+            metrics.unknown_field(location);
+        })?;
         Ok((batch, json.len()))
     })
     .await?;
@@ -229,13 +255,21 @@ async fn handle_batch(
     let n_events = batch.events.len() as u64;
     events.receive(n_events);
     let acked_key = (app_id.clone(), batch.batch_id);
+    let digest = content_digest(&batch);
     let cached = state
         .acked
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&acked_key)
         .cloned();
-    if let Some(ack) = cached {
+    if let Some((acked_digest, ack)) = cached {
+        if acked_digest != digest {
+            return Err(RequestError::BatchIdConflict(format!(
+                "batch_id {} was acknowledged with other events or gaps; give this batch a \
+                 fresh batch_id and send it again",
+                batch.batch_id
+            )));
+        }
         // A resend of a batch this instance acknowledged: its ack was lost on the way back.
         events.duplicate();
         return Ok(ack);
@@ -266,8 +300,6 @@ async fn handle_batch(
     })
     .await;
     drop(decoding);
-    // A batch refused for one invalid event (no dead-letter stream) was received whole and is
-    // rejected whole.
     let prepared = prepared?;
     let bytes = prepared.bytes();
     if bytes > MAX_UPLOAD_RECORD_BYTES {
@@ -285,10 +317,15 @@ async fn handle_batch(
     let reservation = Arc::new(reservation);
     let dead_lettered = prepared.dead_letters.len() as u64;
     let delivered = prepared.records.len() as u64;
+    let gaps = prepared.gap_records.len();
+    // Gap records go with the events, after them: same stream, same partition key, same
+    // PutRecords flow, and the ack waits for them too.
+    let mut records = prepared.records;
+    records.extend(prepared.gap_records);
     let records = if state.config.aggregate {
-        aggregate(prepared.records)
+        aggregate(records)
     } else {
-        prepared.records
+        records
     };
     let main = state
         .sink
@@ -311,8 +348,26 @@ async fn handle_batch(
             retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
         });
     }
-    events.acknowledged(delivered, dead_lettered);
+    // Refused events went to the dead-letter stream if there is one; else they are counted
+    // as refused, each by its reason.
+    let refused_only = if has_dead_letter_stream {
+        &[][..]
+    } else {
+        &prepared.refused[..]
+    };
+    events.acknowledged(
+        delivered,
+        dead_lettered,
+        refused_only.iter().map(|r| r.reason.as_str()),
+    );
     let m = &state.metrics;
+    for (reason, n) in &prepared.gap_events {
+        m.gap_events
+            .get_or_create(&ReasonLabel {
+                reason: reason.clone(),
+            })
+            .inc_by(*n);
+    }
     for (reason, n) in &prepared.dropped {
         m.sdk_dropped_events
             .get_or_create(&ReasonLabel {
@@ -324,14 +379,14 @@ async fn handle_batch(
         batch_id: prepared.batch_id,
         accepted: u32::try_from(delivered).unwrap_or(u32::MAX),
         dead_lettered: u32::try_from(dead_lettered).unwrap_or(u32::MAX),
-        refused: Vec::new(),
-        gaps: 0,
+        refused: prepared.refused,
+        gaps: u32::try_from(gaps).unwrap_or(u32::MAX),
     };
     state
         .acked
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .put(acked_key, ack.clone());
+        .put(acked_key, (digest, ack.clone()));
     Ok(ack)
 }
 
@@ -427,7 +482,7 @@ fn records_estimate(batch: &Batch, json_bytes: usize) -> usize {
         + batch.sdk.version.len()
         + batch.install_id.len()
         + RECORD_OVERHEAD_ESTIMATE;
-    json_bytes
-        .saturating_mul(2)
-        .saturating_add(batch.events.len().saturating_mul(copied))
+    json_bytes.saturating_mul(2).saturating_add(
+        (batch.events.len().saturating_add(batch.gaps.len())).saturating_mul(copied),
+    )
 }

@@ -198,6 +198,9 @@ impl Collector {
             .env("AWS_SECRET_ACCESS_KEY", "tern-test")
             .env_remove("AWS_PROFILE")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            // Tests stop collectors often and no load balancer watches them: no unready period
+            // at SIGTERM unless a test asks for one (`--shutdown-delay-ms` wins over this).
+            .env("TERN_SHUTDOWN_DELAY_MS", "0")
             .env(
                 "TERN_LOG",
                 std::env::var("TERN_LOG").unwrap_or_else(|_| "error".into()),
@@ -278,6 +281,8 @@ pub struct FinalAccounting {
     pub delivered: u64,
     /// `events_dead_lettered`.
     pub dead_lettered: u64,
+    /// Sum of `events_refused` (invalid events listed in the answer, no dead-letter stream).
+    pub refused: u64,
     /// `events_duplicate`.
     pub duplicate: u64,
     /// Sum of `events_rejected`.
@@ -299,6 +304,7 @@ impl FinalAccounting {
                 "received" => a.received = value,
                 "delivered" => a.delivered = value,
                 "dead_lettered" => a.dead_lettered = value,
+                "refused" => a.refused = value,
                 "duplicate" => a.duplicate = value,
                 "rejected" => a.rejected = value,
                 _ => {}
@@ -309,7 +315,8 @@ impl FinalAccounting {
 
     /// Whether every received event left through one outcome.
     pub fn balanced(&self) -> bool {
-        self.received == self.delivered + self.dead_lettered + self.duplicate + self.rejected
+        self.received
+            == self.delivered + self.dead_lettered + self.refused + self.duplicate + self.rejected
     }
 }
 

@@ -120,7 +120,8 @@ fn bad_keys_and_bodies_are_refused_with_a_reason_and_nothing_is_written() -> any
     )?;
     assert_eq!(status, 415, "{body}");
 
-    // Without a dead-letter stream, an invalid event makes the whole batch a 400 (never dropped).
+    // Without a dead-letter stream, an invalid event is refused alone: 200, listed in the
+    // answer, nothing written for it.
     let invalid = serde_json::to_vec(&batch("install-bad", "has spaces"))?;
     let (status, body) = post(
         &client,
@@ -129,8 +130,11 @@ fn bad_keys_and_bodies_are_refused_with_a_reason_and_nothing_is_written() -> any
         Some("zstd"),
         zstd(&invalid),
     )?;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(reason(&body).error, "invalid_event");
+    assert_eq!(status, 200, "{body}");
+    let ack: tern_protocol::BatchAck = serde_json::from_str(&body)?;
+    assert_eq!(ack.accepted, 0);
+    assert_eq!(ack.refused.len(), 1);
+    assert_eq!(ack.refused[0].reason, "invalid_name");
 
     let mut reader = kinesis.reader(&stream)?;
     assert!(
@@ -167,21 +171,20 @@ fn bad_keys_and_bodies_are_refused_with_a_reason_and_nothing_is_written() -> any
         ("malformed_encoding", 1.0),
         ("malformed_json", 2.0),
         ("unsupported_encoding", 1.0),
-        ("invalid_event", 1.0),
     ] {
         let series = format!("tern_collector_requests_refused_total{{reason=\"{reason}\"}}");
         assert_eq!(collector.metric(&series)?, n, "{series}");
     }
     assert_eq!(
         collector.metric("tern_collector_requests_total{status=\"200\"}")?,
-        3.0
+        4.0
     );
-    // The invalid event's batch was received and rejected: the sums balance.
+    // The invalid event was received and refused: the sums balance.
     let received = collector.metric("tern_collector_events_received_total")?;
     let delivered = collector.metric("tern_collector_events_delivered_total")?;
-    let rejected =
-        collector.metric("tern_collector_events_rejected_total{reason=\"invalid_event\"}")?;
-    assert_eq!((received, delivered, rejected), (4.0, 3.0, 1.0));
+    let refused =
+        collector.metric("tern_collector_events_refused_total{reason=\"invalid_name\"}")?;
+    assert_eq!((received, delivered, refused), (4.0, 3.0, 1.0));
     Ok(())
 }
 
@@ -293,5 +296,89 @@ fn a_batch_id_reused_by_another_app_is_written_not_taken_for_a_resend() -> anyho
         .read_until(Duration::from_secs(10), |r| r.len() >= 2)?;
     let apps: Vec<&str> = records.iter().map(|r| r.record.app_id.as_str()).collect();
     assert_eq!(apps, ["test-app", "other-app"]);
+    Ok(())
+}
+
+/// Within v1 unknown fields are ignored, not refused (a newer SDK talking to an older
+/// collector loses nothing): the batch is accepted, its events are in the stream, and each
+/// ignored field is counted by where it was.
+#[test]
+fn unknown_fields_are_accepted_and_counted() -> anyhow::Result<()> {
+    let kinesis = Kinesalite::start()?;
+    let stream = unique_stream("unknown");
+    kinesis.create_stream(&stream, 1)?;
+    let collector = Collector::start(&CollectorOptions::new(&kinesis.endpoint, &stream))?;
+    let mut body = batch("install-unknown", "checkout");
+    body["compression_hint"] = json!("zstd-19");
+    body["events"][0]["priority"] = json!(3);
+    let (status, text) = post(
+        &Client::new(),
+        &collector.url,
+        Some(WRITE_KEY),
+        None,
+        serde_json::to_vec(&body)?,
+    )?;
+    assert_eq!(status, 200, "{text}");
+    let records = kinesis
+        .reader(&stream)?
+        .read_until(Duration::from_secs(10), |r| !r.is_empty())?;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].record.name, "checkout");
+    for location in ["batch", "event"] {
+        let series = format!("tern_collector_unknown_fields_total{{location=\"{location}\"}}");
+        assert_eq!(collector.metric(&series)?, 1.0, "{series}");
+    }
+    Ok(())
+}
+
+/// A `batch_id` this collector acknowledged, sent again with other events, is answered 409
+/// `batch_id_conflict` and counted, never acknowledged without writing; the same content again
+/// gets the cached acknowledgement.
+#[test]
+fn a_reused_batch_id_with_other_events_gets_409() -> anyhow::Result<()> {
+    let kinesis = Kinesalite::start()?;
+    let stream = unique_stream("conflict");
+    kinesis.create_stream(&stream, 1)?;
+    let collector = Collector::start(&CollectorOptions::new(&kinesis.endpoint, &stream))?;
+    let client = Client::new();
+    let first = batch("install-conflict", "checkout");
+    let send = |body: &serde_json::Value| {
+        post(
+            &client,
+            &collector.url,
+            Some(WRITE_KEY),
+            None,
+            serde_json::to_vec(body).expect("JSON"),
+        )
+    };
+    let (status, text) = send(&first)?;
+    assert_eq!(status, 200, "{text}");
+    let acked: tern_protocol::BatchAck = serde_json::from_str(&text)?;
+    // The same batch again (its ack was lost): the same answer.
+    let (status, text) = send(&first)?;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<tern_protocol::BatchAck>(&text)?,
+        acked
+    );
+    // The same batch_id with another event: refused.
+    let mut other = batch("install-conflict", "checkout");
+    other["batch_id"] = first["batch_id"].clone();
+    let (status, text) = send(&other)?;
+    assert_eq!(status, 409, "{text}");
+    assert_eq!(reason(&text).error, "batch_id_conflict");
+    // Another seq under the same event_id is other content too.
+    let mut reseq = first.clone();
+    reseq["events"][0]["seq"] = json!(2);
+    let (status, _) = send(&reseq)?;
+    assert_eq!(status, 409);
+    assert_eq!(
+        collector.metric("tern_collector_requests_refused_total{reason=\"batch_id_conflict\"}")?,
+        2.0
+    );
+    let records = kinesis
+        .reader(&stream)?
+        .read_until(Duration::from_secs(3), |r| r.len() > 1)?;
+    assert_eq!(records.len(), 1, "only the first batch was written");
     Ok(())
 }

@@ -142,3 +142,136 @@ fn stream_records_match_the_schema() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Gap reports become gap records in the main stream, valid against the record schema, keyed
+/// by `install_id`, with the events (also in `--aggregate` mode), and the answer counts them: a
+/// batch with events and two gaps, and a batch with gaps only.
+#[test]
+fn gap_reports_become_gap_records_that_match_the_schema() -> anyhow::Result<()> {
+    use serde_json::json;
+    let kinesis = Kinesalite::start()?;
+    let schema = validator(RECORD_SCHEMA);
+    let batch_schema = validator(BATCH_SCHEMA);
+    for aggregate in [false, true] {
+        let stream = unique_stream("gaps");
+        kinesis.create_stream(&stream, 1)?;
+        let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
+        if aggregate {
+            options.extra_args = vec!["--aggregate".into()];
+        }
+        let collector = Collector::start(&options)?;
+        let now = chrono::Utc::now();
+        let gap = |reason: &str, ranges: Value, count: u64| {
+            json!({
+                "gap_id": uuid::Uuid::now_v7(), "reason": reason, "ranges": ranges,
+                "count": count, "at": now
+            })
+        };
+        let with_events = json!({
+            "batch_id": uuid::Uuid::now_v7(),
+            "install_id": "install-gaps",
+            "sent_at": now,
+            "sdk": { "name": "test", "version": "0" },
+            "context": {},
+            "events": (121..=123).map(|seq| json!({
+                "event_id": uuid::Uuid::now_v7(), "seq": seq, "name": "checkout",
+                "created_at": now, "properties": {}
+            })).collect::<Vec<_>>(),
+            "gaps": [
+                gap("cap_count", json!([{ "first": 1, "last": 100 }]), 100),
+                gap("quarantine", json!([{ "first": 101, "last": 110 }, { "first": 115, "last": 120 }]), 16),
+            ],
+        });
+        let gaps_only = json!({
+            "batch_id": uuid::Uuid::now_v7(),
+            "install_id": "install-gaps",
+            "sent_at": now,
+            "sdk": { "name": "test", "version": "0" },
+            "context": {},
+            "events": [],
+            "gaps": [gap("storage_lost", json!([{ "first": 111, "last": 114 }]), 4)],
+        });
+        let client = reqwest::blocking::Client::new();
+        for (body, events, gaps) in [(&with_events, 3, 2), (&gaps_only, 0, 1)] {
+            assert_valid(&batch_schema, body);
+            let response = client
+                .post(format!("{}/v1/batch", collector.url))
+                .bearer_auth(tern_tests::WRITE_KEY)
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body)?)
+                .send()?;
+            assert_eq!(response.status().as_u16(), 200, "aggregate {aggregate}");
+            let ack: tern_protocol::BatchAck = serde_json::from_str(&response.text()?)?;
+            assert_eq!(
+                (ack.accepted, ack.gaps),
+                (events, gaps),
+                "aggregate {aggregate}"
+            );
+        }
+        let mut reader = kinesis.reader(&stream)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut documents: Vec<Value> = Vec::new();
+        while documents.len() < 6 && Instant::now() < deadline {
+            for raw in reader.read_raw()? {
+                assert_eq!(raw.partition_key, "install-gaps");
+                let parts = tern_protocol::aggregate::deaggregate(&raw.data)
+                    .unwrap_or_else(|| vec![&raw.data[..]]);
+                for part in parts {
+                    documents.push(serde_json::from_slice(part)?);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(documents.len(), 6, "aggregate {aggregate}");
+        for document in &documents {
+            assert_valid(&schema, document);
+        }
+        let mut gap_records: Vec<(String, u64)> = documents
+            .iter()
+            .filter(|d| d["kind"] == "gap")
+            .map(|d| {
+                assert!(d.get("event_id").is_none());
+                (
+                    d["reason"].as_str().unwrap().to_owned(),
+                    d["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        gap_records.sort();
+        assert_eq!(
+            gap_records,
+            [
+                ("cap_count".to_owned(), 100),
+                ("quarantine".to_owned(), 16),
+                ("storage_lost".to_owned(), 4)
+            ],
+            "aggregate {aggregate}"
+        );
+        // Completeness: received seqs and seqs covered by gaps make up every seq issued.
+        let mut covered = std::collections::BTreeSet::new();
+        for d in &documents {
+            if d["kind"] == "gap" {
+                for range in d["ranges"].as_array().unwrap() {
+                    covered
+                        .extend(range["first"].as_u64().unwrap()..=range["last"].as_u64().unwrap());
+                }
+            } else {
+                covered.insert(d["seq"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(covered, (1..=123).collect(), "aggregate {aggregate}");
+        assert_eq!(
+            collector.metric("tern_collector_gap_events_total{reason=\"cap_count\"}")?,
+            100.0
+        );
+        // A schema check that can fail: an event record claiming a kind is neither variant.
+        let mut forged = documents
+            .iter()
+            .find(|d| d.get("kind").is_none())
+            .unwrap()
+            .clone();
+        forged["kind"] = json!("gap");
+        assert!(!schema.is_valid(&forged));
+    }
+    Ok(())
+}

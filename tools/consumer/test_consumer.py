@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from local_pipeline import local_pipeline
-from tern_consumer import Deduper, consume
+from tern_consumer import Deduper, consume, missing_seqs
 
 KEY = "consumer-test-key"
 
@@ -80,3 +80,30 @@ def test_deduper_is_bounded():
     assert len(d.seen) == 2
     assert d.first("a"), "the oldest id was forgotten"
     assert not d.first("c") and d.duplicates == 1
+
+
+def test_gap_records_are_not_events_and_complete_the_seqs(pipeline):
+    client, stream, url = pipeline
+    with_gaps = batch("install-g", 11, 5)
+    with_gaps["gaps"] = [{
+        "gap_id": str(uuid.uuid4()), "reason": "cap_count",
+        "ranges": [{"first": 1, "last": 8}], "count": 8, "at": "2026-11-24T09:59:00.000Z",
+    }]
+    ack = post(url, with_gaps)
+    assert ack["gaps"] == 1
+    # Sent again under a new batch_id (as another instance would write it): the gap record is
+    # in the stream twice with the same gap_id.
+    post(url, dict(with_gaps, batch_id=str(uuid.uuid4())))
+    # seqs 9 and 10 are still on the device.
+
+    events, gaps = [], []
+    consume(client, stream, events.append, Deduper(), handle_gap=gaps.append, poll_interval=0.05)
+
+    assert sorted(r["seq"] for r in events) == list(range(11, 16))
+    assert all("kind" not in r for r in events)
+    assert len(gaps) == 1 and gaps[0]["kind"] == "gap" and gaps[0]["reason"] == "cap_count"
+    assert missing_seqs(events, gaps) == {"install-g": 2}
+    # Without a gap handler gap records are skipped, never handed over as events.
+    only_events = []
+    consume(client, stream, only_events.append, Deduper(), poll_interval=0.05)
+    assert len(only_events) == 5 and all("event_id" in r for r in only_events)

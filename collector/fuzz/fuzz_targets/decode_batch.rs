@@ -35,9 +35,10 @@ fuzz_target!(|data: &[u8]| {
             };
             if let Ok(prepared) = prepare(&batch, &upload, has_dead_letter_stream) {
                 assert_eq!(
-                    prepared.records.len() + prepared.dead_letters.len(),
+                    prepared.records.len() + prepared.refused.len(),
                     batch.events.len()
                 );
+                assert_eq!(prepared.gap_records.len(), batch.gaps.len());
             }
         }
     }
