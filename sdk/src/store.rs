@@ -16,7 +16,7 @@ use tern_protocol::{Gap, RefusedEvent};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::policy::WAL_SIZE_LIMIT;
+use crate::policy::{MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, WAL_SIZE_LIMIT};
 
 /// Current schema version (`PRAGMA user_version`). Bump it, add an arm to [`upgrade_from`] and a
 /// migration test with an old-schema fixture whenever `sql/schema.sql` changes.
@@ -178,6 +178,8 @@ pub struct Store {
     in_flight: Option<Uuid>,
     /// Held for the store's life: a second tracker on the same file gets a clear error.
     _lock: File,
+    /// The database file, for its corrupt copies.
+    path: PathBuf,
 }
 
 impl Store {
@@ -189,24 +191,29 @@ impl Store {
         let lock = lock(path)?;
         // The connection is dropped with the error, before the file is moved.
         let opened = open_connection(path).and_then(|conn| Ok((Self::load(&conn)?, conn)));
+        let now_ms = chrono::Utc::now().timestamp_millis();
         match opened {
-            Ok((loaded, conn)) => Ok(Self::new(conn, loaded, lock)),
+            Ok((loaded, conn)) => {
+                prune_corrupt_copies(path, MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, now_ms);
+                Ok(Self::new(conn, loaded, lock, path))
+            }
             Err(e) if is_corruption(&e) => {
                 let moved = move_aside(path)?;
                 tracing::error!(error = %e, moved = %moved.display(), "corrupt buffer moved aside");
                 let conn = open_connection(path)?;
                 let loaded = Self::load(&conn)?;
-                let mut store = Self::new(conn, loaded, lock);
+                let mut store = Self::new(conn, loaded, lock, path);
                 let lost = count_events_in(&moved).unwrap_or(0).max(1);
                 store.add_drops(&[(drop_reason::CORRUPT_DATABASE, lost)])?;
                 store.set_meta("recovered_from", &moved.display().to_string())?;
+                prune_corrupt_copies(path, MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, now_ms);
                 Ok(store)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn new(conn: Connection, loaded: Loaded, lock: File) -> Self {
+    fn new(conn: Connection, loaded: Loaded, lock: File, path: &Path) -> Self {
         Self {
             conn,
             install_id: loaded.install_id,
@@ -214,6 +221,7 @@ impl Store {
             pending: loaded.pending,
             in_flight: None,
             _lock: lock,
+            path: path.to_owned(),
         }
     }
 
@@ -833,10 +841,26 @@ impl Store {
         Ok(events)
     }
 
-    /// Deletes every event, batch, quarantined batch and drop count (opt-out). The `seq` numbers
-    /// of the deleted events become an `opt_out` gap report, which (like every upload) waits
-    /// for a later opt-in; the gap reports kept hold no event data.
+    /// Deletes every event, batch, quarantined batch and drop count (opt-out), and every other
+    /// copy of them: the deleted rows' bytes are overwritten (`secure_delete`), the WAL is
+    /// checkpointed and truncated, and the corrupt copies moved aside earlier are deleted. The
+    /// `seq` numbers of the deleted events become an `opt_out` gap report, which (like every
+    /// upload) waits for a later opt-in; the gap reports kept hold no event data.
     pub fn purge(&mut self, now_ms: i64) -> Result<()> {
+        self.conn.pragma_update(None, "secure_delete", true)?;
+        let purged = self.purge_rows(now_ms);
+        self.conn.pragma_update(None, "secure_delete", false)?;
+        purged?;
+        // Pages freed whole may keep their old bytes on the free list: rebuild the file. Then
+        // the WAL, which still holds old pages, is copied into the database file and emptied.
+        self.conn.execute_batch("VACUUM")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        prune_corrupt_copies(&self.path, 0, Duration::ZERO, now_ms);
+        Ok(())
+    }
+
+    fn purge_rows(&mut self, now_ms: i64) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -915,6 +939,46 @@ fn move_aside(path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(target)
+}
+
+/// Deletes the corrupt copies of the buffer at `path` (with their `-wal`/`-shm`) beyond the
+/// newest `keep`, and those older than `max_age`. Best effort: a copy that cannot be deleted
+/// now is tried again at the next open.
+fn prune_corrupt_copies(path: &Path, keep: usize, max_age: Duration, now_ms: i64) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.corrupt-", name.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut copies: Vec<(i64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let stamp: i64 = file.strip_prefix(&prefix)?.parse().ok()?;
+            Some((stamp, entry.path()))
+        })
+        .collect();
+    copies.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+    for (i, (stamp, copy)) in copies.iter().enumerate() {
+        if i < keep && now_ms.saturating_sub(*stamp) <= max_age_ms {
+            continue;
+        }
+        for file in [copy.clone(), sibling(copy, "-wal"), sibling(copy, "-shm")] {
+            if let Err(e) = std::fs::remove_file(&file) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, "could not delete a corrupt copy of the buffer");
+                }
+            }
+        }
+    }
 }
 
 /// Best effort: how many events a damaged database still shows.

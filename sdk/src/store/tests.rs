@@ -806,3 +806,72 @@ fn opting_out_reports_the_purged_seqs_as_one_gap() -> Result<()> {
     assert_eq!(reports(&next), vec![(gap_reason::OPT_OUT, vec![r(1, 5)])]);
     Ok(())
 }
+
+#[test]
+fn corrupt_copies_are_bounded_in_count_and_age() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let copies = || -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.starts_with("t.db.corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    // One copy too old to keep, whatever the count.
+    let now = chrono::Utc::now().timestamp_millis();
+    let old_ms = now - i64::try_from(MAX_CORRUPT_COPY_AGE.as_millis()).unwrap() - 1_000;
+    std::fs::write(sibling(&path, &format!(".corrupt-{old_ms}")), b"old")?;
+    for _ in 0..MAX_CORRUPT_COPIES + 2 {
+        std::fs::write(&path, vec![0x5a; 8192])?;
+        drop(Store::open(&path)?);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let kept = copies()?;
+    assert_eq!(kept.len(), MAX_CORRUPT_COPIES, "{kept:?}");
+    assert!(!kept.contains(&format!("t.db.corrupt-{old_ms}")));
+    Ok(())
+}
+
+#[test]
+fn opting_out_leaves_no_copy_of_the_events() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    std::fs::write(&path, vec![0x5a; 8192])?;
+    drop(Store::open(&path)?);
+    let mut store = Store::open(&path)?;
+    let secret = "a-secret-property-value-0123456789";
+    let stored: Vec<StoredEvent> = (1..=50)
+        .map(|seq| StoredEvent {
+            body: format!("{{\"seq\":{seq},\"p\":\"{secret}\"}}"),
+            ..event(seq)
+        })
+        .collect();
+    store.insert_events(&stored, &[], &[])?;
+    Checkpointer::open(&path)?.checkpoint()?;
+    store.purge(1)?;
+    let contains = |file: &Path| -> bool {
+        std::fs::read(file)
+            .is_ok_and(|bytes| bytes.windows(secret.len()).any(|w| w == secret.as_bytes()))
+    };
+    assert!(!contains(&path), "the deleted rows' bytes are overwritten");
+    assert!(
+        !contains(&sibling(&path, "-wal")),
+        "the WAL no longer holds them"
+    );
+    assert_eq!(
+        std::fs::metadata(sibling(&path, "-wal")).map_or(0, |m| m.len()),
+        0
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
+    assert!(left.is_empty(), "corrupt copies deleted: {left:?}");
+    Ok(())
+}
