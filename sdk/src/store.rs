@@ -965,7 +965,7 @@ fn prune_corrupt_copies(path: &Path, keep: usize, max_age: Duration, now_ms: i64
             Some((stamp, entry.path()))
         })
         .collect();
-    copies.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    copies.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
     let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
     for (i, (stamp, copy)) in copies.iter().enumerate() {
         if i < keep && now_ms.saturating_sub(*stamp) <= max_age_ms {
