@@ -403,7 +403,14 @@ fn pending_stats(tracker: &tern_sdk::Tracker) -> PendingStats {
         pending_events: stats.pending.events,
         pending_bytes: stats.pending.bytes,
         quarantined_batches: stats.pending.quarantined_batches,
-        dropped_events: stats.dropped.values().sum(),
+        // Losses before a seq (counts) and after (gap reports); quarantined events are kept.
+        dropped_events: stats.dropped.values().sum::<u64>()
+            + stats
+                .gaps
+                .iter()
+                .filter(|(reason, _)| reason.as_str() != tern_sdk::store::gap_reason::QUARANTINE)
+                .map(|(_, n)| n)
+                .sum::<u64>(),
         opted_out: stats.opted_out,
     }
 }

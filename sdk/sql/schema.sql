@@ -1,4 +1,4 @@
--- Tern SDK buffer, schema version 2 (see store.rs: VERSION and upgrade_from).
+-- Tern SDK buffer, schema version 3 (see store.rs: VERSION and upgrade_from).
 
 -- Small facts about this install: install_id, next_seq, opt_out, session, super-properties.
 CREATE TABLE IF NOT EXISTS meta (
@@ -47,10 +47,34 @@ CREATE TABLE IF NOT EXISTS quarantine (
     events           TEXT NOT NULL
 );
 
--- Events dropped on the device, by reason. `unreported` is what the next batch will tell the
--- collector; `total` is kept for QA.
+-- Events dropped on the device before they had a seq (full queue, failed storage), by reason.
+-- `unreported` is what the next batch will tell the collector; `total` is kept for QA.
 CREATE TABLE IF NOT EXISTS drops (
     reason     TEXT PRIMARY KEY,
     total      INTEGER NOT NULL DEFAULT 0,
     unreported INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- Gap reports: seq numbers given up on (caps, quarantine, opt-out, lost storage), each a UUID v7
+-- with its reason, its ranges (JSON [{"first":..,"last":..}], ascending, disjoint), the count
+-- and the time. batch_id NULL: pending, the next batch cut takes it (and keeps it, unchanged,
+-- across retries); deleted with its batch on acknowledgement.
+CREATE TABLE IF NOT EXISTS gaps (
+    gap_id   TEXT PRIMARY KEY,
+    reason   TEXT NOT NULL,
+    ranges   TEXT NOT NULL,
+    count    INTEGER NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    batch_id TEXT REFERENCES batches(batch_id),
+    -- 1 once a batch carried it: its content is then fixed (it may have reached the stream),
+    -- so later gaps of the same reason are never merged into it.
+    fixed    INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE INDEX IF NOT EXISTS gaps_by_batch ON gaps(batch_id);
+
+-- seq numbers given up on since the install, by reason: for stats and QA.
+CREATE TABLE IF NOT EXISTS gap_totals (
+    reason TEXT PRIMARY KEY,
+    seqs   INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;

@@ -40,6 +40,8 @@ pub struct BufferStats {
     pub drops: BTreeMap<String, DropInfo>,
     /// Quarantined batches, newest first.
     pub quarantine: Vec<QuarantineInfo>,
+    /// Gap reports not yet acknowledged (`seq` numbers given up on), oldest first.
+    pub gaps: Vec<GapInfo>,
     /// Where a corrupt file was moved to, if that ever happened.
     pub recovered_from: Option<String>,
 }
@@ -68,6 +70,23 @@ pub struct DropInfo {
     pub total: u64,
     /// Not yet reported to the collector.
     pub unreported: u64,
+}
+
+/// A gap report not yet acknowledged.
+#[derive(Debug, Clone, Serialize)]
+pub struct GapInfo {
+    /// Its id.
+    pub gap_id: String,
+    /// Why the `seq` numbers were given up on.
+    pub reason: String,
+    /// The ranges, as `first-last` (or `seq`), comma-separated.
+    pub ranges: String,
+    /// How many `seq` numbers.
+    pub count: u64,
+    /// When the SDK gave up on them.
+    pub at: Option<String>,
+    /// The batch that carries it, or none while it waits for the next batch cut.
+    pub batch_id: Option<String>,
 }
 
 /// A quarantined batch.
@@ -103,6 +122,24 @@ pub struct EventInfo {
 fn time(ms: i64) -> Option<String> {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// Stored ranges (`[{"first":1,"last":5}]`) as `1-5`; the stored text when it does not parse.
+fn ranges_text(json: &str) -> String {
+    match serde_json::from_str::<Vec<tern_protocol::SeqRange>>(json) {
+        Ok(ranges) => ranges
+            .iter()
+            .map(|r| {
+                if r.first == r.last {
+                    r.first.to_string()
+                } else {
+                    format!("{}-{}", r.first, r.last)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Err(_) => json.to_owned(),
+    }
 }
 
 impl Inspector {
@@ -167,11 +204,30 @@ impl Inspector {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
+        let schema_version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        // Gap reports came with schema 3; an older file (not yet opened by a newer SDK) has none.
+        let gaps = if schema_version >= 3 {
+            snapshot
+                .prepare("SELECT gap_id, reason, ranges, count, at_ms, batch_id FROM gaps ORDER BY gap_id")?
+                .query_map([], |r| {
+                    Ok(GapInfo {
+                        gap_id: r.get(0)?,
+                        reason: r.get(1)?,
+                        ranges: ranges_text(&r.get::<_, String>(2)?),
+                        count: r.get(3)?,
+                        at: time(r.get(4)?),
+                        batch_id: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?
+        } else {
+            Vec::new()
+        };
         Ok(BufferStats {
             install_id: meta_get(&snapshot, "install_id")?,
-            schema_version: self
-                .conn
-                .query_row("PRAGMA user_version", [], |r| r.get(0))?,
+            schema_version,
             next_seq: meta_get(&snapshot, "next_seq")?.and_then(|s| s.parse().ok()),
             opted_out: meta_get(&snapshot, "opt_out")?.as_deref() == Some("1"),
             pending_events,
@@ -180,6 +236,7 @@ impl Inspector {
             batches,
             drops,
             quarantine,
+            gaps,
             recovered_from: meta_get(&snapshot, "recovered_from")?,
         })
     }

@@ -117,6 +117,11 @@ pub const THREAD_RESTART_DELAY: Duration = Duration::from_secs(1);
 /// never runs on the writer (whose commits only append to the WAL): one second keeps the WAL to
 /// about a second of events.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Corrupt buffers moved aside (`<db>.corrupt-<ms>`) kept for QA: the newest two show what
+/// went wrong; more would only hold more of the user's events on the device.
+pub const MAX_CORRUPT_COPIES: usize = 2;
+/// Oldest corrupt copy kept: a week is long enough for QA to fetch it from a test device.
+pub const MAX_CORRUPT_COPY_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Bytes of WAL file kept after a checkpoint resets it; beyond, the file is truncated, so a
 /// burst does not leave a large WAL on the device's disk.
 pub const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;

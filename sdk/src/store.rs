@@ -12,20 +12,23 @@ use std::time::Duration;
 use rusqlite::{
     params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior,
 };
+use tern_protocol::{Gap, RefusedEvent};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::policy::WAL_SIZE_LIMIT;
+use crate::policy::{MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, WAL_SIZE_LIMIT};
 
 /// Current schema version (`PRAGMA user_version`). Bump it, add an arm to [`upgrade_from`] and a
 /// migration test with an old-schema fixture whenever `sql/schema.sql` changes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 const SCHEMA: &str = include_str!("../sql/schema.sql");
 const UPGRADE_V1_TO_V2: &str = include_str!("../sql/upgrade_v1_to_v2.sql");
+const UPGRADE_V2_TO_V3: &str = include_str!("../sql/upgrade_v2_to_v3.sql");
 const INSERT_EVENT: &str = include_str!("../sql/insert_event.sql");
 const UNBATCHED_EVENTS: &str = include_str!("../sql/unbatched_events.sql");
 const BATCH_EVENTS: &str = include_str!("../sql/batch_events.sql");
+const BATCH_ROWS: &str = include_str!("../sql/batch_rows.sql");
 const NEXT_BATCH: &str = include_str!("../sql/next_batch.sql");
 const BATCH_SIZE: &str = include_str!("../sql/batch_size.sql");
 const OLDEST_DROPPABLE: &str = include_str!("../sql/oldest_droppable.sql");
@@ -38,8 +41,14 @@ const QUARANTINE_OLDEST: &str = include_str!("../sql/quarantine_oldest.sql");
 /// How long a write waits for another connection's lock (tern-inspect reading, say).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why events were dropped on the device; the names are sent to the collector.
+mod gaps;
+
+pub use gaps::{merge_ranges, ranges_of};
+/// Why events were dropped on the device before they had a `seq`; the names are sent to the
+/// collector.
 pub use tern_protocol::drop_reason;
+/// Why the SDK gave up on events that had a `seq`: the reasons of gap reports.
+pub use tern_protocol::gap_reason;
 
 /// An event ready to be stored: its wire JSON and the columns we query by.
 #[derive(Debug, Clone)]
@@ -65,6 +74,8 @@ pub struct BatchRow {
     pub context: String,
     /// Drop counts (reason → count) captured when the batch was cut.
     pub dropped: BTreeMap<String, u64>,
+    /// Gap reports fixed into the batch when it was cut.
+    pub gaps: Vec<Gap>,
     /// Number of events.
     pub event_count: u64,
     /// Uncompressed bytes of the events.
@@ -123,6 +134,13 @@ pub enum Split {
     Gone,
 }
 
+/// One stored event of a batch, as the quarantine takes it.
+struct BatchEventRow {
+    seq: u64,
+    event_id: String,
+    body: String,
+}
+
 /// The oldest event a cap may drop.
 struct Oldest {
     seq: u64,
@@ -160,6 +178,8 @@ pub struct Store {
     in_flight: Option<Uuid>,
     /// Held for the store's life: a second tracker on the same file gets a clear error.
     _lock: File,
+    /// The database file, for its corrupt copies.
+    path: PathBuf,
 }
 
 impl Store {
@@ -171,24 +191,29 @@ impl Store {
         let lock = lock(path)?;
         // The connection is dropped with the error, before the file is moved.
         let opened = open_connection(path).and_then(|conn| Ok((Self::load(&conn)?, conn)));
+        let now_ms = chrono::Utc::now().timestamp_millis();
         match opened {
-            Ok((loaded, conn)) => Ok(Self::new(conn, loaded, lock)),
+            Ok((loaded, conn)) => {
+                prune_corrupt_copies(path, MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, now_ms);
+                Ok(Self::new(conn, loaded, lock, path))
+            }
             Err(e) if is_corruption(&e) => {
                 let moved = move_aside(path)?;
                 tracing::error!(error = %e, moved = %moved.display(), "corrupt buffer moved aside");
                 let conn = open_connection(path)?;
                 let loaded = Self::load(&conn)?;
-                let mut store = Self::new(conn, loaded, lock);
+                let mut store = Self::new(conn, loaded, lock, path);
                 let lost = count_events_in(&moved).unwrap_or(0).max(1);
                 store.add_drops(&[(drop_reason::CORRUPT_DATABASE, lost)])?;
                 store.set_meta("recovered_from", &moved.display().to_string())?;
+                prune_corrupt_copies(path, MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, now_ms);
                 Ok(store)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn new(conn: Connection, loaded: Loaded, lock: File) -> Self {
+    fn new(conn: Connection, loaded: Loaded, lock: File, path: &Path) -> Self {
         Self {
             conn,
             install_id: loaded.install_id,
@@ -196,6 +221,7 @@ impl Store {
             pending: loaded.pending,
             in_flight: None,
             _lock: lock,
+            path: path.to_owned(),
         }
     }
 
@@ -325,6 +351,16 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// `seq` numbers given up on since the install (gap reports, sent or not), by reason.
+    pub fn gap_totals(&self) -> Result<BTreeMap<String, u64>> {
+        gaps::totals(&self.conn)
+    }
+
+    /// Gap reports not yet acknowledged: (reports, `seq` numbers they hold).
+    pub fn pending_gaps(&self) -> Result<(u64, u64)> {
+        gaps::pending_counts(&self.conn)
+    }
+
     /// The batch to send next: the oldest one already cut (a retry), if any.
     pub fn oldest_batch(&self) -> Result<Option<BatchRow>> {
         let mut stmt = self.conn.prepare_cached(NEXT_BATCH)?;
@@ -337,6 +373,7 @@ impl Store {
                         batch_id: Uuid::nil(),
                         context: r.get(1)?,
                         dropped: BTreeMap::new(),
+                        gaps: Vec::new(),
                         event_count: r.get(2)?,
                         bytes: r.get(3)?,
                         attempts: r.get(4)?,
@@ -350,14 +387,16 @@ impl Store {
             if let Some(dropped) = dropped {
                 batch.dropped = parse_drop_report(&dropped);
             }
+            batch.gaps = gaps::of_batch(&self.conn, batch.batch_id)?;
             Ok(batch)
         })
         .transpose()
     }
 
     /// Cuts a new batch from the oldest unbatched events, at most `max_events` of them and at
-    /// most `max_bytes` (but always at least one event), and attaches the drop counts not yet
-    /// reported. Returns `None` when nothing waits.
+    /// most `max_bytes` (but always at least one event, if any waits), and attaches the drop
+    /// counts not yet reported and the pending gap reports (see `gaps::fix_into_batch`). A batch
+    /// may hold gap reports and no events. Returns `None` when nothing waits.
     pub fn cut_batch(
         &mut self,
         max_events: usize,
@@ -385,9 +424,14 @@ impl Store {
             }
             (first, last, count, bytes)
         };
-        let Some(first) = first else {
+        let has_gaps: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM gaps WHERE batch_id IS NULL)",
+            [],
+            |r| r.get(0),
+        )?;
+        if first.is_none() && !has_gaps {
             return Ok(None);
-        };
+        }
         let dropped: BTreeMap<String, u64> = {
             let mut stmt =
                 tx.prepare_cached("SELECT reason, unreported FROM drops WHERE unreported > 0")?;
@@ -395,20 +439,24 @@ impl Store {
             rows.collect::<rusqlite::Result<_>>()?
         };
         tx.execute("UPDATE drops SET unreported = 0 WHERE unreported > 0", [])?;
-        let batch = BatchRow {
+        let mut batch = BatchRow {
             batch_id: Uuid::now_v7(),
             context: context.to_owned(),
             dropped,
+            gaps: Vec::new(),
             event_count: count,
             bytes,
             attempts: 0,
             next_attempt_ms: 0,
         };
         insert_batch(&tx, &batch, now_ms)?;
-        tx.execute(
-            "UPDATE events SET batch_id = ?1 WHERE seq BETWEEN ?2 AND ?3 AND batch_id IS NULL",
-            params![batch.batch_id.to_string(), first, last],
-        )?;
+        if let Some(first) = first {
+            tx.execute(
+                "UPDATE events SET batch_id = ?1 WHERE seq BETWEEN ?2 AND ?3 AND batch_id IS NULL",
+                params![batch.batch_id.to_string(), first, last],
+            )?;
+        }
+        batch.gaps = gaps::fix_into_batch(&tx, batch.batch_id)?;
         tx.commit()?;
         self.pending.unbatched_events = self.pending.unbatched_events.saturating_sub(count);
         Ok(Some(batch))
@@ -463,10 +511,12 @@ impl Store {
     }
 
     /// Moves a batch the collector called malformed into the quarantine table, whole: kept and
-    /// inspectable, never sent again. Over `caps`, the oldest quarantined batches are dropped
-    /// and counted (`quarantine_cap`, reported to the collector like every drop). Returns
-    /// `false`, changing nothing, when the batch is no longer stored (a cap or an opt-out
-    /// removed it meanwhile).
+    /// inspectable, never sent again, and reported as a `quarantine` gap. Over `caps`, the
+    /// oldest quarantined batches are evicted (already reported: nothing new to report); were
+    /// this very batch evicted (it alone is over the caps), its events are reported as
+    /// `quarantine_cap` instead. The gap reports the batch carried go back to the pending ones.
+    /// Returns `false`, changing nothing, when the batch holds no events any more (a cap or an
+    /// opt-out removed them meanwhile).
     pub fn quarantine_batch(
         &mut self,
         batch: &BatchRow,
@@ -477,63 +527,20 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let bodies: Vec<String> = {
-            let mut stmt = tx.prepare_cached(BATCH_EVENTS)?;
-            let rows = stmt.query_map([batch.batch_id.to_string()], |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        if bodies.is_empty() {
+        let rows = batch_rows(&tx, batch.batch_id)?;
+        if rows.is_empty() {
             // Nothing left to keep; make sure no empty batch row lingers either.
+            gaps::release(&tx, batch.batch_id)?;
             delete_batch(&tx, batch.batch_id)?;
             tx.commit()?;
             return Ok(false);
         }
-        let events = format!("[{}]", bodies.join(","));
-        // The batch will never be sent: the drop report it carried goes to the next one.
+        // The batch will never be sent: the reports it carried go to the next one.
         return_drop_report(&tx, batch.batch_id)?;
-        let events_len = events.len() as u64;
-        tx.execute(
-            QUARANTINE_INSERT,
-            params![
-                batch.batch_id.to_string(),
-                now_ms,
-                reason,
-                batch.context,
-                bodies.len() as u64,
-                events
-            ],
-        )?;
+        gaps::release(&tx, batch.batch_id)?;
+        let quarantine = quarantine_rows(self.pending, &tx, batch, &rows, reason, now_ms, caps)?;
         let (n, bytes) = delete_batch(&tx, batch.batch_id)?;
-        let mut quarantine = (
-            self.pending.quarantined_batches + 1,
-            self.pending.quarantined_events + n,
-            self.pending.quarantined_bytes + events_len,
-        );
-        let mut evicted = 0;
-        while quarantine.0 > caps.max_batches || quarantine.2 > caps.max_bytes {
-            let oldest: Option<(String, u64, u64)> = tx
-                .prepare_cached(QUARANTINE_OLDEST)?
-                .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            let Some((id, count, len)) = oldest else {
-                break;
-            };
-            tx.execute("DELETE FROM quarantine WHERE batch_id = ?1", [&id])?;
-            quarantine = (
-                quarantine.0.saturating_sub(1),
-                quarantine.1.saturating_sub(count),
-                quarantine.2.saturating_sub(len),
-            );
-            evicted += count;
-        }
-        add_drops(&tx, &[(drop_reason::QUARANTINE_CAP, evicted)])?;
         tx.commit()?;
-        if evicted > 0 {
-            tracing::warn!(
-                events = evicted,
-                "quarantine cap reached: oldest batches dropped"
-            );
-        }
         self.pending.events = self.pending.events.saturating_sub(n);
         self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
         (
@@ -542,6 +549,95 @@ impl Store {
             self.pending.quarantined_bytes,
         ) = quarantine;
         Ok(true)
+    }
+
+    /// Settles a batch the collector acknowledged with some events refused (partial accept):
+    /// the refused events (matched on `seq` and `event_id`) go to the quarantine, under the
+    /// batch's id with the collector's reasons, and are reported as a `quarantine` gap (or
+    /// `quarantine_cap`, see [`Store::quarantine_batch`]); the accepted ones and the batch's gap
+    /// reports (written by the collector) are deleted. Returns how many events were
+    /// quarantined.
+    pub fn settle_partly_refused(
+        &mut self,
+        batch: &BatchRow,
+        refused: &[RefusedEvent],
+        now_ms: i64,
+        caps: &QuarantineCaps,
+    ) -> Result<u64> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<BatchEventRow> = batch_rows(&tx, batch.batch_id)?
+            .into_iter()
+            .filter(|row| {
+                refused
+                    .iter()
+                    .any(|r| r.seq == row.seq && r.event_id.to_string() == row.event_id)
+            })
+            .collect();
+        let mut quarantine = None;
+        if !rows.is_empty() {
+            let reasons: Vec<&RefusedEvent> = refused
+                .iter()
+                .filter(|r| rows.iter().any(|row| row.seq == r.seq))
+                .collect();
+            let reason = serde_json::to_string(&reasons)?;
+            quarantine = Some(quarantine_rows(
+                self.pending,
+                &tx,
+                batch,
+                &rows,
+                &reason,
+                now_ms,
+                caps,
+            )?);
+        }
+        let (n, bytes) = delete_batch(&tx, batch.batch_id)?;
+        tx.commit()?;
+        self.pending.events = self.pending.events.saturating_sub(n);
+        self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
+        if let Some(q) = quarantine {
+            (
+                self.pending.quarantined_batches,
+                self.pending.quarantined_events,
+                self.pending.quarantined_bytes,
+            ) = q;
+        }
+        Ok(rows.len() as u64)
+    }
+
+    /// Gives a batch the collector answered `batch_id_conflict` (409) a fresh `batch_id`, same
+    /// events and reports, as if just cut; returns it, or `None` when it is no longer stored.
+    pub fn renew_batch_id(&mut self, batch: &BatchRow, now_ms: i64) -> Result<Option<BatchRow>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM batches WHERE batch_id = ?1)",
+            [batch.batch_id.to_string()],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(None);
+        }
+        let renewed = BatchRow {
+            batch_id: Uuid::now_v7(),
+            attempts: 0,
+            next_attempt_ms: 0,
+            ..batch.clone()
+        };
+        insert_batch(&tx, &renewed, now_ms)?;
+        tx.execute(
+            "UPDATE events SET batch_id = ?2 WHERE batch_id = ?1",
+            [batch.batch_id.to_string(), renewed.batch_id.to_string()],
+        )?;
+        gaps::move_to(&tx, batch.batch_id, renewed.batch_id)?;
+        tx.execute(
+            "DELETE FROM batches WHERE batch_id = ?1",
+            [batch.batch_id.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(Some(renewed))
     }
 
     /// Splits a batch the collector found too large into two new batches (new ids: a split is
@@ -559,6 +655,7 @@ impl Store {
         };
         match rows.len() {
             0 => {
+                gaps::release(&tx, batch.batch_id)?;
                 delete_batch(&tx, batch.batch_id)?;
                 tx.commit()?;
                 return Ok(Split::Gone);
@@ -581,6 +678,7 @@ impl Store {
                 } else {
                     BTreeMap::new()
                 },
+                gaps: Vec::new(),
                 event_count: half.len() as u64,
                 bytes: half.iter().map(|(_, b)| b).sum(),
                 attempts: 0,
@@ -591,6 +689,10 @@ impl Store {
                 "UPDATE events SET batch_id = ?1 WHERE batch_id = ?2 AND seq BETWEEN ?3 AND ?4",
                 params![part.batch_id.to_string(), id, first.0, last.0],
             )?;
+            if i == 0 {
+                // So do the gap reports.
+                gaps::move_to(&tx, batch.batch_id, part.batch_id)?;
+            }
         }
         tx.execute("DELETE FROM batches WHERE batch_id = ?1", [&id])?;
         tx.commit()?;
@@ -633,15 +735,15 @@ impl Store {
                 return done(dropped);
             };
             let reason = if self.pending.events > caps.max_events {
-                drop_reason::BUFFER_EVENTS_CAP
+                gap_reason::CAP_COUNT
             } else if self.pending.bytes > caps.max_bytes {
-                drop_reason::BUFFER_BYTES_CAP
+                gap_reason::CAP_BYTES
             } else if oldest.created_at_ms < cutoff {
-                drop_reason::BUFFER_AGE_CAP
+                gap_reason::CAP_AGE
             } else {
                 return done(dropped);
             };
-            let n = self.drop_oldest(&oldest, reason, caps, cutoff, max_events - dropped)?;
+            let n = self.drop_oldest(&oldest, reason, caps, now_ms, max_events - dropped)?;
             if n == 0 {
                 // Nothing could go (counts out of step with the tables): stop, do not spin.
                 return done(dropped);
@@ -672,18 +774,25 @@ impl Store {
         oldest: &Oldest,
         reason: &str,
         caps: &Caps,
-        cutoff: i64,
+        now_ms: i64,
         max_events: u64,
     ) -> Result<u64> {
+        let cutoff = now_ms.saturating_sub(caps.max_age_ms);
         let first_seq = oldest.seq;
+        let mut seqs: Vec<u64> = Vec::new();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (events, bytes, unbatched): (u64, u64, u64) = match &oldest.batch_id {
             Some(id) => {
                 let id = parse_uuid(id)?;
-                // The batch will never be sent: the drop report it carried goes to the next.
+                // The batch will never be sent: the reports it carried go to the next.
                 return_drop_report(&tx, id)?;
+                gaps::release(&tx, id)?;
+                seqs = tx
+                    .prepare_cached("SELECT seq FROM events WHERE batch_id = ?1")?
+                    .query_map([id.to_string()], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
                 let (n, b) = delete_batch(&tx, id)?;
                 (n, b, 0)
             }
@@ -700,8 +809,8 @@ impl Store {
                     let (seq, len, created): (u64, u64, i64) =
                         (row.get(0)?, row.get(1)?, row.get(2)?);
                     let needed = match reason {
-                        drop_reason::BUFFER_AGE_CAP => created < cutoff,
-                        drop_reason::BUFFER_BYTES_CAP => b < excess_bytes,
+                        gap_reason::CAP_AGE => created < cutoff,
+                        gap_reason::CAP_BYTES => b < excess_bytes,
                         _ => n < excess,
                     };
                     if !needed {
@@ -710,6 +819,7 @@ impl Store {
                     n += 1;
                     b += len;
                     last = seq;
+                    seqs.push(seq);
                 }
                 drop(rows);
                 drop(stmt);
@@ -722,7 +832,7 @@ impl Store {
                 (n, b, n)
             }
         };
-        add_drops(&tx, &[(reason, events)])?;
+        gaps::record(&tx, reason, &ranges_of(&seqs), now_ms)?;
         tx.commit()?;
         self.pending.events = self.pending.events.saturating_sub(events);
         self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
@@ -731,14 +841,38 @@ impl Store {
         Ok(events)
     }
 
-    /// Deletes every event, batch, quarantined batch and drop count (opt-out).
-    pub fn purge(&mut self) -> Result<()> {
+    /// Deletes every event, batch, quarantined batch and drop count (opt-out), and every other
+    /// copy of them: the deleted rows' bytes are overwritten (`secure_delete`), the WAL is
+    /// checkpointed and truncated, and the corrupt copies moved aside earlier are deleted. The
+    /// `seq` numbers of the deleted events become an `opt_out` gap report, which (like every
+    /// upload) waits for a later opt-in; the gap reports kept hold no event data.
+    pub fn purge(&mut self, now_ms: i64) -> Result<()> {
+        self.conn.pragma_update(None, "secure_delete", true)?;
+        let purged = self.purge_rows(now_ms);
+        self.conn.pragma_update(None, "secure_delete", false)?;
+        purged?;
+        // Pages freed whole may keep their old bytes on the free list: rebuild the file. Then
+        // the WAL, which still holds old pages, is copied into the database file and emptied.
+        self.conn.execute_batch("VACUUM")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        prune_corrupt_copies(&self.path, 0, Duration::ZERO, now_ms);
+        Ok(())
+    }
+
+    fn purge_rows(&mut self, now_ms: i64) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let seqs: Vec<u64> = tx
+            .prepare("SELECT seq FROM events")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         tx.execute_batch(
-            "DELETE FROM events; DELETE FROM batches; DELETE FROM quarantine; DELETE FROM drops;",
+            "UPDATE gaps SET batch_id = NULL; DELETE FROM events; DELETE FROM batches; \
+             DELETE FROM quarantine; DELETE FROM drops;",
         )?;
+        gaps::record(&tx, gap_reason::OPT_OUT, &ranges_of(&seqs), now_ms)?;
         tx.commit()?;
         self.pending = Pending::default();
         Ok(())
@@ -805,6 +939,46 @@ fn move_aside(path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(target)
+}
+
+/// Deletes the corrupt copies of the buffer at `path` (with their `-wal`/`-shm`) beyond the
+/// newest `keep`, and those older than `max_age`. Best effort: a copy that cannot be deleted
+/// now is tried again at the next open.
+fn prune_corrupt_copies(path: &Path, keep: usize, max_age: Duration, now_ms: i64) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.corrupt-", name.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut copies: Vec<(i64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let stamp: i64 = file.strip_prefix(&prefix)?.parse().ok()?;
+            Some((stamp, entry.path()))
+        })
+        .collect();
+    copies.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+    let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+    for (i, (stamp, copy)) in copies.iter().enumerate() {
+        if i < keep && now_ms.saturating_sub(*stamp) <= max_age_ms {
+            continue;
+        }
+        for file in [copy.clone(), sibling(copy, "-wal"), sibling(copy, "-shm")] {
+            if let Err(e) = std::fs::remove_file(&file) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, "could not delete a corrupt copy of the buffer");
+                }
+            }
+        }
+    }
 }
 
 /// Best effort: how many events a damaged database still shows.
@@ -887,6 +1061,7 @@ fn create_or_upgrade(conn: &mut Connection) -> Result<()> {
 fn upgrade_from(conn: &Connection, version: i64) -> Result<()> {
     match version {
         1 => conn.execute_batch(UPGRADE_V1_TO_V2)?,
+        2 => conn.execute_batch(UPGRADE_V2_TO_V3)?,
         _ => {
             return Err(Error::Config(format!(
                 "no upgrade from schema version {version}"
@@ -917,7 +1092,80 @@ fn insert_batch(tx: &Transaction<'_>, batch: &BatchRow, now_ms: i64) -> Result<(
     Ok(())
 }
 
-/// Deletes a batch and its events; returns the events and bytes actually deleted, which are
+/// Inserts `rows` of `batch` into the quarantine, reports them as a gap, and evicts the
+/// oldest quarantined batches over `caps`. Returns the quarantine's new counts (batches,
+/// events, bytes). The rows stay in `events`: the caller deletes them.
+fn quarantine_rows(
+    pending: Pending,
+    tx: &Transaction<'_>,
+    batch: &BatchRow,
+    rows: &[BatchEventRow],
+    reason: &str,
+    now_ms: i64,
+    caps: &QuarantineCaps,
+) -> Result<(u64, u64, u64)> {
+    let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
+    let events = format!("[{}]", bodies.join(","));
+    let events_len = events.len() as u64;
+    let id = batch.batch_id.to_string();
+    tx.execute(
+        QUARANTINE_INSERT,
+        params![id, now_ms, reason, batch.context, rows.len() as u64, events],
+    )?;
+    let mut quarantine = (
+        pending.quarantined_batches + 1,
+        pending.quarantined_events + rows.len() as u64,
+        pending.quarantined_bytes + events_len,
+    );
+    let mut evicted = 0;
+    let mut evicted_self = false;
+    while quarantine.0 > caps.max_batches || quarantine.2 > caps.max_bytes {
+        let oldest: Option<(String, u64, u64)> = tx
+            .prepare_cached(QUARANTINE_OLDEST)?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((oldest_id, count, len)) = oldest else {
+            break;
+        };
+        tx.execute("DELETE FROM quarantine WHERE batch_id = ?1", [&oldest_id])?;
+        evicted_self |= oldest_id == id;
+        quarantine = (
+            quarantine.0.saturating_sub(1),
+            quarantine.1.saturating_sub(count),
+            quarantine.2.saturating_sub(len),
+        );
+        evicted += count;
+    }
+    if evicted > 0 {
+        tracing::warn!(
+            events = evicted,
+            "quarantine cap reached: oldest batches dropped"
+        );
+    }
+    let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+    let gap_reason = if evicted_self {
+        gap_reason::QUARANTINE_CAP
+    } else {
+        gap_reason::QUARANTINE
+    };
+    gaps::record(tx, gap_reason, &ranges_of(&seqs), now_ms)?;
+    Ok(quarantine)
+}
+
+/// The events of a batch, in `seq` order.
+fn batch_rows(tx: &Transaction<'_>, batch_id: Uuid) -> Result<Vec<BatchEventRow>> {
+    let mut stmt = tx.prepare_cached(BATCH_ROWS)?;
+    let rows = stmt.query_map([batch_id.to_string()], |r| {
+        Ok(BatchEventRow {
+            seq: r.get(0)?,
+            event_id: r.get(1)?,
+            body: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Deletes a batch, its events and the gap reports still attached to it; returns the events and bytes actually deleted, which are
 /// what the in-memory counts must lose (nothing, when the batch was already gone).
 fn delete_batch(tx: &Transaction<'_>, batch_id: Uuid) -> Result<(u64, u64)> {
     let id = batch_id.to_string();
@@ -925,6 +1173,7 @@ fn delete_batch(tx: &Transaction<'_>, batch_id: Uuid) -> Result<(u64, u64)> {
         .prepare_cached(BATCH_SIZE)?
         .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     tx.execute("DELETE FROM events WHERE batch_id = ?1", [&id])?;
+    gaps::delete_of_batch(tx, batch_id)?;
     tx.execute("DELETE FROM batches WHERE batch_id = ?1", [&id])?;
     Ok((events, bytes))
 }

@@ -73,8 +73,14 @@ impl std::fmt::Debug for Config {
 pub struct Stats {
     /// What waits in the buffer.
     pub pending: Pending,
-    /// Events dropped on the device since the install, by reason (see `store::drop_reason`).
+    /// Events dropped on the device before they had a `seq`, since the install, by reason (see
+    /// `store::drop_reason`): a full queue, failed storage, a corrupt buffer's unknown content.
     pub dropped: BTreeMap<String, u64>,
+    /// `seq` numbers given up on since the install, by gap reason (see `store::gap_reason`):
+    /// each is (or will be) reported to the collector in a gap report.
+    pub gaps: BTreeMap<String, u64>,
+    /// Gap reports not yet acknowledged by the collector.
+    pub pending_gap_reports: u64,
     /// Events refused as invalid at `track()` (the caller got an error for each).
     pub rejected_invalid: u64,
     /// Batches acknowledged by the collector since the tracker started.
@@ -494,9 +500,14 @@ impl Tracker {
     pub fn stats(&self) -> Stats {
         let shared = &*self.shared;
         let c = &shared.counters;
-        let (pending, stored_drops) = {
+        let (pending, stored_drops, gaps, pending_gap_reports) = {
             let store = shared.store();
-            (store.pending(), store.drops().unwrap_or_default())
+            (
+                store.pending(),
+                store.drops().unwrap_or_default(),
+                store.gap_totals().unwrap_or_default(),
+                store.pending_gaps().map_or(0, |(reports, _)| reports),
+            )
         };
         let mut dropped: BTreeMap<String, u64> = stored_drops
             .into_iter()
@@ -508,6 +519,8 @@ impl Tracker {
         Stats {
             pending,
             dropped,
+            gaps,
+            pending_gap_reports,
             rejected_invalid: c.rejected_invalid.load(Ordering::Relaxed),
             batches_delivered: c.batches_delivered.load(Ordering::Relaxed),
             upload_failures: c.upload_failures.load(Ordering::Relaxed),
@@ -673,7 +686,7 @@ fn run_writer(shared: &Shared, commands: &Receiver<Command>, wake: &Sender<()>) 
         if group.purge {
             let mut store = shared.store();
             lock(&shared.unpersisted_drops).clear();
-            if let Err(e) = store.purge() {
+            if let Err(e) = store.purge(Utc::now().timestamp_millis()) {
                 tracing::error!(error = %e, "could not purge the buffer after opt-out");
             }
         }
@@ -970,6 +983,40 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport) -> Result<Duration> {
                     store.quarantine_batch(&batch, &reason, now, &policy.quarantine_caps())?;
                 }
             },
+            Outcome::PartlyRefused(refused) => {
+                let quarantined = store.settle_partly_refused(
+                    &batch,
+                    &refused,
+                    now,
+                    &policy.quarantine_caps(),
+                )?;
+                tracing::warn!(
+                    batch_id = %batch.batch_id,
+                    refused = quarantined,
+                    "the collector refused events of a batch; they were quarantined"
+                );
+                shared
+                    .counters
+                    .batches_delivered
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Conflict(reason) => {
+                // Nothing was written under the new id yet: the same content goes at once.
+                if let Some(renewed) = store.renew_batch_id(&batch, now)? {
+                    tracing::warn!(
+                        %reason,
+                        old = %batch.batch_id,
+                        new = %renewed.batch_id,
+                        "batch_id already used for other content; sending under a new one"
+                    );
+                }
+            }
+            // A batch of gap reports only has nothing to quarantine; an older collector may
+            // refuse a batch without events: keep the reports and try again later.
+            Outcome::Rejected(reason) if batch.event_count == 0 => {
+                let delay = backoff(policy, batch.attempts + 1);
+                return fail(shared, &mut store, &batch, delay, &reason);
+            }
             Outcome::Rejected(reason) => {
                 if store.quarantine_batch(&batch, &reason, now, &policy.quarantine_caps())? {
                     tracing::warn!(%reason, batch_id = %batch.batch_id, "a batch was quarantined");

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::value::RawValue;
-use tern_protocol::{Batch, BatchAck, Context, ErrorBody, SdkInfo, BATCH_PATH};
+use tern_protocol::{Batch, BatchAck, Context, ErrorBody, RefusedEvent, SdkInfo, BATCH_PATH};
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -53,7 +53,7 @@ pub fn encode_batch(
         context,
         events,
         dropped: batch.dropped.clone(),
-        gaps: Vec::new(),
+        gaps: batch.gaps.clone(),
     };
     let json = serde_json::to_vec(&batch)?;
     let body = zstd::bulk::compress(&json, ZSTD_LEVEL)?;
@@ -72,11 +72,20 @@ pub fn sdk_info() -> SdkInfo {
     }
 }
 
+/// The `error` of the collector's 409: the `batch_id` was seen before with other content.
+pub const BATCH_ID_CONFLICT: &str = "batch_id_conflict";
+
 /// What the collector's answer means for the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Every event is in the stream: delete the batch.
     Delivered,
+    /// The batch was acknowledged, but these of its events were refused (partial accept):
+    /// delete the others, quarantine these.
+    PartlyRefused(Vec<RefusedEvent>),
+    /// The collector already took another batch under this `batch_id` (409
+    /// `batch_id_conflict`): send the same content again under a fresh one.
+    Conflict(String),
     /// Try the same batch again later: network error, timeout, 5xx, 408, 429, a 4xx that is
     /// not the collector's refusal, a redirect, a 2xx without an acknowledgement of the batch.
     Retry {
@@ -168,7 +177,8 @@ fn classify(status: u16, after: Option<Duration>, body: &str, batch_id: Uuid) ->
         // Delivered only when the collector acknowledges this very batch: a captive portal or
         // a proxy answering 200 with a page of its own must not delete data.
         200..=299 => match serde_json::from_str::<BatchAck>(body) {
-            Ok(ack) if ack.batch_id == batch_id => Outcome::Delivered,
+            Ok(ack) if ack.batch_id == batch_id && ack.refused.is_empty() => Outcome::Delivered,
+            Ok(ack) if ack.batch_id == batch_id => Outcome::PartlyRefused(ack.refused),
             Ok(ack) => Outcome::Retry {
                 after,
                 reason: format!(
@@ -192,6 +202,11 @@ fn classify(status: u16, after: Option<Duration>, body: &str, batch_id: Uuid) ->
         },
         401 | 403 => Outcome::Unauthorized(reason),
         413 => Outcome::TooLarge(reason),
+        409 if serde_json::from_str::<ErrorBody>(body)
+            .is_ok_and(|e| e.error == BATCH_ID_CONFLICT) =>
+        {
+            Outcome::Conflict(reason)
+        }
         // Only the collector's own refusal, with its error body, says the batch is malformed.
         400 | 422 if serde_json::from_str::<ErrorBody>(body).is_ok() => Outcome::Rejected(reason),
         // Any other 4xx (a wrong endpoint, a proxy, a captive portal) says nothing about the
@@ -360,6 +375,30 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn an_ack_with_refused_events_is_a_partial_accept_and_409_conflict_a_fresh_id() {
+        let refused = RefusedEvent {
+            event_id: Uuid::from_u128(5),
+            seq: 5,
+            reason: "invalid_name".into(),
+            message: "event name is empty".into(),
+        };
+        let partial = serde_json::to_string(&BatchAck {
+            batch_id: BATCH,
+            accepted: 9,
+            dead_lettered: 0,
+            refused: vec![refused.clone()],
+            gaps: 0,
+        })
+        .unwrap();
+        assert_eq!(c(200, &partial), Outcome::PartlyRefused(vec![refused]));
+        let conflict = r#"{"error":"batch_id_conflict","message":"seen with other events"}"#;
+        assert!(matches!(c(409, conflict), Outcome::Conflict(_)));
+        // Any other 409 says nothing about the batch: retried as it is.
+        assert!(matches!(c(409, ERROR_BODY), Outcome::Retry { .. }));
+        assert!(matches!(c(409, ""), Outcome::Retry { .. }));
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn stats_list_and_export_of_a_live_buffer() {
     let stats: Value = serde_json::from_str(&inspect(&db, &["stats", "--json"])).unwrap();
     assert_eq!(stats["pending_events"], 12);
     assert_eq!(stats["install_id"].as_str(), Some(tracker.install_id()));
-    assert_eq!(stats["schema_version"], 2);
+    assert_eq!(stats["schema_version"], 3);
     let batches = stats["batches"].as_array().unwrap();
     assert_eq!(
         batches.len(),
@@ -140,4 +140,16 @@ fn quarantined_events_are_exported_with_their_batch_and_reason() {
             && l["reason"].as_str().unwrap().contains("400")));
     // The buffer itself holds nothing: quarantined events are not pending.
     assert_eq!(inspect(&db, &["export", "--jsonl"]), "");
+    // Their seqs wait as a gap report (this server refuses that batch too).
+    let stats: Value = serde_json::from_str(&inspect(&db, &["stats", "--json"])).unwrap();
+    let gaps = stats["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{stats}");
+    assert_eq!(gaps[0]["reason"], "quarantine");
+    assert_eq!(gaps[0]["ranges"], "1-3");
+    assert_eq!(gaps[0]["count"], 3);
+    let text = inspect(&db, &["stats"]);
+    assert!(
+        text.contains("pending gap reports (seqs given up on, not yet acknowledged): 1"),
+        "{text}"
+    );
 }

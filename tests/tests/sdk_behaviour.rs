@@ -89,11 +89,20 @@ fn a_malformed_batch_is_quarantined_never_deleted_nor_resent() {
         t.stats()
     );
     std::thread::sleep(Duration::from_millis(500));
+    let requests = server.requests();
     assert_eq!(
-        server.requests().len(),
+        requests.iter().filter(|r| !events_of(r).is_empty()).count(),
         1,
         "a quarantined batch is not sent again"
     );
+    // What follows is the report of the quarantined seqs, alone in its batch: this server
+    // refuses it too, so it is kept and retried (never quarantined: it holds no events).
+    for later in &requests[1..] {
+        let batch = later.batch().unwrap();
+        assert_eq!(batch["batch_id"], requests[1].batch().unwrap()["batch_id"]);
+        let seqs: Vec<u64> = gap_seqs(&batch).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    }
     let stats = t.stats();
     assert_eq!(
         (stats.pending.events, stats.pending.quarantined_events),
@@ -180,9 +189,71 @@ fn an_unknown_write_key_pauses_uploads_and_keeps_the_data() {
     assert_eq!(t.stats().pending.events, 5);
 }
 
+/// The `seq` numbers a batch reports as given up on, with their reasons.
+fn gap_seqs(batch: &Value) -> Vec<(String, u64)> {
+    let mut seqs = Vec::new();
+    for gap in batch["gaps"].as_array().cloned().unwrap_or_default() {
+        let reason = gap["reason"].as_str().unwrap().to_owned();
+        let mut n = 0;
+        for range in gap["ranges"].as_array().unwrap() {
+            let (first, last) = (
+                range["first"].as_u64().unwrap(),
+                range["last"].as_u64().unwrap(),
+            );
+            n += last - first + 1;
+            seqs.extend((first..=last).map(|s| (reason.clone(), s)));
+        }
+        assert_eq!(gap["count"].as_u64(), Some(n), "{gap}");
+        assert!(gap["gap_id"].as_str().is_some());
+    }
+    seqs
+}
+
+/// Batches the server acknowledged (answered 200), in order.
+type Acked = Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// Like [`switchable_server`], also keeping the batches it acknowledged.
+fn switchable_acking_server() -> (CaptureServer, Arc<AtomicBool>, Acked) {
+    let up = Arc::new(AtomicBool::new(false));
+    let acked: Acked = Arc::default();
+    let (flag, kept) = (Arc::clone(&up), Arc::clone(&acked));
+    let server = CaptureServer::start_with(Box::new(move |request| {
+        if !flag.load(Ordering::SeqCst) {
+            return (503, String::new());
+        }
+        if let Some(batch) = request.batch() {
+            kept.lock().unwrap().push(batch);
+        }
+        (200, String::new())
+    }))
+    .unwrap();
+    (server, up, acked)
+}
+
+/// Every `seq` delivered or reported as a gap, over acknowledged batches (a batch_id counted
+/// once, whatever its retries).
+fn delivered_and_gaps(batches: &[Value]) -> (Vec<u64>, Vec<(String, u64)>) {
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut delivered, mut gaps) = (Vec::new(), Vec::new());
+    for batch in batches {
+        if !seen.insert(batch["batch_id"].to_string()) {
+            continue;
+        }
+        delivered.extend(
+            batch["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap()),
+        );
+        gaps.extend(gap_seqs(batch));
+    }
+    (delivered, gaps)
+}
+
 #[test]
-fn caps_drop_the_oldest_and_the_next_batch_reports_the_drops() {
-    let (server, up) = switchable_server();
+fn a_capped_devices_dropped_seqs_all_arrive_as_gaps() {
+    let (server, up, acked) = switchable_acking_server();
     let dir = tempfile::tempdir().unwrap();
     let policy = Policy {
         max_buffer_events: 100,
@@ -195,27 +266,32 @@ fn caps_drop_the_oldest_and_the_next_batch_reports_the_drops() {
     let stats = t.stats();
     assert!(stats.pending.events <= 100, "{stats:?}");
     assert_eq!(
-        stats.dropped.get("buffer_events_cap").copied(),
+        stats.gaps.get("cap_count").copied(),
         Some(500 - stats.pending.events)
+    );
+    assert_eq!(
+        stats.dropped.get("buffer_events_cap"),
+        None,
+        "no count-only report"
     );
     up.store(true, Ordering::SeqCst);
     assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
-    let requests = server.requests();
-    let reports: Vec<Value> = requests
+    assert!(wait_for(|| t.stats().pending_gap_reports == 0));
+    let (delivered, gaps) = delivered_and_gaps(&acked.lock().unwrap());
+    assert!(!gaps.is_empty());
+    assert!(
+        gaps.iter().all(|(reason, _)| reason == "cap_count"),
+        "{gaps:?}"
+    );
+    // Received + reported lost = issued, each seq exactly once.
+    let mut all: Vec<u64> = delivered
         .iter()
-        .filter_map(|r| r.batch())
-        .filter(|b| b.get("dropped").is_some())
-        .map(|b| b["dropped"].clone())
+        .copied()
+        .chain(gaps.iter().map(|(_, s)| *s))
         .collect();
-    assert!(!reports.is_empty(), "a batch reported the drops");
-    assert_eq!(reports[0]["buffer_events_cap"].as_u64(), Some(400));
-    // Delivered events are the newest 100: the oldest were dropped.
-    let delivered: Vec<u64> = requests
-        .iter()
-        .filter(|r| r.batch().is_some())
-        .flat_map(events_of)
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=500).collect::<Vec<_>>());
+    // The oldest were dropped.
     assert_eq!(delivered.iter().min(), Some(&401));
 }
 
@@ -495,7 +571,7 @@ fn a_batch_in_flight_is_never_dropped_by_the_caps_and_its_answer_still_counts() 
         t.stats()
     );
     let stats = t.stats();
-    let dropped = stats.dropped.get("buffer_events_cap").copied().unwrap_or(0);
+    let dropped = stats.gaps.get("cap_count").copied().unwrap_or(0);
     let delivered: Vec<u64> = server.requests()[1..]
         .iter()
         .flat_map(events_of)
@@ -846,4 +922,115 @@ fn every_event_accepted_while_shutting_down_is_written() {
         assert!(accepted > 0);
         assert_eq!(written, accepted, "round {round}: accepted but not written");
     }
+}
+
+#[test]
+fn an_ack_refusing_one_of_ten_events_quarantines_exactly_that_one() {
+    use tern_tests::capture::Reply;
+    // Stands in for the collector's partial accept: the 7th event of the batch is refused.
+    let server = CaptureServer::start_replying(Box::new(|request| {
+        let batch = request.batch().expect("a batch");
+        let events = batch["events"].as_array().cloned().unwrap_or_default();
+        let refused: Vec<Value> = events
+            .iter()
+            .filter(|e| e["seq"] == 7)
+            .map(|e| {
+                json!({
+                    "event_id": e["event_id"],
+                    "seq": e["seq"],
+                    "reason": "invalid_properties",
+                    "message": "properties are not acceptable",
+                })
+            })
+            .collect();
+        let body = json!({
+            "batch_id": batch["batch_id"],
+            "accepted": events.len() - refused.len(),
+            "refused": refused,
+        });
+        Reply {
+            status: 200,
+            headers: String::new(),
+            body: Some(body.to_string()),
+        }
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    track_n(&t, 10);
+    assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
+    assert!(wait_for(|| t.stats().pending_gap_reports == 0));
+    let stats = t.stats();
+    assert_eq!(stats.pending.events, 0, "the 9 accepted are deleted");
+    assert_eq!(
+        (
+            stats.pending.quarantined_batches,
+            stats.pending.quarantined_events
+        ),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.gaps.get("quarantine"), Some(&1));
+    let requests = server.requests();
+    let first = requests[0].batch().unwrap();
+    let seventh = first["events"][6].clone();
+    assert_eq!(seventh["seq"], 7);
+    // The quarantine holds exactly the refused event, with the collector's reason.
+    let (events, reason): (String, String) = read_only(dir.path())
+        .query_row("SELECT events, reason FROM quarantine", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let kept: Vec<Value> = serde_json::from_str(&events).unwrap();
+    assert_eq!(kept, vec![seventh]);
+    assert!(reason.contains("invalid_properties"), "{reason}");
+    // The next upload reports seq 7 as a quarantine gap; nothing is sent twice.
+    let later: Vec<Value> = requests[1..].iter().filter_map(Captured::batch).collect();
+    assert!(later
+        .iter()
+        .all(|b| b["events"].as_array().unwrap().is_empty()));
+    let gaps: Vec<(String, u64)> = later.iter().flat_map(gap_seqs).collect();
+    assert_eq!(gaps, vec![("quarantine".to_owned(), 7)]);
+}
+
+#[test]
+fn a_batch_id_conflict_resends_the_batch_under_a_new_id_and_loses_nothing() {
+    use tern_tests::capture::Reply;
+    let conflict = Reply {
+        status: 409,
+        headers: String::new(),
+        body: Some(
+            json!({"error": "batch_id_conflict", "message": "seen before with other events"})
+                .to_string(),
+        ),
+    };
+    let server = first_answers(vec![conflict]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    track_n(&t, 5);
+    assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
+    let requests: Vec<Value> = server
+        .requests()
+        .iter()
+        .filter_map(Captured::batch)
+        .collect();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_ne!(requests[0]["batch_id"], requests[1]["batch_id"]);
+    assert_eq!(
+        requests[0]["events"], requests[1]["events"],
+        "the same events"
+    );
+    let seqs: Vec<u64> = requests[1]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=5).collect::<Vec<_>>());
+    let stats = t.stats();
+    assert_eq!(
+        (stats.pending.events, stats.pending.quarantined_events),
+        (0, 0)
+    );
+    assert_eq!(stats.batches_delivered, 1);
 }

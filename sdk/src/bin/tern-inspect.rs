@@ -25,7 +25,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Pending events and bytes, batches in flight, drops by reason, quarantined batches.
+    /// Pending events and bytes, batches in flight, drops by reason, pending gap reports,
+    /// quarantined batches.
     Stats {
         /// JSON for scripts.
         #[arg(long)]
@@ -118,6 +119,23 @@ fn main() -> anyhow::Result<()> {
                     out,
                     "  {reason:<20} {:>8} ({} not yet reported)",
                     d.total, d.unreported
+                )?;
+            }
+            writeln!(
+                out,
+                "\npending gap reports (seqs given up on, not yet acknowledged): {}",
+                s.gaps.len()
+            )?;
+            for g in &s.gaps {
+                writeln!(
+                    out,
+                    "  {}  {:<14} {:>8} seqs  {}  {}  {}",
+                    g.gap_id,
+                    g.reason,
+                    g.count,
+                    g.at.as_deref().unwrap_or("-"),
+                    g.batch_id.as_deref().unwrap_or("(next batch)"),
+                    g.ranges
                 )?;
             }
             writeln!(out, "\nquarantined batches: {}", s.quarantine.len())?;

@@ -1,4 +1,5 @@
 use super::*;
+use tern_protocol::SeqRange;
 
 fn event(seq: u64) -> StoredEvent {
     StoredEvent {
@@ -17,6 +18,31 @@ const UNCAPPED: QuarantineCaps = QuarantineCaps {
 
 fn events(range: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
     range.map(event).collect()
+}
+
+fn r(first: u64, last: u64) -> SeqRange {
+    SeqRange { first, last }
+}
+
+/// A batch's gap reports as (reason, ranges), in the order it sends them.
+fn reports(batch: &BatchRow) -> Vec<(&str, Vec<SeqRange>)> {
+    batch
+        .gaps
+        .iter()
+        .map(|g| {
+            assert_eq!(g.count, g.seqs_in_ranges(), "{g:?}");
+            (g.reason.as_str(), g.ranges.clone())
+        })
+        .collect()
+}
+
+fn gap_total(store: &Store, reason: &str) -> u64 {
+    store
+        .gap_totals()
+        .expect("totals")
+        .get(reason)
+        .copied()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -105,8 +131,11 @@ fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
         "the in-flight batch went whole"
     );
     assert_eq!(store.batch_bodies(batch.batch_id)?.len(), 0);
-    let drops = store.drops()?;
-    assert_eq!(drops.get(drop_reason::BUFFER_EVENTS_CAP), Some(&(5, 5)));
+    assert_eq!(gap_total(&store, gap_reason::CAP_COUNT), 5);
+    assert!(
+        store.drops()?.is_empty(),
+        "seqs are reported as gaps, not counts"
+    );
 
     // Age: events created before now - max_age go.
     let caps = Caps {
@@ -128,28 +157,27 @@ fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
     assert_eq!(store.enforce_caps(&caps, 11)?, 1);
     assert_eq!(store.pending().bytes, 19);
 
-    // The next batch reports the drops once; the one after reports nothing.
+    // The next batch reports the exact seqs dropped, once; retries repeat the same reports;
+    // the batch after reports nothing.
     let reported = store.cut_batch(1, usize::MAX, "{}", 12)?.expect("a batch");
     assert_eq!(
-        reported.dropped.get(drop_reason::BUFFER_EVENTS_CAP),
-        Some(&5)
+        reports(&reported),
+        vec![
+            (gap_reason::CAP_COUNT, vec![r(1, 5)]),
+            (gap_reason::CAP_AGE, vec![r(6, 7)]),
+            (gap_reason::CAP_BYTES, vec![r(8, 8)]),
+        ]
     );
-    assert_eq!(reported.dropped.get(drop_reason::BUFFER_AGE_CAP), Some(&2));
     assert_eq!(
-        reported.dropped.get(drop_reason::BUFFER_BYTES_CAP),
-        Some(&1)
+        store.oldest_batch()?.expect("it is stored").gaps,
+        reported.gaps
     );
-    assert_eq!(
-        store.oldest_batch()?.expect("it is stored").dropped,
-        reported.dropped
-    );
+    assert_eq!(store.pending_gaps()?, (3, 8));
     store.delete_batch(&reported)?;
+    assert_eq!(store.pending_gaps()?, (0, 0), "deleted with their batch");
     let next = store.cut_batch(1, usize::MAX, "{}", 13)?.expect("a batch");
-    assert!(next.dropped.is_empty());
-    assert_eq!(
-        store.drops()?.get(drop_reason::BUFFER_EVENTS_CAP),
-        Some(&(5, 0))
-    );
+    assert!(next.gaps.is_empty());
+    assert_eq!(gap_total(&store, gap_reason::CAP_COUNT), 5);
     Ok(())
 }
 
@@ -383,9 +411,14 @@ fn the_caps_never_drop_the_batch_in_flight() -> Result<()> {
     store.set_in_flight(None);
     assert_eq!(store.enforce_caps(&caps(2), 100)?, 4);
     assert_eq!(store.pending().events, 0);
+    assert_eq!(gap_total(&store, gap_reason::CAP_COUNT), 10);
+    let reported = store
+        .cut_batch(10, usize::MAX, "{}", 2)?
+        .expect("a gap-only batch");
+    assert_eq!(reported.event_count, 0);
     assert_eq!(
-        store.drops()?.get(drop_reason::BUFFER_EVENTS_CAP),
-        Some(&(10, 10))
+        reports(&reported),
+        vec![(gap_reason::CAP_COUNT, vec![r(1, 10)])]
     );
     Ok(())
 }
@@ -409,7 +442,10 @@ fn a_drop_report_on_a_batch_that_is_never_sent_goes_to_the_next_batch() -> Resul
     assert_eq!(store.drops()?.get(drop_reason::QUEUE_FULL), Some(&(3, 3)));
     let second = store.cut_batch(2, usize::MAX, "{}", 2)?.expect("a batch");
     assert_eq!(second.dropped.get(drop_reason::QUEUE_FULL), Some(&3));
-    assert_eq!(second.dropped.get(drop_reason::BUFFER_EVENTS_CAP), Some(&4));
+    assert_eq!(
+        reports(&second),
+        vec![(gap_reason::CAP_COUNT, vec![r(1, 4)])]
+    );
 
     // The collector refuses that batch as malformed: quarantined, never sent; report owed again.
     assert!(store.quarantine_batch(&second, "HTTP 400", 3, &UNCAPPED)?);
@@ -417,6 +453,15 @@ fn a_drop_report_on_a_batch_that_is_never_sent_goes_to_the_next_batch() -> Resul
     assert_eq!(
         third.dropped, second.dropped,
         "the same counts, reported once"
+    );
+    // The gap report goes on, unchanged (same gap_id), joined by the quarantined seqs.
+    assert_eq!(third.gaps[0], second.gaps[0]);
+    assert_eq!(
+        reports(&third),
+        vec![
+            (gap_reason::CAP_COUNT, vec![r(1, 4)]),
+            (gap_reason::QUARANTINE, vec![r(5, 6)]),
+        ]
     );
     store.delete_batch(&third)?;
     assert!(store
@@ -476,13 +521,14 @@ fn the_quarantine_keeps_within_its_caps_by_dropping_its_oldest_batches() -> Resu
         (pending.quarantined_batches, pending.quarantined_events),
         (2, 5)
     );
-    assert_eq!(
-        store.drops()?.get(drop_reason::QUARANTINE_CAP),
-        Some(&(1, 1)),
-        "counted, and owed to the collector"
-    );
+    // Each quarantined seq is reported once, as `quarantine`; evicting an already reported
+    // batch reports nothing new.
+    assert_eq!(gap_total(&store, gap_reason::QUARANTINE), 6);
+    assert_eq!(gap_total(&store, gap_reason::QUARANTINE_CAP), 0);
     let next = store.cut_batch(10, usize::MAX, "{}", 4)?.expect("a batch");
-    assert_eq!(next.dropped.get(drop_reason::QUARANTINE_CAP), Some(&1));
+    let seqs: Vec<SeqRange> = next.gaps.iter().flat_map(|g| g.ranges.clone()).collect();
+    assert_eq!(merge_ranges(&seqs, &[]), vec![r(1, 6)]);
+    assert!(next.gaps.iter().all(|g| g.reason == gap_reason::QUARANTINE));
 
     // A byte cap smaller than the next batch's events: everything before it goes too.
     let bytes_cap = QuarantineCaps {
@@ -496,16 +542,29 @@ fn the_quarantine_keeps_within_its_caps_by_dropping_its_oldest_batches() -> Resu
         "{pending:?}"
     );
     assert_eq!(pending.quarantined_batches, 1, "{pending:?}");
-    // 5 more evicted; the report of 1 that `next` carried is owed again: 6 to report.
-    assert_eq!(
-        store.drops()?.get(drop_reason::QUARANTINE_CAP),
-        Some(&(6, 6))
-    );
+    assert_eq!(gap_total(&store, gap_reason::QUARANTINE), 10);
+
     let recounted = {
         store.recount()?;
         store.pending()
     };
     assert_eq!(recounted, pending, "the counts match the tables");
+
+    // A batch that alone is over the caps cannot be kept: deleted at once, `quarantine_cap`.
+    store.insert_events(&events(11..=12), &[], &[])?;
+    let big = store.cut_batch(10, usize::MAX, "{}", 6)?.expect("a batch");
+    let tiny = QuarantineCaps {
+        max_batches: u64::MAX,
+        max_bytes: 1,
+    };
+    assert!(store.quarantine_batch(&big, "HTTP 400", 6, &tiny)?);
+    assert_eq!(gap_total(&store, gap_reason::QUARANTINE_CAP), 2);
+    assert_eq!(gap_total(&store, gap_reason::QUARANTINE), 10);
+    assert_eq!(store.pending().quarantined_batches, 0);
+    let last = store
+        .cut_batch(10, usize::MAX, "{}", 7)?
+        .expect("a gap-only batch");
+    assert!(reports(&last).contains(&(gap_reason::QUARANTINE_CAP, vec![r(11, 12)])));
     Ok(())
 }
 
@@ -552,9 +611,11 @@ fn caps_can_be_enforced_in_bounded_slices() -> Result<()> {
     assert_eq!(slices, [1_000, 1_000, 400]);
     assert_eq!(store.pending().events, 100);
     assert_eq!(store.batch_bodies(batch.batch_id)?.len(), 0);
+    assert_eq!(gap_total(&store, gap_reason::CAP_COUNT), 2_400);
+    let reported = store.cut_batch(1, usize::MAX, "{}", 11)?.expect("a batch");
     assert_eq!(
-        store.drops()?.get(drop_reason::BUFFER_EVENTS_CAP),
-        Some(&(2_400, 2_400))
+        reports(&reported),
+        vec![(gap_reason::CAP_COUNT, vec![r(1, 2_400)])]
     );
     Ok(())
 }
@@ -585,5 +646,232 @@ fn commits_leave_checkpoints_to_the_checkpointer() -> Result<()> {
     // One passive checkpoint copies it all into the database file.
     assert_eq!(checkpointer.checkpoint()?, 0);
     assert!(std::fs::metadata(&path)?.len() > 10 * 1024 * 1024);
+    Ok(())
+}
+
+#[test]
+fn a_version_2_buffer_upgrades_to_the_current_schema_and_keeps_its_batches() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let old = dir.path().join("old.db");
+    {
+        let conn = Connection::open(&old)?;
+        conn.execute_batch(include_str!("../../tests/fixtures/schema_v2.sql"))?;
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(v, 2);
+    }
+    let mut upgraded = Store::open(&old)?;
+    let fresh = Store::open(&dir.path().join("fresh.db"))?;
+    assert_eq!(shape(&upgraded.conn)?, shape(&fresh.conn)?);
+    assert_eq!(upgraded.next_seq(), 6);
+    assert_eq!(upgraded.pending().events, 3);
+    assert_eq!(upgraded.pending().quarantined_batches, 1);
+    let in_flight = upgraded.oldest_batch()?.expect("the v2 batch survives");
+    assert_eq!(in_flight.dropped.get(drop_reason::QUEUE_FULL), Some(&2));
+    assert!(in_flight.gaps.is_empty());
+    upgraded.delete_batch(&in_flight)?;
+    // Gap reports work on the upgraded file.
+    let caps = Caps {
+        max_events: 1,
+        max_bytes: u64::MAX,
+        max_age_ms: i64::MAX,
+    };
+    assert_eq!(upgraded.enforce_caps(&caps, 1)?, 1);
+    let next = upgraded
+        .cut_batch(10, usize::MAX, "{}", 2)?
+        .expect("a batch");
+    assert_eq!(reports(&next), vec![(gap_reason::CAP_COUNT, vec![r(4, 4)])]);
+    Ok(())
+}
+
+#[test]
+fn long_gaps_are_split_and_at_most_the_limit_rides_in_one_batch() -> Result<()> {
+    use tern_protocol::limits::{MAX_GAPS_PER_BATCH, MAX_RANGES_PER_GAP};
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    // Every other seq of a long run dropped: one gap of many single-seq ranges per reason.
+    let per_gap = MAX_RANGES_PER_GAP * (MAX_GAPS_PER_BATCH + 2);
+    let seqs: Vec<u64> = (0..per_gap as u64).map(|i| 2 * i + 1).collect();
+    {
+        let tx = store.conn.transaction()?;
+        gaps::record(&tx, gap_reason::CAP_COUNT, &ranges_of(&seqs), 1)?;
+        tx.commit()?;
+    }
+    let mut sent = Vec::new();
+    let mut batches = 0;
+    while let Some(batch) = store.cut_batch(10, usize::MAX, "{}", 2)? {
+        assert!(batch.gaps.len() <= MAX_GAPS_PER_BATCH);
+        assert!(batch
+            .gaps
+            .iter()
+            .all(|g| g.ranges.len() <= MAX_RANGES_PER_GAP));
+        // A retry repeats the batch's reports exactly.
+        assert_eq!(store.oldest_batch()?.expect("stored").gaps, batch.gaps);
+        sent.extend(batch.gaps.iter().flat_map(|g| g.ranges.clone()));
+        store.delete_batch(&batch)?;
+        batches += 1;
+    }
+    assert_eq!(batches, 2);
+    assert_eq!(sent, ranges_of(&seqs), "every seq reported, once");
+    Ok(())
+}
+
+#[test]
+fn a_partly_refused_batch_quarantines_only_the_refused_events() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let stored = events(1..=10);
+    store.insert_events(&stored, &[], &[])?;
+    let batch = store.cut_batch(10, usize::MAX, "{}", 1)?.expect("a batch");
+    let refused = vec![RefusedEvent {
+        event_id: stored[6].event_id,
+        seq: 7,
+        reason: "invalid_name".into(),
+        message: "event name is empty".into(),
+    }];
+    assert_eq!(
+        store.settle_partly_refused(&batch, &refused, 2, &UNCAPPED)?,
+        1
+    );
+    let pending = store.pending();
+    assert_eq!(
+        (
+            pending.events,
+            pending.quarantined_batches,
+            pending.quarantined_events
+        ),
+        (0, 1, 1)
+    );
+    let (events_json, reason): (String, String) =
+        store
+            .conn
+            .query_row("SELECT events, reason FROM quarantine", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+    assert_eq!(events_json, format!("[{}]", stored[6].body));
+    assert!(reason.contains("invalid_name"), "{reason}");
+    let next = store
+        .cut_batch(10, usize::MAX, "{}", 3)?
+        .expect("a gap-only batch");
+    assert_eq!(
+        reports(&next),
+        vec![(gap_reason::QUARANTINE, vec![r(7, 7)])]
+    );
+    store.recount()?;
+    assert_eq!(store.pending().quarantined_events, 1);
+    Ok(())
+}
+
+#[test]
+fn a_renewed_batch_id_keeps_the_events_and_reports() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=6), &[], &[])?;
+    let caps = Caps {
+        max_events: 4,
+        max_bytes: u64::MAX,
+        max_age_ms: i64::MAX,
+    };
+    store.enforce_caps(&caps, 1)?;
+    let batch = store.cut_batch(10, usize::MAX, "{}", 1)?.expect("a batch");
+    store.record_failure(batch.batch_id, 3, 99, "HTTP 503")?;
+    let renewed = store.renew_batch_id(&batch, 2)?.expect("still stored");
+    assert_ne!(renewed.batch_id, batch.batch_id);
+    let stored = store.oldest_batch()?.expect("the renewed batch");
+    assert_eq!(stored.batch_id, renewed.batch_id);
+    assert_eq!((stored.attempts, stored.next_attempt_ms), (0, 0));
+    assert_eq!(stored.gaps, batch.gaps);
+    assert_eq!(
+        store.batch_bodies(renewed.batch_id)?,
+        (3..=6).map(|s| event(s).body).collect::<Vec<_>>()
+    );
+    assert!(store.batch_bodies(batch.batch_id)?.is_empty());
+    assert!(
+        store.renew_batch_id(&batch, 3)?.is_none(),
+        "the old id is gone"
+    );
+    Ok(())
+}
+
+#[test]
+fn opting_out_reports_the_purged_seqs_as_one_gap() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    store.insert_events(&events(1..=5), &[], &[])?;
+    store.cut_batch(2, usize::MAX, "{}", 1)?.expect("a batch");
+    store.purge(2)?;
+    assert_eq!(store.pending(), Pending::default());
+    let next = store
+        .cut_batch(10, usize::MAX, "{}", 3)?
+        .expect("a gap-only batch");
+    assert_eq!(reports(&next), vec![(gap_reason::OPT_OUT, vec![r(1, 5)])]);
+    Ok(())
+}
+
+#[test]
+fn corrupt_copies_are_bounded_in_count_and_age() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let copies = || -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.starts_with("t.db.corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    // One copy too old to keep, whatever the count.
+    let now = chrono::Utc::now().timestamp_millis();
+    let old_ms = now - i64::try_from(MAX_CORRUPT_COPY_AGE.as_millis()).unwrap() - 1_000;
+    std::fs::write(sibling(&path, &format!(".corrupt-{old_ms}")), b"old")?;
+    for _ in 0..MAX_CORRUPT_COPIES + 2 {
+        std::fs::write(&path, vec![0x5a; 8192])?;
+        drop(Store::open(&path)?);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let kept = copies()?;
+    assert_eq!(kept.len(), MAX_CORRUPT_COPIES, "{kept:?}");
+    assert!(!kept.contains(&format!("t.db.corrupt-{old_ms}")));
+    Ok(())
+}
+
+#[test]
+fn opting_out_leaves_no_copy_of_the_events() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    std::fs::write(&path, vec![0x5a; 8192])?;
+    drop(Store::open(&path)?);
+    let mut store = Store::open(&path)?;
+    let secret = "a-secret-property-value-0123456789";
+    let stored: Vec<StoredEvent> = (1..=50)
+        .map(|seq| StoredEvent {
+            body: format!("{{\"seq\":{seq},\"p\":\"{secret}\"}}"),
+            ..event(seq)
+        })
+        .collect();
+    store.insert_events(&stored, &[], &[])?;
+    Checkpointer::open(&path)?.checkpoint()?;
+    store.purge(1)?;
+    let contains = |file: &Path| -> bool {
+        std::fs::read(file)
+            .is_ok_and(|bytes| bytes.windows(secret.len()).any(|w| w == secret.as_bytes()))
+    };
+    assert!(!contains(&path), "the deleted rows' bytes are overwritten");
+    assert!(
+        !contains(&sibling(&path, "-wal")),
+        "the WAL no longer holds them"
+    );
+    assert_eq!(
+        std::fs::metadata(sibling(&path, "-wal")).map_or(0, |m| m.len()),
+        0
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
+    assert!(left.is_empty(), "corrupt copies deleted: {left:?}");
     Ok(())
 }
