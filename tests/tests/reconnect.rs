@@ -117,7 +117,7 @@ fn after_connectivity_failures_network_available_delivers_at_once_even_after_a_r
         "the shipped backoff after {FAILURES} failures is long: {waiting} ms"
     );
     // The app is closed while offline; the kind of the failure is read back at the next start.
-    tracker.shutdown();
+    drop(tracker);
 
     let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
     options.listen = SocketAddr::from(([127, 0, 0, 1], port));
