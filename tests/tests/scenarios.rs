@@ -82,6 +82,9 @@ fn clock_skew() {
 fn shipped_policy_online_and_after_a_network_outage() {
     let reports = scenarios::shipped_policy(Size::Fast).unwrap();
     assert_eq!(reports.len(), 2, "both rows");
+    for report in &reports {
+        eprintln!("{report:#?}");
+    }
     for report in reports {
         check(report);
     }
