@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -154,6 +154,11 @@ struct Shared {
     storage_failed_at_ms: AtomicI64,
     opted_out: AtomicBool,
     stopping: AtomicBool,
+    /// The platform said the network is back, or the app asked for an upload: the next cycle
+    /// ignores a backoff that came from connectivity failures.
+    upload_now: AtomicBool,
+    /// What the last upload attempt ended with, as a [`LastFailure`] (persisted in `meta`).
+    last_failure: AtomicU8,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -234,6 +239,7 @@ impl Tracker {
                 .unwrap_or(0),
         };
         let opted_out = store.meta("opt_out")?.as_deref() == Some("1");
+        let last_failure = LastFailure::from_meta(store.meta(LAST_FAILURE_KEY)?.as_deref());
         let shared = Arc::new(Shared {
             install_id: store.install_id().to_owned(),
             store: Mutex::new(store),
@@ -249,6 +255,8 @@ impl Tracker {
             storage_failed_at_ms: AtomicI64::new(0),
             opted_out: AtomicBool::new(opted_out),
             stopping: AtomicBool::new(false),
+            upload_now: AtomicBool::new(false),
+            last_failure: AtomicU8::new(last_failure as u8),
         });
         let (commands, command_rx) = bounded(shared.policy.queue_capacity);
         let (wake, wake_rx) = bounded(1);
@@ -455,8 +463,24 @@ impl Tracker {
     }
 
     /// The app came to the foreground: a session that timed out while in the background ends
-    /// with the next event; anything waiting is uploaded (respecting retry back-off).
+    /// with the next event; anything waiting is uploaded at once, unless the collector asked
+    /// to wait (see [`Tracker::network_available`]).
     pub fn on_foreground(&self) {
+        self.upload_now();
+    }
+
+    /// The platform says the network is back (`NWPathMonitor`, `ConnectivityManager`): anything
+    /// waiting is uploaded at once, even during the backoff that follows attempts that got no
+    /// answer (no network, DNS, connect, TLS, timeout). A backoff the collector asked for (a 5xx,
+    /// a 429, its `Retry-After`) still holds: the server is what failed, not the network.
+    /// Never blocks.
+    pub fn network_available(&self) {
+        self.upload_now();
+    }
+
+    /// Asks the uploader for a cycle that ignores a connectivity backoff.
+    fn upload_now(&self) {
+        self.shared.upload_now.store(true, Ordering::SeqCst);
         let _ = self.wake.try_send(());
     }
 
@@ -466,12 +490,14 @@ impl Tracker {
     }
 
     /// Waits until every event tracked before this call is durable (at most `timeout`), then
-    /// asks the uploader to send what waits. Returns whether durability was reached in time.
+    /// asks the uploader to send what waits at once (as [`Tracker::network_available`] does: a
+    /// backoff the collector asked for still holds). Returns whether durability was reached in
+    /// time.
     pub fn flush(&self, timeout: Duration) -> Result<bool> {
         let (ack, acked) = bounded(1);
         self.send(Command::Sync(ack), timeout)?;
         let durable = acked.recv_timeout(timeout).unwrap_or(false);
-        let _ = self.wake.try_send(());
+        self.upload_now();
         Ok(durable)
     }
 
@@ -862,11 +888,12 @@ fn run_uploader(shared: &Shared, transport: &dyn Transport, wake: &Receiver<()>)
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
+        let upload_now = shared.upload_now.swap(false, Ordering::SeqCst);
         if shared.opted_out.load(Ordering::SeqCst) {
             wait = shared.policy.flush_interval;
             continue;
         }
-        wait = match deliver_due(shared, transport) {
+        wait = match deliver_due(shared, transport, upload_now) {
             Ok(wait) => wait,
             Err(e) => {
                 tracing::error!(error = %e, "upload cycle failed");
@@ -877,8 +904,9 @@ fn run_uploader(shared: &Shared, transport: &dyn Transport, wake: &Receiver<()>)
 }
 
 /// Sends batches, oldest first, until the buffer is empty or a batch must wait; returns how long
-/// to sleep before the next cycle.
-fn deliver_due(shared: &Shared, transport: &dyn Transport) -> Result<Duration> {
+/// to sleep before the next cycle. With `upload_now`, a batch waiting out a backoff that came
+/// from connectivity failures is sent at once.
+fn deliver_due(shared: &Shared, transport: &dyn Transport, upload_now: bool) -> Result<Duration> {
     let policy = &shared.policy;
     shared.store().set_in_flight(None);
     enforce_caps(shared)?;
@@ -915,7 +943,8 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport) -> Result<Duration> {
                 store.clamp_next_attempts(latest)?;
                 next_attempt_ms = latest;
             }
-            if next_attempt_ms > now {
+            let last_failure = LastFailure::from_u8(shared.last_failure.load(Ordering::SeqCst));
+            if !attempt_due(next_attempt_ms, now, last_failure, upload_now) {
                 let until_due = Duration::from_millis((next_attempt_ms - now).unsigned_abs());
                 return Ok(until_due.min(policy.flush_interval));
             }
@@ -953,6 +982,16 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport) -> Result<Duration> {
         };
         let mut store = shared.store();
         store.set_in_flight(None);
+        let failure = match outcome {
+            Outcome::Unreachable(_) => LastFailure::Connectivity,
+            Outcome::Retry { .. } | Outcome::Unauthorized(_) => LastFailure::Server,
+            Outcome::Delivered
+            | Outcome::PartlyRefused(_)
+            | Outcome::Conflict(_)
+            | Outcome::TooLarge(_)
+            | Outcome::Rejected(_) => LastFailure::None,
+        };
+        set_last_failure(shared, &store, failure);
         match outcome {
             Outcome::Delivered => {
                 store.delete_batch(&batch)?;
@@ -960,6 +999,10 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport) -> Result<Duration> {
                     .counters
                     .batches_delivered
                     .fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Unreachable(reason) => {
+                let delay = connectivity_backoff(policy, batch.attempts + 1);
+                return fail(shared, &mut store, &batch, delay, &reason);
             }
             Outcome::Retry { after, reason } => {
                 let after = after.unwrap_or_default().min(policy.max_retry_after);
@@ -1044,6 +1087,67 @@ fn fail(
     Ok(delay.min(shared.policy.flush_interval))
 }
 
+/// The `meta` key of what the last upload attempt ended with, so that a backoff from
+/// connectivity failures can still be skipped after the app restarts.
+const LAST_FAILURE_KEY: &str = "upload_last_failure";
+
+/// What the last upload attempt ended with, which decides whether its backoff may be skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum LastFailure {
+    /// It did not fail (or nothing was sent yet).
+    None = 0,
+    /// No answer came: no network, DNS, connect, TLS, a timeout before any response.
+    Connectivity = 1,
+    /// The server answered, but not with an acknowledgement (5xx, 429, 401, ...).
+    Server = 2,
+}
+
+impl LastFailure {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Connectivity,
+            2 => Self::Server,
+            _ => Self::None,
+        }
+    }
+
+    fn from_meta(value: Option<&str>) -> Self {
+        match value {
+            Some("connectivity") => Self::Connectivity,
+            Some("server") => Self::Server,
+            _ => Self::None,
+        }
+    }
+
+    fn as_meta(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Connectivity => "connectivity",
+            Self::Server => "server",
+        }
+    }
+}
+
+/// Remembers what the last attempt ended with, in memory and (when it changed) in `meta`. A
+/// failed write only costs the skip after a restart: it is logged, not returned.
+fn set_last_failure(shared: &Shared, store: &Store, failure: LastFailure) {
+    let before = shared.last_failure.swap(failure as u8, Ordering::SeqCst);
+    if before != failure as u8 {
+        if let Err(e) = store.set_meta(LAST_FAILURE_KEY, failure.as_meta()) {
+            tracing::warn!(error = %e, "could not remember the kind of the last upload failure");
+        }
+    }
+}
+
+/// Whether the oldest batch, whose next attempt is due at `next_attempt_ms`, is sent at
+/// `now_ms`: when due, or at once when asked (`upload_now`: the network is back, the app came
+/// to the foreground, a flush) if its backoff came from attempts that got no answer. A backoff
+/// after a server's answer is always waited out.
+fn attempt_due(next_attempt_ms: i64, now_ms: i64, last: LastFailure, upload_now: bool) -> bool {
+    next_attempt_ms <= now_ms || (upload_now && last == LastFailure::Connectivity)
+}
+
 /// The latest next-attempt time that can be legitimate at `now` (ms since the epoch).
 fn latest_next_attempt(policy: &Policy, now_ms: i64) -> i64 {
     let longest = i64::try_from(policy.longest_retry_delay().as_millis()).unwrap_or(i64::MAX);
@@ -1052,14 +1156,28 @@ fn latest_next_attempt(policy: &Policy, now_ms: i64) -> i64 {
 
 /// Exponential backoff with jitter for the `attempt`-th consecutive failure (1-based).
 fn backoff(policy: &Policy, attempt: u32) -> Duration {
+    exponential(policy.retry_min_delay, policy.retry_max_delay, attempt)
+}
+
+/// [`backoff`] after attempts that got no answer, at most
+/// [`Policy::max_connectivity_retry_delay`] with its jitter: the delay before jitter stops at
+/// half of it, so that devices still spread their attempts over the second half.
+fn connectivity_backoff(policy: &Policy, attempt: u32) -> Duration {
+    let cap = policy.max_connectivity_retry_delay;
+    let max = policy.retry_max_delay.min(cap / 2);
+    exponential(policy.retry_min_delay.min(max), max, attempt).min(cap)
+}
+
+/// Exponential delays from `min` to `max`, each plus a random jitter of up to itself.
+fn exponential(min: Duration, max: Duration, attempt: u32) -> Duration {
     ExponentialBuilder::default()
-        .with_min_delay(policy.retry_min_delay)
-        .with_max_delay(policy.retry_max_delay)
+        .with_min_delay(min)
+        .with_max_delay(max)
         .with_jitter()
         .without_max_times()
         .build()
         .nth(attempt.saturating_sub(1) as usize)
-        .unwrap_or(policy.retry_max_delay)
+        .unwrap_or(max)
 }
 
 #[cfg(test)]
@@ -1101,5 +1219,54 @@ mod tests {
             || false,
         );
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn only_a_backoff_from_connectivity_failures_is_skipped_when_asked() {
+        let (due, now) = (10_000, 1_000);
+        for last in [
+            LastFailure::None,
+            LastFailure::Connectivity,
+            LastFailure::Server,
+        ] {
+            assert!(attempt_due(now, now, last, false), "{last:?}: due now");
+            assert!(
+                !attempt_due(due, now, last, false),
+                "{last:?}: not due, not asked"
+            );
+        }
+        assert!(attempt_due(due, now, LastFailure::Connectivity, true));
+        assert!(!attempt_due(due, now, LastFailure::Server, true));
+        assert!(!attempt_due(due, now, LastFailure::None, true));
+    }
+
+    #[test]
+    fn the_kind_of_the_last_failure_survives_its_meta_form() {
+        for last in [
+            LastFailure::None,
+            LastFailure::Connectivity,
+            LastFailure::Server,
+        ] {
+            assert_eq!(LastFailure::from_meta(Some(last.as_meta())), last);
+            assert_eq!(LastFailure::from_u8(last as u8), last);
+        }
+        assert_eq!(LastFailure::from_meta(None), LastFailure::None);
+    }
+
+    #[test]
+    fn the_connectivity_backoff_stops_at_its_cap_and_the_servers_does_not() {
+        let policy = Policy::default();
+        let cap = policy.max_connectivity_retry_delay;
+        assert!(cap < policy.retry_max_delay, "the cap is what bounds it");
+        let late: Vec<Duration> = (12..40)
+            .map(|attempt| connectivity_backoff(&policy, attempt))
+            .collect();
+        assert!(late.iter().all(|d| *d <= cap && *d >= cap / 2), "{late:?}");
+        // Jitter still spreads the attempts of devices that went offline together.
+        assert!(late.iter().any(|d| *d != late[0]), "{late:?}");
+        assert!((12..40).any(|attempt| backoff(&policy, attempt) > cap));
+        // The first attempts back off as the server's do.
+        let first = connectivity_backoff(&policy, 1);
+        assert!(first >= policy.retry_min_delay && first <= 2 * policy.retry_min_delay);
     }
 }

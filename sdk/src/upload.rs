@@ -86,8 +86,14 @@ pub enum Outcome {
     /// The collector already took another batch under this `batch_id` (409
     /// `batch_id_conflict`): send the same content again under a fresh one.
     Conflict(String),
-    /// Try the same batch again later: network error, timeout, 5xx, 408, 429, a 4xx that is
-    /// not the collector's refusal, a redirect, a 2xx without an acknowledgement of the batch.
+    /// No answer came (DNS, connect, TLS failure, or a timeout before any response): the
+    /// collector may be fine and the device offline. Try the same batch again later; the
+    /// platform's "network is back" or the app's return to the foreground may try it at once.
+    Unreachable(String),
+    /// The server answered, but not with an acknowledgement: try the same batch again later,
+    /// after the backoff (and its `Retry-After`), whatever the platform says. 5xx, 408, 429, a
+    /// 4xx that is not the collector's refusal, a redirect, a 2xx without an acknowledgement of
+    /// the batch.
     Retry {
         /// The collector's `Retry-After`, if it sent one.
         after: Option<Duration>,
@@ -127,11 +133,9 @@ pub fn send(
     let response = match transport.post(&request) {
         Ok(r) => r,
         Err(e) => {
-            return Outcome::Retry {
-                after: None,
-                // An app's client may hand over a whole stack trace; the record needs a line.
-                reason: format!("network: {}", truncate(&e, 300)),
-            };
+            // The transport's contract: `Err` only when no HTTP answer came.
+            // An app's client may hand over a whole stack trace; the record needs a line.
+            return Outcome::Unreachable(format!("network: {}", truncate(&e, 300)));
         }
     };
     let status = response.status;
@@ -338,7 +342,7 @@ mod tests {
     fn a_transports_answers_are_classified_like_any_other() {
         let (outcome, _) = send_to(Err("connection refused\nat a stack trace".into()));
         assert!(
-            matches!(outcome, Outcome::Retry { after: None, ref reason } if reason.starts_with("network: connection refused")),
+            matches!(outcome, Outcome::Unreachable(ref reason) if reason.starts_with("network: connection refused")),
             "{outcome:?}"
         );
         let (outcome, _) = send_to(Ok(crate::transport::HttpResponse {
@@ -453,6 +457,35 @@ mod tests {
         for body in ["", "<html>Bad Request</html>", "{}", r#"{"error":"x"}"#] {
             assert!(matches!(c(400, body), Outcome::Retry { .. }), "{body}");
             assert!(matches!(c(422, body), Outcome::Retry { .. }), "{body}");
+        }
+    }
+
+    #[test]
+    fn no_answer_is_a_connectivity_failure_and_any_answer_a_servers() {
+        for failure in [
+            "dns error: failed to lookup address information",
+            "error trying to connect: tcp connect error: Connection refused (os error 111)",
+            "invalid peer certificate: UnknownIssuer",
+            "operation timed out",
+        ] {
+            let (outcome, _) = send_to(Err(failure.into()));
+            assert!(
+                matches!(outcome, Outcome::Unreachable(_)),
+                "{failure}: {outcome:?}"
+            );
+        }
+        // A gateway answering for a collector it cannot reach is still an answer: the server
+        // side is what fails, and its backoff (and Retry-After) holds.
+        for status in [429, 500, 502, 503, 504] {
+            let (outcome, _) = send_to(Ok(crate::transport::HttpResponse {
+                status,
+                retry_after: Some("30".into()),
+                ..Default::default()
+            }));
+            assert!(
+                matches!(outcome, Outcome::Retry { after: Some(a), .. } if a == Duration::from_secs(30)),
+                "{status}: {outcome:?}"
+            );
         }
     }
 }

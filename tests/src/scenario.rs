@@ -103,6 +103,12 @@ impl Cluster {
         })
     }
 
+    /// Another load balancer in front of the same collectors: the network of devices that
+    /// go offline ([`LoadBalancer::set_link`]) while the others stay online.
+    pub fn network(&self) -> Result<LoadBalancer> {
+        LoadBalancer::start(self.options.iter().map(|o| o.listen).collect())
+    }
+
     /// Kills collector `i` with SIGKILL.
     pub fn kill(&mut self, i: usize) {
         self.collectors[i].kill();
@@ -141,6 +147,11 @@ pub struct DeviceSpec {
     pub device: usize,
     /// Extra environment (e.g. `LD_PRELOAD` of libfaketime).
     pub env: Vec<(String, String)>,
+    /// A file whose appearance tells the device the network is back (it then calls
+    /// `network_available()`, as on NWPathMonitor's or ConnectivityManager's callback).
+    pub network_signal: Option<PathBuf>,
+    /// Drain without `flush()`: wait for the SDK's own timer and backoff to deliver.
+    pub passive_drain: bool,
 }
 
 /// What a device's stdout said: its install id and the events it tracked, with when.
@@ -183,6 +194,12 @@ impl Device {
             .stderr(Stdio::null());
         if let Some(drain) = spec.drain {
             command.args(["--drain", &drain.as_secs().max(1).to_string()]);
+        }
+        if let Some(signal) = &spec.network_signal {
+            command.arg("--network-signal").arg(signal);
+        }
+        if spec.passive_drain {
+            command.arg("--passive-drain");
         }
         let mut child = command.spawn().context("start tern-device")?;
         let stdout = child.stdout.take().context("stdout")?;

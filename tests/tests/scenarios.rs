@@ -74,3 +74,18 @@ fn clock_skew() {
         None => eprintln!("clock_skew: libfaketime is not installed; scenario not run"),
     }
 }
+
+/// Not serialized with the others: its devices track 5 events a second each, and most of its
+/// three minutes is a network outage during which they only store; run beside the other
+/// scenarios, its rows add little to `make test`'s time.
+#[test]
+fn shipped_policy_online_and_after_a_network_outage() {
+    let reports = scenarios::shipped_policy(Size::Fast).unwrap();
+    assert_eq!(reports.len(), 2, "both rows");
+    for report in &reports {
+        eprintln!("{report:#?}");
+    }
+    for report in reports {
+        check(report);
+    }
+}

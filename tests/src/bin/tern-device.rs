@@ -7,9 +7,14 @@
 //! The `realtime` preset is a test policy: `Policy::realtime()` with retries backing off from
 //! 100 ms to at most 2 s (the shipped policy backs off to 5 minutes), so that scenarios with a
 //! collector that goes away recover within the test's time. `default` is the shipped default.
+//!
+//! With `--network-signal FILE`, the device watches for FILE to appear, deletes it and calls
+//! `network_available()`: what the mobile library does on NWPathMonitor's or
+//! ConnectivityManager's "network is back".
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -54,6 +59,41 @@ struct Args {
     /// Call `flush()` (durable + upload now) after every this many events (0: never).
     #[arg(long, default_value_t = 0)]
     flush_every: u64,
+    /// A file whose appearance means "the network is back": it is deleted and
+    /// `network_available()` called.
+    #[arg(long)]
+    network_signal: Option<PathBuf>,
+    /// Drain without `flush()`: leave the delivery to the SDK's own timer and backoff.
+    #[arg(long)]
+    passive_drain: bool,
+}
+
+/// How often the network signal file is looked for.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
+
+/// Calls `network_available()` each time `signal` appears, until `done`.
+fn watch_network(tracker: &Tracker, signal: &Path, done: &AtomicBool) {
+    while !done.load(Ordering::Relaxed) {
+        if std::fs::remove_file(signal).is_ok() {
+            tracker.network_available();
+        }
+        std::thread::sleep(SIGNAL_POLL);
+    }
+}
+
+/// Waits up to `timeout` for the buffer to be empty without asking for an upload.
+fn drain_passively(tracker: &Tracker, timeout: Duration) -> bool {
+    // Events still in the hand-off queue are not counted as pending: let the writer take them
+    // (it commits within milliseconds; the durability promise is 100 ms).
+    std::thread::sleep(Duration::from_secs(1));
+    let deadline = std::time::Instant::now() + timeout;
+    while tracker.stats().pending.events > 0 {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,7 +107,26 @@ fn main() -> anyhow::Result<()> {
             ..Policy::realtime()
         },
     };
-    let tracker = Tracker::new(device_config(args.db, &args.endpoint, policy, args.device))?;
+    let tracker = Tracker::new(device_config(
+        args.db.clone(),
+        &args.endpoint,
+        policy,
+        args.device,
+    ))?;
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        if let Some(signal) = &args.network_signal {
+            scope.spawn(|| watch_network(&tracker, signal, &done));
+        }
+        let result = run(&args, &tracker);
+        done.store(true, Ordering::Relaxed);
+        result
+    })?;
+    tracker.shutdown();
+    Ok(())
+}
+
+fn run(args: &Args, tracker: &Tracker) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "install {}", tracker.install_id())?;
     out.flush()?;
@@ -87,11 +146,14 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if let Some(secs) = args.drain {
-        let drained = tracker.flush_and_wait(Duration::from_secs(secs))?;
+        let drained = if args.passive_drain {
+            drain_passively(tracker, Duration::from_secs(secs))
+        } else {
+            tracker.flush_and_wait(Duration::from_secs(secs))?
+        };
         writeln!(out, "drained {drained} {}", tracker.stats().pending.events)?;
         out.flush()?;
         anyhow::ensure!(drained, "the buffer did not drain in {secs} s");
     }
-    tracker.shutdown();
     Ok(())
 }

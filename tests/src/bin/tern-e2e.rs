@@ -22,22 +22,28 @@ struct Args {
     only: Option<String>,
 }
 
-type Scenario = fn(Size) -> anyhow::Result<Option<Report>>;
+/// A scenario's rows: none when it could not run (libfaketime missing).
+type Scenario = fn(Size) -> anyhow::Result<Vec<Report>>;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let size = if args.fast { Size::Fast } else { Size::Full };
     let all: Vec<(&'static str, Scenario)> = vec![
-        ("steady", |s| scenarios::steady(s).map(Some)),
-        ("offline", |s| scenarios::offline(s).map(Some)),
-        ("collector_kill", |s| scenarios::collector_kill(s).map(Some)),
-        ("rolling_restart", |s| {
-            scenarios::rolling_restart(s).map(Some)
+        ("steady", |s| scenarios::steady(s).map(|r| vec![r])),
+        ("offline", |s| scenarios::offline(s).map(|r| vec![r])),
+        ("collector_kill", |s| {
+            scenarios::collector_kill(s).map(|r| vec![r])
         }),
-        ("throttling", |s| scenarios::throttling(s).map(Some)),
-        ("outage", |s| scenarios::outage(s).map(Some)),
-        ("sdk_kill", |s| scenarios::sdk_kill(s).map(Some)),
-        ("clock_skew", scenarios::clock_skew),
+        ("rolling_restart", |s| {
+            scenarios::rolling_restart(s).map(|r| vec![r])
+        }),
+        ("throttling", |s| scenarios::throttling(s).map(|r| vec![r])),
+        ("outage", |s| scenarios::outage(s).map(|r| vec![r])),
+        ("sdk_kill", |s| scenarios::sdk_kill(s).map(|r| vec![r])),
+        ("clock_skew", |s| {
+            scenarios::clock_skew(s).map(|r| r.into_iter().collect())
+        }),
+        ("shipped_policy", scenarios::shipped_policy),
     ];
     let started = std::time::Instant::now();
     let mut rows = Vec::new();
@@ -50,14 +56,16 @@ fn main() -> anyhow::Result<()> {
         // read) is a failed row, not the end of the run: the other scenarios still run and the
         // table still shows what happened.
         match run(size) {
-            Ok(Some(report)) => {
-                eprintln!(
-                    "  {} lost, {} duplicates, {:.0} s",
-                    report.lost, report.duplicates, report.duration_s
-                );
-                rows.push(Row::Ran(report));
+            Ok(reports) if !reports.is_empty() => {
+                for report in reports {
+                    eprintln!(
+                        "  {}: {} lost, {} duplicates, {:.0} s",
+                        report.scenario, report.lost, report.duplicates, report.duration_s
+                    );
+                    rows.push(Row::Ran(report));
+                }
             }
-            Ok(None) => {
+            Ok(_) => {
                 // The matrix is the proof only if every scenario ran: one that could not is a
                 // failed row too.
                 let error = "not run: libfaketime is missing (apt-get install faketime)";
