@@ -422,19 +422,25 @@ public final class TernTracker: @unchecked Sendable {
         }
     }
 
-    private func refused(_ call: String, _ eventName: String?, _ error: Error) {
-        let reason: TrackErrorReason
-        let message: String
-        switch error {
-        case ApiError.InvalidInput(let why):
-            (reason, message) = (.invalidEvent, why)
-        case ApiError.Dropped(let why):
-            (reason, message) = (.dropped, why)
-        case ApiError.Closed:
-            (reason, message) = (.closed, "the tracker is shut down")
-        default:
-            (reason, message) = (.internal, String(describing: error))
+    /// The reason and the SDK's explanation of a failure.
+    private static func classify(_ error: Error) -> (TrackErrorReason, String) {
+        guard let apiError = error as? ApiError else {
+            return (.internal, String(describing: error))
         }
+        switch apiError {
+        case .InvalidInput(let why):
+            return (.invalidEvent, why)
+        case .Dropped(let why):
+            return (.dropped, why)
+        case .Closed:
+            return (.closed, "the tracker is shut down")
+        default:
+            return (.internal, String(describing: apiError))
+        }
+    }
+
+    private func refused(_ call: String, _ eventName: String?, _ error: Error) {
+        let (reason, message) = Self.classify(error)
         lock.lock()
         let count = (counts[reason] ?? 0) + 1
         counts[reason] = count
