@@ -21,7 +21,9 @@ use tern_sdk::{AppInfo, Context, DeviceInfo, OsInfo};
 
 pub mod policy;
 
-pub use policy::{check_upload_policy, default_upload_policy, realtime_upload_policy, UploadPolicy};
+pub use policy::{
+    check_upload_policy, default_upload_policy, realtime_upload_policy, UploadPolicy,
+};
 
 uniffi::setup_scaffolding!();
 

@@ -195,8 +195,14 @@ mod tests {
 
     #[test]
     fn the_defaults_and_the_realtime_preset_are_the_sdks() {
-        assert_eq!(default_upload_policy().to_policy().unwrap(), Policy::default());
-        assert_eq!(realtime_upload_policy().to_policy().unwrap(), Policy::realtime());
+        assert_eq!(
+            default_upload_policy().to_policy().unwrap(),
+            Policy::default()
+        );
+        assert_eq!(
+            realtime_upload_policy().to_policy().unwrap(),
+            Policy::realtime()
+        );
     }
 
     #[test]
@@ -218,7 +224,11 @@ mod tests {
         };
         let policy = tuned.to_policy().unwrap();
         assert_eq!(UploadPolicy::from(&policy), tuned);
-        assert_eq!(policy.max_file_bytes, 4 * 64 * 1024 * 1024, "the ceiling follows the cap");
+        assert_eq!(
+            policy.max_file_bytes,
+            4 * 64 * 1024 * 1024,
+            "the ceiling follows the cap"
+        );
         let small = UploadPolicy {
             max_buffer_bytes: 1024,
             ..default_upload_policy()
@@ -233,8 +243,16 @@ mod tests {
             other => panic!("accepted: {other:?}"),
         };
         let d = default_upload_policy;
-        assert!(refused(UploadPolicy { max_batch_events: 501, ..d() }).contains("max_batch_events"));
-        assert!(refused(UploadPolicy { max_batch_events: 0, ..d() }).contains("max_batch_events"));
+        assert!(refused(UploadPolicy {
+            max_batch_events: 501,
+            ..d()
+        })
+        .contains("max_batch_events"));
+        assert!(refused(UploadPolicy {
+            max_batch_events: 0,
+            ..d()
+        })
+        .contains("max_batch_events"));
         assert!(refused(UploadPolicy {
             max_batch_compressed_bytes: MAX_BODY_BYTES as u64 + 1,
             ..d()
@@ -245,15 +263,31 @@ mod tests {
             ..d()
         })
         .contains("max_batch_bytes"));
-        assert!(refused(UploadPolicy { flush_at_count: 0, ..d() }).contains("flush_at_count"));
-        assert!(refused(UploadPolicy { flush_interval_ms: 0, ..d() }).contains("flush_interval_ms"));
-        assert!(refused(UploadPolicy { max_buffer_events: 0, ..d() }).contains("max_buffer_events"));
+        assert!(refused(UploadPolicy {
+            flush_at_count: 0,
+            ..d()
+        })
+        .contains("flush_at_count"));
+        assert!(refused(UploadPolicy {
+            flush_interval_ms: 0,
+            ..d()
+        })
+        .contains("flush_interval_ms"));
+        assert!(refused(UploadPolicy {
+            max_buffer_events: 0,
+            ..d()
+        })
+        .contains("max_buffer_events"));
         assert!(refused(UploadPolicy {
             retry_min_delay_ms: 10_000,
             retry_max_delay_ms: 1_000,
             ..d()
         })
         .contains("retry_min_delay_ms"));
-        assert!(check_upload_policy(UploadPolicy { max_batch_events: 500, ..d() }).is_ok());
+        assert!(check_upload_policy(UploadPolicy {
+            max_batch_events: 500,
+            ..d()
+        })
+        .is_ok());
     }
 }
