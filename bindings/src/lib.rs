@@ -1,6 +1,7 @@
 //! Tern bindings: the SDK for Kotlin, Swift and Python through uniffi (proc-macros, no UDL).
 //!
-//! The exported surface is small on purpose: a [`Tracker`] object, a [`TrackerConfig`] record,
+//! The exported surface is small on purpose: a [`Tracker`] object, a [`TrackerConfig`] record
+//! with its [`UploadPolicy`] (defaults and limits from the SDK's `Policy`, see [`policy`]),
 //! [`PendingStats`] and an [`ApiError`] with few variants, mapped from the SDK's error in one
 //! place; and the [`HttpClient`] foreign trait through which the app's platform performs the
 //! uploads' HTTP requests (the hand-written layers pass HttpURLConnection, URLSession or urllib
@@ -16,14 +17,21 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tern_sdk::{AppInfo, Context, DeviceInfo, OsInfo, Policy};
+use tern_sdk::{AppInfo, Context, DeviceInfo, OsInfo};
+
+pub mod policy;
+
+pub use policy::{
+    check_upload_policy, default_upload_policy, realtime_upload_policy, UploadPolicy,
+};
 
 uniffi::setup_scaffolding!();
 
 /// Errors seen by the app.
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum ApiError {
-    /// The event or argument is invalid (bad name, properties not a JSON object).
+    /// The event or argument is invalid (bad name, properties not a JSON object, a policy
+    /// value out of range).
     #[error("invalid input: {reason}")]
     InvalidInput {
         /// Why.
@@ -163,9 +171,10 @@ pub struct TrackerConfig {
     pub endpoint: String,
     /// The app's write key.
     pub write_key: String,
-    /// Upload at every event and every 500 ms (events readable in under 2 s) instead of the
-    /// battery-friendly default (every 10 s or 100 events).
-    pub realtime: bool,
+    /// When to upload and what the buffer keeps: [`default_upload_policy`] (every 10 s or 100
+    /// events), [`realtime_upload_policy`] (every event and every 500 ms), or either with
+    /// settings changed; refused at start when a value is out of range.
+    pub policy: UploadPolicy,
     /// App id (bundle/package).
     pub app_id: Option<String>,
     /// App version.
@@ -264,11 +273,7 @@ impl Tracker {
             db_path: config.db_path.into(),
             endpoint: config.endpoint,
             write_key: config.write_key,
-            policy: if config.realtime {
-                Policy::realtime()
-            } else {
-                Policy::default()
-            },
+            policy: config.policy.to_policy()?,
             context,
             transport: Some(Arc::new(ForeignTransport(http_client))),
         })?;
@@ -447,7 +452,7 @@ mod tests {
             db_path: dir.join("app.db").display().to_string(),
             endpoint: "http://127.0.0.1:9".into(),
             write_key: "key".into(),
-            realtime: true,
+            policy: realtime_upload_policy(),
             app_id: None,
             app_version: None,
             app_build: None,

@@ -1,4 +1,5 @@
 import Network
+import os
 import SwiftUI
 import Tern
 import UIKit
@@ -30,6 +31,8 @@ struct TernSampleApp: App {
     }
 }
 
+private let sampleLog = Logger(subsystem: "dev.tern.sample", category: "analytics")
+
 /// The one tracker of the process.
 enum SampleTracker {
     static let shared: TernTracker = {
@@ -37,11 +40,25 @@ enum SampleTracker {
             .appendingPathComponent("tern.db")
         try? FileManager.default.createDirectory(at: db.deletingLastPathComponent(), withIntermediateDirectories: true)
         let endpoint = Bundle.main.object(forInfoDictionaryKey: "TernEndpoint") as? String ?? "http://127.0.0.1:8080"
-        // A tracker that cannot start is a configuration error worth a crash in a sample app.
-        return try! TernTracker(dbPath: db.path, endpoint: endpoint, writeKey: "dev-key",
-                                osName: UIDevice.current.systemName,
-                                osVersion: UIDevice.current.systemVersion,
-                                deviceModel: UIDevice.current.model)
+        let config = try! TernConfig.Builder(dbPath: db.path, endpoint: endpoint, writeKey: "dev-key")
+            .os(name: UIDevice.current.systemName, version: UIDevice.current.systemVersion)
+            .device(manufacturer: "Apple", model: UIDevice.current.model)
+            // The SDK's defaults, tuned: upload every 30 s or 50 events, keep at most a week
+            // offline. Every setting and its limits: TernConfig.Builder.
+            .flushInterval(30)
+            .flushAtCount(50)
+            .maxEventAge(7 * 24 * 3600)
+            // track() never throws: what it does not take is reported here (on the calling
+            // thread, so keep it short). A real app would send this to its crash reporter.
+            .errorListener { error in sampleLog.warning("\(error.description, privacy: .public)") }
+        #if DEBUG
+            // Debug builds stop at a bad event (assertionFailure); release builds only report it.
+            .strict()
+        #endif
+            .build()
+        // A tracker that cannot start (or a setting out of range) is a configuration error
+        // worth a crash in a sample app.
+        return try! TernTracker(config: config)
     }()
 }
 
@@ -74,8 +91,9 @@ enum BackgroundUpload {
         let waitMs = BackgroundUpload.waitMs
         DispatchQueue.global(qos: .utility).async {
             // Blocks this worker thread, never the main thread, until the collector has
-            // acknowledged everything or the wait times out; an error ends the wait too.
-            _ = try? tracker.flushAndWait(timeoutMs: waitMs)
+            // acknowledged everything or the wait times out; an error (reported to the error
+            // listener) ends the wait too.
+            tracker.flushAndWait(timeoutMs: waitMs)
             DispatchQueue.main.async { end() }
         }
     }
@@ -97,7 +115,7 @@ final class NetworkReturnUpload {
             let nowOnline = path.status == .satisfied
             if nowOnline && !self.online {
                 // On the monitor's queue, never the main thread: flush waits for the writer.
-                _ = try? tracker.flush(timeoutMs: 5_000)
+                tracker.flush(timeoutMs: 5_000)
             }
             self.online = nowOnline
         }
@@ -115,11 +133,11 @@ struct ContentView: View {
         VStack(spacing: 16) {
             Text("Events waiting in the buffer: \(pending)")
             Text("Events dropped on this device: \(dropped)")
-            Button("Add to cart") { _ = try? tracker.track("add_to_cart", properties: ["sku": "tern-mug", "price": 12.5]) }
-            Button("Checkout") { _ = try? tracker.track("checkout", properties: ["total": 12.5, "items": [["sku": "tern-mug"]]]) }
+            Button("Add to cart") { tracker.track("add_to_cart", properties: ["sku": "tern-mug", "price": 12.5]) }
+            Button("Checkout") { tracker.track("checkout", properties: ["total": 12.5, "items": [["sku": "tern-mug"]]]) }
         }
         .padding()
-        .onAppear { _ = try? tracker.track("screen_view", properties: ["screen": "main"]) }
+        .onAppear { tracker.track("screen_view", properties: ["screen": "main"]) }
         .onReceive(timer) { _ in
             // pendingStats() reads the database: off the main thread.
             DispatchQueue.global(qos: .utility).async {

@@ -1,9 +1,15 @@
 """Tern for Python: track events through the Tern SDK (Rust, via uniffi).
 
-    from tern import Tracker
+    from tern import Config, Tracker
     tracker = Tracker("/tmp/app.db", "https://collector.example.com", "WRITE_KEY")
     tracker.track("checkout", {"total": 59.9, "items": [{"sku": "a-1"}]})
     tracker.flush_and_wait(10.0)
+
+    # Or with settings: Config.builder(...).flush_at_count(20).error_listener(print).build()
+    tracker = Tracker.from_config(config)
+
+`track()` never raises (unless the config is `strict()`): what it does not take is counted,
+logged once per reason and passed to the error listener.
 
 Scripts and QA use it to drive the real SDK; the generated module (`make bindings`) lives in
 `tern/_generated/` next to the shared library. Uploads go through urllib (`UrllibHttpClient`);
@@ -12,11 +18,15 @@ pass `http_client=` to use another `HttpClient`.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import http.client
 import json
+import logging
+import threading
 import urllib.error
 import urllib.request
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from ._generated import tern_bindings as _ffi
 
@@ -26,9 +36,16 @@ HttpClient = _ffi.HttpClient
 HttpRequest = _ffi.HttpRequest
 HttpResponse = _ffi.HttpResponse
 TransportError = _ffi.TransportError
+UploadPolicy = _ffi.UploadPolicy
 
 __all__ = [
     "Tracker",
+    "Config",
+    "ConfigBuilder",
+    "TrackError",
+    "TrackErrorReason",
+    "ErrorListener",
+    "UploadPolicy",
     "ApiError",
     "PendingStats",
     "HttpClient",
@@ -86,8 +103,250 @@ class UrllibHttpClient(HttpClient):
         )
 
 
+class TrackErrorReason(str, enum.Enum):
+    """Why a call did not take what it was given. Each reason is logged once per tracker (the
+    first time), then only counted (`Tracker.error_counts()`)."""
+
+    INVALID_EVENT = "invalid_event"
+    """A bad event name, properties over the limits (64 KiB, 16 levels) or not JSON-encodable."""
+    DROPPED = "dropped"
+    """Dropped on a full hand-off queue or a failing disk (also counted by the SDK and reported
+    to the collector)."""
+    CLOSED = "closed"
+    """The call came after `shutdown()`."""
+    INTERNAL = "internal"
+    """Anything else: an unexpected failure inside the SDK, worth reporting as a bug."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackError:
+    """What an error listener receives."""
+
+    reason: TrackErrorReason
+    """Why, as one of a few reasons."""
+    call: str
+    """The call that failed: `track`, `set_super_properties`, `set_opt_out`, `flush`, ..."""
+    event_name: Optional[str]
+    """The event's name, for `track`."""
+    message: str
+    """The SDK's explanation (never the event's properties)."""
+    exception: BaseException
+    """What the SDK raised."""
+
+    def __str__(self) -> str:
+        name = f" {self.event_name}" if self.event_name is not None else ""
+        return f"TrackError({self.reason.value}, {self.call}{name}: {self.message})"
+
+
+ErrorListener = Callable[[TrackError], None]
+"""Hears about every refused call, on the calling thread; what it raises is caught."""
+
+
+def _millis(setting: str, seconds: float) -> int:
+    if seconds < 0:
+        raise ValueError(f"{setting} must not be negative, not {seconds}")
+    return int(round(seconds * 1000))
+
+
+def _count(setting: str, n: int) -> int:
+    if n < 0:
+        raise ValueError(f"{setting} must not be negative, not {n}")
+    return int(n)
+
+
+class Config:
+    """Everything a Tracker starts with; build one with `Config.builder(...)`:
+
+        config = (Config.builder("/tmp/app.db", "https://collector.example.com", "WRITE_KEY")
+                  .flush_interval(5.0).flush_at_count(20).max_buffer_events(50_000)
+                  .error_listener(lambda error: log.warning("%s", error))
+                  .build())
+        tracker = Tracker.from_config(config)
+    """
+
+    def __init__(self, fields: dict) -> None:
+        self._fields = dict(fields)
+
+    @property
+    def policy(self) -> UploadPolicy:
+        """When to upload and what the buffer keeps (a copy)."""
+        return _copy_policy(self._fields["policy"])
+
+    @property
+    def strict(self) -> bool:
+        """Whether the calls raise instead of only reporting to the listener."""
+        return self._fields["strict"]
+
+    @staticmethod
+    def builder(db_path: str, endpoint: str, write_key: str) -> "ConfigBuilder":
+        """A builder with every setting at the SDK's default (sdk/src/policy.rs)."""
+        return ConfigBuilder(db_path, endpoint, write_key)
+
+
+def _copy_policy(p: UploadPolicy) -> UploadPolicy:
+    return UploadPolicy(**{name: getattr(p, name) for name in _POLICY_FIELDS})
+
+
+_POLICY_FIELDS = (
+    "flush_interval_ms",
+    "flush_at_count",
+    "max_batch_events",
+    "max_batch_bytes",
+    "max_batch_compressed_bytes",
+    "max_buffer_events",
+    "max_buffer_bytes",
+    "max_event_age_ms",
+    "max_quarantine_batches",
+    "max_quarantine_bytes",
+    "retry_min_delay_ms",
+    "retry_max_delay_ms",
+    "session_timeout_ms",
+)
+
+
+class ConfigBuilder:
+    """Builds a `Config`. Every setting starts at the SDK's default; `build()` raises ValueError
+    naming the first setting out of the SDK's limits. Durations are in seconds."""
+
+    def __init__(self, db_path: str, endpoint: str, write_key: str) -> None:
+        self._policy = _ffi.default_upload_policy()
+        self._fields: dict = {
+            "db_path": str(db_path),
+            "endpoint": endpoint,
+            "write_key": write_key,
+            "strict": False,
+            "error_listener": None,
+            "http_client": None,
+            "context": {},
+        }
+
+    def _set(self, **policy: int) -> "ConfigBuilder":
+        for name, value in policy.items():
+            setattr(self._policy, name, value)
+        return self
+
+    def realtime(self) -> "ConfigBuilder":
+        """The realtime preset: upload at every event and every 500 ms (events readable in under
+        2 s). Later `flush_interval` and `flush_at_count` calls override it."""
+        preset = _ffi.realtime_upload_policy()
+        return self._set(
+            flush_interval_ms=preset.flush_interval_ms, flush_at_count=preset.flush_at_count
+        )
+
+    def flush_interval(self, seconds: float) -> "ConfigBuilder":
+        """Upload what waits at least this often (default 10 s)."""
+        return self._set(flush_interval_ms=_millis("flush_interval", seconds))
+
+    def flush_at_count(self, count: int) -> "ConfigBuilder":
+        """Upload as soon as this many events wait (default 100)."""
+        return self._set(flush_at_count=_count("flush_at_count", count))
+
+    def max_batch_events(self, count: int) -> "ConfigBuilder":
+        """Most events in one batch (default 250, at most 500)."""
+        return self._set(max_batch_events=_count("max_batch_events", count))
+
+    def max_batch_bytes(self, n: int) -> "ConfigBuilder":
+        """Most uncompressed bytes of events in one batch (default 512 KiB, at most 5 MiB)."""
+        return self._set(max_batch_bytes=_count("max_batch_bytes", n))
+
+    def max_batch_compressed_bytes(self, n: int) -> "ConfigBuilder":
+        """Most compressed bytes of one upload (default 512 KiB, at most 1 MiB)."""
+        return self._set(max_batch_compressed_bytes=_count("max_batch_compressed_bytes", n))
+
+    def max_buffer_events(self, count: int) -> "ConfigBuilder":
+        """Most events the buffer keeps; the oldest beyond are dropped and reported (default
+        100 000)."""
+        return self._set(max_buffer_events=_count("max_buffer_events", count))
+
+    def max_buffer_bytes(self, n: int) -> "ConfigBuilder":
+        """Most bytes of event JSON the buffer keeps (default 32 MiB)."""
+        return self._set(max_buffer_bytes=_count("max_buffer_bytes", n))
+
+    def max_event_age(self, seconds: float) -> "ConfigBuilder":
+        """Oldest event the buffer keeps (default 30 days)."""
+        return self._set(max_event_age_ms=_millis("max_event_age", seconds))
+
+    def max_quarantine_batches(self, count: int) -> "ConfigBuilder":
+        """Most refused batches kept in quarantine (default 50; 0 keeps none)."""
+        return self._set(max_quarantine_batches=_count("max_quarantine_batches", count))
+
+    def max_quarantine_bytes(self, n: int) -> "ConfigBuilder":
+        """Most bytes of event JSON kept in quarantine (default 4 MiB; 0 keeps none)."""
+        return self._set(max_quarantine_bytes=_count("max_quarantine_bytes", n))
+
+    def retry_min_delay(self, seconds: float) -> "ConfigBuilder":
+        """First retry delay after a failed upload, before jitter (default 1 s)."""
+        return self._set(retry_min_delay_ms=_millis("retry_min_delay", seconds))
+
+    def retry_max_delay(self, seconds: float) -> "ConfigBuilder":
+        """Longest retry delay (default 5 minutes)."""
+        return self._set(retry_max_delay_ms=_millis("retry_max_delay", seconds))
+
+    def session_timeout(self, seconds: float) -> "ConfigBuilder":
+        """A session ends after this long without an event (default 30 minutes)."""
+        return self._set(session_timeout_ms=_millis("session_timeout", seconds))
+
+    def strict(self, strict: bool = True) -> "ConfigBuilder":
+        """Raise from `track()` and the other calls instead of only reporting (for tests and
+        debug builds). The listener still hears every error first."""
+        self._fields["strict"] = strict
+        return self
+
+    def error_listener(self, listener: Optional[ErrorListener]) -> "ConfigBuilder":
+        """Hears about every refused call; also settable later (`Tracker.set_error_listener`)."""
+        self._fields["error_listener"] = listener
+        return self
+
+    def http_client(self, client: HttpClient) -> "ConfigBuilder":
+        """Performs the uploads' HTTP requests (`UrllibHttpClient` by default)."""
+        self._fields["http_client"] = client
+        return self
+
+    def context(self, **fields: Optional[str]) -> "ConfigBuilder":
+        """Context of the batches: app_id, app_version, app_build, os_name, os_version,
+        device_manufacturer, device_model, locale, timezone."""
+        unknown = set(fields) - set(_CONTEXT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown context fields: {sorted(unknown)}")
+        self._fields["context"].update(fields)
+        return self
+
+    def build(self) -> Config:
+        """The config; raises ValueError naming the first setting out of range."""
+        try:
+            _ffi.check_upload_policy(self._policy)
+        except ApiError.InvalidInput as e:
+            raise ValueError(str(e.reason)) from None
+        fields = dict(self._fields, policy=_copy_policy(self._policy))
+        fields["context"] = dict(self._fields["context"])
+        return Config(fields)
+
+
+_CONTEXT_FIELDS = (
+    "app_id",
+    "app_version",
+    "app_build",
+    "os_name",
+    "os_version",
+    "device_manufacturer",
+    "device_model",
+    "locale",
+    "timezone",
+)
+
+_log = logging.getLogger("tern")
+
+
 class Tracker:
-    """One SDK tracker on its own SQLite buffer. Safe to use from any thread."""
+    """One SDK tracker on its own SQLite buffer. Safe to use from any thread.
+
+    `track()` never raises, and neither do the other calls: an event it does not take (a bad
+    name, properties over the limits or not JSON-encodable, dropped on a full queue or a failing
+    disk, a call after `shutdown()`) is counted (`error_counts()`), logged once per reason
+    (logger `tern`), and passed to the error listener if one is set. With a strict config the
+    calls raise `ApiError` (or the encoder's error) instead. Only the constructor raises:
+    `ApiError` when the buffer cannot be opened, ValueError for a setting out of range.
+    """
 
     def __init__(
         self,
@@ -107,67 +366,182 @@ class Tracker:
         timezone: Optional[str] = None,
         http_client: Optional[HttpClient] = None,
     ) -> None:
+        """The tracker with the default policy, or the realtime preset; for other settings,
+        `Tracker.from_config(Config.builder(...)...build())`."""
+        builder = Config.builder(db_path, endpoint, write_key).context(
+            app_id=app_id,
+            app_version=app_version,
+            app_build=app_build,
+            os_name=os_name,
+            os_version=os_version,
+            device_manufacturer=device_manufacturer,
+            device_model=device_model,
+            locale=locale,
+            timezone=timezone,
+        )
+        if realtime:
+            builder.realtime()
+        if http_client is not None:
+            builder.http_client(http_client)
+        config = builder.build()
+        self._start(config)
+
+    def _start(self, config: Config) -> None:
+        f = config._fields
+        self._strict: bool = f["strict"]
+        # Read only when a call failed: a tracker without a listener pays nothing on success.
+        self._error_listener: Optional[ErrorListener] = f["error_listener"]
+        self._error_counts = {reason: 0 for reason in TrackErrorReason}
+        self._listener_failures = 0
+        self._counts_lock = threading.Lock()
+        context = {name: f["context"].get(name) for name in _CONTEXT_FIELDS}
         self._inner = _ffi.Tracker(
             _ffi.TrackerConfig(
-                db_path=str(db_path),
-                endpoint=endpoint,
-                write_key=write_key,
-                realtime=realtime,
-                app_id=app_id,
-                app_version=app_version,
-                app_build=app_build,
-                os_name=os_name,
-                os_version=os_version,
-                device_manufacturer=device_manufacturer,
-                device_model=device_model,
-                locale=locale,
-                timezone=timezone,
+                db_path=f["db_path"],
+                endpoint=f["endpoint"],
+                write_key=f["write_key"],
+                policy=_copy_policy(f["policy"]),
+                **context,
             ),
-            http_client if http_client is not None else UrllibHttpClient(),
+            f["http_client"] if f["http_client"] is not None else UrllibHttpClient(),
         )
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Tracker":
+        """The tracker a `Config` describes."""
+        tracker = cls.__new__(cls)
+        tracker._start(config)
+        return tracker
 
     @property
     def install_id(self) -> str:
         return self._inner.install_id()
 
+    def set_error_listener(self, listener: Optional[ErrorListener]) -> None:
+        """Sets (or, with None, removes) the callable that hears about every refused call. It
+        runs on the calling thread; what it raises is caught."""
+        self._error_listener = listener
+
+    def error_counts(self) -> Dict[TrackErrorReason, int]:
+        """How many calls were refused since the tracker started, by reason."""
+        with self._counts_lock:
+            return dict(self._error_counts)
+
     def track(self, name: str, properties: Optional[Mapping[str, Any]] = None) -> Optional[str]:
-        """Tracks an event; returns its event_id (None after opt-out). Raises ApiError."""
-        return self._inner.track(name, json.dumps(dict(properties or {}), default=str))
+        """Tracks an event; returns its event_id, or None when it was not taken (see the class
+        documentation) or the user opted out. Never raises unless the config is strict."""
+        try:
+            return self._inner.track(name, _encode(properties or {}))
+        except Exception as e:  # noqa: BLE001 - analytics never breaks the caller
+            return self._refused("track", name, e, None)
 
     def identify(self, user_id: Optional[str]) -> None:
-        self._inner.identify(user_id)
+        try:
+            self._inner.identify(user_id)
+        except Exception as e:  # noqa: BLE001
+            self._refused("identify", None, e, None)
 
     def set_super_properties(self, properties: Mapping[str, Any]) -> None:
-        self._inner.set_super_properties(json.dumps(dict(properties), default=str))
+        """Properties added to every following event; refused ones are reported like track()'s."""
+        try:
+            self._inner.set_super_properties(_encode(properties))
+        except Exception as e:  # noqa: BLE001
+            self._refused("set_super_properties", None, e, None)
 
     def reset(self) -> None:
-        self._inner.reset()
+        try:
+            self._inner.reset()
+        except Exception as e:  # noqa: BLE001
+            self._refused("reset", None, e, None)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
-        return self._inner.flush(int(timeout_s * 1000))
+        """Waits until tracked events are durable, then uploads; False after shutdown()."""
+        try:
+            return self._inner.flush(max(0, int(timeout_s * 1000)))
+        except Exception as e:  # noqa: BLE001
+            return self._refused("flush", None, e, False)
 
     def flush_and_wait(self, timeout_s: float = 30.0) -> bool:
-        return self._inner.flush_and_wait(int(timeout_s * 1000))
+        try:
+            return self._inner.flush_and_wait(max(0, int(timeout_s * 1000)))
+        except Exception as e:  # noqa: BLE001
+            return self._refused("flush_and_wait", None, e, False)
 
     def on_background(self) -> None:
-        self._inner.on_background()
+        try:
+            self._inner.on_background()
+        except Exception as e:  # noqa: BLE001
+            self._refused("on_background", None, e, None)
 
     def on_foreground(self) -> None:
-        self._inner.on_foreground()
+        try:
+            self._inner.on_foreground()
+        except Exception as e:  # noqa: BLE001
+            self._refused("on_foreground", None, e, None)
 
     def set_opt_out(self, opted_out: bool) -> None:
-        self._inner.set_opt_out(opted_out)
+        try:
+            self._inner.set_opt_out(opted_out)
+        except Exception as e:  # noqa: BLE001
+            self._refused("set_opt_out", None, e, None)
 
     def pending_stats(self) -> PendingStats:
         return self._inner.pending_stats()
 
     def shutdown(self) -> None:
         """Stops the SDK's threads and closes the buffer, whose file can be opened again at once;
-        buffered events stay for the next start. Later calls raise ApiError.Closed."""
-        self._inner.shutdown()
+        buffered events stay for the next start. Later calls are refused as `closed`."""
+        try:
+            self._inner.shutdown()
+        except Exception as e:  # noqa: BLE001
+            self._refused("shutdown", None, e, None)
+
+    def _refused(self, call: str, event_name: Optional[str], e: Exception, fallback: Any) -> Any:
+        """Counts, logs (once per reason) and reports a refused call; raises only when strict."""
+        if isinstance(e, ApiError.InvalidInput) or isinstance(e, (TypeError, ValueError)):
+            # TypeError/ValueError: properties json cannot encode (NaN, a cycle, bytes keys...).
+            reason = TrackErrorReason.INVALID_EVENT
+        elif isinstance(e, ApiError.Dropped):
+            reason = TrackErrorReason.DROPPED
+        elif isinstance(e, ApiError.Closed):
+            reason = TrackErrorReason.CLOSED
+        else:
+            reason = TrackErrorReason.INTERNAL
+        # The SDK's errors carry their explanation in `reason`; others in their str().
+        message = str(getattr(e, "reason", None) or e) or type(e).__name__
+        with self._counts_lock:
+            self._error_counts[reason] += 1
+            first = self._error_counts[reason] == 1
+        if first:
+            _log.warning(
+                "Tern: %s refused (%s): %s; later %s errors are only counted",
+                call,
+                reason.value,
+                message,
+                reason.value,
+            )
+        listener = self._error_listener
+        if listener is not None:
+            try:
+                listener(TrackError(reason, call, event_name, message, e))
+            except Exception:  # noqa: BLE001 - the listener must not break the caller either
+                with self._counts_lock:
+                    self._listener_failures += 1
+                    first_failure = self._listener_failures == 1
+                if first_failure:
+                    _log.warning("Tern: the error listener raised; its errors are caught", exc_info=True)
+        if self._strict:
+            raise e
+        return fallback
 
     def __enter__(self) -> "Tracker":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _encode(properties: Mapping[str, Any]) -> str:
+    """Properties as a JSON object; NaN and infinities are refused (JSON has none), other
+    values json cannot encode become their str()."""
+    return json.dumps(dict(properties), default=str, allow_nan=False)

@@ -2,6 +2,7 @@
 go through urllib (UrllibHttpClient) and are read back from the stream, none missing."""
 
 import http.server
+import logging
 import queue
 import sys
 import threading
@@ -13,7 +14,14 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "bindings/python"))
 sys.path.insert(0, str(ROOT / "tools/consumer"))
 
-from tern import ApiError, HttpClient, Tracker, UrllibHttpClient  # noqa: E402
+from tern import (  # noqa: E402
+    ApiError,
+    Config,
+    HttpClient,
+    Tracker,
+    TrackErrorReason,
+    UrllibHttpClient,
+)
 from local_pipeline import local_pipeline  # noqa: E402
 from tern_consumer import Deduper, consume  # noqa: E402
 
@@ -49,20 +57,121 @@ def test_events_tracked_from_python_reach_the_stream(pipeline, tmp_path):
     assert sorted(r["seq"] for r in seen) == list(range(1, 201))
 
 
-def test_bad_input_raises_and_never_crashes(tmp_path):
+def test_bad_input_never_raises_and_never_crashes(tmp_path):
     with Tracker(str(tmp_path / "bad.db"), "http://127.0.0.1:9", KEY) as tracker:
-        with pytest.raises(ApiError.InvalidInput):
-            tracker.track("has spaces", {})
+        assert tracker.track("has spaces", {}) is None
+        assert tracker.track("ok", {"nan": float("nan")}) is None  # JSON has no NaN
+        assert tracker.track("ok", {"bytes_key": {b"k": 1}}) is None  # not encodable
+        assert tracker.track(123, {}) is None  # not even a string
+        assert tracker.error_counts()[TrackErrorReason.INVALID_EVENT] == 4
+        # The FFI below still refuses what is not a JSON object.
         with pytest.raises(ApiError.InvalidInput):
             tracker._inner.track("ok", "[1, 2]")
-        with pytest.raises(ApiError.InvalidInput):
-            tracker._inner.track("ok", "{not json")
-        # A second tracker on the same file is refused cleanly.
+        # Only the constructor raises: a second tracker on the same file is refused cleanly.
         with pytest.raises(ApiError.Unavailable):
             Tracker(str(tmp_path / "bad.db"), "http://127.0.0.1:9", KEY)
         tracker.set_opt_out(True)
         assert tracker.track("ignored", {}) is None
         assert tracker.pending_stats().opted_out
+
+
+def _builder(tmp_path, name="listener.db"):
+    return Config.builder(str(tmp_path / name), "http://127.0.0.1:9", KEY)
+
+
+def test_an_invalid_event_returns_normally_and_the_listener_hears_why(tmp_path, caplog):
+    heard = []
+    config = _builder(tmp_path).error_listener(heard.append).build()
+    with caplog.at_level(logging.WARNING, logger="tern"):
+        with Tracker.from_config(config) as tracker:
+            assert tracker.track("has spaces", {"i": 1}) is None
+            assert tracker.track("1starts_with_a_digit") is None
+            assert tracker.track("ok", {"big": "x" * (70 * 1024)}) is None
+            assert [e.reason for e in heard] == [TrackErrorReason.INVALID_EVENT] * 3
+            assert [e.event_name for e in heard] == ["has spaces", "1starts_with_a_digit", "ok"]
+            assert "event name" in heard[0].message
+            assert "properties" in heard[2].message
+            assert isinstance(heard[0].exception, ApiError.InvalidInput)
+            assert tracker.error_counts()[TrackErrorReason.INVALID_EVENT] == 3
+            tern_logs = [r for r in caplog.records if r.name == "tern"]
+            assert len(tern_logs) == 1, "logged once per reason, not per call"
+            assert "x" * 100 not in tern_logs[0].getMessage(), "the log carries no payload"
+            # The tracker goes on taking valid events.
+            assert tracker.track("valid_event") is not None
+            assert len(heard) == 3
+            tracker.shutdown()
+            # After shutdown: no exception either, the listener hears why.
+            assert tracker.track("after_shutdown") is None
+            assert heard[-1].reason is TrackErrorReason.CLOSED
+            assert tracker.flush() is False
+            tracker.set_super_properties({"a": 1})
+            tracker.set_opt_out(True)
+            assert tracker.error_counts()[TrackErrorReason.CLOSED] == 4
+            tern_logs = [r for r in caplog.records if r.name == "tern"]
+            assert len(tern_logs) == 2, "one line for invalid_event, one for closed"
+
+
+def test_strict_raises_after_telling_the_listener(tmp_path):
+    heard = []
+    config = _builder(tmp_path, "strict.db").strict().error_listener(heard.append).build()
+    with Tracker.from_config(config) as tracker:
+        with pytest.raises(ApiError.InvalidInput):
+            tracker.track("has spaces")
+        with pytest.raises(ValueError):
+            tracker.track("ok", {"nan": float("nan")})
+        assert [e.reason for e in heard] == [TrackErrorReason.INVALID_EVENT] * 2
+        assert tracker.track("valid_event") is not None
+
+
+def test_a_listener_that_raises_does_not_break_track(tmp_path, caplog):
+    calls = []
+
+    def buggy_listener(error):
+        calls.append(error)
+        raise RuntimeError("a bug in the app's listener")
+
+    with caplog.at_level(logging.WARNING, logger="tern"):
+        with Tracker(str(tmp_path / "raising-listener.db"), "http://127.0.0.1:9", KEY) as tracker:
+            tracker.set_error_listener(buggy_listener)
+            assert tracker.track("has spaces") is None
+            assert tracker.track("has spaces") is None
+            assert len(calls) == 2, "the listener was called each time"
+            assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records)
+            assert tracker.track("valid_event") is not None
+            # Removing the listener: errors are still counted.
+            tracker.set_error_listener(None)
+            assert tracker.track("has spaces") is None
+            assert len(calls) == 2
+            assert tracker.error_counts()[TrackErrorReason.INVALID_EVENT] == 3
+
+
+def test_the_builders_settings_reach_the_sdk(tmp_path):
+    config = _builder(tmp_path, "builder.db").max_buffer_events(5).flush_interval(3600).build()
+    assert config.policy.max_buffer_events == 5
+    assert config.policy.flush_interval_ms == 3_600_000
+    assert config.policy.flush_at_count == 100, "untouched settings keep the SDK's defaults"
+    with Tracker.from_config(config) as tracker:
+        for i in range(8):
+            assert tracker.track("capped", {"i": i}) is not None
+        assert tracker.flush(5.0)
+        # The cap of 5 applied: the 3 oldest were dropped (and counted).
+        stats = tracker.pending_stats()
+        assert stats.pending_events == 5
+        assert stats.dropped_events == 3
+    realtime = _builder(tmp_path, "unused.db").realtime().build().policy
+    assert (realtime.flush_at_count, realtime.flush_interval_ms) == (1, 500)
+
+
+def test_an_out_of_range_setting_is_refused_at_build(tmp_path):
+    with pytest.raises(ValueError, match="max_batch_events"):
+        _builder(tmp_path).max_batch_events(501).build()
+    with pytest.raises(ValueError, match="flush_at_count"):
+        _builder(tmp_path).flush_at_count(0).build()
+    with pytest.raises(ValueError, match="max_buffer_events"):
+        _builder(tmp_path).max_buffer_events(-1)
+    with pytest.raises(ValueError, match="retry_min_delay"):
+        _builder(tmp_path).retry_min_delay(600).retry_max_delay(60).build()
+    _builder(tmp_path).max_batch_events(500).build()
 
 
 def test_shutdown_releases_the_buffer_at_once(tmp_path):
@@ -73,8 +182,8 @@ def test_shutdown_releases_the_buffer_at_once(tmp_path):
     install = first.install_id
     first.shutdown()
     # The Python object still lives; its buffer does not: a new tracker opens the same file.
-    with pytest.raises(ApiError.Closed):
-        first.track("after_shutdown", {})
+    assert first.track("after_shutdown", {}) is None
+    assert first.error_counts()[TrackErrorReason.CLOSED] == 1
     assert first.pending_stats().pending_events == 1
     assert first.install_id == install
     with Tracker(db, "http://127.0.0.1:9", KEY) as second:

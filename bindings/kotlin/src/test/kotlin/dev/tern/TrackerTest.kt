@@ -7,6 +7,7 @@ import org.json.JSONObject
 import org.junit.jupiter.api.AfterEach
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertFalse
+import org.junit.jupiter.api.Assertions.assertNotNull
 import org.junit.jupiter.api.Assertions.assertNull
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.BeforeEach
@@ -28,6 +29,11 @@ import java.util.concurrent.LinkedBlockingQueue
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.atomic.AtomicBoolean
 import java.util.concurrent.atomic.AtomicInteger
+import java.util.logging.Handler
+import java.util.logging.LogRecord
+import java.util.logging.Logger
+import kotlin.time.Duration.Companion.hours
+import kotlin.time.Duration.Companion.minutes
 import java.net.http.HttpClient as JdkHttpClient
 import java.net.http.HttpRequest as JdkHttpRequest
 import java.net.http.HttpResponse as JdkHttpResponse
@@ -142,13 +148,140 @@ class TrackerTest {
     }
 
     @Test
-    fun badInputThrowsAndNeverCrashes(@TempDir dir: Path) {
+    fun badInputNeverThrowsAndNeverCrashes(@TempDir dir: Path) {
         Tracker(dir.resolve("bad.db").toString(), "http://127.0.0.1:9", key).use { tracker ->
-            assertThrows<ApiException.InvalidInput> { tracker.track("has spaces") }
+            assertNull(tracker.track("has spaces"))
+            assertEquals(1L, tracker.errorCounts()[TrackErrorReason.INVALID_EVENT])
+            // Only the constructor throws: a second tracker on the same file is refused cleanly.
             assertThrows<ApiException.Unavailable> { Tracker(dir.resolve("bad.db").toString(), "http://127.0.0.1:9", key) }
             tracker.setOptOut(true)
             assertNull(tracker.track("ignored"))
         }
+    }
+
+    /** Captures what the `dev.tern` logger writes. */
+    private class Captured : Handler() {
+        val records = java.util.concurrent.CopyOnWriteArrayList<LogRecord>()
+        override fun publish(record: LogRecord) {
+            records += record
+        }
+        override fun flush() {}
+        override fun close() {}
+    }
+
+    private fun <T> capturingLog(block: (Captured) -> T): T {
+        val logger = Logger.getLogger("dev.tern")
+        val captured = Captured()
+        logger.addHandler(captured)
+        try {
+            return block(captured)
+        } finally {
+            logger.removeHandler(captured)
+        }
+    }
+
+    @Test
+    fun anInvalidEventReturnsNormallyAndTheListenerHearsWhy(@TempDir dir: Path): Unit = capturingLog { log ->
+        val heard = mutableListOf<TrackError>()
+        val config = TernConfig.Builder(dir.resolve("listener.db").toString(), "http://127.0.0.1:9", key)
+            .errorListener { heard += it }
+            .build()
+        Tracker(config).use { tracker ->
+            assertNull(tracker.track("has spaces", mapOf("i" to 1)))
+            assertNull(tracker.track("1starts_with_a_digit"))
+            assertNull(tracker.track("ok", mapOf("big" to "x".repeat(70 * 1024))))
+            assertEquals(List(3) { TrackErrorReason.INVALID_EVENT }, heard.map { it.reason })
+            assertEquals(listOf("has spaces", "1starts_with_a_digit", "ok"), heard.map { it.eventName })
+            assertTrue(heard[0].message.contains("event name"), heard[0].message)
+            assertTrue(heard[2].message.contains("properties"), heard[2].message)
+            assertTrue(heard[0].cause is ApiException.InvalidInput)
+            assertEquals(3L, tracker.errorCounts()[TrackErrorReason.INVALID_EVENT])
+            assertEquals(1, log.records.size, "logged once per reason, not per call")
+            assertFalse(log.records[0].message.contains("x".repeat(100)), "the log carries no payload")
+            // The tracker goes on taking valid events.
+            assertNotNull(tracker.track("valid_event"))
+            assertEquals(3, heard.size)
+            tracker.close()
+            // After close: no exception either, the listener hears why.
+            assertNull(tracker.track("after_close"))
+            assertEquals(TrackErrorReason.CLOSED, heard.last().reason)
+            assertFalse(tracker.flush())
+            tracker.setSuperProperties(mapOf("a" to 1))
+            tracker.setOptOut(true)
+            assertEquals(4L, tracker.errorCounts()[TrackErrorReason.CLOSED])
+            assertEquals(2, log.records.size, "one line for invalid_event, one for closed")
+        }
+    }
+
+    @Test
+    fun strictThrowsAfterTellingTheListener(@TempDir dir: Path) {
+        val heard = mutableListOf<TrackError>()
+        val config = TernConfig.Builder(dir.resolve("strict.db").toString(), "http://127.0.0.1:9", key)
+            .strict()
+            .errorListener { heard += it }
+            .build()
+        Tracker(config).use { tracker ->
+            assertThrows<ApiException.InvalidInput> { tracker.track("has spaces") }
+            assertEquals(listOf(TrackErrorReason.INVALID_EVENT), heard.map { it.reason })
+            assertNotNull(tracker.track("valid_event"))
+        }
+    }
+
+    @Test
+    fun aListenerThatThrowsDoesNotBreakTrack(@TempDir dir: Path): Unit = capturingLog { log ->
+        val calls = AtomicInteger()
+        Tracker(dir.resolve("throwing-listener.db").toString(), "http://127.0.0.1:9", key).use { tracker ->
+            tracker.setErrorListener {
+                calls.incrementAndGet()
+                throw IllegalStateException("a bug in the app's listener")
+            }
+            assertNull(tracker.track("has spaces"))
+            assertNull(tracker.track("has spaces"))
+            assertEquals(2, calls.get(), "the listener was called each time")
+            assertTrue(log.records.any { it.thrown is IllegalStateException }, "its exception was logged")
+            assertNotNull(tracker.track("valid_event"))
+            // Removing the listener: errors are still counted.
+            tracker.setErrorListener(null)
+            assertNull(tracker.track("has spaces"))
+            assertEquals(2, calls.get())
+            assertEquals(3L, tracker.errorCounts()[TrackErrorReason.INVALID_EVENT])
+        }
+    }
+
+    @Test
+    fun theBuildersSettingsReachTheSdk(@TempDir dir: Path) {
+        val config = TernConfig.Builder(dir.resolve("builder.db").toString(), "http://127.0.0.1:9", key)
+            .maxBufferEvents(5)
+            .flushInterval(1.hours)
+            .build()
+        assertEquals(5uL, config.policy.maxBufferEvents)
+        assertEquals(3_600_000uL, config.policy.flushIntervalMs)
+        assertEquals(100u, config.policy.flushAtCount, "untouched settings keep the SDK's defaults")
+        Tracker(config).use { tracker ->
+            repeat(8) { assertNotNull(tracker.track("capped", mapOf("i" to it))) }
+            assertTrue(tracker.flush())
+            // The cap of 5 applied: the 3 oldest were dropped (and counted).
+            assertEquals(5uL, tracker.pendingStats().pendingEvents)
+            assertEquals(3uL, tracker.pendingStats().droppedEvents)
+        }
+        val realtime = TernConfig.Builder("unused.db", "http://127.0.0.1:9", key).realtime().build().policy
+        assertEquals(1u, realtime.flushAtCount)
+        assertEquals(500uL, realtime.flushIntervalMs)
+    }
+
+    @Test
+    fun anOutOfRangeSettingIsRefusedAtBuild() {
+        val builder = { TernConfig.Builder("unused.db", "http://127.0.0.1:9", key) }
+        val tooLarge = assertThrows<IllegalArgumentException> { builder().maxBatchEvents(501).build() }
+        assertTrue(tooLarge.message!!.contains("max_batch_events"), tooLarge.message)
+        val zero = assertThrows<IllegalArgumentException> { builder().flushAtCount(0).build() }
+        assertTrue(zero.message!!.contains("flush_at_count"), zero.message)
+        val negative = assertThrows<IllegalArgumentException> { builder().maxBufferEvents(-1).build() }
+        assertTrue(negative.message!!.contains("maxBufferEvents"), negative.message)
+        assertThrows<IllegalArgumentException> {
+            builder().retryMinDelay(10.minutes).retryMaxDelay(1.minutes).build()
+        }
+        builder().maxBatchEvents(500).build()
     }
 
     @Test
@@ -159,7 +292,8 @@ class TrackerTest {
         assertTrue(first.flush())
         first.close()
         // The Kotlin object lives until the garbage collector runs; its buffer does not.
-        assertThrows<ApiException.Closed> { first.track("after_close") }
+        assertNull(first.track("after_close"))
+        assertEquals(1L, first.errorCounts()[TrackErrorReason.CLOSED])
         assertEquals(1UL, first.pendingStats().pendingEvents)
         Tracker(db, "http://127.0.0.1:9", key).use { second ->
             assertEquals(first.installId, second.installId)

@@ -1,7 +1,6 @@
 package dev.tern.sample
 
 import android.os.Bundle
-import android.util.Log
 import androidx.activity.ComponentActivity
 import androidx.activity.compose.setContent
 import androidx.compose.foundation.layout.Arrangement
@@ -17,7 +16,6 @@ import androidx.compose.runtime.remember
 import androidx.compose.runtime.setValue
 import androidx.compose.ui.Modifier
 import androidx.compose.ui.unit.dp
-import dev.tern.TernException
 import dev.tern.Tracker
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.delay
@@ -27,7 +25,7 @@ class MainActivity : ComponentActivity() {
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
         val tracker = (application as SampleApp).tracker
-        tracker.trackOrLog("screen_view", mapOf("screen" to "main"))
+        tracker.track("screen_view", mapOf("screen" to "main"))
         setContent {
             MaterialTheme {
                 var pending by remember { mutableStateOf(0uL) }
@@ -44,27 +42,15 @@ class MainActivity : ComponentActivity() {
                 Column(Modifier.padding(24.dp), verticalArrangement = Arrangement.spacedBy(12.dp)) {
                     Text("Events waiting in the buffer: $pending")
                     Text("Events dropped on this device: $dropped")
-                    Button(onClick = { tracker.trackOrLog("add_to_cart", mapOf("sku" to "tern-mug", "price" to 12.5)) }) {
+                    Button(onClick = { tracker.track("add_to_cart", mapOf("sku" to "tern-mug", "price" to 12.5)) }) {
                         Text("Add to cart")
                     }
                     Button(onClick = {
-                        tracker.trackOrLog("checkout", mapOf("total" to 12.5, "items" to listOf(mapOf("sku" to "tern-mug"))))
+                        tracker.track("checkout", mapOf("total" to 12.5, "items" to listOf(mapOf("sku" to "tern-mug"))))
                     }) { Text("Checkout") }
                     Button(onClick = { SampleApp.scheduleUploadWhenOnline(application) }) { Text("Upload now") }
                 }
             }
         }
-    }
-}
-
-/**
- * A lost analytics event must never end the app: track() throws when it does not take an event
- * (invalid, dropped on a full disk or queue, tracker closed); log it and go on.
- */
-fun Tracker.trackOrLog(name: String, properties: Map<String, Any?> = emptyMap()) {
-    try {
-        track(name, properties)
-    } catch (e: TernException) {
-        Log.w("TernSample", "event $name not tracked: ${e.message}")
     }
 }

@@ -3,6 +3,7 @@ package dev.tern.sample
 import android.app.Application
 import android.content.Context
 import android.os.Build
+import android.util.Log
 import androidx.lifecycle.DefaultLifecycleObserver
 import androidx.lifecycle.LifecycleOwner
 import androidx.lifecycle.ProcessLifecycleOwner
@@ -13,12 +14,15 @@ import androidx.work.NetworkType
 import androidx.work.OneTimeWorkRequestBuilder
 import androidx.work.WorkManager
 import androidx.work.WorkerParameters
+import dev.tern.TernConfig
 import dev.tern.Tracker
 import dev.tern.android.TernLifecycle
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.withContext
 import java.util.Locale
 import java.util.TimeZone
+import kotlin.time.Duration.Companion.days
+import kotlin.time.Duration.Companion.seconds
 
 /** Owns the one Tracker of the process. */
 class SampleApp : Application() {
@@ -27,20 +31,24 @@ class SampleApp : Application() {
 
     override fun onCreate() {
         super.onCreate()
-        tracker = Tracker(
-            dbPath = filesDir.resolve("tern.db").path,
-            endpoint = BuildConfig.TERN_ENDPOINT,
-            writeKey = BuildConfig.TERN_WRITE_KEY,
-            appId = packageName,
-            appVersion = BuildConfig.VERSION_NAME,
-            appBuild = BuildConfig.VERSION_CODE.toString(),
-            osName = "Android",
-            osVersion = Build.VERSION.RELEASE,
-            deviceManufacturer = Build.MANUFACTURER,
-            deviceModel = Build.MODEL,
-            locale = Locale.getDefault().toLanguageTag(),
-            timezone = TimeZone.getDefault().id,
-        )
+        val config = TernConfig.Builder(filesDir.resolve("tern.db").path, BuildConfig.TERN_ENDPOINT, BuildConfig.TERN_WRITE_KEY)
+            .app(packageName, BuildConfig.VERSION_NAME, BuildConfig.VERSION_CODE.toString())
+            .os("Android", Build.VERSION.RELEASE)
+            .device(Build.MANUFACTURER, Build.MODEL)
+            .locale(Locale.getDefault().toLanguageTag())
+            .timezone(TimeZone.getDefault().id)
+            // The SDK's defaults, tuned: upload every 30 s or 50 events, keep at most a week
+            // offline. Every setting and its limits: TernConfig.Builder.
+            .flushInterval(30.seconds)
+            .flushAtCount(50)
+            .maxEventAge(7.days)
+            // Debug builds stop at a bad event; release builds only report it.
+            .strict(BuildConfig.DEBUG)
+            // track() never throws: what it does not take is reported here (on the calling
+            // thread, so keep it short). A real app would send this to its crash reporter.
+            .errorListener { error -> Log.w("TernSample", error.toString()) }
+            .build()
+        tracker = Tracker(config)
         // Upload at once when the app goes to the background (the SDK's own uploader).
         TernLifecycle.install(tracker)
         // And hand WorkManager an upload that waits for a network: if the phone is offline when
