@@ -339,6 +339,14 @@ impl Tracker {
         }
     }
 
+    /// The platform says the network is back (NWPathMonitor, ConnectivityManager): upload now,
+    /// skipping a backoff that came from connectivity failures (a server's backoff holds).
+    pub fn network_available(&self) {
+        if let Some(t) = self.tracker() {
+            t.network_available();
+        }
+    }
+
     /// Opts the user out (stops collection, purges the buffer) or back in.
     pub fn set_opt_out(&self, opted_out: bool) -> Result<(), ApiError> {
         self.running(|t| Ok(t.set_opt_out(opted_out)?))

@@ -48,6 +48,9 @@ pub struct UploadPolicy {
     pub retry_min_delay_ms: u64,
     /// Longest retry delay (default 5 minutes).
     pub retry_max_delay_ms: u64,
+    /// Longest retry delay after attempts that got no answer (offline; default 60 s), so that
+    /// a device whose platform gives no "network is back" signal still uploads soon after.
+    pub max_connectivity_retry_delay_ms: u64,
     /// A session ends after this long without a tracked event (default 30 minutes).
     pub session_timeout_ms: u64,
 }
@@ -115,6 +118,10 @@ fn policy_problem(p: &UploadPolicy) -> Option<String> {
         ("max_buffer_bytes", p.max_buffer_bytes),
         ("max_event_age_ms", p.max_event_age_ms),
         ("retry_min_delay_ms", p.retry_min_delay_ms),
+        (
+            "max_connectivity_retry_delay_ms",
+            p.max_connectivity_retry_delay_ms,
+        ),
         ("session_timeout_ms", p.session_timeout_ms),
     ];
     for (field, value) in at_least_one {
@@ -146,6 +153,7 @@ impl From<&Policy> for UploadPolicy {
             max_quarantine_bytes: p.max_quarantine_bytes,
             retry_min_delay_ms: millis(p.retry_min_delay),
             retry_max_delay_ms: millis(p.retry_max_delay),
+            max_connectivity_retry_delay_ms: millis(p.max_connectivity_retry_delay),
             session_timeout_ms: millis(p.session_timeout),
         }
     }
@@ -177,6 +185,9 @@ impl UploadPolicy {
             max_quarantine_bytes: self.max_quarantine_bytes,
             retry_min_delay: Duration::from_millis(self.retry_min_delay_ms),
             retry_max_delay: Duration::from_millis(self.retry_max_delay_ms),
+            max_connectivity_retry_delay: Duration::from_millis(
+                self.max_connectivity_retry_delay_ms,
+            ),
             session_timeout: Duration::from_millis(self.session_timeout_ms),
             ..Policy::default()
         })
@@ -220,6 +231,7 @@ mod tests {
             max_quarantine_bytes: 0,
             retry_min_delay_ms: 250,
             retry_max_delay_ms: 60_000,
+            max_connectivity_retry_delay_ms: 20_000,
             session_timeout_ms: 120_000,
         };
         let policy = tuned.to_policy().unwrap();

@@ -114,8 +114,8 @@ final class NetworkReturnUpload {
             guard let self else { return }
             let nowOnline = path.status == .satisfied
             if nowOnline && !self.online {
-                // On the monitor's queue, never the main thread: flush waits for the writer.
-                tracker.flush(timeoutMs: 5_000)
+                // Skips a backoff left by failures to connect, at once (does not block).
+                tracker.networkAvailable()
             }
             self.online = nowOnline
         }

@@ -200,6 +200,7 @@ _POLICY_FIELDS = (
     "max_quarantine_bytes",
     "retry_min_delay_ms",
     "retry_max_delay_ms",
+    "max_connectivity_retry_delay_ms",
     "session_timeout_ms",
 )
 
@@ -281,6 +282,12 @@ class ConfigBuilder:
     def retry_max_delay(self, seconds: float) -> "ConfigBuilder":
         """Longest retry delay (default 5 minutes)."""
         return self._set(retry_max_delay_ms=_millis("retry_max_delay", seconds))
+
+    def max_connectivity_retry_delay(self, seconds: float) -> "ConfigBuilder":
+        """Longest retry delay after attempts that got no answer (offline; default 60 s)."""
+        return self._set(
+            max_connectivity_retry_delay_ms=_millis("max_connectivity_retry_delay", seconds)
+        )
 
     def session_timeout(self, seconds: float) -> "ConfigBuilder":
         """A session ends after this long without an event (default 30 minutes)."""
@@ -478,6 +485,14 @@ class Tracker:
             self._inner.on_foreground()
         except Exception as e:  # noqa: BLE001
             self._refused("on_foreground", None, e, None)
+
+    def network_available(self) -> None:
+        """The network is back: upload now, skipping a backoff that came from connectivity
+        failures (a server's backoff still holds). Does not block."""
+        try:
+            self._inner.network_available()
+        except Exception as e:  # noqa: BLE001
+            self._refused("network_available", None, e, None)
 
     def set_opt_out(self, opted_out: bool) -> None:
         try:

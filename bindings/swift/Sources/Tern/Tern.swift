@@ -225,6 +225,13 @@ public struct TernConfig {
         public func retryMaxDelay(_ seconds: TimeInterval) -> Builder {
             with { let value = $0.millis("retryMaxDelay", seconds); $0.policy.retryMaxDelayMs = value }
         }
+        /// Longest retry delay after attempts that got no answer (offline; default 60 s).
+        public func maxConnectivityRetryDelay(_ seconds: TimeInterval) -> Builder {
+            with {
+                let value = $0.millis("maxConnectivityRetryDelay", seconds)
+                $0.policy.maxConnectivityRetryDelayMs = value
+            }
+        }
         /// A session ends after this long without an event (default 30 minutes).
         public func sessionTimeout(_ seconds: TimeInterval) -> Builder {
             with { let value = $0.millis("sessionTimeout", seconds); $0.policy.sessionTimeoutMs = value }
@@ -402,6 +409,9 @@ public final class TernTracker: @unchecked Sendable {
 
     public func onBackground() { inner.onBackground() }
     public func onForeground() { inner.onForeground() }
+    /// The network is back (`NWPathMonitor`): upload now, skipping a backoff that came from
+    /// connectivity failures; a server's backoff still holds. Does not block.
+    public func networkAvailable() { inner.networkAvailable() }
     /// Stops collection and purges the buffer (true), or resumes (false).
     public func setOptOut(_ optedOut: Bool) {
         guarded("setOptOut", nil, ()) { try self.inner.setOptOut(optedOut: optedOut) }

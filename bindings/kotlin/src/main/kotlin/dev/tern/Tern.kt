@@ -193,6 +193,10 @@ class TernConfig private constructor(
 
         /** Longest retry delay (default 5 minutes). */
         fun retryMaxDelay(delay: Duration) = apply { policy = policy.copy(retryMaxDelayMs = millisOf("retryMaxDelay", delay)) }
+        /** Longest retry delay after attempts that got no answer (offline; default 60 s). */
+        fun maxConnectivityRetryDelay(delay: Duration) = apply {
+            policy = policy.copy(maxConnectivityRetryDelayMs = millisOf("maxConnectivityRetryDelay", delay))
+        }
 
         /** A session ends after this long without an event (default 30 minutes). */
         fun sessionTimeout(timeout: Duration) = apply { policy = policy.copy(sessionTimeoutMs = millisOf("sessionTimeout", timeout)) }
@@ -365,6 +369,12 @@ class Tracker(config: TernConfig) : AutoCloseable {
 
     /** The app came to the foreground. */
     fun onForeground() = guarded("onForeground", null, Unit) { inner.onForeground() }
+
+    /**
+     * The network is back (a ConnectivityManager callback): upload now, skipping a backoff that
+     * came from connectivity failures; a server's backoff still holds. Does not block.
+     */
+    fun networkAvailable() = guarded("networkAvailable", null, Unit) { inner.networkAvailable() }
 
     /** Stops collection and purges the buffer (true), or resumes (false). */
     fun setOptOut(optedOut: Boolean) = guarded("setOptOut", null, Unit) { inner.setOptOut(optedOut) }

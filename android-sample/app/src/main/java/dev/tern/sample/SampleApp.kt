@@ -86,6 +86,8 @@ class SampleApp : Application() {
 class UploadWorker(context: Context, params: WorkerParameters) : CoroutineWorker(context, params) {
     override suspend fun doWork(): Result {
         val tracker = (applicationContext as SampleApp).tracker
+        // The network is back: skip a backoff that failures to connect left (does not block).
+        tracker.networkAvailable()
         // flushAndWait blocks its thread for up to 20 s: keep it off the default dispatcher.
         val acknowledged = withContext(Dispatchers.IO) { tracker.flushAndWait(timeoutMs = 20_000) }
         return if (acknowledged) Result.success() else Result.retry()
