@@ -129,21 +129,15 @@ fn decode_gap(document: &[u8]) -> Decoded {
 
 /// What breaks the rules of a gap record that its types do not enforce.
 fn gap_problem(gap: &GapRecord) -> Option<String> {
-    for (field, value) in [
-        ("app_id", &gap.app_id),
-        ("install_id", &gap.install_id),
-        ("reason", &gap.reason),
-        ("collector_id", &gap.collector_id),
-    ] {
-        if value.is_empty() {
-            return Some(format!("{field}: empty"));
-        }
-    }
-    if gap.install_id.len() > MAX_ID_BYTES {
-        return Some(format!(
-            "install_id: {} bytes, over {MAX_ID_BYTES}",
-            gap.install_id.len()
-        ));
+    if let Some(problem) = ids_problem(
+        &gap.install_id,
+        &[
+            ("app_id", &gap.app_id),
+            ("reason", &gap.reason),
+            ("collector_id", &gap.collector_id),
+        ],
+    ) {
+        return Some(problem);
     }
     if gap.ranges.is_empty() || gap.ranges.len() > MAX_RANGES_PER_GAP {
         return Some(format!(
@@ -192,25 +186,36 @@ fn version_of(document: &[u8]) -> Option<u64> {
         .map(|v| v.v)
 }
 
+/// An `install_id` that is empty or longer than a partition key, or another field that is empty.
+fn ids_problem(install_id: &str, fields: &[(&str, &String)]) -> Option<String> {
+    if install_id.is_empty() {
+        return Some("install_id: empty".into());
+    }
+    if install_id.len() > MAX_ID_BYTES {
+        return Some(format!(
+            "install_id: {} bytes, over {MAX_ID_BYTES}",
+            install_id.len()
+        ));
+    }
+    fields
+        .iter()
+        .find(|(_, value)| value.is_empty())
+        .map(|(field, _)| format!("{field}: empty"))
+}
+
 /// What breaks the rules of `record/v1.schema.json` that its types do not already enforce.
 fn value_problem(record: &StreamRecord) -> Option<String> {
     if record.seq == 0 {
         return Some("seq: must be at least 1".into());
     }
-    for (field, value) in [
-        ("app_id", &record.app_id),
-        ("install_id", &record.install_id),
-        ("collector_id", &record.collector_id),
-    ] {
-        if value.is_empty() {
-            return Some(format!("{field}: empty"));
-        }
-    }
-    if record.install_id.len() > MAX_ID_BYTES {
-        return Some(format!(
-            "install_id: {} bytes, over {MAX_ID_BYTES}",
-            record.install_id.len()
-        ));
+    if let Some(problem) = ids_problem(
+        &record.install_id,
+        &[
+            ("app_id", &record.app_id),
+            ("collector_id", &record.collector_id),
+        ],
+    ) {
+        return Some(problem);
     }
     event_name_problem(&record.name).map(|p| format!("name: {p}"))
 }

@@ -15,8 +15,7 @@ pub mod wire;
 pub use record::{DeadLetterRecord, GapRecord, StreamRecord, GAP_KIND, RECORD_VERSION};
 pub use wire::{
     drop_reason, gap_reason, AppInfo, Batch, BatchAck, Context, DeviceInfo, ErrorBody, Event, Gap,
-    OsInfo, RefusedEvent, SdkInfo, SeqRange,
-    BATCH_PATH, WIRE_VERSION,
+    OsInfo, RefusedEvent, SdkInfo, SeqRange, BATCH_PATH, WIRE_VERSION,
 };
 
 /// JSON Schema of the wire format v1 batch body.

@@ -173,3 +173,19 @@ pub fn post(client: &reqwest::blocking::Client, collector_url: &str, body: &Valu
         .send()?;
     Ok(response.status().as_u16())
 }
+
+/// The completeness query of `docs/analysis.md`, as the docs print it (so the docs' query is
+/// the one tested).
+pub fn completeness_query() -> Result<String> {
+    let docs = std::fs::read_to_string(workspace_root().join("docs/analysis.md"))?;
+    let section = docs
+        .find("### Completeness per install")
+        .map(|at| &docs[at..])
+        .context("docs/analysis.md has no completeness section")?;
+    let start = section.find("```sql\n").context("no SQL block")? + "```sql\n".len();
+    let end = start
+        + section[start..]
+            .find("```")
+            .context("unterminated SQL block")?;
+    Ok(section[start..end].trim().trim_end_matches(';').to_owned())
+}

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rand::Rng;
 use tern_tests::lake::{
-    batch, ingest_until_caught_up, latest_version, post, sql, sql_number, start_ingest,
+    batch, completeness_query, ingest_until_caught_up, latest_version, post, sql, sql_number,
+    start_ingest,
 };
 use tern_tests::process::CollectorOptions;
 use tern_tests::{unique_stream, workspace_root, Collector, Kinesalite};
@@ -601,15 +602,6 @@ fn a_copy_older_than_the_dedup_window_is_found_in_its_partition() {
     assert_exactly_once(&lake, &expected);
 }
 
-/// The completeness query of `docs/analysis.md`, as the docs print it.
-fn completeness_query() -> String {
-    let docs = std::fs::read_to_string(workspace_root().join("docs/analysis.md")).unwrap();
-    let section = &docs[docs.find("### Completeness per install").unwrap()..];
-    let start = section.find("```sql\n").unwrap() + "```sql\n".len();
-    let end = start + section[start..].find("```").unwrap();
-    section[start..end].trim().trim_end_matches(';').to_owned()
-}
-
 #[test]
 fn gaps_complete_the_count_once_each() {
     let kinesis = Kinesalite::start().unwrap();
@@ -661,14 +653,19 @@ fn gaps_complete_the_count_once_each() {
         3,
         "one row per range, each gap once"
     );
-    let rows = sql(&lake, &completeness_query(), None).unwrap();
+    let rows = sql(&lake, &completeness_query().unwrap(), None).unwrap();
     let by_install: BTreeMap<String, (i64, i64, i64, i64)> = rows
         .iter()
         .map(|r| {
             let n = |k: &str| r[k].as_i64().unwrap();
             (
                 r["install_id"].as_str().unwrap().to_owned(),
-                (n("received"), n("reported_lost"), n("issued"), n("not_arrived")),
+                (
+                    n("received"),
+                    n("reported_lost"),
+                    n("issued"),
+                    n("not_arrived"),
+                ),
             )
         })
         .collect();
