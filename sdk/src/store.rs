@@ -285,7 +285,12 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if first <= last {
-            gaps::record(&tx, gap_reason::STORAGE_LOST, &[SeqRange { first, last }], now_ms)?;
+            gaps::record(
+                &tx,
+                gap_reason::STORAGE_LOST,
+                &[SeqRange { first, last }],
+                now_ms,
+            )?;
             tracing::error!(
                 first,
                 last,

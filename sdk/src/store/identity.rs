@@ -66,9 +66,8 @@ impl IdentityFile {
             tx.pragma_update(None, "user_version", VERSION)?;
             tx.commit()?;
         }
-        let mark = |key| -> Result<u64> {
-            Ok(get(&conn, key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
-        };
+        let mark =
+            |key| -> Result<u64> { Ok(get(&conn, key)?.and_then(|v| v.parse().ok()).unwrap_or(0)) };
         let (reserved_through, batched_through, acked_through) = (
             mark(SEQ_RESERVED_THROUGH)?,
             mark(BATCHED_THROUGH)?,
@@ -140,7 +139,9 @@ impl IdentityFile {
 
     /// Writes one value (one statement: its own durable transaction).
     pub(super) fn set(&self, key: &str, value: &str) -> Result<()> {
-        self.conn.prepare_cached(IDENTITY_SET)?.execute([key, value])?;
+        self.conn
+            .prepare_cached(IDENTITY_SET)?
+            .execute([key, value])?;
         Ok(())
     }
 

@@ -241,7 +241,11 @@ fn a_corrupt_buffer_keeps_the_identity_and_reports_the_lost_seqs() -> Result<()>
     let path = dir.path().join("t.db");
     let install_id = {
         let mut store = Store::open(&path)?;
-        store.insert_events(&events(1..=10), &[("user_id", "u-1"), ("opt_out", "1")], &[])?;
+        store.insert_events(
+            &events(1..=10),
+            &[("user_id", "u-1"), ("opt_out", "1")],
+            &[],
+        )?;
         let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
         store.delete_batch(&batch)?;
         store.install_id().to_owned()
@@ -254,8 +258,14 @@ fn a_corrupt_buffer_keeps_the_identity_and_reports_the_lost_seqs() -> Result<()>
     assert_eq!(store.meta("user_id")?.as_deref(), Some("u-1"));
     assert_eq!(store.meta("opt_out")?.as_deref(), Some("1"));
     let reserved = 10 + crate::policy::SEQ_RESERVATION;
-    assert_eq!(store.next_seq(), reserved + 1, "seq continues after the block");
-    let batch = store.cut_batch(10, usize::MAX, "{}", 2)?.expect("a gap-only batch");
+    assert_eq!(
+        store.next_seq(),
+        reserved + 1,
+        "seq continues after the block"
+    );
+    let batch = store
+        .cut_batch(10, usize::MAX, "{}", 2)?
+        .expect("a gap-only batch");
     assert_eq!(
         reports(&batch),
         vec![(gap_reason::STORAGE_LOST, vec![r(5, reserved)])]
@@ -275,7 +285,11 @@ fn identity_values_live_in_the_identity_file() -> Result<()> {
     drop(store);
     let identity = Connection::open(sibling(&path, IDENTITY_SUFFIX))?;
     let value = |key: &str| -> Result<String> {
-        Ok(identity.query_row("SELECT value FROM identity WHERE key = ?1", [key], |r| r.get(0))?)
+        Ok(
+            identity.query_row("SELECT value FROM identity WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })?,
+        )
     };
     assert_eq!(value("user_id")?, "u-2");
     assert_eq!(value("super_properties")?, "{\"a\":1}");
@@ -290,7 +304,11 @@ fn seqs_are_reserved_in_blocks_not_per_event() -> Result<()> {
     store.insert_events(&events(1..=1), &[], &[])?;
     assert_eq!(store.identity.reserved_through(), 1 + block);
     store.insert_events(&events(2..=block), &[], &[])?;
-    assert_eq!(store.identity.reserved_through(), 1 + block, "within the block");
+    assert_eq!(
+        store.identity.reserved_through(),
+        1 + block,
+        "within the block"
+    );
     store.insert_events(&events(block + 1..=block + 2), &[], &[])?;
     assert_eq!(store.identity.reserved_through(), block + 2 + block);
     Ok(())
@@ -333,7 +351,11 @@ fn a_power_loss_never_reuses_a_seq_and_reports_the_lost_range() -> Result<()> {
     let mut store = Store::open(&path)?;
     assert_eq!(store.install_id(), install_id);
     let reserved = 5 + crate::policy::SEQ_RESERVATION;
-    assert_eq!(store.next_seq(), reserved + 1, "no seq of the lost events is reused");
+    assert_eq!(
+        store.next_seq(),
+        reserved + 1,
+        "no seq of the lost events is reused"
+    );
     // The old buffer's events 1..=5 were acknowledged; they go again (the collector dedups).
     let batch = store.cut_batch(10, usize::MAX, "{}", 3)?.expect("a batch");
     assert_eq!(batch.event_count, 5);
@@ -372,7 +394,10 @@ fn a_version_3_buffer_gets_an_identity_file_with_its_install_id_and_seq() -> Res
     assert_eq!(store.install_id(), "old-install");
     assert_eq!(store.meta("user_id")?.as_deref(), Some("u-3"));
     assert_eq!(store.meta("opt_out")?.as_deref(), Some("1"));
-    assert_eq!(store.meta("super_properties")?.as_deref(), Some("{\"p\":true}"));
+    assert_eq!(
+        store.meta("super_properties")?.as_deref(),
+        Some("{\"p\":true}")
+    );
     assert!(store.next_seq() > 42, "seq continues");
     Ok(())
 }
