@@ -401,7 +401,7 @@ impl Store {
         meta: &[(&str, &str)],
         drops: &[(&str, u64)],
     ) -> Result<()> {
-        let (identity_meta, meta): (Vec<(&str, &str)>, Vec<(&str, &str)>) = meta
+        let (identity_meta, meta): (Vec<(&str, &str)>, _) = meta
             .iter()
             .partition(|(key, _)| IDENTITY_KEYS.contains(key));
         let highest = events.iter().map(|e| e.seq).max().unwrap_or(0);
