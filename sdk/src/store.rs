@@ -569,11 +569,13 @@ impl Store {
             )?;
         }
         batch.gaps = gaps::fix_into_batch(&tx, batch.batch_id)?;
+        // Durable before the batch exists, so before it is first sent: a buffer that later
+        // comes back without it (a power loss) is then known to have lost events the collector
+        // may hold. Should the commit fail, the mark is only ahead, which costs a skipped block
+        // at worst, never a reused seq.
+        self.identity.mark_batched(highest_seq(&batch, last))?;
         tx.commit()?;
         self.pending.unbatched_events = self.pending.unbatched_events.saturating_sub(count);
-        // Before the batch is first sent: a buffer that later comes back without it (a power
-        // loss) is then known to have lost events the collector may hold.
-        self.identity.mark_batched(highest_seq(&batch, last))?;
         Ok(Some(batch))
     }
 
@@ -594,7 +596,7 @@ impl Store {
         let last = batch_last_seq(&tx, batch.batch_id)?;
         let (events, bytes) = delete_batch(&tx, batch.batch_id)?;
         tx.commit()?;
-        self.identity.mark_acked(highest_seq(batch, last))?;
+        self.mark_acked(highest_seq(batch, last));
         self.pending.events = self.pending.events.saturating_sub(events);
         self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
         Ok(events)
@@ -714,7 +716,7 @@ impl Store {
         tx.commit()?;
         // The refused events are reported as a gap, which a later batch carries; the mark may
         // pass them: a lost buffer then loses that report, which is a rare miss, not a reuse.
-        self.identity.mark_acked(highest_seq(batch, last))?;
+        self.mark_acked(highest_seq(batch, last));
         self.pending.events = self.pending.events.saturating_sub(n);
         self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
         if let Some(q) = quarantine {
@@ -725,6 +727,14 @@ impl Store {
             ) = q;
         }
         Ok(rows.len() as u64)
+    }
+
+    /// Raises the identity file's acknowledged-through mark. A failure is only logged: the batch
+    /// is settled already, and a mark left behind only widens a later `storage_lost` report.
+    fn mark_acked(&mut self, seq: u64) {
+        if let Err(e) = self.identity.mark_acked(seq) {
+            tracing::warn!(error = %e, "could not write the acknowledged-through mark");
+        }
     }
 
     /// Gives a batch the collector answered `batch_id_conflict` (409) a fresh `batch_id`, same
