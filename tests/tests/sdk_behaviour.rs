@@ -319,6 +319,11 @@ fn opting_out_purges_the_buffer_and_stops_collection_across_restarts() {
         .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
         .unwrap();
     assert_eq!(count, 0, "nothing is left on disk");
+    let inspected = tern_sdk::inspect::Inspector::open(&dir.path().join("device.db"))
+        .unwrap()
+        .stats()
+        .unwrap();
+    assert!(inspected.opted_out, "tern-inspect reads the identity file");
     let t = tracker(dir.path(), &server.url(), fast());
     assert!(t.stats().opted_out, "the choice is remembered");
     assert_eq!(t.track("ignored", Map::new()).unwrap(), None);
