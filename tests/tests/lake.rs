@@ -668,12 +668,7 @@ fn gaps_complete_the_count_once_each() {
             let n = |k: &str| r[k].as_i64().unwrap();
             (
                 r["install_id"].as_str().unwrap().to_owned(),
-                (
-                    n("received"),
-                    n("reported_lost"),
-                    n("issued"),
-                    n("not_arrived"),
-                ),
+                (n("received"), n("reported_lost"), n("issued"), n("not_arrived")),
             )
         })
         .collect();
