@@ -15,6 +15,8 @@ use crate::store::meta_get;
 /// A buffer opened read-only.
 pub struct Inspector {
     conn: Connection,
+    /// The identity file beside the buffer, when there is one: the truth of the opt-out choice.
+    identity: Option<Connection>,
 }
 
 /// Everything `tern-inspect DB stats` shows.
@@ -150,7 +152,30 @@ impl Inspector {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Self { conn })
+        let mut identity_path = path.as_os_str().to_owned();
+        identity_path.push(crate::store::IDENTITY_SUFFIX);
+        let identity = Connection::open_with_flags(
+            identity_path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ok();
+        Ok(Self { conn, identity })
+    }
+
+    /// The opt-out choice: from the identity file, or from the buffer of an older SDK.
+    fn opt_out(&self) -> Result<Option<String>> {
+        let from_identity = self.identity.as_ref().and_then(|conn| {
+            conn.query_row(
+                "SELECT value FROM identity WHERE key = 'opt_out'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+        });
+        match from_identity {
+            Some(value) => Ok(Some(value)),
+            None => meta_get(&self.conn, "opt_out"),
+        }
     }
 
     /// Buffer, batches, drops and quarantine, read from one snapshot of the database, so the
@@ -229,7 +254,7 @@ impl Inspector {
             install_id: meta_get(&snapshot, "install_id")?,
             schema_version,
             next_seq: meta_get(&snapshot, "next_seq")?.and_then(|s| s.parse().ok()),
-            opted_out: meta_get(&snapshot, "opt_out")?.as_deref() == Some("1"),
+            opted_out: self.opt_out()?.as_deref() == Some("1"),
             pending_events,
             pending_bytes,
             unbatched_events,

@@ -131,6 +131,10 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_CORRUPT_COPIES: usize = 2;
 /// Oldest corrupt copy kept: a week is long enough for QA to fetch it from a test device.
 pub const MAX_CORRUPT_COPY_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `seq` numbers reserved at a time in the identity file (written with `synchronous=FULL`):
+/// the identity file is written once per thousand events, not per event, and a recovery skips
+/// at most this many numbers (reported as a `storage_lost` gap) to be sure none is reused.
+pub const SEQ_RESERVATION: u64 = 1_000;
 /// Bytes of WAL file kept after a checkpoint resets it; beyond, the file is truncated, so a
 /// burst does not leave a large WAL on the device's disk.
 pub const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;

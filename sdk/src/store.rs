@@ -12,11 +12,12 @@ use std::time::Duration;
 use rusqlite::{
     params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior,
 };
-use tern_protocol::{Gap, RefusedEvent};
+use tern_protocol::{Gap, RefusedEvent, SeqRange};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::policy::{MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, WAL_SIZE_LIMIT};
+use identity::{IdentityFile, IDENTITY_KEYS};
 
 /// Current schema version (`PRAGMA user_version`). Bump it, add an arm to [`upgrade_from`] and a
 /// migration test with an old-schema fixture whenever `sql/schema.sql` changes.
@@ -42,6 +43,9 @@ const QUARANTINE_OLDEST: &str = include_str!("../sql/quarantine_oldest.sql");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 mod gaps;
+mod identity;
+
+pub use identity::IDENTITY_SUFFIX;
 
 pub use gaps::{merge_ranges, ranges_of};
 /// Why events were dropped on the device before they had a `seq`; the names are sent to the
@@ -180,31 +184,58 @@ pub struct Store {
     _lock: File,
     /// The database file, for its corrupt copies.
     path: PathBuf,
+    /// Who the install is and what the user chose, beside the buffer (see `identity`).
+    identity: IdentityFile,
 }
 
 impl Store {
-    /// Opens (creating or upgrading) the buffer at `path`. A file that is not a usable SQLite
-    /// database, or whose tables fail to read as SQLite reports corruption while they are
-    /// loaded, is moved aside (kept for QA as `<path>.corrupt-<ms>`) and a fresh buffer
-    /// created, with the loss recorded as a `corrupt_database` drop.
+    /// Opens (creating or upgrading) the buffer at `path` and its identity file
+    /// (`<path>.identity`). A file that is not a usable SQLite database, or whose tables fail to
+    /// read as SQLite reports corruption while they are loaded, is moved aside (kept for QA as
+    /// `<path>.corrupt-<ms>`) and a fresh buffer created; the identity file keeps the install
+    /// id, the user id, the super-properties and the opt-out choice, `seq` continues after the
+    /// reserved block, and the `seq` numbers that may have been lost are reported as a
+    /// `storage_lost` gap (see [`Store::report_storage_lost`]).
+    ///
+    /// Power loss: the buffer commits with `synchronous=NORMAL`, so a power loss may undo its
+    /// last commits. The identity file (`synchronous=FULL`) reserves every `seq` before it is
+    /// stored and marks the highest `seq` cut into a batch before the batch is sent. A buffer
+    /// whose last `seq` is below that mark lost events that may have reached the collector:
+    /// `seq` continues after the reserved block (never reused for another event) and the lost
+    /// numbers are reported as `storage_lost`. Events not yet cut into a batch when the power
+    /// went may be lost without a report: no one outside the device ever saw their `seq`, and it
+    /// is given to the next events.
     pub fn open(path: &Path) -> Result<Self> {
         let lock = lock(path)?;
+        let identity = IdentityFile::open(&sibling(path, IDENTITY_SUFFIX))?;
         // The connection is dropped with the error, before the file is moved.
         let opened = open_connection(path).and_then(|conn| Ok((Self::load(&conn)?, conn)));
         let now_ms = chrono::Utc::now().timestamp_millis();
         match opened {
             Ok((loaded, conn)) => {
                 prune_corrupt_copies(path, MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, now_ms);
-                Ok(Self::new(conn, loaded, lock, path))
+                let buffer_last = loaded.next_seq - 1;
+                let mut store = Self::new(conn, loaded, lock, path, identity);
+                let known = store.identity.install_id().is_some();
+                store.adopt_identity()?;
+                let sent = store.identity.batched_through();
+                if known && buffer_last < sent.max(store.identity.acked_through()) {
+                    tracing::error!("the buffer is older than its identity file (power loss?)");
+                    store.report_storage_lost(buffer_last, now_ms)?;
+                }
+                Ok(store)
             }
             Err(e) if is_corruption(&e) => {
                 let moved = move_aside(path)?;
                 tracing::error!(error = %e, moved = %moved.display(), "corrupt buffer moved aside");
                 let conn = open_connection(path)?;
                 let loaded = Self::load(&conn)?;
-                let mut store = Self::new(conn, loaded, lock, path);
-                let lost = count_events_in(&moved).unwrap_or(0).max(1);
-                store.add_drops(&[(drop_reason::CORRUPT_DATABASE, lost)])?;
+                let mut store = Self::new(conn, loaded, lock, path, identity);
+                let known = store.identity.install_id().is_some();
+                store.adopt_identity()?;
+                if known {
+                    store.report_storage_lost(0, now_ms)?;
+                }
                 store.set_meta("recovered_from", &moved.display().to_string())?;
                 prune_corrupt_copies(path, MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, now_ms);
                 Ok(store)
@@ -213,7 +244,72 @@ impl Store {
         }
     }
 
-    fn new(conn: Connection, loaded: Loaded, lock: File, path: &Path) -> Self {
+    /// Takes the install id from the identity file, or fills a new identity file from the
+    /// buffer's `meta` values (the first start after an upgrade, or a new install).
+    fn adopt_identity(&mut self) -> Result<()> {
+        if let Some(id) = self.identity.install_id() {
+            let id = id.to_owned();
+            if id != self.install_id {
+                meta_set(&self.conn, "install_id", &id)?;
+                self.install_id = id;
+            }
+            return Ok(());
+        }
+        let mut values = Vec::new();
+        for key in IDENTITY_KEYS {
+            if let Some(value) = meta_get(&self.conn, key)? {
+                values.push((key, value));
+            }
+        }
+        let first_pending: Option<u64> =
+            self.conn
+                .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+        let next_seq = self.next_seq;
+        self.identity.initialize(
+            &self.install_id.clone(),
+            &values,
+            next_seq,
+            first_pending.unwrap_or(next_seq),
+        )
+    }
+
+    /// Reports as a `storage_lost` gap the `seq` numbers that a lost buffer (corrupt, or undone
+    /// by a power loss) may have held: from the lowest not known to be acknowledged, nor still
+    /// in the buffer (above `buffer_last`), to the end of the reserved block; `seq` continues
+    /// after the block, so none of them is ever given to another event.
+    fn report_storage_lost(&mut self, buffer_last: u64, now_ms: i64) -> Result<()> {
+        let first = self.identity.acked_through().max(buffer_last) + 1;
+        let last = self.identity.reserved_through();
+        let next_seq = self.next_seq.max(last + 1);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if first <= last {
+            gaps::record(
+                &tx,
+                gap_reason::STORAGE_LOST,
+                &[SeqRange { first, last }],
+                now_ms,
+            )?;
+            tracing::error!(
+                first,
+                last,
+                "buffer lost: seq numbers reported as storage_lost"
+            );
+        }
+        meta_set(&tx, "next_seq", &next_seq.to_string())?;
+        tx.commit()?;
+        self.next_seq = next_seq;
+        Ok(())
+    }
+
+    fn new(
+        conn: Connection,
+        loaded: Loaded,
+        lock: File,
+        path: &Path,
+        identity: IdentityFile,
+    ) -> Self {
         Self {
             conn,
             install_id: loaded.install_id,
@@ -222,6 +318,7 @@ impl Store {
             in_flight: None,
             _lock: lock,
             path: path.to_owned(),
+            identity,
         }
     }
 
@@ -276,24 +373,39 @@ impl Store {
         self.in_flight = batch_id;
     }
 
-    /// A value of the `meta` table.
+    /// A value of the `meta` table; for the user id, the super-properties and the opt-out
+    /// choice, of the identity file.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        if IDENTITY_KEYS.contains(&key) {
+            return self.identity.get(key);
+        }
         meta_get(&self.conn, key)
     }
 
-    /// Sets a value of the `meta` table.
+    /// Sets a value of the `meta` table; for the user id, the super-properties and the opt-out
+    /// choice, of the identity file.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        if IDENTITY_KEYS.contains(&key) {
+            return self.identity.set(key, value);
+        }
         meta_set(&self.conn, key, value)
     }
 
     /// Stores `events` in one transaction (group commit), with `meta` updates and drop counts
-    /// (reason, events) riding along: either all of it is committed or none.
+    /// (reason, events) riding along: either all of it is committed or none. The identity file
+    /// is written first (the values that live there, and a new `seq` reservation when the
+    /// block is used up): a failed buffer commit leaves it ahead, never behind.
     pub fn insert_events(
         &mut self,
         events: &[StoredEvent],
         meta: &[(&str, &str)],
         drops: &[(&str, u64)],
     ) -> Result<()> {
+        let (identity_meta, meta): (Vec<(&str, &str)>, _) = meta
+            .iter()
+            .partition(|(key, _)| IDENTITY_KEYS.contains(key));
+        let highest = events.iter().map(|e| e.seq).max().unwrap_or(0);
+        self.identity.write(&identity_meta, highest)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -457,6 +569,11 @@ impl Store {
             )?;
         }
         batch.gaps = gaps::fix_into_batch(&tx, batch.batch_id)?;
+        // Durable before the batch exists, so before it is first sent: a buffer that later
+        // comes back without it (a power loss) is then known to have lost events the collector
+        // may hold. Should the commit fail, the mark is only ahead, which costs a skipped block
+        // at worst, never a reused seq.
+        self.identity.mark_batched(highest_seq(&batch, last))?;
         tx.commit()?;
         self.pending.unbatched_events = self.pending.unbatched_events.saturating_sub(count);
         Ok(Some(batch))
@@ -476,8 +593,10 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last = batch_last_seq(&tx, batch.batch_id)?;
         let (events, bytes) = delete_batch(&tx, batch.batch_id)?;
         tx.commit()?;
+        self.mark_acked(highest_seq(batch, last));
         self.pending.events = self.pending.events.saturating_sub(events);
         self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
         Ok(events)
@@ -575,6 +694,7 @@ impl Store {
                     .any(|r| r.seq == row.seq && r.event_id.to_string() == row.event_id)
             })
             .collect();
+        let last = batch_last_seq(&tx, batch.batch_id)?;
         let mut quarantine = None;
         if !rows.is_empty() {
             let reasons: Vec<&RefusedEvent> = refused
@@ -594,6 +714,9 @@ impl Store {
         }
         let (n, bytes) = delete_batch(&tx, batch.batch_id)?;
         tx.commit()?;
+        // The refused events are reported as a gap, which a later batch carries; the mark may
+        // pass them: a lost buffer then loses that report, which is a rare miss, not a reuse.
+        self.mark_acked(highest_seq(batch, last));
         self.pending.events = self.pending.events.saturating_sub(n);
         self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
         if let Some(q) = quarantine {
@@ -604,6 +727,14 @@ impl Store {
             ) = q;
         }
         Ok(rows.len() as u64)
+    }
+
+    /// Raises the identity file's acknowledged-through mark. A failure is only logged: the batch
+    /// is settled already, and a mark left behind only widens a later `storage_lost` report.
+    fn mark_acked(&mut self, seq: u64) {
+        if let Err(e) = self.identity.mark_acked(seq) {
+            tracing::warn!(error = %e, "could not write the acknowledged-through mark");
+        }
     }
 
     /// Gives a batch the collector answered `batch_id_conflict` (409) a fresh `batch_id`, same
@@ -981,14 +1112,6 @@ fn prune_corrupt_copies(path: &Path, keep: usize, max_age: Duration, now_ms: i64
     }
 }
 
-/// Best effort: how many events a damaged database still shows.
-fn count_events_in(path: &Path) -> Option<u64> {
-    let conn =
-        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .ok()
-}
-
 fn setup(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // journal_mode answers with a row; read it so that a file that cannot be WAL is an error.
@@ -1176,6 +1299,25 @@ fn delete_batch(tx: &Transaction<'_>, batch_id: Uuid) -> Result<(u64, u64)> {
     gaps::delete_of_batch(tx, batch_id)?;
     tx.execute("DELETE FROM batches WHERE batch_id = ?1", [&id])?;
     Ok((events, bytes))
+}
+
+/// The highest `seq` of a batch's stored events (0 for none).
+fn batch_last_seq(tx: &Transaction<'_>, batch_id: Uuid) -> Result<u64> {
+    Ok(tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM events WHERE batch_id = ?1",
+        [batch_id.to_string()],
+        |r| r.get(0),
+    )?)
+}
+
+/// The highest `seq` a batch accounts for: of its events (`last_event_seq`) and of its gap
+/// reports.
+fn highest_seq(batch: &BatchRow, last_event_seq: u64) -> u64 {
+    batch
+        .gaps
+        .iter()
+        .flat_map(|gap| gap.ranges.iter().map(|r| r.last))
+        .fold(last_event_seq, u64::max)
 }
 
 /// Puts the drop counts a batch carried back among those not yet reported, for a batch that

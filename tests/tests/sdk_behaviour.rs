@@ -319,6 +319,11 @@ fn opting_out_purges_the_buffer_and_stops_collection_across_restarts() {
         .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
         .unwrap();
     assert_eq!(count, 0, "nothing is left on disk");
+    let inspected = tern_sdk::inspect::Inspector::open(&dir.path().join("device.db"))
+        .unwrap()
+        .stats()
+        .unwrap();
+    assert!(inspected.opted_out, "tern-inspect reads the identity file");
     let t = tracker(dir.path(), &server.url(), fast());
     assert!(t.stats().opted_out, "the choice is remembered");
     assert_eq!(t.track("ignored", Map::new()).unwrap(), None);
@@ -1033,4 +1038,84 @@ fn a_batch_id_conflict_resends_the_batch_under_a_new_id_and_loses_nothing() {
         (0, 0)
     );
     assert_eq!(stats.batches_delivered, 1);
+}
+
+/// Replaces the buffer of the tracker in `dir` with bytes that are no SQLite database, as a
+/// damaged flash page or a half-written file would leave it; the identity file stays.
+fn corrupt_buffer(dir: &Path) {
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("device.db{suffix}")));
+    }
+    std::fs::write(dir.join("device.db"), vec![0x5a; 8192]).unwrap();
+}
+
+#[test]
+fn a_corrupt_buffer_keeps_the_identity_continues_seq_and_reports_storage_lost() {
+    let (server, up, acked) = switchable_acking_server();
+    up.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    let install_id = t.install_id().to_owned();
+    t.identify(Some("user-9".into()));
+    track_n(&t, 5);
+    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    // Five more wait in the buffer when it is lost.
+    up.store(false, Ordering::SeqCst);
+    track_n(&t, 5);
+    assert!(t.flush(Duration::from_secs(5)).unwrap());
+    drop(t);
+    corrupt_buffer(dir.path());
+    up.store(true, Ordering::SeqCst);
+    let t = tracker(dir.path(), &server.url(), fast());
+    assert_eq!(t.install_id(), install_id, "the install keeps its id");
+    t.track("after", Map::new()).unwrap();
+    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    assert!(wait_for(|| t.stats().pending_gap_reports == 0));
+    let batches = acked.lock().unwrap().clone();
+    assert!(batches
+        .iter()
+        .all(|b| b["install_id"] == install_id.as_str()));
+    let (delivered, gaps) = delivered_and_gaps(&batches);
+    let after: Vec<Value> = batches
+        .iter()
+        .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["name"] == "after")
+        .collect();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["user_id"], "user-9", "the user id survives");
+    let after_seq = after[0]["seq"].as_u64().unwrap();
+    assert!(after_seq > 10, "seq continues, never reused: {after_seq}");
+    assert!(
+        gaps.iter().all(|(reason, _)| reason == "storage_lost"),
+        "{gaps:?}"
+    );
+    // Received + reported lost = issued, each seq once: the five lost events are in the gap.
+    let mut all: Vec<u64> = delivered
+        .iter()
+        .copied()
+        .chain(gaps.iter().map(|(_, s)| *s))
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=after_seq).collect::<Vec<_>>());
+    assert!(gaps.iter().any(|(_, s)| *s == 6) && gaps.iter().any(|(_, s)| *s == 10));
+}
+
+#[test]
+fn an_opted_out_user_stays_opted_out_after_a_corrupt_buffer() {
+    let (server, up, acked) = switchable_acking_server();
+    up.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let t = tracker(dir.path(), &server.url(), fast());
+    t.set_opt_out(true).unwrap();
+    t.flush(Duration::from_secs(5)).unwrap();
+    drop(t);
+    corrupt_buffer(dir.path());
+    let t = tracker(dir.path(), &server.url(), fast());
+    assert!(t.stats().opted_out, "the choice survives the buffer");
+    assert_eq!(t.track("ignored", Map::new()).unwrap(), None);
+    t.flush(Duration::from_secs(5)).unwrap();
+    // Several upload cycles pass (100 ms each); nothing leaves the device.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(acked.lock().unwrap().is_empty(), "nothing uploaded");
+    assert_eq!(t.stats().pending.events, 0);
 }

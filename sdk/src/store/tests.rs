@@ -226,17 +226,179 @@ fn a_corrupt_file_is_moved_aside_and_a_fresh_buffer_created() -> Result<()> {
     std::fs::write(&path, vec![0x5a; 8192])?;
     let store = Store::open(&path)?;
     assert_eq!(store.pending().events, 0);
-    let drops = store.drops()?;
-    assert_eq!(
-        drops.get(drop_reason::CORRUPT_DATABASE).map(|d| d.0),
-        Some(1)
-    );
     let moved = store.meta("recovered_from")?.expect("the path is recorded");
     assert_eq!(
         std::fs::read(&moved)?,
         vec![0x5a; 8192],
         "the corrupt file is kept for QA"
     );
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_buffer_keeps_the_identity_and_reports_the_lost_seqs() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let install_id = {
+        let mut store = Store::open(&path)?;
+        store.insert_events(
+            &events(1..=10),
+            &[("user_id", "u-1"), ("opt_out", "1")],
+            &[],
+        )?;
+        let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+        store.delete_batch(&batch)?;
+        store.install_id().to_owned()
+    };
+    assert!(path.exists());
+    std::fs::remove_file(sibling(&path, "-wal")).ok();
+    std::fs::write(&path, vec![0x5a; 8192])?;
+    let mut store = Store::open(&path)?;
+    assert_eq!(store.install_id(), install_id);
+    assert_eq!(store.meta("user_id")?.as_deref(), Some("u-1"));
+    assert_eq!(store.meta("opt_out")?.as_deref(), Some("1"));
+    let reserved = 10 + crate::policy::SEQ_RESERVATION;
+    assert_eq!(
+        store.next_seq(),
+        reserved + 1,
+        "seq continues after the block"
+    );
+    let batch = store
+        .cut_batch(10, usize::MAX, "{}", 2)?
+        .expect("a gap-only batch");
+    assert_eq!(
+        reports(&batch),
+        vec![(gap_reason::STORAGE_LOST, vec![r(5, reserved)])]
+    );
+    Ok(())
+}
+
+#[test]
+fn identity_values_live_in_the_identity_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let mut store = Store::open(&path)?;
+    store.insert_events(&[], &[("super_properties", "{\"a\":1}")], &[])?;
+    store.set_meta("user_id", "u-2")?;
+    assert_eq!(meta_get(&store.conn, "user_id")?, None);
+    assert_eq!(meta_get(&store.conn, "super_properties")?, None);
+    drop(store);
+    let identity = Connection::open(sibling(&path, IDENTITY_SUFFIX))?;
+    let value = |key: &str| -> Result<String> {
+        Ok(
+            identity.query_row("SELECT value FROM identity WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })?,
+        )
+    };
+    assert_eq!(value("user_id")?, "u-2");
+    assert_eq!(value("super_properties")?, "{\"a\":1}");
+    Ok(())
+}
+
+#[test]
+fn seqs_are_reserved_in_blocks_not_per_event() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let block = crate::policy::SEQ_RESERVATION;
+    store.insert_events(&events(1..=1), &[], &[])?;
+    assert_eq!(store.identity.reserved_through(), 1 + block);
+    store.insert_events(&events(2..=block), &[], &[])?;
+    assert_eq!(
+        store.identity.reserved_through(),
+        1 + block,
+        "within the block"
+    );
+    store.insert_events(&events(block + 1..=block + 2), &[], &[])?;
+    assert_eq!(store.identity.reserved_through(), block + 2 + block);
+    Ok(())
+}
+
+#[test]
+fn a_power_loss_never_reuses_a_seq_and_reports_the_lost_range() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy)?;
+    let files = ["", "-wal"];
+    let install_id;
+    {
+        let mut store = Store::open(&path)?;
+        store.insert_events(&events(1..=5), &[], &[])?;
+        // The disk as a power loss would leave it: the buffer as it is now.
+        for suffix in files {
+            let from = sibling(&path, suffix);
+            if from.exists() {
+                std::fs::copy(&from, copy.join(format!("t.db{suffix}")))?;
+            }
+        }
+        store.insert_events(&events(6..=12), &[], &[])?;
+        let first = store.cut_batch(8, usize::MAX, "{}", 1)?.expect("a batch");
+        store.delete_batch(&first)?;
+        // Sent, not acknowledged.
+        store.cut_batch(8, usize::MAX, "{}", 2)?.expect("a batch");
+        install_id = store.install_id().to_owned();
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        std::fs::remove_file(sibling(&path, suffix)).ok();
+    }
+    for suffix in files {
+        let from = copy.join(format!("t.db{suffix}"));
+        if from.exists() {
+            std::fs::copy(&from, sibling(&path, suffix))?;
+        }
+    }
+    let mut store = Store::open(&path)?;
+    assert_eq!(store.install_id(), install_id);
+    let reserved = 5 + crate::policy::SEQ_RESERVATION;
+    assert_eq!(
+        store.next_seq(),
+        reserved + 1,
+        "no seq of the lost events is reused"
+    );
+    // The old buffer's events 1..=5 were acknowledged; they go again (the collector dedups).
+    let batch = store.cut_batch(10, usize::MAX, "{}", 3)?.expect("a batch");
+    assert_eq!(batch.event_count, 5);
+    assert_eq!(
+        reports(&batch),
+        vec![(gap_reason::STORAGE_LOST, vec![r(9, reserved)])]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_version_3_buffer_gets_an_identity_file_with_its_install_id_and_seq() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    {
+        // A buffer as schema 3 left it, with its values in `meta` and no identity file.
+        let mut conn = Connection::open(&path)?;
+        create_or_upgrade(&mut conn)?;
+        conn.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('install_id', 'old-install'), \
+             ('next_seq', '42'), ('user_id', 'u-3'), ('opt_out', '1'), \
+             ('super_properties', '{\"p\":true}');",
+        )?;
+    }
+    assert!(!sibling(&path, IDENTITY_SUFFIX).exists());
+    {
+        let mut store = Store::open(&path)?;
+        assert_eq!(store.install_id(), "old-install");
+        assert_eq!(store.next_seq(), 42);
+        store.insert_events(&events(42..=42), &[], &[])?;
+    }
+    // The identity file is the truth from now on, even if the buffer is lost.
+    std::fs::remove_file(&path)?;
+    std::fs::remove_file(sibling(&path, "-wal")).ok();
+    let store = Store::open(&path)?;
+    assert_eq!(store.install_id(), "old-install");
+    assert_eq!(store.meta("user_id")?.as_deref(), Some("u-3"));
+    assert_eq!(store.meta("opt_out")?.as_deref(), Some("1"));
+    assert_eq!(
+        store.meta("super_properties")?.as_deref(),
+        Some("{\"p\":true}")
+    );
+    assert!(store.next_seq() > 42, "seq continues");
     Ok(())
 }
 
@@ -258,10 +420,10 @@ fn a_file_whose_event_pages_are_damaged_is_moved_aside_at_open() -> Result<()> {
     std::fs::write(&path, &bytes)?;
     let store = Store::open(&path)?;
     assert_eq!(store.pending().events, 0, "a fresh buffer");
-    let drops = store.drops()?;
-    assert!(
-        drops.get(drop_reason::CORRUPT_DATABASE).map_or(0, |d| d.0) >= 1,
-        "{drops:?}"
+    assert_eq!(store.next_seq(), 3_001 + crate::policy::SEQ_RESERVATION);
+    assert_eq!(
+        gap_total(&store, gap_reason::STORAGE_LOST),
+        3_000 + crate::policy::SEQ_RESERVATION
     );
     assert!(store.meta("recovered_from")?.is_some());
     Ok(())

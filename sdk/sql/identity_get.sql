@@ -1,0 +1,1 @@
+SELECT value FROM identity WHERE key = ?1

@@ -1,0 +1,207 @@
+//! The identity file: who the install is and what the user chose, beside the buffer.
+//!
+//! A small SQLite file (`<buffer>.identity`) written with `synchronous=FULL`, so that what it
+//! holds survives a corrupt buffer and a power loss: the `install_id`, the user id, the
+//! super-properties, the opt-out choice, and three `seq` marks:
+//! - `seq_reserved_through`: every `seq` ever given out is at most this. The writer takes seqs
+//!   from a reserved block and writes the next reservation only when the block is used up, so
+//!   this file is written once per [`SEQ_RESERVATION`] events, not per event.
+//! - `batched_through`: the highest `seq` ever cut into a batch, written before the batch is
+//!   first sent. A buffer whose last `seq` is below it lost sent events (a power loss).
+//! - `acked_through`: every `seq` at most this was acknowledged by the collector (as an event
+//!   or in a gap report it wrote). Batches go in `seq` order, so one mark is enough.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::{Error, Result};
+use crate::policy::SEQ_RESERVATION;
+
+/// Schema version of the identity file (`PRAGMA user_version`).
+pub const VERSION: i64 = 1;
+
+const SCHEMA: &str = include_str!("../../sql/identity_schema.sql");
+const IDENTITY_SET: &str = include_str!("../../sql/identity_set.sql");
+const IDENTITY_GET: &str = include_str!("../../sql/identity_get.sql");
+
+/// What the file name of the identity file adds to the buffer's.
+pub const IDENTITY_SUFFIX: &str = ".identity";
+
+/// Keys of the buffer's `meta` table whose truth is the identity file: reads and writes of
+/// these go there.
+pub const IDENTITY_KEYS: [&str; 3] = ["user_id", "super_properties", "opt_out"];
+
+const INSTALL_ID: &str = "install_id";
+const SEQ_RESERVED_THROUGH: &str = "seq_reserved_through";
+const BATCHED_THROUGH: &str = "batched_through";
+const ACKED_THROUGH: &str = "acked_through";
+
+/// The open identity file, with its `seq` marks kept in memory.
+pub(super) struct IdentityFile {
+    conn: Connection,
+    install_id: Option<String>,
+    reserved_through: u64,
+    batched_through: u64,
+    acked_through: u64,
+}
+
+impl IdentityFile {
+    /// Opens (creating) the identity file at `path`.
+    pub(super) fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(super::BUSY_TIMEOUT)?;
+        // Written rarely and must survive a power loss: a rollback journal, fsynced at commit.
+        conn.execute_batch("PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > VERSION {
+            return Err(Error::SchemaTooNew {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        if version < VERSION {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", VERSION)?;
+            tx.commit()?;
+        }
+        let mark =
+            |key| -> Result<u64> { Ok(get(&conn, key)?.and_then(|v| v.parse().ok()).unwrap_or(0)) };
+        let (reserved_through, batched_through, acked_through) = (
+            mark(SEQ_RESERVED_THROUGH)?,
+            mark(BATCHED_THROUGH)?,
+            mark(ACKED_THROUGH)?,
+        );
+        let install_id = get(&conn, INSTALL_ID)?;
+        Ok(Self {
+            conn,
+            install_id,
+            reserved_through,
+            batched_through,
+            acked_through,
+        })
+    }
+
+    /// The install id, once the file holds one (`None` on a first start).
+    pub(super) fn install_id(&self) -> Option<&str> {
+        self.install_id.as_deref()
+    }
+
+    /// Every `seq` given out is at most this.
+    pub(super) fn reserved_through(&self) -> u64 {
+        self.reserved_through
+    }
+
+    /// The highest `seq` cut into a batch.
+    pub(super) fn batched_through(&self) -> u64 {
+        self.batched_through
+    }
+
+    /// Every `seq` at most this was acknowledged.
+    pub(super) fn acked_through(&self) -> u64 {
+        self.acked_through
+    }
+
+    /// Fills a new identity file: from the buffer's `meta` values on the first start after an
+    /// upgrade (the install keeps its id and continues its `seq`), or a new install's. Every
+    /// `seq` below `next_seq` counts as given out; those below `first_pending` as acknowledged.
+    pub(super) fn initialize(
+        &mut self,
+        install_id: &str,
+        values: &[(&str, String)],
+        next_seq: u64,
+        first_pending: u64,
+    ) -> Result<()> {
+        let last = next_seq.saturating_sub(1);
+        let acked = first_pending.saturating_sub(1).min(last);
+        let (reserved_text, acked_text) = (last.to_string(), acked.to_string());
+        let mut all: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend([
+            (SEQ_RESERVED_THROUGH, reserved_text.as_str()),
+            (ACKED_THROUGH, acked_text.as_str()),
+            (BATCHED_THROUGH, acked_text.as_str()),
+            // Last: a file with an install id is a filled one.
+            (INSTALL_ID, install_id),
+        ]);
+        self.set_all(&all)?;
+        self.install_id = Some(install_id.to_owned());
+        self.reserved_through = last;
+        self.acked_through = acked;
+        self.batched_through = acked;
+        Ok(())
+    }
+
+    /// A value of the identity file.
+    pub(super) fn get(&self, key: &str) -> Result<Option<String>> {
+        get(&self.conn, key)
+    }
+
+    /// Writes one value (one statement: its own durable transaction).
+    pub(super) fn set(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(IDENTITY_SET)?
+            .execute([key, value])?;
+        Ok(())
+    }
+
+    /// Writes `values` in one durable transaction, with a new reservation when `max_seq` (the
+    /// highest `seq` about to be stored, 0 for none) is beyond the reserved block. Called before
+    /// the buffer commits: no `seq` is stored before it is reserved durably.
+    pub(super) fn write(&mut self, values: &[(&str, &str)], max_seq: u64) -> Result<()> {
+        let reserve = max_seq > self.reserved_through;
+        if values.is_empty() && !reserve {
+            return Ok(());
+        }
+        let reserved = max_seq.saturating_add(SEQ_RESERVATION);
+        let reserved_text = reserved.to_string();
+        let mut all = values.to_vec();
+        if reserve {
+            all.push((SEQ_RESERVED_THROUGH, reserved_text.as_str()));
+        }
+        self.set_all(&all)?;
+        if reserve {
+            self.reserved_through = reserved;
+        }
+        Ok(())
+    }
+
+    /// Raises the batched-through mark to `seq` (durably) before a batch holding it is sent.
+    pub(super) fn mark_batched(&mut self, seq: u64) -> Result<()> {
+        if seq > self.batched_through {
+            self.set_all(&[(BATCHED_THROUGH, &seq.to_string())])?;
+            self.batched_through = seq;
+        }
+        Ok(())
+    }
+
+    /// Raises the acknowledged-through mark to `seq`.
+    pub(super) fn mark_acked(&mut self, seq: u64) -> Result<()> {
+        if seq > self.acked_through {
+            self.set_all(&[(ACKED_THROUGH, &seq.to_string())])?;
+            self.acked_through = seq;
+        }
+        Ok(())
+    }
+
+    fn set_all(&mut self, values: &[(&str, &str)]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(IDENTITY_SET)?;
+            for (key, value) in values {
+                stmt.execute([key, value])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn get(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(IDENTITY_GET)?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
