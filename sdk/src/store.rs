@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{
@@ -186,6 +188,11 @@ pub struct Store {
     path: PathBuf,
     /// Who the install is and what the user chose, beside the buffer (see `identity`).
     identity: IdentityFile,
+    /// The file ceiling set with [`Store::set_max_file_bytes`], set again on a fresh buffer.
+    max_file_bytes: Option<u64>,
+    /// How many times the buffer was replaced while open (corruption found at run time), so
+    /// that the [`Checkpointer`] opens the new file.
+    generation: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -319,7 +326,46 @@ impl Store {
             _lock: lock,
             path: path.to_owned(),
             identity,
+            max_file_bytes: None,
+            generation: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Corruption found while the buffer is in use (SQLite answered a statement with
+    /// `SQLITE_CORRUPT` or `SQLITE_NOTADB`) is handled as at open: the file is moved aside, a
+    /// fresh buffer takes its place with the same identity, `seq` continues after the reserved
+    /// block, and the `seq` numbers the file may have held unacknowledged are reported as a
+    /// `storage_lost` gap. Returns the path of the corrupt copy.
+    pub fn recover_from_corruption(&mut self) -> Result<PathBuf> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        // Closed before the file moves: its WAL goes with it.
+        let closed = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
+        if let Err((_, e)) = closed.close() {
+            tracing::warn!(error = %e, "closing the corrupt buffer failed");
+        }
+        let moved = move_aside(&self.path)?;
+        tracing::error!(moved = %moved.display(), "corrupt buffer found while running; moved aside");
+        let conn = open_connection(&self.path)?;
+        let loaded = Self::load(&conn)?;
+        self.conn = conn;
+        self.install_id = loaded.install_id;
+        self.next_seq = loaded.next_seq;
+        self.pending = loaded.pending;
+        self.in_flight = None;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(max) = self.max_file_bytes {
+            self.set_max_file_bytes(max)?;
+        }
+        self.adopt_identity()?;
+        self.report_storage_lost(0, now_ms)?;
+        self.set_meta("recovered_from", &moved.display().to_string())?;
+        prune_corrupt_copies(&self.path, MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, now_ms);
+        Ok(moved)
+    }
+
+    /// A second connection that checkpoints this buffer's WAL (see [`Checkpointer`]).
+    pub fn checkpointer(&self) -> Result<Checkpointer> {
+        Checkpointer::open(&self.path, Arc::clone(&self.generation))
     }
 
     /// Reads what the store keeps in memory: the install id (created on first use), the next
@@ -1011,7 +1057,8 @@ impl Store {
 
     /// Limits the database file to `max_bytes` (SQLite's `max_page_count`): past it, writes
     /// fail with "database or disk is full", as on a full disk.
-    pub fn set_max_file_bytes(&self, max_bytes: u64) -> Result<()> {
+    pub fn set_max_file_bytes(&mut self, max_bytes: u64) -> Result<()> {
+        self.max_file_bytes = Some(max_bytes);
         let page_size: u64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let pages = (max_bytes / page_size.max(1)).max(1);
         self.conn
@@ -1050,7 +1097,8 @@ fn open_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn is_corruption(e: &Error) -> bool {
+/// Whether SQLite found the database file corrupt (or not a database at all).
+pub fn is_corruption(e: &Error) -> bool {
     matches!(
         e,
         Error::Storage(rusqlite::Error::SqliteFailure(f, _))
@@ -1135,18 +1183,37 @@ fn setup(conn: &Connection) -> Result<()> {
 /// for the writer or for readers (such as `tern-inspect`), and the writer never waits for it.
 pub struct Checkpointer {
     conn: Connection,
+    path: PathBuf,
+    /// The store's replacement count, and the one this connection was opened at.
+    generation: Arc<AtomicU64>,
+    opened_at: u64,
 }
 
 impl Checkpointer {
     /// Opens a second connection to the buffer at `path`, which [`Store::open`] opened first.
-    pub fn open(path: &Path) -> Result<Self> {
+    fn open(path: &Path, generation: Arc<AtomicU64>) -> Result<Self> {
+        let opened_at = generation.load(Ordering::SeqCst);
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+            generation,
+            opened_at,
+        })
     }
 
     /// One passive checkpoint; returns the WAL frames it left behind (busy or newer frames).
-    pub fn checkpoint(&self) -> Result<u64> {
+    /// After the store replaced a corrupt buffer, the new file is opened first (the old
+    /// connection still reads the file that was moved aside).
+    pub fn checkpoint(&mut self) -> Result<u64> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if generation != self.opened_at {
+            let conn = Connection::open(&self.path)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            self.conn = conn;
+            self.opened_at = generation;
+        }
         let (log, done): (i64, i64) =
             self.conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {

@@ -216,7 +216,7 @@ impl Tracker {
                 )
             })?;
         let mut store = Store::open(&config.db_path)?;
-        let checkpointer = Checkpointer::open(&config.db_path)?;
+        let checkpointer = store.checkpointer()?;
         store.set_max_file_bytes(config.policy.max_file_bytes)?;
         // A wall clock moved back since the last run must not stall the uploads.
         store.clamp_next_attempts(latest_next_attempt(
@@ -285,7 +285,7 @@ impl Tracker {
         let (checkpoint_stop, checkpoint_stop_rx) = bounded::<()>(0);
         let checkpoint = std::thread::Builder::new()
             .name("tern-checkpoint".into())
-            .spawn(move || run_checkpoints(&checkpointer, &checkpoint_stop_rx))?;
+            .spawn(move || run_checkpoints(checkpointer, &checkpoint_stop_rx))?;
         Ok(Self {
             shared,
             open: RwLock::new(true),
@@ -635,7 +635,7 @@ fn context_json(context: &Context) -> Result<String> {
 /// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] until `stop` closes. Failures are only
 /// logged: the WAL keeps every commit until a later checkpoint succeeds, and SQLite checkpoints
 /// once more when the store's connection closes.
-fn run_checkpoints(checkpointer: &Checkpointer, stop: &Receiver<()>) {
+fn run_checkpoints(mut checkpointer: Checkpointer, stop: &Receiver<()>) {
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
         if let Err(e) = checkpointer.checkpoint() {
             tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
@@ -746,8 +746,11 @@ fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
     let mut rows = std::mem::take(&mut unstored.rows);
     rows.reserve(group.events.len());
     let mut unserializable = 0;
+    // After the rows that wait in memory, and never below the store's next seq (which jumps
+    // past the reserved block when a corrupt buffer was replaced).
+    let mut seq_next = rows.last().map_or(next_seq, |r| r.seq + 1).max(next_seq);
     for t in group.events.drain(..) {
-        let seq = next_seq + rows.len() as u64;
+        let seq = seq_next;
         let event = Event {
             event_id: t.event_id,
             seq,
@@ -767,6 +770,7 @@ fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
                 continue;
             }
         };
+        seq_next += 1;
         rows.push(StoredEvent {
             seq,
             event_id: event.event_id,
@@ -810,6 +814,7 @@ fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
             shared
                 .storage_failed_at_ms
                 .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+            recover_if_corrupt(&mut store, &e);
             // The group is one transaction: nothing of it was committed. Its events and meta
             // changes wait in memory for the next commit; past the bound the newest go.
             restore_drops(shared, drops);
@@ -834,6 +839,18 @@ fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
     drop(store);
     if let Err(e) = enforce_caps(shared) {
         tracing::error!(error = %e, "could not enforce the buffer caps");
+        recover_if_corrupt(&mut shared.store(), &e);
+    }
+}
+
+/// Replaces the buffer when `error` says SQLite found it corrupt, as at open (see
+/// [`Store::recover_from_corruption`]): otherwise every later statement would fail the same way.
+fn recover_if_corrupt(store: &mut Store, error: &Error) {
+    if !crate::store::is_corruption(error) {
+        return;
+    }
+    if let Err(e) = store.recover_from_corruption() {
+        tracing::error!(error = %e, "could not replace the corrupt buffer; trying again later");
     }
 }
 
@@ -897,6 +914,7 @@ fn run_uploader(shared: &Shared, transport: &dyn Transport, wake: &Receiver<()>)
             Ok(wait) => wait,
             Err(e) => {
                 tracing::error!(error = %e, "upload cycle failed");
+                recover_if_corrupt(&mut shared.store(), &e);
                 shared.policy.flush_interval
             }
         };

@@ -788,7 +788,7 @@ fn commits_leave_checkpoints_to_the_checkpointer() -> Result<()> {
     let path = dir.path().join("t.db");
     let wal = sibling(&path, "-wal");
     let mut store = Store::open(&path)?;
-    let checkpointer = Checkpointer::open(&path)?;
+    let mut checkpointer = store.checkpointer()?;
     checkpointer.checkpoint()?;
     let db_before = std::fs::metadata(&path)?.len();
     // Far more than SQLite's automatic checkpoint threshold (1 000 pages of 4 KiB).
@@ -1014,7 +1014,7 @@ fn opting_out_leaves_no_copy_of_the_events() -> Result<()> {
         })
         .collect();
     store.insert_events(&stored, &[], &[])?;
-    Checkpointer::open(&path)?.checkpoint()?;
+    store.checkpointer()?.checkpoint()?;
     store.purge(1)?;
     let contains = |file: &Path| -> bool {
         std::fs::read(file)
@@ -1035,5 +1035,46 @@ fn opting_out_leaves_no_copy_of_the_events() -> Result<()> {
         .filter(|n| n.contains(".corrupt-"))
         .collect();
     assert!(left.is_empty(), "corrupt copies deleted: {left:?}");
+    Ok(())
+}
+
+#[test]
+fn corruption_found_while_running_is_handled_as_at_open() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.db");
+    let mut store = Store::open(&path)?;
+    let mut checkpointer = store.checkpointer()?;
+    store.insert_events(&events(1..=10), &[("user_id", "u-1")], &[])?;
+    let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+    store.delete_batch(&batch)?;
+    let install_id = store.install_id().to_owned();
+    // The file goes bad under the open connection: everything in the database file, its WAL
+    // emptied first and the connection's page cache released, so the next statement reads it.
+    store
+        .conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    std::fs::write(&path, vec![0x5a; 8192])?;
+    store.conn.execute_batch("PRAGMA shrink_memory")?;
+    let failed = store
+        .insert_events(&events(11..=12), &[], &[])
+        .expect_err("a corrupt file fails the next statement");
+    assert!(is_corruption(&failed), "{failed}");
+
+    let moved = store.recover_from_corruption()?;
+    assert!(moved.exists(), "the corrupt copy is kept for QA");
+    assert_eq!(store.install_id(), install_id);
+    assert_eq!(store.meta("user_id")?.as_deref(), Some("u-1"));
+    let reserved = 10 + crate::policy::SEQ_RESERVATION;
+    assert_eq!(store.next_seq(), reserved + 1, "seq continues after the block");
+    // The fresh buffer takes events, and the checkpointer follows it to the new file.
+    store.insert_events(&events(reserved + 1..=reserved + 2), &[], &[])?;
+    checkpointer.checkpoint()?;
+    let batch = store
+        .cut_batch(10, usize::MAX, "{}", 2)?
+        .expect("events and the gap");
+    assert_eq!(
+        reports(&batch),
+        vec![(gap_reason::STORAGE_LOST, vec![r(5, reserved)])]
+    );
     Ok(())
 }
