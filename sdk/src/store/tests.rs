@@ -1065,7 +1065,11 @@ fn corruption_found_while_running_is_handled_as_at_open() -> Result<()> {
     assert_eq!(store.install_id(), install_id);
     assert_eq!(store.meta("user_id")?.as_deref(), Some("u-1"));
     let reserved = 10 + crate::policy::SEQ_RESERVATION;
-    assert_eq!(store.next_seq(), reserved + 1, "seq continues after the block");
+    assert_eq!(
+        store.next_seq(),
+        reserved + 1,
+        "seq continues after the block"
+    );
     // The fresh buffer takes events, and the checkpointer follows it to the new file.
     store.insert_events(&events(reserved + 1..=reserved + 2), &[], &[])?;
     checkpointer.checkpoint()?;
