@@ -3,10 +3,10 @@
 use std::io::Read;
 
 use tern_protocol::limits::{
-    MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_GAPS_PER_BATCH, MAX_ID_BYTES, MAX_JSON_DEPTH,
-    MAX_RANGES_PER_GAP,
+    gap_problem, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_GAPS_PER_BATCH, MAX_ID_BYTES,
+    MAX_JSON_DEPTH,
 };
-use tern_protocol::{gap_reason, Batch, Gap};
+use tern_protocol::{Batch, Gap};
 
 use crate::error::RequestError;
 use crate::limits::{context_problem, MAX_CLOCK_ID_BYTES, MAX_SDK_FIELD_BYTES};
@@ -147,48 +147,9 @@ fn gaps_problem(gaps: &[Gap]) -> Option<String> {
             gaps.len()
         ));
     }
-    for (i, gap) in gaps.iter().enumerate() {
-        if !gap_reason::ALL.contains(&gap.reason.as_str()) {
-            return Some(format!(
-                "gaps[{i}].reason: not one of {}",
-                gap_reason::ALL.join(", ")
-            ));
-        }
-        if gap.ranges.is_empty() || gap.ranges.len() > MAX_RANGES_PER_GAP {
-            return Some(format!(
-                "gaps[{i}].ranges: {} ranges; must be 1 to {MAX_RANGES_PER_GAP}",
-                gap.ranges.len()
-            ));
-        }
-        let mut previous_last = 0u64;
-        for (j, range) in gap.ranges.iter().enumerate() {
-            if range.first == 0 || range.first > range.last {
-                return Some(format!(
-                    "gaps[{i}].ranges[{j}]: must have 1 <= first <= last"
-                ));
-            }
-            if j > 0 && range.first <= previous_last {
-                return Some(format!(
-                    "gaps[{i}].ranges[{j}]: ranges must be ascending and disjoint"
-                ));
-            }
-            previous_last = range.last;
-        }
-        // Disjoint ranges of u64 seqs: the sum cannot overflow unless they cover all of u64,
-        // which 256 ranges starting at 1 cannot; checked all the same.
-        let seqs = gap
-            .ranges
-            .iter()
-            .try_fold(0u64, |total, range| total.checked_add(range.len()));
-        if seqs != Some(gap.count) {
-            return Some(format!(
-                "gaps[{i}].count: {} but the ranges hold {}",
-                gap.count,
-                seqs.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string())
-            ));
-        }
-    }
-    None
+    gaps.iter().enumerate().find_map(|(i, gap)| {
+        gap_problem(&gap.reason, &gap.ranges, gap.count).map(|p| format!("gaps[{i}].{p}"))
+    })
 }
 
 /// Why the fields copied into every record (context, SDK) or the clock ids are too large, if
@@ -261,6 +222,7 @@ pub use tern_protocol::limits::event_problem;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tern_protocol::limits::MAX_RANGES_PER_GAP;
 
     #[test]
     fn a_zstd_bomb_stops_at_the_limit() {

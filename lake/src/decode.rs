@@ -2,7 +2,7 @@
 //! document (an event, or a gap record: `"kind": "gap"`) and checks it against the record's
 //! rules. What fails is kept with its reason for the `rejected` table; nothing is dropped.
 
-use tern_protocol::limits::{event_name_problem, MAX_ID_BYTES, MAX_RANGES_PER_GAP};
+use tern_protocol::limits::{event_name_problem, gap_problem, MAX_ID_BYTES};
 use tern_protocol::{GapRecord, StreamRecord, GAP_KIND, RECORD_VERSION};
 
 /// Machine-readable reasons a record goes to `rejected`.
@@ -118,7 +118,7 @@ fn decode_gap(document: &[u8]) -> Decoded {
             message: format!("record version {}; this lake reads {RECORD_VERSION}", gap.v),
         };
     }
-    match gap_problem(&gap) {
+    match gap_record_problem(&gap) {
         Some(message) => Decoded::Rejected {
             reason: reason::INVALID_VALUE,
             message: format!("gap record: {message}"),
@@ -128,41 +128,14 @@ fn decode_gap(document: &[u8]) -> Decoded {
 }
 
 /// What breaks the rules of a gap record that its types do not enforce.
-fn gap_problem(gap: &GapRecord) -> Option<String> {
+fn gap_record_problem(gap: &GapRecord) -> Option<String> {
     if let Some(problem) = ids_problem(
         &gap.install_id,
-        &[
-            ("app_id", &gap.app_id),
-            ("reason", &gap.reason),
-            ("collector_id", &gap.collector_id),
-        ],
+        &[("app_id", &gap.app_id), ("collector_id", &gap.collector_id)],
     ) {
         return Some(problem);
     }
-    if gap.ranges.is_empty() || gap.ranges.len() > MAX_RANGES_PER_GAP {
-        return Some(format!(
-            "ranges: {} ranges; 1 to {MAX_RANGES_PER_GAP} expected",
-            gap.ranges.len()
-        ));
-    }
-    let mut after = 0;
-    for r in &gap.ranges {
-        if r.first <= after || r.last < r.first {
-            return Some(format!(
-                "ranges: {}..={} is empty, starts at 0, or is not after the range before it",
-                r.first, r.last
-            ));
-        }
-        after = r.last;
-    }
-    let covered: u64 = gap.ranges.iter().map(|r| r.len()).sum();
-    if covered != gap.count {
-        return Some(format!(
-            "count: {} but the ranges hold {covered}",
-            gap.count
-        ));
-    }
-    None
+    gap_problem(&gap.reason, &gap.ranges, gap.count)
 }
 
 /// The `kind` of a document, if it has one (event records have none).

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::wire::{Context, Event};
+use crate::wire::{gap_reason, Context, Event, SeqRange};
 
 /// Largest compressed request body the collector reads. An SDK batch stays far below
 /// (see the SDK's `Policy`); the bound keeps a hostile client from making us buffer more.
@@ -60,6 +60,45 @@ pub const MAX_GAPS_PER_BATCH: usize = 64;
 /// Most `seq` ranges in one gap report. Caps drop the oldest events, so their ranges are mostly
 /// contiguous; 256 ranges of 16-byte pairs keep a gap record far below 1 MiB.
 pub const MAX_RANGES_PER_GAP: usize = 256;
+
+/// Why a gap report (or a gap record) breaks the format, naming the field (`reason`,
+/// `ranges`, `ranges[j]`, `count`), or `None`: consumers count `seq` numbers from it, so both
+/// the collector and the lake refuse a malformed one.
+pub fn gap_problem(reason: &str, ranges: &[SeqRange], count: u64) -> Option<String> {
+    if !gap_reason::ALL.contains(&reason) {
+        return Some(format!("reason: not one of {}", gap_reason::ALL.join(", ")));
+    }
+    if ranges.is_empty() || ranges.len() > MAX_RANGES_PER_GAP {
+        return Some(format!(
+            "ranges: {} ranges; must be 1 to {MAX_RANGES_PER_GAP}",
+            ranges.len()
+        ));
+    }
+    let mut previous_last = 0u64;
+    for (j, range) in ranges.iter().enumerate() {
+        if range.first == 0 || range.first > range.last {
+            return Some(format!("ranges[{j}]: must have 1 <= first <= last"));
+        }
+        if j > 0 && range.first <= previous_last {
+            return Some(format!(
+                "ranges[{j}]: ranges must be ascending and disjoint"
+            ));
+        }
+        previous_last = range.last;
+    }
+    // Disjoint ranges of u64 seqs: the sum cannot overflow unless they cover all of u64, which
+    // 256 ranges starting at 1 cannot; checked all the same.
+    let seqs = ranges
+        .iter()
+        .try_fold(0u64, |total, range| total.checked_add(range.len()));
+    if seqs != Some(count) {
+        return Some(format!(
+            "count: {count} but the ranges hold {}",
+            seqs.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string())
+        ));
+    }
+    None
+}
 
 /// Why an event name is not acceptable, or `None` when it is.
 ///
