@@ -241,7 +241,8 @@ pub struct OsInfo {
 pub struct Event {
     /// UUID v7 stamped at `track()`; the key consumers deduplicate on.
     pub event_id: Uuid,
-    /// Per-install sequence number, starting at 1, without gaps for accepted events.
+    /// Per-install sequence number, starting at 1, never reused; a `seq` the SDK gives up on
+    /// is reported in a [`Gap`].
     pub seq: u64,
     /// Event name (see `limits::event_name_problem`).
     pub name: String,
