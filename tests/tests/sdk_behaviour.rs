@@ -230,6 +230,17 @@ fn switchable_acking_server() -> (CaptureServer, Arc<AtomicBool>, Acked) {
     (server, up, acked)
 }
 
+/// Received + reported lost = issued: every seq from 1 to `last` once, delivered or in a gap.
+fn assert_every_seq_once(delivered: &[u64], gaps: &[(String, u64)], last: u64) {
+    let mut all: Vec<u64> = delivered
+        .iter()
+        .copied()
+        .chain(gaps.iter().map(|(_, s)| *s))
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=last).collect::<Vec<_>>());
+}
+
 /// Every `seq` delivered or reported as a gap, over acknowledged batches (a batch_id counted
 /// once, whatever its retries).
 fn delivered_and_gaps(batches: &[Value]) -> (Vec<u64>, Vec<(String, u64)>) {
@@ -283,14 +294,7 @@ fn a_capped_devices_dropped_seqs_all_arrive_as_gaps() {
         gaps.iter().all(|(reason, _)| reason == "cap_count"),
         "{gaps:?}"
     );
-    // Received + reported lost = issued, each seq exactly once.
-    let mut all: Vec<u64> = delivered
-        .iter()
-        .copied()
-        .chain(gaps.iter().map(|(_, s)| *s))
-        .collect();
-    all.sort_unstable();
-    assert_eq!(all, (1..=500).collect::<Vec<_>>());
+    assert_every_seq_once(&delivered, &gaps, 500);
     // The oldest were dropped.
     assert_eq!(delivered.iter().min(), Some(&401));
 }
@@ -1089,14 +1093,8 @@ fn a_corrupt_buffer_keeps_the_identity_continues_seq_and_reports_storage_lost() 
         gaps.iter().all(|(reason, _)| reason == "storage_lost"),
         "{gaps:?}"
     );
-    // Received + reported lost = issued, each seq once: the five lost events are in the gap.
-    let mut all: Vec<u64> = delivered
-        .iter()
-        .copied()
-        .chain(gaps.iter().map(|(_, s)| *s))
-        .collect();
-    all.sort_unstable();
-    assert_eq!(all, (1..=after_seq).collect::<Vec<_>>());
+    // The five lost events are in the gap.
+    assert_every_seq_once(&delivered, &gaps, after_seq);
     assert!(gaps.iter().any(|(_, s)| *s == 6) && gaps.iter().any(|(_, s)| *s == 10));
 }
 
