@@ -44,6 +44,11 @@ pub struct IngestConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// `I/N`: this is worker I (from 0) of N splitting the shards.
     pub worker: String,
+    /// Kinesis stream that every row committed to `events` is also published to (the
+    /// cleansed stream); unset means none.
+    pub clean_stream: Option<String>,
+    /// TOML file of cleansing rules (`crate::rules`); unset means none.
+    pub rules: Option<PathBuf>,
 }
 
 impl Default for IngestConfig {
@@ -59,6 +64,8 @@ impl Default for IngestConfig {
             stop_when_caught_up: false,
             metrics_listen: None,
             worker: "0/1".to_owned(),
+            clean_stream: None,
+            rules: None,
         }
     }
 }
@@ -116,6 +123,14 @@ pub struct IngestArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// Also publish every committed row to this Kinesis stream (the cleansed stream).
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clean_stream: Option<String>,
+    /// TOML file of cleansing rules applied to every event.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<PathBuf>,
 }
 
 impl IngestArgs {
@@ -166,6 +181,15 @@ impl IngestConfig {
             ));
         }
         self.worker()?;
+        if self.clean_stream.as_deref() == Some(self.stream.as_str()) {
+            return Err(Error::Config(
+                "clean_stream: must not be the stream ingest reads".into(),
+            ));
+        }
+        if self.clean_stream.as_deref() == Some("") {
+            return Err(Error::Config("clean_stream: empty".into()));
+        }
+        crate::rules::Rules::load(self.rules.as_deref())?;
         Ok(())
     }
 

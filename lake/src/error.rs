@@ -21,6 +21,9 @@ pub enum Error {
     /// A stored checkpoint could not be read back.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A JSON document could not be written.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
     /// Local I/O (the lake directory, the history file, stdout).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use deltalake::arrow::array::RecordBatch;
 use deltalake::DeltaTable;
 use serde_json::json;
 use tern_protocol::{GapRecord, StreamRecord};
@@ -19,6 +20,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::checkpoint::{self, compare_sequence, Position};
+use crate::clean::{self, CleanStream};
 use crate::config::IngestConfig;
 use crate::decode::{self, Decoded};
 use crate::dedup::DedupWindow;
@@ -29,7 +31,8 @@ use crate::limits::{
 use crate::metrics::Metrics;
 use crate::query;
 use crate::source::{ShardRead, Source};
-use crate::table::{self, EventColumns, Provenance, RejectedRow};
+use crate::rules::Rules;
+use crate::table::{self, EventColumns, Provenance, RawRow, RejectedRow};
 
 /// What a run did, for the log line at its end (and the demo).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -46,6 +49,10 @@ pub struct Summary {
     pub gaps: u64,
     /// Commits to `events`.
     pub commits: u64,
+    /// Rows published to the cleansed stream, republished ones included.
+    pub clean_published: u64,
+    /// Rows published again at start (committed before a crash, publish not recorded).
+    pub clean_republished: u64,
 }
 
 /// Rows read but not committed yet.
@@ -55,12 +62,16 @@ struct Buffer {
     ids: HashSet<u128>,
     rejects: Vec<RejectedRow>,
     gaps: Vec<(GapRecord, Provenance)>,
+    raw: Vec<RawRow>,
     since: Option<Instant>,
 }
 
 impl Buffer {
     fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.rejects.is_empty() && self.gaps.is_empty()
+        self.events.is_empty()
+            && self.rejects.is_empty()
+            && self.gaps.is_empty()
+            && self.raw.is_empty()
     }
 
     fn rows(&self) -> usize {
@@ -81,6 +92,9 @@ struct Ingest {
     gaps_to: HashMap<String, Position>,
     /// Every `gap_id` in `gaps` (few: one per SDK give-up, not per event) and in the buffer.
     gap_ids: HashSet<u128>,
+    raw: DeltaTable,
+    /// How far `raw` holds each shard's records (as `rejected_to`).
+    raw_to: HashMap<String, Position>,
     source: Source,
     window: DedupWindow,
     /// Files of `events` whose ids the window has taken in.
@@ -88,6 +102,20 @@ struct Ingest {
     ctx: deltalake::datafusion::prelude::SessionContext,
     buffer: Buffer,
     summary: Summary,
+    rules: Rules,
+    clean: Option<Clean>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// The cleansed stream and how far it has been published.
+struct Clean {
+    stream: CleanStream,
+    /// The `txn` app id of this worker's mark.
+    app_id: String,
+    /// `ingested_at` (microseconds) of the last commit whose rows were all accepted.
+    mark: i64,
+    /// The mark the table holds.
+    saved: i64,
 }
 
 /// Runs ingest until `shutdown` resolves (then commits what it read and returns) or, with
@@ -107,7 +135,8 @@ pub async fn run(
             wake.notify_one();
         });
     }
-    let mut ingest = Ingest::open(config, metrics).await?;
+    let mut ingest = Ingest::open(config, metrics, Arc::clone(&stopping)).await?;
+    ingest.republish().await?;
     tracing::info!(
         stream = ingest.source.stream(),
         lake = %ingest.config.lake,
@@ -138,7 +167,7 @@ pub async fn run(
             ingest.take(read);
         }
         let interval = ingest.config.commit_interval();
-        let unsaved = !ingest.buffer.is_empty() || !ingest.source.progress().is_empty();
+        let unsaved = ingest.unsaved();
         let due = ingest.buffer.rows() >= ingest.config.commit_rows
             || ingest.buffer.since.is_some_and(|s| s.elapsed() >= interval)
             // A batch run commits as soon as it has read everything.
@@ -158,8 +187,7 @@ pub async fn run(
             // A shard that just ended may have children not listed yet.
             && !ingest.source.refresh_due()
             && ingest.source.caught_up()
-            && ingest.buffer.is_empty()
-            && ingest.source.progress().is_empty()
+            && !ingest.unsaved()
         {
             tracing::info!("every shard is read to its tip and committed");
             break;
@@ -180,7 +208,7 @@ pub async fn run(
             }
         }
     }
-    if !ingest.buffer.is_empty() || !ingest.source.progress().is_empty() {
+    if ingest.unsaved() {
         ingest.commit().await;
     }
     tracing::info!(summary = ?ingest.summary, "ingest stopped");
@@ -188,20 +216,48 @@ pub async fn run(
 }
 
 impl Ingest {
-    async fn open(config: IngestConfig, metrics: Arc<Metrics>) -> Result<Self> {
+    async fn open(
+        config: IngestConfig,
+        metrics: Arc<Metrics>,
+        stopping: Arc<AtomicBool>,
+    ) -> Result<Self> {
+        let rules = Rules::load(config.rules.as_deref())?;
         let events = table::open_events(&config.lake).await?;
         let rejected = table::open_rejected(&config.lake).await?;
         let client =
             crate::source::client(&config.region, config.kinesis_endpoint.as_deref()).await;
+        let clean = match &config.clean_stream {
+            None => None,
+            Some(name) => {
+                let app_id = clean::mark_app_id(&config.stream, name, &config.worker);
+                let stored = events
+                    .snapshot()?
+                    .transaction_version(events.log_store().as_ref(), app_id.clone())
+                    .await?;
+                // A first start publishes what this run commits, not the table's history.
+                let mark = stored.unwrap_or_else(|| Utc::now().timestamp_micros() - 1);
+                Some(Clean {
+                    stream: CleanStream::new(client.clone(), name.clone()),
+                    app_id,
+                    mark,
+                    saved: stored.unwrap_or(i64::MIN),
+                })
+            }
+        };
         let source = Source::open(client, &config.stream, config.worker()?, &events).await?;
         let gaps = table::open_gaps(&config.lake).await?;
-        let (mut rejected_to, mut gaps_to) = (HashMap::new(), HashMap::new());
+        let raw = table::open_raw(&config.lake).await?;
+        let (mut rejected_to, mut gaps_to, mut raw_to) =
+            (HashMap::new(), HashMap::new(), HashMap::new());
         for shard in source.shard_ids() {
-            if let Some(position) = checkpoint::read(&rejected, &config.stream, &shard).await? {
-                rejected_to.insert(shard.clone(), position);
-            }
-            if let Some(position) = checkpoint::read(&gaps, &config.stream, &shard).await? {
-                gaps_to.insert(shard, position);
+            for (table, to) in [
+                (&rejected, &mut rejected_to),
+                (&gaps, &mut gaps_to),
+                (&raw, &mut raw_to),
+            ] {
+                if let Some(position) = checkpoint::read(table, &config.stream, &shard).await? {
+                    to.insert(shard.clone(), position);
+                }
             }
         }
         let ctx = query::new_session()?;
@@ -216,11 +272,16 @@ impl Ingest {
             gaps,
             gaps_to,
             gap_ids,
+            raw,
+            raw_to,
             source,
             known_files: HashSet::new(),
             ctx,
             buffer: Buffer::default(),
             summary: Summary::default(),
+            rules,
+            clean,
+            stopping,
         };
         ingest.load_window().await?;
         Ok(ingest)
@@ -239,6 +300,7 @@ impl Ingest {
         let shard_id: Arc<str> = Arc::from(read.shard_id.as_str());
         let rejected_to = self.rejected_to.get(&read.shard_id).cloned();
         let gaps_to = self.gaps_to.get(&read.shard_id).cloned();
+        let raw_to = self.raw_to.get(&read.shard_id).cloned();
         for record in read.records {
             self.metrics.records_read.inc();
             let sequence_number: Arc<str> = Arc::from(record.sequence_number.as_str());
@@ -251,7 +313,7 @@ impl Ingest {
                     sub_sequence,
                     arrived_at: record.arrived_at,
                 };
-                match decode::decode(document) {
+                match decode::decode_with(document, &self.rules) {
                     Decoded::Event(event) => {
                         let id = event.event_id.as_u128();
                         if self.window.contains(&event.event_id) || !self.buffer.ids.insert(id) {
@@ -283,9 +345,17 @@ impl Ingest {
                             reason,
                             message,
                             data: document.to_vec(),
+                            ingested_at: None,
                         });
                     }
                 }
+            }
+            // Archived before a crash kept its position out of `events`: not twice.
+            if !written(raw_to.as_ref(), &record.sequence_number) {
+                self.buffer.raw.push(RawRow {
+                    shard_id: Arc::clone(&shard_id),
+                    record,
+                });
             }
         }
         if self.buffer.since.is_none() {
@@ -294,31 +364,154 @@ impl Ingest {
         }
     }
 
-    /// Commits `self.buffer.gaps` to `gaps` with the positions of their shards.
-    async fn commit_gaps(
+    /// Commits `batch` to a side table (`raw`, `gaps`, `rejected`) with the positions of the
+    /// shards its rows came from; returns those positions, now held by that table.
+    async fn commit_side(
+        table: &mut DeltaTable,
+        batch: RecordBatch,
+        shards: HashSet<&str>,
+        progress: &[(String, Position)],
+        stream: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<(String, Position)>> {
+        let positions = positions_of(progress, &shards);
+        let txns = positions
+            .iter()
+            .flat_map(|(s, p)| checkpoint::encode(stream, s, p, now.timestamp_millis()))
+            .collect();
+        table::commit(table, Some(batch), txns, HashMap::new()).await?;
+        Ok(positions)
+    }
+
+    /// Commits the buffered raw records, gap records and rejects to their tables, each with
+    /// the positions of its shards.
+    async fn commit_sides(
         &mut self,
         progress: &[(String, Position)],
         now: chrono::DateTime<Utc>,
     ) -> Result<()> {
-        if self.buffer.gaps.is_empty() {
+        let stream = self.source.stream().to_owned();
+        if !self.buffer.raw.is_empty() {
+            let shards = self.buffer.raw.iter().map(|r| &*r.shard_id).collect();
+            let batch = table::raw_batch(&self.buffer.raw, now)?;
+            let positions =
+                Self::commit_side(&mut self.raw, batch, shards, progress, &stream, now).await?;
+            self.metrics
+                .raw_records_written
+                .inc_by(self.buffer.raw.len() as u64);
+            self.buffer.raw.clear();
+            self.raw_to.extend(positions);
+        }
+        if !self.buffer.gaps.is_empty() {
+            let shards = self.buffer.gaps.iter().map(|(_, f)| &*f.shard_id).collect();
+            let batch = table::gaps_batch(&self.buffer.gaps, now)?;
+            let positions =
+                Self::commit_side(&mut self.gaps, batch, shards, progress, &stream, now).await?;
+            let n = self.buffer.gaps.len() as u64;
+            self.metrics.gap_records_written.inc_by(n);
+            self.summary.gaps += n;
+            self.buffer.gaps.clear();
+            self.gaps_to.extend(positions);
+        }
+        if !self.buffer.rejects.is_empty() {
+            let shards = self
+                .buffer
+                .rejects
+                .iter()
+                .map(|r| &*r.from.shard_id)
+                .collect();
+            let batch = table::rejected_batch(&self.buffer.rejects, now)?;
+            let positions =
+                Self::commit_side(&mut self.rejected, batch, shards, progress, &stream, now)
+                    .await?;
+            for row in &self.buffer.rejects {
+                self.metrics.rejected(row.reason);
+            }
+            self.summary.rejected += self.buffer.rejects.len() as u64;
+            self.buffer.rejects.clear();
+            self.rejected_to.extend(positions);
+        }
+        Ok(())
+    }
+
+    /// Whether anything read or published is not recorded in the table yet.
+    fn unsaved(&self) -> bool {
+        !self.buffer.is_empty()
+            || !self.source.progress().is_empty()
+            || self.clean.as_ref().is_some_and(|c| c.mark != c.saved)
+    }
+
+    /// Publishes again the rows of this worker's shards committed after the mark: a crash
+    /// came between their commit and the record of their publish.
+    async fn republish(&mut self) -> Result<()> {
+        let Some(clean) = &self.clean else {
+            return Ok(());
+        };
+        if self.events.get_file_uris()?.next().is_none() {
             return Ok(());
         }
-        let shards: HashSet<&str> = self.buffer.gaps.iter().map(|(_, f)| &*f.shard_id).collect();
-        let positions = positions_of(progress, &shards);
-        let txns = positions
-            .iter()
-            .flat_map(|(s, p)| {
-                checkpoint::encode(self.source.stream(), s, p, now.timestamp_millis())
-            })
-            .collect();
-        let batch = table::gaps_batch(&self.buffer.gaps, now)?;
-        table::commit(&mut self.gaps, Some(batch), txns, HashMap::new()).await?;
-        let n = self.buffer.gaps.len() as u64;
-        self.metrics.gap_records_written.inc_by(n);
-        self.summary.gaps += n;
-        self.buffer.gaps.clear();
-        self.gaps_to.extend(positions);
+        query::register(&self.ctx, table::EVENTS, &self.events).await?;
+        let sql = format!(
+            "SELECT * FROM events WHERE ingested_at > to_timestamp_micros({})",
+            clean.mark
+        );
+        let worker = self.config.worker()?;
+        let mut records = Vec::new();
+        let mut latest = clean.mark;
+        for batch in query::collect(&self.ctx, &sql).await? {
+            let batch = query::owned_rows(&batch, &worker)?;
+            latest = latest.max(query::max_micros(&batch, "ingested_at")?.unwrap_or(latest));
+            records.extend(clean::records(&batch)?);
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            rows = records.len(),
+            stream = clean.stream.name(),
+            "publishing again the rows committed after the last recorded publish"
+        );
+        let n = records.len() as u64;
+        if clean
+            .stream
+            .publish(&records, &self.metrics, &self.stopping)
+            .await
+        {
+            self.metrics.clean_republished.inc_by(n);
+            self.summary.clean_republished += n;
+            self.summary.clean_published += n;
+            if let Some(clean) = &mut self.clean {
+                clean.mark = latest;
+            }
+            // Recorded by the next commit.
+            self.buffer.since.get_or_insert_with(Instant::now);
+        }
         Ok(())
+    }
+
+    /// Publishes the rows of the commit made at `ingested_at` (microseconds); on success the
+    /// mark moves to it, recorded by the next commit.
+    async fn publish(&mut self, batch: &RecordBatch, ingested_at: i64) {
+        let Some(clean) = &mut self.clean else {
+            return;
+        };
+        let records = match clean::records(batch) {
+            Ok(records) => records,
+            Err(error) => {
+                // The rows stay after the mark: the next start publishes them.
+                tracing::error!(%error, "cannot build clean records");
+                return;
+            }
+        };
+        if clean
+            .stream
+            .publish(&records, &self.metrics, &self.stopping)
+            .await
+        {
+            clean.mark = ingested_at;
+            self.summary.clean_published += records.len() as u64;
+            self.buffer.since.get_or_insert_with(Instant::now);
+        }
     }
 
     fn duplicate(&mut self) {
@@ -412,7 +605,11 @@ impl Ingest {
         let mut delay = COMMIT_RETRY_MIN;
         loop {
             match self.try_commit().await {
-                Ok(()) => return,
+                Ok(None) => return,
+                Ok(Some((batch, ingested_at))) => {
+                    self.publish(&batch, ingested_at).await;
+                    return;
+                }
                 Err(error) => {
                     self.metrics.commit_retries.inc();
                     let conflict = table::is_conflict(&error);
@@ -441,7 +638,9 @@ impl Ingest {
         Ok(())
     }
 
-    async fn try_commit(&mut self) -> Result<()> {
+    /// Commits; returns the rows committed and their `ingested_at` (microseconds) when they
+    /// are to be published.
+    async fn try_commit(&mut self) -> Result<Option<(RecordBatch, i64)>> {
         let started = Instant::now();
         self.check_old_partitions().await?;
         let progress = self.source.progress();
@@ -449,30 +648,9 @@ impl Ingest {
         let now = Utc::now();
         let now_ms = now.timestamp_millis();
         let worker = self.config.worker()?;
-        // Gaps and rejects first: a crash before the `events` commit re-reads them, and
-        // `gaps_to`/`rejected_to` keep them from being written twice.
-        self.commit_gaps(&progress, now).await?;
-        if !self.buffer.rejects.is_empty() {
-            let shards: HashSet<&str> = self
-                .buffer
-                .rejects
-                .iter()
-                .map(|r| &*r.from.shard_id)
-                .collect();
-            let positions = positions_of(&progress, &shards);
-            let txns = positions
-                .iter()
-                .flat_map(|(s, p)| checkpoint::encode(&stream, s, p, now_ms))
-                .collect();
-            let batch = table::rejected_batch(&self.buffer.rejects, now)?;
-            table::commit(&mut self.rejected, Some(batch), txns, HashMap::new()).await?;
-            for row in &self.buffer.rejects {
-                self.metrics.rejected(row.reason);
-            }
-            self.summary.rejected += self.buffer.rejects.len() as u64;
-            self.buffer.rejects.clear();
-            self.rejected_to.extend(positions);
-        }
+        // Raw records, gaps and rejects first: a crash before the `events` commit re-reads
+        // them, and `raw_to`/`gaps_to`/`rejected_to` keep them from being written twice.
+        self.commit_sides(&progress, now).await?;
         let mut columns = EventColumns::default();
         for (event, from) in &self.buffer.events {
             columns.push(event, from);
@@ -489,6 +667,10 @@ impl Ingest {
                 .iter()
                 .flat_map(|(s, p)| checkpoint::encode(&stream, s, p, now_ms)),
         );
+        let mark = self.clean.as_ref().map(|c| c.mark);
+        if let Some(clean) = &self.clean {
+            txns.push(clean::mark_txn(&clean.app_id, clean.mark, now_ms));
+        }
         let positions: serde_json::Map<String, serde_json::Value> = progress
             .iter()
             .map(|(s, p)| {
@@ -508,7 +690,11 @@ impl Ingest {
                 "positions": positions,
             }),
         )]);
+        let publish = (self.clean.is_some() && rows > 0).then(|| batch.clone());
         let version = table::commit(&mut self.events, Some(batch), txns, metadata).await?;
+        if let (Some(clean), Some(mark)) = (&mut self.clean, mark) {
+            clean.saved = mark;
+        }
         let visible = Utc::now();
         for (event, from) in &self.buffer.events {
             self.window.insert(&event.event_id, event.received_at);
@@ -534,7 +720,7 @@ impl Ingest {
             ms = started.elapsed().as_millis() as u64,
             "committed"
         );
-        Ok(())
+        Ok(publish.map(|b| (b, now.timestamp_micros())))
     }
 }
 

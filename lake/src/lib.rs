@@ -6,7 +6,9 @@
 //! schemas and commits, with the shards' [`checkpoint`]s in the same commit) → [`query`] and
 //! [`sql`] (DataFusion). [`ingest`] runs the loop; [`limits`] holds every limit with its reason.
 
+pub mod backfill;
 pub mod checkpoint;
+pub mod clean;
 pub mod config;
 pub mod decode;
 pub mod dedup;
@@ -15,6 +17,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod query;
+pub mod rules;
 pub mod source;
 pub mod sql;
 pub mod table;

@@ -55,3 +55,27 @@ pub const SHARD_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Decimal digits of a sequence number stored in one Delta `txn` version (a signed 64-bit
 /// number holds any 18 digits). Kinesis sequence numbers have up to 129 digits.
 pub const CHECKPOINT_CHUNK_DIGITS: usize = 18;
+
+/// Records in one PutRecords call to the cleansed stream: the Kinesis maximum.
+pub const PUT_RECORDS_MAX_RECORDS: usize = 500;
+
+/// Bytes (data and partition keys) in one PutRecords call: the Kinesis maximum of 5 MiB.
+pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+
+/// First wait after the cleansed stream refused a call or some records (throttling, an
+/// outage); it doubles up to [`CLEAN_RETRY_MAX`]. Publishing never gives up: the table waits
+/// for the stream, and a stop leaves the rest to the next start.
+pub const CLEAN_RETRY_MIN: Duration = Duration::from_millis(100);
+
+/// Longest wait between publish attempts: short enough that the cleansed stream catches up
+/// within seconds of the end of an outage.
+pub const CLEAN_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Days before `--from` whose raw records a backfill also reads: a copy of an event may
+/// arrive before its corrected `event_time` by up to the device's clock error, which the
+/// collector bounds far below a day.
+pub const BACKFILL_RAW_SLACK_DAYS: i64 = 1;
+
+/// Times a backfill computes and commits again after ingest (or another writer) committed to
+/// the days it replaces meanwhile; each attempt re-reads `raw`, so nothing either wrote is lost.
+pub const BACKFILL_ATTEMPTS: u32 = 20;

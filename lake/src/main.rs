@@ -24,6 +24,30 @@ enum Command {
     Ingest(IngestArgs),
     /// Query the lake: one query, or an interactive prompt without one.
     Sql(SqlArgs),
+    /// Rebuild days of `events` (and `rejected`) from `raw` with today's cleansing rules.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackfillArgs {
+    /// Directory or URI of the lake.
+    #[arg(long, env = "TERN_LAKE_LAKE")]
+    lake: String,
+    /// The Kinesis stream ingest reads into this lake (its commit lock is taken).
+    #[arg(long, env = "TERN_LAKE_STREAM")]
+    stream: String,
+    /// First `event_date` (UTC) to rebuild, YYYY-MM-DD.
+    #[arg(long)]
+    from: chrono::NaiveDate,
+    /// Last `event_date` to rebuild, included.
+    #[arg(long)]
+    to: chrono::NaiveDate,
+    /// TOML file of cleansing rules (the same file ingest uses).
+    #[arg(long, env = "TERN_LAKE_RULES")]
+    rules: Option<std::path::PathBuf>,
+    /// Print the rows that would be added, removed and changed per day; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +73,7 @@ fn main() -> anyhow::Result<()> {
     let default_filter = match cli.command {
         Command::Ingest(_) => "info,deltalake_core=off,buoyant_kernel=warn",
         Command::Sql(_) => "warn",
+        Command::Backfill(_) => "info,deltalake_core=warn,buoyant_kernel=warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -66,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Ingest(args) => ingest(args).await,
             Command::Sql(args) => sql_command(args).await,
+            Command::Backfill(args) => backfill(args).await,
         }
     })
 }
@@ -86,6 +112,20 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     }
     let summary = tern_lake::ingest::run(config, metrics, shutdown_signal()).await?;
     println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
+    let options = tern_lake::backfill::Options {
+        lake: args.lake,
+        stream: args.stream,
+        from: args.from,
+        to: args.to,
+        rules: tern_lake::rules::Rules::load(args.rules.as_deref())?,
+        dry_run: args.dry_run,
+    };
+    let report = tern_lake::backfill::run(&options).await?;
+    println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 

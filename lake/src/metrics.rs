@@ -66,6 +66,19 @@ pub struct Metrics {
     pub read_errors: Counter,
     /// `event_id`s in the dedup window.
     pub dedup_window_ids: Gauge,
+    /// Kinesis records committed to `raw`.
+    pub raw_records_written: Counter,
+    /// Rows published to the cleansed stream (first publishes and republishes).
+    pub clean_published: Counter,
+    /// Rows published again at start because a crash came between their commit and the
+    /// record of their publish: the cleansed stream's only duplicates.
+    pub clean_republished: Counter,
+    /// PutRecords calls (or records in them) to the cleansed stream that failed and were tried
+    /// again.
+    pub clean_publish_retries: Counter,
+    /// Seconds from a record's arrival in the raw stream to its row's acceptance by the
+    /// cleansed stream.
+    pub clean_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -149,8 +162,43 @@ impl Default for Metrics {
             "event_ids held in the dedup window",
             dedup_window_ids.clone(),
         );
+        let raw_records_written = Counter::default();
+        registry.register(
+            "raw_records_written",
+            "Kinesis records committed to raw",
+            raw_records_written.clone(),
+        );
+        let clean_published = Counter::default();
+        registry.register(
+            "clean_published",
+            "Rows published to the cleansed stream",
+            clean_published.clone(),
+        );
+        let clean_republished = Counter::default();
+        registry.register(
+            "clean_republished",
+            "Rows published again after a crash between commit and publish",
+            clean_republished.clone(),
+        );
+        let clean_publish_retries = Counter::default();
+        registry.register(
+            "clean_publish_retries",
+            "Failed publishes to the cleansed stream, tried again",
+            clean_publish_retries.clone(),
+        );
+        let clean_latency = Histogram::new(exponential_buckets(0.25, 2.0, 10));
+        registry.register(
+            "clean_latency_seconds",
+            "Raw stream arrival to accepted by the cleansed stream",
+            clean_latency.clone(),
+        );
         Self {
             registry,
+            raw_records_written,
+            clean_published,
+            clean_republished,
+            clean_publish_retries,
+            clean_latency,
             records_read,
             documents_read,
             rows_written,

@@ -162,3 +162,36 @@ pub fn id_pairs(batches: Vec<RecordBatch>) -> Result<Vec<(String, i64)>> {
     }
     Ok(out)
 }
+
+/// The rows of `batch` (rows of `events`) whose shard `worker` reads.
+pub fn owned_rows(batch: &RecordBatch, worker: &crate::source::Worker) -> Result<RecordBatch> {
+    let batch = table::conform_events(batch)?;
+    if worker.count <= 1 {
+        return Ok(batch);
+    }
+    let shard = batch
+        .column_by_name("shard_id")
+        .map(|c| c.as_string::<i32>().clone())
+        .ok_or_else(|| crate::error::Error::Config("events rows without shard_id".into()))?;
+    let mask: deltalake::arrow::array::BooleanArray = (0..batch.num_rows())
+        .map(|i| Some(worker.owns(shard.value(i))))
+        .collect();
+    Ok(deltalake::arrow::compute::filter_record_batch(&batch, &mask)?)
+}
+
+/// The largest value of timestamp `column` in `batch`, in microseconds.
+pub fn max_micros(batch: &RecordBatch, column: &str) -> Result<Option<i64>> {
+    let Some(values) = batch.column_by_name(column) else {
+        return Ok(None);
+    };
+    let values = deltalake::arrow::compute::cast(
+        values,
+        &deltalake::arrow::datatypes::DataType::Timestamp(
+            deltalake::arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        ),
+    )?;
+    Ok(deltalake::arrow::compute::max(
+        values.as_primitive::<TimestampMicrosecondType>(),
+    ))
+}

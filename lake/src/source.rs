@@ -67,6 +67,8 @@ pub struct KinesisRecord {
     pub sequence_number: String,
     /// When Kinesis accepted it.
     pub arrived_at: DateTime<Utc>,
+    /// The partition key it was written with.
+    pub partition_key: String,
     /// Its data.
     pub data: Vec<u8>,
 }
@@ -416,6 +418,7 @@ async fn read_shard(
                         .and_then(|t| t.to_millis().ok())
                         .and_then(DateTime::<Utc>::from_timestamp_millis)
                         .unwrap_or_else(Utc::now),
+                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
                     data: r.data().as_ref().to_vec(),
                 })
                 .collect();

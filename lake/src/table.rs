@@ -1,7 +1,8 @@
 //! The lake's Delta tables: `events` (one row per `event_id`, partitioned by `event_date`),
-//! `gaps` (one row per `seq` range the SDKs reported lost, partitioned by the date it arrived)
-//! and `rejected` (what could not be read as a stream record, partitioned by arrival date),
-//! their schemas, and commits that carry the shards' checkpoints.
+//! `gaps` (one row per `seq` range the SDKs reported lost, partitioned by the date it arrived),
+//! `rejected` (what could not be read as a stream record, partitioned by arrival date) and `raw`
+//! (every Kinesis record as read, partitioned by arrival date), their schemas, and commits that
+//! carry the shards' checkpoints.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub const EVENTS: &str = "events";
 pub const REJECTED: &str = "rejected";
 /// Name of the gaps table under the lake.
 pub const GAPS: &str = "gaps";
+/// Name of the raw archive under the lake: every Kinesis record exactly as read.
+pub const RAW: &str = "raw";
 
 /// Where a row was read from.
 #[derive(Debug, Clone)]
@@ -130,6 +133,20 @@ fn gap_columns() -> Vec<Column> {
     ]
 }
 
+/// The `raw` columns: a Kinesis record as read, so that any day can be replayed after the
+/// stream's retention has dropped it (`tern-lake backfill`).
+fn raw_columns() -> Vec<Column> {
+    vec![
+        ("shard_id", DataType::STRING, false),
+        ("sequence_number", DataType::STRING, false),
+        ("partition_key", DataType::STRING, false),
+        ("arrived_at", DataType::TIMESTAMP, false),
+        ("ingested_at", DataType::TIMESTAMP, false),
+        ("data", DataType::BINARY, false),
+        ("arrived_date", DataType::DATE, false),
+    ]
+}
+
 fn arrow_schema(columns: &[Column]) -> SchemaRef {
     let fields: Vec<Field> = columns
         .iter()
@@ -151,6 +168,33 @@ fn arrow_schema(columns: &[Column]) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new(fields))
+}
+
+/// The Arrow schema `events` is written with.
+pub fn events_schema() -> SchemaRef {
+    arrow_schema(&event_columns())
+}
+
+/// `batch` (rows of `events` as a query read them: any column order, view or dictionary types)
+/// in the schema `events` is written with.
+pub fn conform_events(batch: &RecordBatch) -> Result<RecordBatch> {
+    conform(batch, &events_schema())
+}
+
+/// `batch` (rows of a lake table as a query read them) in `schema`, the one it is written
+/// with: columns by name, cast to the written types.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let column = batch.column_by_name(field.name()).ok_or_else(|| {
+                Error::Config(format!("rows without column {}", field.name()))
+            })?;
+            Ok(deltalake::arrow::compute::cast(column, field.data_type())?)
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// The URL of table `name` under `lake` (a directory or a URI); a local directory is created.
@@ -254,6 +298,16 @@ pub async fn open_rejected(lake: &str) -> Result<DeltaTable> {
 /// Opens (creating if needed) `gaps` under `lake`.
 pub async fn open_gaps(lake: &str) -> Result<DeltaTable> {
     open_or_create(lake, GAPS, gap_columns(), "received_date", HashMap::new()).await
+}
+
+/// Opens (creating if needed) `raw` under `lake`.
+pub async fn open_raw(lake: &str) -> Result<DeltaTable> {
+    // Statistics for the columns before `data`.
+    let configuration = HashMap::from([(
+        "delta.dataSkippingNumIndexedCols".to_owned(),
+        Some("5".to_owned()),
+    )]);
+    open_or_create(lake, RAW, raw_columns(), "arrived_date", configuration).await
 }
 
 /// Writes `batch` (if it has rows) and commits it with `txns` and `metadata` as one table
@@ -465,6 +519,18 @@ impl EventColumns {
     pub fn finish(&mut self, ingested_at: DateTime<Utc>) -> Result<RecordBatch> {
         let mut ingested = timestamps();
         ingested.append_value_n(micros(ingested_at), self.rows);
+        self.finish_with(ingested)
+    }
+
+    /// The rows as one batch, row `i` with `ingested_at[i]` (microseconds); the builders
+    /// start empty again.
+    pub fn finish_each(&mut self, ingested_at: &[i64]) -> Result<RecordBatch> {
+        let mut ingested = timestamps();
+        ingested.append_slice(ingested_at);
+        self.finish_with(ingested)
+    }
+
+    fn finish_with(&mut self, mut ingested: TimestampMicrosecondBuilder) -> Result<RecordBatch> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.event_id.finish()),
             Arc::new(self.event_time.finish()),
@@ -514,6 +580,50 @@ fn append_json(column: &mut StringBuilder, json: &mut Vec<u8>, value: &impl serd
     column.append_value(std::str::from_utf8(json).unwrap_or_default());
 }
 
+/// A Kinesis record for `raw`.
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    /// The shard it was read from.
+    pub shard_id: Arc<str>,
+    /// The record as read.
+    pub record: crate::source::KinesisRecord,
+}
+
+/// `rows` as one `raw` batch.
+pub fn raw_batch(rows: &[RawRow], ingested_at: DateTime<Utc>) -> Result<RecordBatch> {
+    let mut shard_id = StringBuilder::new();
+    let mut sequence_number = StringBuilder::new();
+    let mut partition_key = StringBuilder::new();
+    let mut arrived_at = timestamps();
+    let mut ingested = timestamps();
+    let mut data = BinaryBuilder::new();
+    let mut arrived_date = Date32Builder::new();
+    for row in rows {
+        shard_id.append_value(&row.shard_id);
+        sequence_number.append_value(&row.record.sequence_number);
+        partition_key.append_value(&row.record.partition_key);
+        arrived_at.append_value(micros(row.record.arrived_at));
+        ingested.append_value(micros(ingested_at));
+        data.append_value(&row.record.data);
+        arrived_date.append_value(date_days(row.record.arrived_at));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(shard_id.finish()),
+        Arc::new(sequence_number.finish()),
+        Arc::new(partition_key.finish()),
+        Arc::new(arrived_at.finish()),
+        Arc::new(ingested.finish()),
+        Arc::new(data.finish()),
+        Arc::new(arrived_date.finish()),
+    ];
+    Ok(RecordBatch::try_new(arrow_schema(&raw_columns()), columns)?)
+}
+
+/// The Arrow schema `rejected` is written with.
+pub fn rejected_schema() -> SchemaRef {
+    arrow_schema(&rejected_columns())
+}
+
 /// A record for `rejected`.
 #[derive(Debug, Clone)]
 pub struct RejectedRow {
@@ -525,6 +635,8 @@ pub struct RejectedRow {
     pub message: String,
     /// The user record's bytes, as read.
     pub data: Vec<u8>,
+    /// When it was first written (a backfill keeps it); `None`: at this commit.
+    pub ingested_at: Option<DateTime<Utc>>,
 }
 
 /// `rows` as one `rejected` batch.
@@ -543,7 +655,7 @@ pub fn rejected_batch(rows: &[RejectedRow], ingested_at: DateTime<Utc>) -> Resul
         sequence_number.append_value(&row.from.sequence_number);
         sub_sequence.append_option(row.from.sub_sequence);
         arrived_at.append_value(micros(row.from.arrived_at));
-        ingested.append_value(micros(ingested_at));
+        ingested.append_value(micros(row.ingested_at.unwrap_or(ingested_at)));
         reason.append_value(row.reason);
         message.append_value(&row.message);
         data.append_value(&row.data);

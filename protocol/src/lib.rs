@@ -22,3 +22,5 @@ pub use wire::{
 pub const BATCH_SCHEMA: &str = include_str!("../schema/batch.v1.schema.json");
 /// JSON Schema of the stream record v1.
 pub const RECORD_SCHEMA: &str = include_str!("../schema/record.v1.schema.json");
+/// JSON Schema of a clean record: a row of the lake's `events` table on the cleansed stream.
+pub const CLEAN_RECORD_SCHEMA: &str = include_str!("../schema/clean-record.v1.schema.json");

@@ -189,3 +189,59 @@ pub fn completeness_query() -> Result<String> {
             .context("unterminated SQL block")?;
     Ok(section[start..end].trim().trim_end_matches(';').to_owned())
 }
+
+/// A stream record as a collector writes it, for an event that happened at `at`.
+pub fn stream_record(install: &str, seq: u64, at: DateTime<Utc>) -> tern_protocol::StreamRecord {
+    let (name, properties) = crate::sample_event(seq as usize);
+    tern_protocol::StreamRecord {
+        v: tern_protocol::RECORD_VERSION,
+        event_id: Uuid::now_v7(),
+        app_id: crate::APP_ID.into(),
+        install_id: install.into(),
+        seq,
+        name: name.into(),
+        created_at: at,
+        event_time: at,
+        sent_at: at,
+        received_at: at,
+        properties,
+        context: tern_protocol::Context::default(),
+        user_id: None,
+        session_id: None,
+        batch_id: Uuid::now_v7(),
+        sdk: tern_protocol::SdkInfo {
+            name: "tern-tests".into(),
+            version: "0".into(),
+        },
+        collector_id: "test".into(),
+    }
+}
+
+/// Writes `records` to `stream` as a collector would (partition key `install_id`).
+pub async fn put_records(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: &[tern_protocol::StreamRecord],
+) -> Result<()> {
+    for chunk in records.chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|r| {
+                Ok(aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .data(aws_sdk_kinesis::primitives::Blob::new(serde_json::to_vec(r)?))
+                    .partition_key(&r.install_id)
+                    .build()?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await?;
+        if out.failed_record_count().unwrap_or(0) > 0 {
+            bail!("{:?} records refused", out.failed_record_count());
+        }
+    }
+    Ok(())
+}

@@ -16,7 +16,7 @@ use chrono::Utc;
 use rand::Rng;
 use tern_tests::lake::{
     batch, completeness_query, ingest_until_caught_up, latest_version, post, sql, sql_number,
-    start_ingest,
+    start_ingest, stream_record,
 };
 use tern_tests::process::CollectorOptions;
 use tern_tests::{unique_stream, workspace_root, Collector, Kinesalite};
@@ -398,34 +398,6 @@ fn a_split_shard_in_the_middle_of_ingest_loses_and_duplicates_nothing() {
     );
 }
 
-/// A stream record as a collector writes it.
-fn stream_record(install: &str, seq: u64) -> tern_protocol::StreamRecord {
-    let now = Utc::now();
-    let (name, properties) = tern_tests::sample_event(seq as usize);
-    tern_protocol::StreamRecord {
-        v: tern_protocol::RECORD_VERSION,
-        event_id: Uuid::now_v7(),
-        app_id: tern_tests::APP_ID.into(),
-        install_id: install.into(),
-        seq,
-        name: name.into(),
-        created_at: now,
-        event_time: now,
-        sent_at: now,
-        received_at: now,
-        properties,
-        context: tern_protocol::Context::default(),
-        user_id: None,
-        session_id: None,
-        batch_id: Uuid::now_v7(),
-        sdk: tern_protocol::SdkInfo {
-            name: "tern-tests".into(),
-            version: "0".into(),
-        },
-        collector_id: "test".into(),
-    }
-}
-
 /// Two workers splitting the shards (`--worker 0/2`, `--worker 1/2`) while every event is in
 /// both shards (as a resend is after a reshard moved its install to another shard): each
 /// commit carries the stream's commit lock, so the workers' commits conflict, the loser takes
@@ -452,7 +424,7 @@ fn two_workers_splitting_the_shards_write_an_event_seen_on_both_once() {
     kinesis.block_on(async {
         for n in 0..60u64 {
             let records: Vec<_> = (0..10)
-                .map(|i| stream_record(&format!("install-{n}"), i + 1))
+                .map(|i| stream_record(&format!("install-{n}"), i + 1, Utc::now()))
                 .collect();
             expected.extend(records.iter().map(|r| r.event_id.to_string()));
             // Hash keys 0 and 2^127 + 1: the first and the second shard.
@@ -565,7 +537,7 @@ fn a_copy_older_than_the_dedup_window_is_found_in_its_partition() {
     let five_days_ago = Utc::now() - chrono::Duration::days(5);
     let records: Vec<_> = (1..=20)
         .map(|seq| {
-            let mut r = stream_record("install-old", seq);
+            let mut r = stream_record("install-old", seq, Utc::now());
             (r.created_at, r.event_time, r.sent_at, r.received_at) =
                 (five_days_ago, five_days_ago, five_days_ago, five_days_ago);
             r
