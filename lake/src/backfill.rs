@@ -4,9 +4,11 @@
 //! - Only the days whose rows change are replaced, each table in one Delta transaction
 //!   (`replaceWhere`): readers see a day's old rows or its new ones, never a mix.
 //! - A second run finds nothing to change and commits nothing.
-//! - It runs beside ingest: its `events` commit carries ingest's commit lock (`txn`
-//!   `tern-lake/<stream>`), so a commit of either in between makes the other take the table in
-//!   and try again (ingest then drops the rows the backfill already wrote). Nothing is lost.
+//! - It runs beside ingest. It reads only the raw records that `events` already holds the
+//!   position of (ingest archives a record in `raw` just before it commits its rows to
+//!   `events`): the rows still in flight are ingest's to write, never both. Its replace reads the
+//!   days it replaces, so an ingest commit to one of them in between (a late event) makes it
+//!   compute again; ingest's commits to other days do not. Nothing is lost.
 //! - Copies are removed as ingest does: the first copy by arrival wins, and an event whose copy
 //!   is kept in a day outside the range (its `event_time` moved across midnight) is left there.
 //! - A row that stays keeps its `ingested_at`; a new one takes its raw record's.
@@ -19,14 +21,13 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::TimestampMicrosecondType;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use serde::Serialize;
 use serde_json::json;
 use tern_protocol::StreamRecord;
 
-use crate::checkpoint;
+use crate::checkpoint::{self, compare_sequence, Position};
 use crate::clean::rows_json;
 use crate::decode::{self, Decoded};
 use crate::error::{Error, Result};
@@ -159,7 +160,8 @@ async fn attempt_once(options: &Options) -> Result<Report> {
     .iter()
     .flat_map(strings_of_first)
     .collect();
-    let rebuilt = read_raw(&ctx, options, &kept_beside).await?;
+    let held = held_positions(&ctx, &events, &options.stream).await?;
+    let rebuilt = read_raw(&ctx, options, &kept_beside, &held).await?;
 
     // `events`: the rows there now, and the rows rebuilt.
     let old = conformed(
@@ -216,38 +218,14 @@ async fn attempt_once(options: &Options) -> Result<Report> {
     let event_changed = changed(&event_days);
     if !event_changed.is_empty() {
         let batch = keep_rows(&new, "event_date", &event_changed)?;
-        let now_ms = Utc::now().timestamp_millis();
-        let lock = Transaction {
-            app_id: checkpoint::lock_app_id(&options.stream),
-            version: now_ms,
-            last_updated: Some(now_ms),
-        };
-        report.events_version = Some(
-            replace(
-                &mut events,
-                batch,
-                "event_date",
-                &event_changed,
-                vec![lock],
-                &report,
-            )
-            .await?,
-        );
+        report.events_version =
+            Some(replace(&mut events, batch, "event_date", &event_changed, &report).await?);
     }
     let rejected_changed = changed(&rejected_days);
     if !rejected_changed.is_empty() {
         let batch = keep_rows(&new_rejected, "arrived_date", &rejected_changed)?;
-        report.rejected_version = Some(
-            replace(
-                &mut rejected,
-                batch,
-                "arrived_date",
-                &rejected_changed,
-                Vec::new(),
-                &report,
-            )
-            .await?,
-        );
+        report.rejected_version =
+            Some(replace(&mut rejected, batch, "arrived_date", &rejected_changed, &report).await?);
     }
     Ok(report)
 }
@@ -259,6 +237,7 @@ async fn read_raw(
     ctx: &deltalake::datafusion::prelude::SessionContext,
     options: &Options,
     kept_beside: &HashSet<String>,
+    held: &HashMap<String, Position>,
 ) -> Result<Rebuilt> {
     let start = options.from - Days::new(BACKFILL_RAW_SLACK_DAYS.unsigned_abs());
     let sql = format!(
@@ -280,6 +259,15 @@ async fn read_raw(
         )?;
         let data = data.as_binary::<i32>();
         for row in 0..batch.num_rows() {
+            let in_events = match held.get(shard.value(row)) {
+                Some(Position::End) => true,
+                Some(Position::After(to)) => compare_sequence(sequence.value(row), to).is_le(),
+                None => false,
+            };
+            if !in_events {
+                // Archived, its rows not committed yet: ingest writes them.
+                continue;
+            }
             out.raw_records += 1;
             let shard_id: Arc<str> = Arc::from(shard.value(row));
             let sequence_number: Arc<str> = Arc::from(sequence.value(row));
@@ -320,6 +308,23 @@ async fn read_raw(
         }
     }
     Ok(out)
+}
+
+/// How far `events` holds each shard that `raw` has records of.
+async fn held_positions(
+    ctx: &deltalake::datafusion::prelude::SessionContext,
+    events: &DeltaTable,
+    stream: &str,
+) -> Result<HashMap<String, Position>> {
+    let mut held = HashMap::new();
+    for batch in query::collect(ctx, "SELECT DISTINCT shard_id FROM raw").await? {
+        for shard in strings_of_first(&batch) {
+            if let Some(position) = checkpoint::read(events, stream, &shard).await? {
+                held.insert(shard, position);
+            }
+        }
+    }
+    Ok(held)
 }
 
 /// Per day (column `date`), how `new` differs from `old`, rows matched by the `key` columns
@@ -376,13 +381,12 @@ fn keep_rows(batch: &RecordBatch, date: &str, dates: &[NaiveDate]) -> Result<Rec
 }
 
 /// Replaces the partitions `dates` of `table` (partitioned by `column`) with `batch`, in one
-/// transaction carrying `txns`.
+/// transaction.
 async fn replace(
     table: &mut DeltaTable,
     batch: RecordBatch,
     column: &str,
     dates: &[NaiveDate],
-    txns: Vec<Transaction>,
     report: &Report,
 ) -> Result<u64> {
     let list = dates
@@ -395,9 +399,7 @@ async fn replace(
         "tern-lake-backfill".to_owned(),
         json!({ "dates": dates, "events": report.events, "rejected": report.rejected }),
     )]);
-    let properties = CommitProperties::default()
-        .with_application_transactions(txns)
-        .with_metadata(metadata);
+    let properties = CommitProperties::default().with_metadata(metadata);
     let written = table
         .clone()
         .write(vec![batch])
