@@ -627,7 +627,11 @@ impl Ingest {
     /// After a failed commit: the latest table state, and the ids another writer committed.
     async fn catch_up_with_table(&mut self) -> Result<()> {
         self.events.update_state().await?;
+        // The side tables too: their commits carry the shards' positions as well, so another
+        // writer's commit to them conflicts with this one's until it is taken in.
         self.rejected.update_state().await?;
+        self.gaps.update_state().await?;
+        self.raw.update_state().await?;
         let files: HashSet<String> = self.events.get_file_uris()?.collect();
         let new: Vec<String> = files.difference(&self.known_files).cloned().collect();
         self.window
