@@ -364,74 +364,87 @@ impl Ingest {
         }
     }
 
-    /// Commits `batch` to a side table (`raw`, `gaps`, `rejected`) with the positions of the
-    /// shards its rows came from; returns those positions, now held by that table.
-    async fn commit_side(
-        table: &mut DeltaTable,
-        batch: RecordBatch,
-        shards: HashSet<&str>,
-        progress: &[(String, Position)],
-        stream: &str,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<Vec<(String, Position)>> {
-        let positions = positions_of(progress, &shards);
-        let txns = positions
-            .iter()
-            .flat_map(|(s, p)| checkpoint::encode(stream, s, p, now.timestamp_millis()))
-            .collect();
-        table::commit(table, Some(batch), txns, HashMap::new()).await?;
-        Ok(positions)
-    }
-
     /// Commits the buffered raw records, gap records and rejects to their tables, each with
-    /// the positions of its shards.
+    /// the positions of its shards; the three commits run at once (they are independent
+    /// tables), and each one that lands is taken in even when another fails.
     async fn commit_sides(
         &mut self,
         progress: &[(String, Position)],
         now: chrono::DateTime<Utc>,
     ) -> Result<()> {
         let stream = self.source.stream().to_owned();
-        if !self.buffer.raw.is_empty() {
-            let shards = self.buffer.raw.iter().map(|r| &*r.shard_id).collect();
-            let batch = table::raw_batch(&self.buffer.raw, now)?;
-            let positions =
-                Self::commit_side(&mut self.raw, batch, shards, progress, &stream, now).await?;
-            self.metrics
-                .raw_records_written
-                .inc_by(self.buffer.raw.len() as u64);
-            self.buffer.raw.clear();
-            self.raw_to.extend(positions);
-        }
-        if !self.buffer.gaps.is_empty() {
-            let shards = self.buffer.gaps.iter().map(|(_, f)| &*f.shard_id).collect();
-            let batch = table::gaps_batch(&self.buffer.gaps, now)?;
-            let positions =
-                Self::commit_side(&mut self.gaps, batch, shards, progress, &stream, now).await?;
-            let n = self.buffer.gaps.len() as u64;
-            self.metrics.gap_records_written.inc_by(n);
-            self.summary.gaps += n;
-            self.buffer.gaps.clear();
-            self.gaps_to.extend(positions);
-        }
-        if !self.buffer.rejects.is_empty() {
-            let shards = self
-                .buffer
-                .rejects
-                .iter()
-                .map(|r| &*r.from.shard_id)
-                .collect();
-            let batch = table::rejected_batch(&self.buffer.rejects, now)?;
-            let positions =
-                Self::commit_side(&mut self.rejected, batch, shards, progress, &stream, now)
-                    .await?;
-            for row in &self.buffer.rejects {
-                self.metrics.rejected(row.reason);
+        let buffer = &self.buffer;
+        let raw_batch = (!buffer.raw.is_empty())
+            .then(|| table::raw_batch(&buffer.raw, now))
+            .transpose()?;
+        let gaps_batch = (!buffer.gaps.is_empty())
+            .then(|| table::gaps_batch(&buffer.gaps, now))
+            .transpose()?;
+        let rejected_batch = (!buffer.rejects.is_empty())
+            .then(|| table::rejected_batch(&buffer.rejects, now))
+            .transpose()?;
+        let (raw, gaps, rejected) = tokio::join!(
+            commit_side(
+                &mut self.raw,
+                raw_batch,
+                buffer.raw.iter().map(|r| &*r.shard_id).collect(),
+                progress,
+                &stream,
+                now
+            ),
+            commit_side(
+                &mut self.gaps,
+                gaps_batch,
+                buffer.gaps.iter().map(|(_, f)| &*f.shard_id).collect(),
+                progress,
+                &stream,
+                now
+            ),
+            commit_side(
+                &mut self.rejected,
+                rejected_batch,
+                buffer.rejects.iter().map(|r| &*r.from.shard_id).collect(),
+                progress,
+                &stream,
+                now
+            ),
+        );
+        let mut failed = None;
+        match raw {
+            Some(Ok(positions)) => {
+                self.metrics
+                    .raw_records_written
+                    .inc_by(self.buffer.raw.len() as u64);
+                self.buffer.raw.clear();
+                self.raw_to.extend(positions);
             }
-            self.summary.rejected += self.buffer.rejects.len() as u64;
-            self.buffer.rejects.clear();
-            self.rejected_to.extend(positions);
+            Some(Err(error)) => failed = Some(error),
+            None => {}
         }
-        Ok(())
+        match gaps {
+            Some(Ok(positions)) => {
+                let n = self.buffer.gaps.len() as u64;
+                self.metrics.gap_records_written.inc_by(n);
+                self.summary.gaps += n;
+                self.buffer.gaps.clear();
+                self.gaps_to.extend(positions);
+            }
+            Some(Err(error)) => failed = failed.or(Some(error)),
+            None => {}
+        }
+        match rejected {
+            Some(Ok(positions)) => {
+                for row in &self.buffer.rejects {
+                    self.metrics.rejected(row.reason);
+                }
+                self.summary.rejected += self.buffer.rejects.len() as u64;
+                self.buffer.rejects.clear();
+                self.rejected_to.extend(positions);
+            }
+            Some(Err(error)) => failed = failed.or(Some(error)),
+            None => {}
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Whether anything read or published is not recorded in the table yet.
@@ -747,4 +760,27 @@ fn positions_of(
         .filter(|(s, _)| shards.contains(s.as_str()))
         .cloned()
         .collect()
+}
+
+/// Commits `batch` (if any) to a side table (`raw`, `gaps`, `rejected`) with the positions of
+/// the shards its rows came from; returns those positions, now held by that table.
+async fn commit_side(
+    table: &mut DeltaTable,
+    batch: Option<RecordBatch>,
+    shards: HashSet<&str>,
+    progress: &[(String, Position)],
+    stream: &str,
+    now: chrono::DateTime<Utc>,
+) -> Option<Result<Vec<(String, Position)>>> {
+    let batch = batch?;
+    let positions = positions_of(progress, &shards);
+    let txns = positions
+        .iter()
+        .flat_map(|(s, p)| checkpoint::encode(stream, s, p, now.timestamp_millis()))
+        .collect();
+    Some(
+        table::commit(table, Some(batch), txns, HashMap::new())
+            .await
+            .map(|_| positions),
+    )
 }
