@@ -1,0 +1,305 @@
+"""Spark (pyspark and delta-spark in local mode) on a lake the real pipeline wrote, checked
+against `tern-lake sql` on the same lake in the same test: per-day counts and distinct ids, every
+row's typed values, the checkout funnel of docs/analysis.md (its SQL as printed there, run by
+both engines, and the example's DataFrame code), the `gaps` and `rejected` tables; and a
+Structured Streaming read of `events` that sees exactly the rows a later ingest commits.
+
+The lake: kinesalite and a real tern-collector (tools/consumer/local_pipeline.py), uploads of
+events created on several days (uploaded late: each lands in the day it happened), every upload
+sent twice as after a lost acknowledgement, then `tern-lake ingest --stop-when-caught-up`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools/consumer"))
+sys.path.insert(0, str(ROOT / "tools/spark"))
+
+import example  # noqa: E402
+from local_pipeline import local_pipeline  # noqa: E402
+
+KEY = "spark-test-key"
+TERN_LAKE = ROOT / "target/debug/tern-lake"
+
+
+# --- The pipeline: uploads through the collector, ingest, and `tern-lake sql` -----------------
+
+
+def stamp(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def days_ago(days: int, minute: int = 0) -> datetime:
+    """Noon UTC `days` days ago (plus `minute` minutes): far from midnight, so the collector's
+    clock correction (milliseconds here) keeps the event in that day."""
+    today = datetime.now(timezone.utc).date()
+    return datetime.combine(today - timedelta(days=days), time(12, minute), tzinfo=timezone.utc)
+
+
+@dataclass
+class Phone:
+    """One install's uploads: events numbered by `seq` from 1, as the SDK numbers them."""
+
+    install_id: str
+    next_seq: int = 1
+    sent: list[dict] = field(default_factory=list)
+
+    def batch(self, steps: list[tuple[str, datetime]], gaps: list[dict] | None = None) -> dict:
+        events = []
+        for name, created_at in steps:
+            events.append({
+                "event_id": str(uuid.uuid4()),
+                "seq": self.next_seq,
+                "name": name,
+                "created_at": stamp(created_at),
+                "properties": {"screen": "product", "price": 10 + self.next_seq},
+            })
+            self.next_seq += 1
+        body = {
+            "batch_id": str(uuid.uuid4()),
+            "install_id": self.install_id,
+            "sent_at": stamp(datetime.now(timezone.utc)),
+            "sdk": {"name": "spark-test", "version": "0"},
+            "context": {"app": {"id": "dev.tern.spark", "version": "3.1.0"},
+                        "os": {"name": "Android", "version": "15"}},
+            "events": events,
+        }
+        if gaps:
+            body["gaps"] = gaps
+        self.sent.append(body)
+        return body
+
+
+def post(url: str, body: dict) -> None:
+    r = requests.post(f"{url}/v1/batch", data=json.dumps(body), timeout=30,
+                      headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+
+
+def upload_twice(url: str, body: dict) -> set[str]:
+    """Posts a batch, then again under a new batch_id (as another collector instance would
+    write a resend): every event is in the stream twice. The events' ids."""
+    post(url, body)
+    post(url, dict(body, batch_id=str(uuid.uuid4())))
+    return {e["event_id"] for e in body["events"]}
+
+
+def ingest(endpoint: str, stream: str, lake: Path) -> dict:
+    """`tern-lake ingest --stop-when-caught-up`; the summary it prints last."""
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local",
+               AWS_EC2_METADATA_DISABLED="true", TERN_LAKE_LOG="warn")
+    env.pop("AWS_PROFILE", None)
+    done = subprocess.run(
+        [str(TERN_LAKE), "ingest", "--stream", stream, "--lake", str(lake), "--kinesis-endpoint",
+         endpoint, "--region", "us-east-1", "--stop-when-caught-up"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, timeout=300, check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def sql(lake: Path, query: str) -> list[dict]:
+    """`tern-lake sql --format json`: the rows as dicts."""
+    done = subprocess.run([str(TERN_LAKE), "sql", "--lake", str(lake), "--format", "json", query],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 0, f"tern-lake sql {query!r}: {done.stderr}"
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def docs_query(heading: str) -> str:
+    """The first SQL block under `heading` in docs/analysis.md, as printed (so the docs' query is
+    the one both engines run)."""
+    docs = (ROOT / "docs/analysis.md").read_text()
+    section = docs[docs.index(heading):]
+    start = section.index("```sql\n") + len("```sql\n")
+    return section[start:section.index("```", start)].strip().rstrip(";")
+
+
+FUNNEL_SQL = docs_query("### A checkout funnel")
+PLAIN_COLUMNS = ["event_id", "name", "install_id", "seq", "user_id", "app_version", "os_name",
+                 "properties", "shard_id", "sequence_number", "sub_sequence"]
+TIMESTAMP_COLUMNS = ["event_time", "created_at", "sent_at", "received_at", "arrived_at",
+                     "ingested_at"]
+
+
+# --- The lake ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Lake:
+    path: Path
+    endpoint: str
+    stream: str
+    url: str
+    sent_ids: set[str]
+    phones: dict[str, Phone]
+    summary: dict
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = example.spark_session("tern-spark-test")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    with local_pipeline(KEY, "shop", shards=2) as (client, stream, url):
+        phones: dict[str, Phone] = {}
+
+        def phone(install: str) -> Phone:
+            return phones.setdefault(install, Phone(install))
+
+        sent: set[str] = set()
+        # The funnel's cases, spread over five days and uploaded today: all of it is late, and
+        # what is older than the 48 h dedup window is deduplicated against its day's partition.
+        for i in range(3):  # viewed only
+            sent |= upload_twice(url, phone(f"viewer-{i}").batch([("screen_view", days_ago(4, i))]))
+        for i in range(3):  # viewed, then added to the cart
+            sent |= upload_twice(url, phone(f"adder-{i}").batch(
+                [("screen_view", days_ago(4, i)), ("search", days_ago(4, 30)),
+                 ("add_to_cart", days_ago(3, i))]))
+        for i in range(4):  # viewed, added, checked out: one day each
+            sent |= upload_twice(url, phone(f"buyer-{i}").batch(
+                [("screen_view", days_ago(3, i)), ("add_to_cart", days_ago(2, i)),
+                 ("checkout", days_ago(1, i))]))
+        for i in range(2):  # added to the cart before viewing: not a funnel step
+            sent |= upload_twice(url, phone(f"backwards-{i}").batch(
+                [("add_to_cart", days_ago(2, i)), ("screen_view", days_ago(1, i)),
+                 ("checkout", days_ago(1, 30))]))
+        for i in range(2):  # outside the funnel's 7 days
+            sent |= upload_twice(url, phone(f"old-{i}").batch(
+                [("screen_view", days_ago(10, i)), ("add_to_cart", days_ago(10, 30))]))
+        # Events of today, and a gap report: seqs 1-2 of this install were dropped on the phone.
+        gap = {"gap_id": str(uuid.uuid4()), "reason": "cap_count", "ranges": [{"first": 1, "last": 2}],
+               "count": 2, "at": stamp(days_ago(1))}
+        p = phone("today-0")
+        p.next_seq = 3
+        now = datetime.now(timezone.utc)
+        sent |= upload_twice(url, p.batch([("screen_view", now), ("button_tap", now)], gaps=[gap]))
+        # A record no collector would write: `rejected`.
+        client.put_record(StreamName=stream, Data=b"not json", PartitionKey="bad")
+
+        path = tmp_path_factory.mktemp("spark") / "lake"
+        endpoint = client.meta.endpoint_url
+        summary = ingest(endpoint, stream, path)
+        yield Lake(path, endpoint, stream, url, sent, phones, summary)
+
+
+# --- The comparisons --------------------------------------------------------------------------
+
+
+def sql_ids(lake: Path) -> set[str]:
+    return {r["event_id"] for r in sql(lake, "SELECT event_id FROM events")}
+
+
+def assert_spark_agrees(spark, lake: Path) -> dict[str, int]:
+    """Every answer Spark gives on `lake` is `tern-lake sql`'s; returns the rows per day."""
+    events = example.read_events(spark, str(lake))
+
+    days = {str(r["event_date"]): (r["events"], r["distinct_ids"])
+            for r in example.per_day(events).collect()}
+    expected_days = {
+        r["day"]: (r["events"], r["distinct_ids"])
+        for r in sql(lake, "SELECT CAST(event_date AS VARCHAR) AS day, count(*) AS events, "
+                           "count(DISTINCT event_id) AS distinct_ids FROM events GROUP BY event_date")
+    }
+    assert days == expected_days
+
+    # Every row with its typed values: timestamps as microseconds since the epoch (UTC), so a
+    # reader that shifted them by a time zone or cut their precision would differ.
+    spark_columns = [*PLAIN_COLUMNS, "CAST(event_date AS STRING)",
+                     *(f"unix_micros({c})" for c in TIMESTAMP_COLUMNS)]
+    # DataFusion casts a timestamp to its count of units, microseconds in the lake.
+    sql_columns = [*PLAIN_COLUMNS, "CAST(event_date AS VARCHAR)",
+                   *(f"CAST({c} AS BIGINT)" for c in TIMESTAMP_COLUMNS)]
+    spark_rows = sorted(tuple(r) for r in events.selectExpr(*spark_columns).collect())
+    select = ", ".join(f"{c} AS c{i}" for i, c in enumerate(sql_columns))
+    sql_rows = sorted(tuple(r[f"c{i}"] for i in range(len(sql_columns)))
+                      for r in sql(lake, f"SELECT {select} FROM events"))
+    assert spark_rows == sql_rows
+
+    # The funnel: the docs' SQL on both engines, and the example's DataFrame code.
+    events.createOrReplaceTempView("events")
+    [expected_funnel] = sql(lake, FUNNEL_SQL)
+    assert spark.sql(FUNNEL_SQL).collect()[0].asDict() == expected_funnel
+    assert example.funnel(events).collect()[0].asDict() == expected_funnel
+
+    for table in ("gaps", "rejected"):
+        [count] = sql(lake, f"SELECT count(*) AS n FROM {table}")
+        rows = spark.read.format("delta").load(example.table_path(str(lake), table)).collect()
+        assert len(rows) == count["n"], table
+    return {day: n for day, (n, _) in expected_days.items()}
+
+
+def test_batch_read_agrees_with_tern_lake_sql(spark, lake):
+    summary = lake.summary
+    # The lake exercises what it should: every event arrived twice and was kept once.
+    assert summary["rows_written"] == len(lake.sent_ids), summary
+    assert summary["duplicates_removed"] == len(lake.sent_ids), summary
+    assert summary["rejected"] == 1, summary
+    assert sql_ids(lake.path) == lake.sent_ids
+
+    per_day = assert_spark_agrees(spark, lake.path)
+    assert len(per_day) >= 5, per_day
+    [funnel] = sql(lake.path, FUNNEL_SQL)
+    assert funnel["viewed"] > funnel["added_to_cart"] > funnel["checked_out"] > 0, funnel
+
+
+def test_stream_sees_exactly_the_rows_a_later_ingest_commits(spark, lake):
+    query = (
+        example.events_stream(spark, str(lake.path))
+        .select("event_id")
+        .writeStream.format("memory")
+        .queryName("events_seen")
+        .start()
+    )
+    try:
+        query.processAllAvailable()
+        before = [r["event_id"] for r in spark.sql("SELECT event_id FROM events_seen").collect()]
+        # A stream starts with the table's rows when it starts, each once.
+        table_before = sql_ids(lake.path)
+        assert sorted(before) == sorted(table_before)
+        days_before = {r["day"] for r in sql(
+            lake.path, "SELECT DISTINCT CAST(event_date AS VARCHAR) AS day FROM events")}
+
+        # More uploads: late events in old days that already have rows (an offline phone), one
+        # more of today, each sent twice, and a resend of batches the table already holds.
+        late = Phone("late-0")
+        new = upload_twice(lake.url, late.batch(
+            [("screen_view", days_ago(4, 50)), ("add_to_cart", days_ago(4, 51)),
+             ("checkout", days_ago(3, 52))]))
+        new |= upload_twice(lake.url, lake.phones["viewer-0"].batch(
+            [("screen_view", datetime.now(timezone.utc))]))
+        for install in ("buyer-0", "backwards-1"):
+            upload_twice(lake.url, dict(lake.phones[install].sent[0], batch_id=str(uuid.uuid4())))
+        summary = ingest(lake.endpoint, lake.stream, lake.path)
+        assert summary["rows_written"] == len(new), summary
+
+        query.processAllAvailable()
+        seen = [r["event_id"] for r in spark.sql("SELECT event_id FROM events_seen").collect()]
+        assert len(seen) == len(set(seen)), "no row is streamed twice"
+        streamed = set(seen) - set(before)
+        table_after = sql_ids(lake.path)
+        assert streamed == table_after - table_before
+        assert streamed == new
+        ids = ", ".join(f"'{i}'" for i in sorted(new))
+        new_days = sql(lake.path, "SELECT DISTINCT CAST(event_date AS VARCHAR) AS day FROM events "
+                                  f"WHERE event_id IN ({ids})")
+        assert {r["day"] for r in new_days} <= days_before, "the new rows went to existing days"
+    finally:
+        query.stop()
+    # A batch read after the new commit agrees too (the funnel gained the late install).
+    assert_spark_agrees(spark, lake.path)
