@@ -58,6 +58,9 @@ def spark_session(app_name: str = "tern-lake") -> SparkSession:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
     )
+    # Read by the JVM when it starts: every Spark listener (the driver's RPC and block manager)
+    # on the loopback, not on the address the host name resolves to.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

@@ -11,6 +11,7 @@ sent twice as after a lost acknowledgement, then `tern-lake ingest --stop-when-c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -227,7 +228,8 @@ def assert_spark_agrees(spark, lake: Path) -> dict[str, int]:
                    *(f"CAST({c} AS BIGINT)" for c in TIMESTAMP_COLUMNS)]
     spark_rows = sorted(tuple(r) for r in events.selectExpr(*spark_columns).collect())
     select = ", ".join(f"{c} AS c{i}" for i, c in enumerate(sql_columns))
-    sql_rows = sorted(tuple(r[f"c{i}"] for i in range(len(sql_columns)))
+    # (JSON lines leave a null out of its row.)
+    sql_rows = sorted(tuple(r.get(f"c{i}") for i in range(len(sql_columns)))
                       for r in sql(lake, f"SELECT {select} FROM events"))
     assert spark_rows == sql_rows
 
@@ -246,9 +248,11 @@ def assert_spark_agrees(spark, lake: Path) -> dict[str, int]:
 
 def test_batch_read_agrees_with_tern_lake_sql(spark, lake):
     summary = lake.summary
-    # The lake exercises what it should: every event arrived twice and was kept once.
+    # The lake exercises what it should: every event and the gap report arrived twice and were
+    # kept once; the bad record was rejected.
     assert summary["rows_written"] == len(lake.sent_ids), summary
-    assert summary["duplicates_removed"] == len(lake.sent_ids), summary
+    assert summary["gaps"] == 1, summary
+    assert summary["duplicates_removed"] == len(lake.sent_ids) + 1, summary
     assert summary["rejected"] == 1, summary
     assert sql_ids(lake.path) == lake.sent_ids
 
@@ -258,17 +262,30 @@ def test_batch_read_agrees_with_tern_lake_sql(spark, lake):
     assert funnel["viewed"] > funnel["added_to_cart"] > funnel["checked_out"] > 0, funnel
 
 
-def test_stream_sees_exactly_the_rows_a_later_ingest_commits(spark, lake):
-    query = (
-        example.events_stream(spark, str(lake.path))
-        .select("event_id")
-        .writeStream.format("memory")
-        .queryName("events_seen")
-        .start()
-    )
-    try:
+@contextlib.contextmanager
+def memory_stream(spark, lake: Path, name: str, trigger_seconds: float = 0):
+    """A Structured Streaming query reading `events` into the memory table `name`; yields a
+    function that waits until the query has read every commit there is and returns the
+    `event_id`s it has seen so far (all of them, repeats included)."""
+    writer = (example.events_stream(spark, str(lake)).select("event_id")
+              .writeStream.format("memory").queryName(name))
+    if trigger_seconds:
+        writer = writer.trigger(processingTime=f"{trigger_seconds} seconds")
+    query = writer.start()
+
+    def seen() -> list[str]:
         query.processAllAvailable()
-        before = [r["event_id"] for r in spark.sql("SELECT event_id FROM events_seen").collect()]
+        return [r["event_id"] for r in spark.sql(f"SELECT event_id FROM {name}").collect()]
+
+    try:
+        yield seen
+    finally:
+        query.stop()
+
+
+def test_stream_sees_exactly_the_rows_a_later_ingest_commits(spark, lake):
+    with memory_stream(spark, lake.path, "events_seen") as seen:
+        before = seen()
         # A stream starts with the table's rows when it starts, each once.
         table_before = sql_ids(lake.path)
         assert sorted(before) == sorted(table_before)
@@ -288,18 +305,49 @@ def test_stream_sees_exactly_the_rows_a_later_ingest_commits(spark, lake):
         summary = ingest(lake.endpoint, lake.stream, lake.path)
         assert summary["rows_written"] == len(new), summary
 
-        query.processAllAvailable()
-        seen = [r["event_id"] for r in spark.sql("SELECT event_id FROM events_seen").collect()]
-        assert len(seen) == len(set(seen)), "no row is streamed twice"
-        streamed = set(seen) - set(before)
-        table_after = sql_ids(lake.path)
-        assert streamed == table_after - table_before
+        after = seen()
+        assert len(after) == len(set(after)), "no row is streamed twice"
+        streamed = set(after) - set(before)
+        assert streamed == sql_ids(lake.path) - table_before
         assert streamed == new
         ids = ", ".join(f"'{i}'" for i in sorted(new))
         new_days = sql(lake.path, "SELECT DISTINCT CAST(event_date AS VARCHAR) AS day FROM events "
                                   f"WHERE event_id IN ({ids})")
         assert {r["day"] for r in new_days} <= days_before, "the new rows went to existing days"
-    finally:
-        query.stop()
     # A batch read after the new commit agrees too (the funnel gained the late install).
     assert_spark_agrees(spark, lake.path)
+
+
+# delta-rs writes a Parquet checkpoint of the log every 100 versions (its default
+# `delta.checkpointInterval`, which the lake keeps): version 99 is the first.
+CHECKPOINT_VERSION = 99
+
+
+def test_spark_reads_past_a_checkpoint_delta_rs_wrote(spark, lake):
+    """A lake that runs for a day has many log checkpoints (one every 100 commits, ~17 min at
+    the default 10 s commit interval): Spark's snapshot starts from the newest, and a stream
+    running while one is written still sees every new row once."""
+    log = lake.path / "events/_delta_log"
+    assert not (log / "_last_checkpoint").exists()
+    # Spark's default trigger would run a micro-batch per commit below; one every few seconds
+    # is what a job on a lake would do, and leaves the machine to the ingests.
+    with memory_stream(spark, lake.path, "events_across_checkpoint", trigger_seconds=5) as seen:
+        before = seen()
+        phone, new = Phone("many-commits"), set()
+        # One ingest run, one commit; a run that reads only duplicates commits nothing.
+        for run in range(CHECKPOINT_VERSION + 1):
+            if (log / "_last_checkpoint").exists():
+                break
+            new |= upload_twice(lake.url, phone.batch([("screen_view", days_ago(run % 6, run % 60))]))
+            if run % 10 == 0:
+                upload_twice(lake.url, phone.sent[0])
+            ingest(lake.endpoint, lake.stream, lake.path)
+        checkpoint = json.loads((log / "_last_checkpoint").read_text())
+        assert checkpoint["version"] == CHECKPOINT_VERSION, checkpoint
+        after = seen()
+        assert len(after) == len(set(after)), "no row is streamed twice"
+        assert set(after) - set(before) == new
+    assert_spark_agrees(spark, lake.path)
+    # A stream started now begins from the checkpoint's snapshot.
+    with memory_stream(spark, lake.path, "events_from_checkpoint") as seen:
+        assert sorted(seen()) == sorted(sql_ids(lake.path))
