@@ -5,7 +5,7 @@
 script runs in local mode on one machine; the same code runs on a cluster (EMR, Databricks)
 against the table's S3 prefix (docs/lake.md, *Spark*).
 
-    make build deps                                      # the venv has pyspark and delta-spark
+    make deps build                                      # the venv gets pyspark and delta-spark
     make demo                                            # leaves a lake in target/demo-lake
     .venv/bin/python tools/spark/example.py --lake target/demo-lake
     .venv/bin/python tools/spark/example.py --lake target/demo-lake --follow 60
