@@ -42,11 +42,15 @@ def stamp(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+# One "today" for the whole run, so a run across midnight still puts its events in the days
+# it meant.
+TODAY = datetime.now(timezone.utc).date()
+
+
 def days_ago(days: int, minute: int = 0) -> datetime:
-    """Noon UTC `days` days ago (plus `minute` minutes): far from midnight, so the collector's
-    clock correction (milliseconds here) keeps the event in that day."""
-    today = datetime.now(timezone.utc).date()
-    return datetime.combine(today - timedelta(days=days), time(12, minute), tzinfo=timezone.utc)
+    """Noon UTC `days` days before TODAY (plus `minute` minutes): far from midnight, so the
+    collector's clock correction (milliseconds here) keeps the event in that day."""
+    return datetime.combine(TODAY - timedelta(days=days), time(12, minute), tzinfo=timezone.utc)
 
 
 @dataclass
@@ -164,8 +168,8 @@ def lake(tmp_path_factory):
             return phones.setdefault(install, Phone(install))
 
         sent: set[str] = set()
-        # The funnel's cases, spread over five days and uploaded today: all of it is late, and
-        # what is older than the 48 h dedup window is deduplicated against its day's partition.
+        # The funnel's cases, created over the last five days and ten days ago and uploaded
+        # now: late events, each in the partition of the day it happened.
         for i in range(3):  # viewed only
             sent |= upload_twice(url, phone(f"viewer-{i}").batch([("screen_view", days_ago(4, i))]))
         for i in range(3):  # viewed, then added to the cart
@@ -292,14 +296,13 @@ def test_stream_sees_exactly_the_rows_a_later_ingest_commits(spark, lake):
         days_before = {r["day"] for r in sql(
             lake.path, "SELECT DISTINCT CAST(event_date AS VARCHAR) AS day FROM events")}
 
-        # More uploads: late events in old days that already have rows (an offline phone), one
-        # more of today, each sent twice, and a resend of batches the table already holds.
+        # More uploads, each sent twice: late events in old days that already have rows (an
+        # offline phone) and a resend of batches the table already holds.
         late = Phone("late-0")
         new = upload_twice(lake.url, late.batch(
             [("screen_view", days_ago(4, 50)), ("add_to_cart", days_ago(4, 51)),
              ("checkout", days_ago(3, 52))]))
-        new |= upload_twice(lake.url, lake.phones["viewer-0"].batch(
-            [("screen_view", datetime.now(timezone.utc))]))
+        new |= upload_twice(lake.url, lake.phones["viewer-0"].batch([("search", days_ago(1, 40))]))
         for install in ("buyer-0", "backwards-1"):
             upload_twice(lake.url, dict(lake.phones[install].sent[0], batch_id=str(uuid.uuid4())))
         summary = ingest(lake.endpoint, lake.stream, lake.path)
@@ -338,7 +341,7 @@ def test_spark_reads_past_a_checkpoint_delta_rs_wrote(spark, lake):
         for run in range(CHECKPOINT_VERSION + 1):
             if (log / "_last_checkpoint").exists():
                 break
-            new |= upload_twice(lake.url, phone.batch([("screen_view", days_ago(run % 6, run % 60))]))
+            new |= upload_twice(lake.url, phone.batch([("screen_view", days_ago(1 + run % 5, run % 60))]))
             if run % 10 == 0:
                 upload_twice(lake.url, phone.sent[0])
             ingest(lake.endpoint, lake.stream, lake.path)
