@@ -337,11 +337,12 @@ def test_spark_reads_past_a_checkpoint_delta_rs_wrote(spark, lake):
     with memory_stream(spark, lake.path, "events_across_checkpoint", trigger_seconds=5) as seen:
         before = seen()
         phone, new = Phone("many-commits"), set()
-        # One ingest run, one commit; a run that reads only duplicates commits nothing.
+        # One ingest run with new rows, one commit; now and then a resend of rows already in.
         for run in range(CHECKPOINT_VERSION + 1):
             if (log / "_last_checkpoint").exists():
                 break
-            new |= upload_twice(lake.url, phone.batch([("screen_view", days_ago(1 + run % 5, run % 60))]))
+            day = days_ago(1 + run % 5, run % 60)
+            new |= upload_twice(lake.url, phone.batch([("screen_view", day)]))
             if run % 10 == 0:
                 upload_twice(lake.url, phone.sent[0])
             ingest(lake.endpoint, lake.stream, lake.path)
