@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NPM ?= npm
 
-.PHONY: all deps build test demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bench-lake bindings
+.PHONY: all deps build test test-spark demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bench-lake bindings
 
 all: build
 
@@ -47,6 +47,12 @@ test: deps build bindings
 	$(CARGO) test --workspace
 	.venv/bin/python -m pytest -q tools/consumer bindings/python/tests
 	cd bindings/kotlin && mvn -q -B test
+
+# Spark (pyspark + delta-spark, local mode) reads a lake the real pipeline writes and agrees with
+# `tern-lake sql` (tools/spark). The Delta jars come from Maven Central once and are cached in
+# target/spark-ivy.
+test-spark: deps build
+	.venv/bin/python -m pytest -q tools/spark
 
 demo: deps build
 	$(CARGO) run -q -p tern-tests --bin tern-demo -- $(DEMO_ARGS)
