@@ -5,8 +5,12 @@
 //! (de-aggregation, parsing, checks) → [`dedup`] (the `event_id` window) → [`table`] (Delta
 //! schemas and commits, with the shards' [`checkpoint`]s in the same commit) → [`query`] and
 //! [`sql`] (DataFusion). [`ingest`] runs the loop; [`limits`] holds every limit with its reason.
+//! Upkeep beside ingest: [`compact`] (small files bin-packed, VACUUM, expired log entries) and
+//! [`snapshot`] (named table versions with a [`checksum`] of their rows).
 
 pub mod checkpoint;
+pub mod checksum;
+pub mod compact;
 pub mod config;
 pub mod decode;
 pub mod dedup;
@@ -15,6 +19,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod query;
+pub mod snapshot;
 pub mod source;
 pub mod sql;
 pub mod table;
