@@ -238,7 +238,7 @@ struct FileCounts {
 /// files, their small files in groups of at most the target size (oldest first).
 fn plan(table: &DeltaTable, only: Option<&str>) -> Result<(Vec<PartitionPlan>, FileCounts)> {
     let state = table.snapshot()?;
-    let partition_columns = state.metadata().partition_columns().clone();
+    let partition_columns = state.metadata().partition_columns().to_vec();
     let mut partitions: BTreeMap<String, (HashMap<String, Option<String>>, Vec<Candidate>, usize)> =
         BTreeMap::new();
     let mut counts = FileCounts::default();
