@@ -42,6 +42,7 @@ use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::DeltaOperation;
 use deltalake::table::config::TablePropertiesExt as _;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::{DeltaTable, Path};
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -105,7 +106,8 @@ pub struct TableSummary {
     pub files_written: usize,
     /// Compaction commits.
     pub commits: usize,
-    /// Compaction commits delta-rs rebased onto commits that landed meanwhile (ingest's).
+    /// Commits (ingest's) that landed between a compaction's plan and its commit, which
+    /// delta-rs checked and rebased the compaction commit onto, summed over its commits.
     pub rebased: u64,
     /// Compaction attempts that failed and were planned again.
     pub retries: u64,
@@ -373,7 +375,7 @@ async fn compact_partition(
 }
 
 /// Rewrites each group of the plan as one file and commits them in place of the small files;
-/// the table moves to the new version. Returns how often delta-rs rebased the commit and the
+/// the table moves to the new version. Returns how many commits it was rebased over and the
 /// number of files written.
 async fn rewrite_and_commit(
     ctx: &SessionContext,
@@ -412,11 +414,14 @@ async fn rewrite_and_commit(
             .map(|f| Action::Remove(f.remove.clone())),
     );
     let now_ms = Utc::now().timestamp_millis();
-    let properties = CommitProperties::default().with_application_transaction(Transaction {
-        app_id: compaction_app_id(name),
-        version: now_ms,
-        last_updated: Some(now_ms),
-    });
+    let read_version = table.version().unwrap_or(0);
+    let properties = CommitProperties::default()
+        .with_application_transaction(Transaction {
+            app_id: compaction_app_id(name),
+            version: now_ms,
+            last_updated: Some(now_ms),
+        })
+        .with_metadata([("readVersion".to_owned(), serde_json::json!(read_version))]);
     let operation = DeltaOperation::Optimize {
         predicate: Some(plan.key.clone()),
         target_size: COMPACT_TARGET_FILE_BYTES as i64,
@@ -425,7 +430,9 @@ async fn rewrite_and_commit(
         .with_actions(actions)
         .build(Some(table.snapshot()?), table.log_store(), operation)
         .await?;
-    let rebased = finalized.metrics.num_retries;
+    // Commits (ingest's) landed between the plan and this commit: delta-rs checked each and
+    // rebased this one onto them.
+    let rebased = finalized.version().saturating_sub(read_version + 1);
     table.state = Some(finalized.snapshot());
     Ok((rebased, written))
 }
@@ -458,35 +465,62 @@ fn with_partition(
 /// VACUUM: files removed longer ago than `retention` (except those `keep`'s versions read),
 /// then files no commit referenced, once [`ORPHAN_MIN_AGE`] old. Returns the table and how
 /// many files were (or, dry, would be) deleted.
+///
+/// Each pass is planned dry first: delta-rs counts a file an earlier VACUUM already deleted
+/// as deleted again while its tombstone stays in the log (the table's
+/// `delta.deletedFileRetentionDuration`), so the files that still exist are counted here, and
+/// a pass with nothing to delete is not run (it would only add two commits).
 async fn vacuum(
     table: DeltaTable,
     retention: Duration,
     keep: &[u64],
     dry_run: bool,
 ) -> Result<(DeltaTable, usize)> {
-    let mut deleted = HashSet::new();
+    let store = table.object_store();
     let mut table = table;
+    let mut removed_before: HashSet<String> = HashSet::new();
+    let mut deleted = 0;
     for (mode, keep_for) in [
         (VacuumMode::Lite, retention),
         (VacuumMode::Full, retention.max(ORPHAN_MIN_AGE)),
     ] {
         let period = chrono::Duration::from_std(keep_for)
             .map_err(|e| Error::Config(format!("retention-hours: {e}")))?;
-        let mut builder = table
-            .vacuum()
-            .with_mode(mode)
-            .with_retention_period(period)
-            // The retention is the operator's choice (`--retention-hours`), not the table's.
-            .with_enforce_retention_duration(false)
-            .with_dry_run(dry_run);
-        if !keep.is_empty() {
-            builder = builder.with_keep_versions(keep);
+        let builder = |table: DeltaTable, dry: bool| {
+            let builder = table
+                .vacuum()
+                .with_mode(mode.clone())
+                .with_retention_period(period)
+                // The retention is the operator's choice (`--retention-hours`), not the table's.
+                .with_enforce_retention_duration(false)
+                .with_dry_run(dry);
+            if keep.is_empty() {
+                builder
+            } else {
+                builder.with_keep_versions(keep)
+            }
+        };
+        let (planned_on, plan) = builder(table, true).await?;
+        table = planned_on;
+        let mut present = 0;
+        for file in &plan.files_deleted {
+            if removed_before.contains(file) {
+                continue;
+            }
+            let path = Path::parse(file).unwrap_or_else(|_| Path::from(file.as_str()));
+            match store.head(&path).await {
+                Ok(_) => present += 1,
+                Err(deltalake::ObjectStoreError::NotFound { .. }) => {}
+                Err(e) => return Err(Error::Delta(e.into())),
+            }
         }
-        let (after, metrics) = builder.await?;
-        deleted.extend(metrics.files_deleted);
-        table = after;
+        removed_before.extend(plan.files_deleted);
+        deleted += present;
+        if present > 0 && !dry_run {
+            table = builder(table, false).await?.0;
+        }
     }
-    Ok((table, deleted.len()))
+    Ok((table, deleted))
 }
 
 /// Removes log entries older than the table's log retention, but never those a named
