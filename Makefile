@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NPM ?= npm
 
-.PHONY: all deps build test test-spark demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bench-lake bindings
+.PHONY: all deps build test test-spark demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bench-lake bench-compact bindings
 
 all: build
 
@@ -87,6 +87,10 @@ bench-collector: deps
 # tern-lake's ingest cost per stage beside Python deltalake, and the dedup window's memory.
 bench-lake: deps
 	tools/bench-lake.sh 3
+
+# Files per partition and a daily query's time before and after `tern-lake compact`.
+bench-compact: deps
+	tools/bench-compact.sh 60 7
 
 lint:
 	$(CARGO) fmt --all -- --check

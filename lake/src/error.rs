@@ -24,6 +24,13 @@ pub enum Error {
     /// A JSON document could not be written.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A named snapshot is missing, exists already, or no longer matches its checksum.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    /// Compaction gave up on a partition (its files are as they were), or a data file could not
+    /// be read back.
+    #[error("compact: {0}")]
+    Compact(String),
     /// Local I/O (the lake directory, the history file, stdout).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -5,10 +5,16 @@
 //! (de-aggregation, parsing, checks) → [`dedup`] (the `event_id` window) → [`table`] (Delta
 //! schemas and commits, with the shards' [`checkpoint`]s in the same commit) → [`query`] and
 //! [`sql`] (DataFusion). [`ingest`] runs the loop; [`limits`] holds every limit with its reason.
+//! Feeds beside the table: [`clean`] (the cleansed stream), the `raw` archive and [`backfill`]
+//! from it under today's [`rules`].
+//! Upkeep beside ingest: [`compact`] (small files bin-packed, VACUUM, expired log entries) and
+//! [`snapshot`] (named table versions with a [`checksum`] of their rows).
 
 pub mod backfill;
 pub mod checkpoint;
+pub mod checksum;
 pub mod clean;
+pub mod compact;
 pub mod config;
 pub mod decode;
 pub mod dedup;
@@ -18,6 +24,7 @@ pub mod limits;
 pub mod metrics;
 pub mod query;
 pub mod rules;
+pub mod snapshot;
 pub mod source;
 pub mod sql;
 pub mod table;

@@ -79,3 +79,36 @@ pub const BACKFILL_RAW_SLACK_DAYS: i64 = 1;
 /// Times a backfill computes and commits again after ingest (or another writer) committed to
 /// the days it replaces meanwhile; each attempt re-reads `raw`, so nothing either wrote is lost.
 pub const BACKFILL_ATTEMPTS: u32 = 20;
+/// Size a compacted file aims at: the 128 MiB that Parquet readers (Spark, Trino, DataFusion)
+/// are tuned for, and what one partition's rewrite holds in flight at most.
+pub const COMPACT_TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// Files below this size are compacted. Half the target: a file already that large gains little
+/// from a rewrite, and a partition of big files and one late small file then rewrites only the
+/// small ones, not the day's 100 MiB again for every late event.
+pub const COMPACT_SMALL_FILE_BYTES: u64 = COMPACT_TARGET_FILE_BYTES / 2;
+
+/// Attempts at one partition's compaction commit. Conflicts come only from another compactor
+/// (each compaction commit carries a `txn` of its own, so two never both land) or a metadata
+/// change; ingest's appends are rebased over by delta-rs. Giving up loses nothing: the files stay
+/// as they were, and the next run compacts them.
+pub const COMPACT_COMMIT_ATTEMPTS: u32 = 8;
+
+/// First wait after a failed compaction commit; it doubles up to [`COMPACT_RETRY_MAX`].
+pub const COMPACT_RETRY_MIN: Duration = Duration::from_millis(200);
+
+/// Longest wait between compaction commit attempts: 8 attempts then take under a minute.
+pub const COMPACT_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// How long VACUUM keeps a file after a commit removed it, by default: Delta's own default
+/// (`delta.deletedFileRetentionDuration`), so that a query or a time travel of the last week
+/// still finds its files. Named snapshots keep theirs regardless.
+pub const DEFAULT_VACUUM_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A file that no commit ever referenced (a failed commit attempt's, a crashed writer's) is
+/// deleted only once this old, whatever the retention: a writer's file is unreferenced from its
+/// upload to its commit, and no commit attempt takes a day.
+pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest snapshot name: a file name (`_snapshots/NAME.json`) on every object store.
+pub const SNAPSHOT_NAME_MAX: usize = 128;

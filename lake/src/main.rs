@@ -24,6 +24,11 @@ enum Command {
     Ingest(IngestArgs),
     /// Query the lake: one query, or an interactive prompt without one.
     Sql(SqlArgs),
+    /// Bin-pack small files, VACUUM old ones, drop expired log entries; safe beside ingest.
+    /// Prints a JSON summary.
+    Compact(tern_lake::compact::CompactArgs),
+    /// Named versions of `events` (training sets): create, list, verify.
+    Snapshot(tern_lake::snapshot::SnapshotArgs),
     /// Rebuild days of `events` (and `rejected`) from `raw` with today's cleansing rules.
     Backfill(BackfillArgs),
 }
@@ -61,6 +66,9 @@ struct SqlArgs {
     /// Read `events` as of a table version (a number) or a time (RFC 3339).
     #[arg(long, value_name = "VERSION|TIMESTAMP")]
     as_of: Option<String>,
+    /// Read `events` as of a named snapshot's version (`tern-lake snapshot list`).
+    #[arg(long, value_name = "NAME", conflicts_with = "as_of")]
+    snapshot: Option<String>,
     /// The query; without it, an interactive prompt.
     query: Option<String>,
 }
@@ -72,8 +80,9 @@ fn main() -> anyhow::Result<()> {
     // and a query's answer should stand alone on the terminal.
     let default_filter = match cli.command {
         Command::Ingest(_) => "info,deltalake_core=off,buoyant_kernel=warn",
-        Command::Sql(_) => "warn",
+        Command::Sql(_) | Command::Snapshot(_) => "warn",
         Command::Backfill(_) => "info,deltalake_core=warn,buoyant_kernel=warn",
+        Command::Compact(_) => "info,deltalake_core=off,buoyant_kernel=warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -92,6 +101,12 @@ fn main() -> anyhow::Result<()> {
             Command::Ingest(args) => ingest(args).await,
             Command::Sql(args) => sql_command(args).await,
             Command::Backfill(args) => backfill(args).await,
+            Command::Compact(args) => {
+                let summary = tern_lake::compact::run(&args).await?;
+                println!("{}", serde_json::to_string(&summary)?);
+                Ok(())
+            }
+            Command::Snapshot(args) => Ok(tern_lake::snapshot::run(args).await?),
         }
     })
 }
@@ -130,9 +145,10 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
 }
 
 async fn sql_command(args: SqlArgs) -> anyhow::Result<()> {
-    let as_of = match args.as_of {
-        None => AsOf::Latest,
-        Some(v) => match v.parse::<u64>() {
+    let as_of = match (args.as_of, args.snapshot) {
+        (_, Some(name)) => AsOf::Version(tern_lake::snapshot::get(&args.lake, &name).await?.version),
+        (None, None) => AsOf::Latest,
+        (Some(v), None) => match v.parse::<u64>() {
             Ok(version) => AsOf::Version(version),
             Err(_) => AsOf::Timestamp(v),
         },

@@ -325,6 +325,10 @@ pub async fn commit(
         actions.extend(writer.flush().await?.into_iter().map(Action::Add));
     }
     let partition_by = Some(table.snapshot()?.metadata().partition_columns().to_vec());
+    let mut metadata = metadata;
+    // Delta's `commitInfo.readVersion`: the version this commit was planned on, so the log
+    // shows which commits it was rebased over (another writer's, a compaction's).
+    metadata.insert("readVersion".to_owned(), Value::from(table.version()));
     let properties = CommitProperties::default()
         .with_application_transactions(txns)
         .with_metadata(metadata);

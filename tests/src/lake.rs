@@ -10,8 +10,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use tern_protocol::StreamRecord;
+
 use crate::process::{binary, Listening};
-use crate::{workspace_root, WRITE_KEY};
+use crate::{workspace_root, Kinesalite, WRITE_KEY};
 
 /// A `tern-lake ingest` command reading `stream` at `kinesis_endpoint` into `lake`.
 pub fn ingest_command(
@@ -81,15 +83,26 @@ pub fn sql(
     query: &str,
     as_of: Option<i64>,
 ) -> Result<Vec<Map<String, Value>>> {
+    match as_of {
+        Some(version) => sql_with(lake, query, &["--as-of", &version.to_string()]),
+        None => sql_with(lake, query, &[]),
+    }
+}
+
+/// Runs `query` with `tern-lake sql --format json` and `extra` flags (`--snapshot NAME`, ...);
+/// the rows as JSON objects.
+pub fn sql_with(
+    lake: impl AsRef<OsStr>,
+    query: &str,
+    extra: &[&str],
+) -> Result<Vec<Map<String, Value>>> {
     let mut command = Command::new(binary("tern-lake")?);
     command
         .arg("sql")
         .arg("--lake")
         .arg(lake)
-        .args(["--format", "json"]);
-    if let Some(version) = as_of {
-        command.args(["--as-of", &version.to_string()]);
-    }
+        .args(["--format", "json"])
+        .args(extra);
     let output = command.arg(query).output().context("tern-lake sql")?;
     if !output.status.success() {
         bail!(
@@ -190,23 +203,91 @@ pub fn completeness_query() -> Result<String> {
     Ok(section[start..end].trim().trim_end_matches(';').to_owned())
 }
 
-/// A stream record as a collector writes it, for an event that happened at `at`.
-pub fn stream_record(install: &str, seq: u64, at: DateTime<Utc>) -> tern_protocol::StreamRecord {
+/// Runs `tern-lake ARGS...` to its end: its stdout if it exits 0, an error holding its stderr
+/// otherwise.
+pub fn tern_lake(args: &[&OsStr]) -> Result<String> {
+    let output = Command::new(binary("tern-lake")?)
+        .args(args)
+        .env(
+            "TERN_LAKE_LOG",
+            std::env::var("TERN_LAKE_LOG").unwrap_or_else(|_| "warn,deltalake_core=off".into()),
+        )
+        .output()
+        .context("tern-lake")?;
+    if !output.status.success() {
+        bail!(
+            "tern-lake {args:?} exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// `tern-lake compact --lake LAKE EXTRA...`; the JSON summary it prints.
+pub fn compact(lake: &Path, extra: &[&str]) -> Result<Value> {
+    let mut args: Vec<&OsStr> = vec!["compact".as_ref(), "--lake".as_ref(), lake.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    let stdout = tern_lake(&args)?;
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("compact summary: {stdout:?}"))
+}
+
+/// The entry of `table` in a compact summary.
+pub fn compact_table<'a>(summary: &'a Value, table: &str) -> Result<&'a Value> {
+    summary["tables"]
+        .as_array()
+        .and_then(|tables| tables.iter().find(|t| t["table"] == table))
+        .with_context(|| format!("no {table} in {summary}"))
+}
+
+/// `tern-lake snapshot ACTION [NAME] --lake LAKE`; its stdout.
+pub fn snapshot(lake: &Path, action: &str, name: Option<&str>, extra: &[&str]) -> Result<String> {
+    let mut args: Vec<&OsStr> = vec!["snapshot".as_ref(), action.as_ref()];
+    args.extend(name.map(OsStr::new));
+    args.extend(["--lake".as_ref(), lake.as_os_str()]);
+    args.extend(extra.iter().map(OsStr::new));
+    tern_lake(&args)
+}
+
+/// Runs one of the Python tools in `tools/lake/` (Python `deltalake`, an independent reader) on
+/// `lake`; the JSON object it prints.
+pub fn python_tool(script: &str, lake: &Path, extra: &[&str]) -> Result<Value> {
+    let python = workspace_root().join(".venv/bin/python");
+    if !python.exists() {
+        bail!("{} is missing: run `make test` (it creates .venv)", python.display());
+    }
+    let output = Command::new(&python)
+        .arg(workspace_root().join("tools/lake").join(script))
+        .arg(lake)
+        .args(extra)
+        .output()
+        .with_context(|| format!("python {script}"))?;
+    if !output.status.success() {
+        bail!("{script}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// A stream record as a collector writes it, of `install` with `seq`, that happened at
+/// `event_time` (days ago for a phone that was offline) and was received now.
+pub fn stream_record(install: &str, seq: u64, event_time: DateTime<Utc>) -> StreamRecord {
+    let now = Utc::now();
     let (name, properties) = crate::sample_event(seq as usize);
-    tern_protocol::StreamRecord {
+    StreamRecord {
         v: tern_protocol::RECORD_VERSION,
         event_id: Uuid::now_v7(),
         app_id: crate::APP_ID.into(),
         install_id: install.into(),
         seq,
         name: name.into(),
-        created_at: at,
-        event_time: at,
-        sent_at: at,
-        received_at: at,
+        created_at: event_time,
+        event_time,
+        sent_at: now,
+        received_at: now,
         properties,
         context: tern_protocol::Context::default(),
-        user_id: None,
+        user_id: (seq % 3 == 0).then(|| format!("user-{install}")),
         session_id: None,
         batch_id: Uuid::now_v7(),
         sdk: tern_protocol::SdkInfo {

@@ -1,7 +1,8 @@
 """An independent reader of the lake's `events` table (Python `deltalake`, not Tern's code).
 
-Prints one JSON object: the row count, the distinct event_ids and the rows per event_date, so a
-test can compare them with what `tern-lake sql` answers.
+Prints one JSON object: the row count, the distinct event_ids, the rows and the data files per
+event_date, so a test can compare them with what `tern-lake sql` answers and count the files
+compaction left.
 
     .venv/bin/python tools/lake/read_table.py LAKE_DIR [--version N]
 """
@@ -10,7 +11,9 @@ import argparse
 import collections
 import json
 import os
+import re
 import sys
+from urllib.parse import unquote
 
 from deltalake import DeltaTable
 
@@ -24,6 +27,11 @@ def main() -> None:
     data = table.to_pyarrow_table(columns=["event_id", "event_date"])
     ids = data.column("event_id").to_pylist()
     per_day = collections.Counter(str(d) for d in data.column("event_date").to_pylist())
+    files_per_day = collections.Counter(
+        match.group(1)
+        for match in (re.search(r"event_date=([^/]+)/", unquote(u)) for u in table.file_uris())
+        if match
+    )
     print(
         json.dumps(
             {
@@ -31,6 +39,8 @@ def main() -> None:
                 "rows": len(ids),
                 "distinct_ids": len(set(ids)),
                 "per_day": dict(sorted(per_day.items())),
+                "files": len(table.file_uris()),
+                "files_per_day": dict(sorted(files_per_day.items())),
                 "protocol": {
                     "min_reader_version": table.protocol().min_reader_version,
                     "min_writer_version": table.protocol().min_writer_version,
