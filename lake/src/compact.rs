@@ -54,10 +54,10 @@ use crate::limits::{
 };
 use crate::query;
 use crate::snapshot;
-use crate::table::{self, EVENTS, GAPS, REJECTED};
+use crate::table::{self, EVENTS, GAPS, RAW, REJECTED};
 
 /// The tables `compact` looks after (those that exist).
-pub const TABLES: [&str; 3] = [EVENTS, GAPS, REJECTED];
+pub const TABLES: [&str; 4] = [EVENTS, GAPS, REJECTED, RAW];
 
 /// Flags of `tern-lake compact`.
 #[derive(Debug, Args)]

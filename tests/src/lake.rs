@@ -13,7 +13,7 @@ use uuid::Uuid;
 use tern_protocol::StreamRecord;
 
 use crate::process::{binary, Listening};
-use crate::{workspace_root, Kinesalite, WRITE_KEY};
+use crate::{workspace_root, WRITE_KEY};
 
 /// A `tern-lake ingest` command reading `stream` at `kinesis_endpoint` into `lake`.
 pub fn ingest_command(
