@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NPM ?= npm
 
-.PHONY: all deps build test test-spark demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bench-lake bench-compact bindings
+.PHONY: all deps build test test-spark demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bench-lake bench-compact bench-clean bindings
 
 all: build
 
@@ -91,6 +91,13 @@ bench-lake: deps
 # Files per partition and a daily query's time before and after `tern-lake compact`.
 bench-compact: deps
 	tools/bench-compact.sh 60 7
+
+# Latency from the raw stream to the cleansed stream at the default commit interval (10 s):
+# 120 s at 200 events/s through a real collector into `tern-lake ingest --clean-stream`.
+bench-clean: deps build
+	CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+	  $(CARGO) build --release -q -p tern-lake --bins
+	.venv/bin/python tools/lake/bench_clean.py 120 200 target/release/tern-lake
 
 lint:
 	$(CARGO) fmt --all -- --check

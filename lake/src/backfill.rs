@@ -31,7 +31,9 @@ use crate::checkpoint::{self, compare_sequence, Position};
 use crate::clean::rows_json;
 use crate::decode::{self, Decoded};
 use crate::error::{Error, Result};
-use crate::limits::{BACKFILL_ATTEMPTS, BACKFILL_RAW_SLACK_DAYS, COMMIT_RETRY_MAX, COMMIT_RETRY_MIN};
+use crate::limits::{
+    BACKFILL_ATTEMPTS, BACKFILL_RAW_SLACK_DAYS, COMMIT_RETRY_MAX, COMMIT_RETRY_MIN,
+};
 use crate::query;
 use crate::rules::Rules;
 use crate::table::{self, EventColumns, Provenance, RejectedRow};
@@ -167,9 +169,7 @@ async fn attempt_once(options: &Options) -> Result<Report> {
     let old = conformed(
         query::collect(
             &ctx,
-            &format!(
-                "SELECT * FROM events WHERE event_date BETWEEN DATE '{from}' AND DATE '{to}'"
-            ),
+            &format!("SELECT * FROM events WHERE event_date BETWEEN DATE '{from}' AND DATE '{to}'"),
         )
         .await?,
     )?;
@@ -199,8 +199,7 @@ async fn attempt_once(options: &Options) -> Result<Report> {
     .collect::<Result<Vec<_>>>()?;
     let new_rejected = table::rejected_batch(&rebuilt.rejects, Utc::now())?;
     let rejected_key = ["shard_id", "sequence_number", "sub_sequence"];
-    let rejected_days =
-        diff(&old_rejected, &new_rejected, &rejected_key, "arrived_date")?;
+    let rejected_days = diff(&old_rejected, &new_rejected, &rejected_key, "arrived_date")?;
 
     let mut report = Report {
         dry_run: options.dry_run,
@@ -213,7 +212,10 @@ async fn attempt_once(options: &Options) -> Result<Report> {
         return Ok(report);
     }
     let changed = |days: &[DayChange]| -> Vec<NaiveDate> {
-        days.iter().filter(|d| d.changes()).map(|d| d.date).collect()
+        days.iter()
+            .filter(|d| d.changes())
+            .map(|d| d.date)
+            .collect()
     };
     let event_changed = changed(&event_days);
     if !event_changed.is_empty() {
@@ -224,8 +226,16 @@ async fn attempt_once(options: &Options) -> Result<Report> {
     let rejected_changed = changed(&rejected_days);
     if !rejected_changed.is_empty() {
         let batch = keep_rows(&new_rejected, "arrived_date", &rejected_changed)?;
-        report.rejected_version =
-            Some(replace(&mut rejected, batch, "arrived_date", &rejected_changed, &report).await?);
+        report.rejected_version = Some(
+            replace(
+                &mut rejected,
+                batch,
+                "arrived_date",
+                &rejected_changed,
+                &report,
+            )
+            .await?,
+        );
     }
     Ok(report)
 }
@@ -407,7 +417,7 @@ async fn replace(
         .with_replace_where(predicate)
         .with_commit_properties(properties)
         .await?;
-    let version = written.version().unwrap_or_default().max(0) as u64;
+    let version = written.version().unwrap_or_default() as u64;
     *table = written;
     Ok(version)
 }
@@ -467,10 +477,8 @@ fn dates_of(batch: &RecordBatch, column: &str) -> Result<Vec<NaiveDate>> {
     let values = batch
         .column_by_name(column)
         .ok_or_else(|| Error::Config(format!("rows without column {column}")))?;
-    let values = deltalake::arrow::compute::cast(
-        values,
-        &deltalake::arrow::datatypes::DataType::Date32,
-    )?;
+    let values =
+        deltalake::arrow::compute::cast(values, &deltalake::arrow::datatypes::DataType::Date32)?;
     let values = values.as_primitive::<deltalake::arrow::datatypes::Date32Type>();
     (0..values.len())
         .map(|i| {
@@ -488,9 +496,11 @@ fn strings_of_first(batch: &RecordBatch) -> Vec<String> {
 fn cast_strings(
     column: &deltalake::arrow::array::ArrayRef,
 ) -> Result<deltalake::arrow::array::StringArray> {
-    Ok(deltalake::arrow::compute::cast(column, &deltalake::arrow::datatypes::DataType::Utf8)?
-        .as_string::<i32>()
-        .clone())
+    Ok(
+        deltalake::arrow::compute::cast(column, &deltalake::arrow::datatypes::DataType::Utf8)?
+            .as_string::<i32>()
+            .clone(),
+    )
 }
 
 fn micros_of(

@@ -191,9 +191,8 @@ fn write_value(out: &mut Vec<u8>, column: &dyn Array, kind: Kind, i: usize) -> R
     }
     out.push(1);
     let mut bytes = |b: &[u8]| -> Result<()> {
-        let len = u32::try_from(b.len()).map_err(|_| {
-            Error::Snapshot(format!("a value of {} bytes is over 4 GiB", b.len()))
-        })?;
+        let len = u32::try_from(b.len())
+            .map_err(|_| Error::Snapshot(format!("a value of {} bytes is over 4 GiB", b.len())))?;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(b);
         Ok(())
@@ -201,20 +200,36 @@ fn write_value(out: &mut Vec<u8>, column: &dyn Array, kind: Kind, i: usize) -> R
     match kind {
         Kind::String => bytes(column.as_string::<i32>().value(i).as_bytes())?,
         Kind::Binary => bytes(column.as_binary::<i32>().value(i))?,
-        Kind::Long => out.extend_from_slice(&column.as_primitive::<Int64Type>().value(i).to_le_bytes()),
+        Kind::Long => {
+            out.extend_from_slice(&column.as_primitive::<Int64Type>().value(i).to_le_bytes())
+        }
         Kind::Integer => {
             out.extend_from_slice(&column.as_primitive::<Int32Type>().value(i).to_le_bytes())
         }
-        Kind::Short => out.extend_from_slice(&column.as_primitive::<Int16Type>().value(i).to_le_bytes()),
-        Kind::Byte => out.extend_from_slice(&column.as_primitive::<Int8Type>().value(i).to_le_bytes()),
+        Kind::Short => {
+            out.extend_from_slice(&column.as_primitive::<Int16Type>().value(i).to_le_bytes())
+        }
+        Kind::Byte => {
+            out.extend_from_slice(&column.as_primitive::<Int8Type>().value(i).to_le_bytes())
+        }
         Kind::Boolean => out.push(u8::from(column.as_boolean().value(i))),
         Kind::Double => out.extend_from_slice(
-            &column.as_primitive::<Float64Type>().value(i).to_bits().to_le_bytes(),
+            &column
+                .as_primitive::<Float64Type>()
+                .value(i)
+                .to_bits()
+                .to_le_bytes(),
         ),
         Kind::Float => out.extend_from_slice(
-            &column.as_primitive::<Float32Type>().value(i).to_bits().to_le_bytes(),
+            &column
+                .as_primitive::<Float32Type>()
+                .value(i)
+                .to_bits()
+                .to_le_bytes(),
         ),
-        Kind::Date => out.extend_from_slice(&column.as_primitive::<Date32Type>().value(i).to_le_bytes()),
+        Kind::Date => {
+            out.extend_from_slice(&column.as_primitive::<Date32Type>().value(i).to_le_bytes())
+        }
         Kind::Timestamp | Kind::TimestampNtz => out.extend_from_slice(
             &column
                 .as_primitive::<TimestampMicrosecondType>()
@@ -268,7 +283,10 @@ mod tests {
     fn rows(ids: &[&str], seqs: &[i64], users: &[Option<&str>]) -> RecordBatch {
         let at: TimestampMicrosecondArray = seqs.iter().map(|s| Some(s * 1000)).collect();
         batch(vec![
-            ("event_id", Arc::new(StringArray::from(ids.to_vec())) as ArrayRef),
+            (
+                "event_id",
+                Arc::new(StringArray::from(ids.to_vec())) as ArrayRef,
+            ),
             ("seq", Arc::new(Int64Array::from(seqs.to_vec()))),
             ("at", Arc::new(at.with_timezone("UTC"))),
             ("user_id", Arc::new(StringArray::from(users.to_vec()))),
@@ -287,7 +305,11 @@ mod tests {
 
     #[test]
     fn the_same_rows_in_other_files_and_order_give_the_same_checksum() {
-        let one = checksum(&[rows(&["a", "b", "c"], &[1, 2, 3], &[Some("u"), None, Some("")])]);
+        let one = checksum(&[rows(
+            &["a", "b", "c"],
+            &[1, 2, 3],
+            &[Some("u"), None, Some("")],
+        )]);
         let split = checksum(&[
             rows(&["c"], &[3], &[Some("")]),
             rows(&["b", "a"], &[2, 1], &[None, Some("u")]),
@@ -306,7 +328,11 @@ mod tests {
         // Bytes moved between two columns: lengths are part of the serialization.
         let moved = checksum(&[rows(&["ab", ""], &[1, 2], &[Some("u"), None])]);
         let fewer = checksum(&[rows(&["a"], &[1], &[Some("u")])]);
-        let twice = checksum(&[rows(&["a", "a", "b"], &[1, 1, 2], &[Some("u"), Some("u"), None])]);
+        let twice = checksum(&[rows(
+            &["a", "a", "b"],
+            &[1, 1, 2],
+            &[Some("u"), Some("u"), None],
+        )]);
         for other in [&empty, &seq, &moved, &fewer, &twice] {
             assert_ne!(base.checksum, other.checksum);
         }

@@ -30,7 +30,10 @@ use crate::metrics::Metrics;
 /// The `txn` app id holding the mark of worker `worker` (`I/N`) publishing `stream`'s rows to
 /// `clean`.
 pub fn mark_app_id(stream: &str, clean: &str, worker: &str) -> String {
-    format!("tern-lake-clean/{stream}/{clean}/{}", worker.replace('/', "of"))
+    format!(
+        "tern-lake-clean/{stream}/{clean}/{}",
+        worker.replace('/', "of")
+    )
 }
 
 /// The `txn` action recording `mark` (microseconds since the epoch).
@@ -258,7 +261,9 @@ impl CleanStream {
             .set_records(Some(entries))
             .send()
             .await
-            .map_err(|e| Error::Kinesis(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| {
+                Error::Kinesis(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())
+            })?;
         Ok(output
             .records()
             .iter()
@@ -307,6 +312,10 @@ mod tests {
         let refs: Vec<&CleanRecord> = big.iter().collect();
         let (first, _) = split_call(&refs);
         let bytes: usize = first.iter().map(|r| r.json.len() + 1).sum();
-        assert!(bytes <= PUT_RECORDS_MAX_BYTES && first.len() == 5, "{}", first.len());
+        assert!(
+            bytes <= PUT_RECORDS_MAX_BYTES && first.len() == 5,
+            "{}",
+            first.len()
+        );
     }
 }

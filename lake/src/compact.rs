@@ -38,11 +38,11 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::prelude::{ParquetReadOptions, SessionContext};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Remove, Transaction};
+use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::DeltaOperation;
 use deltalake::table::config::TablePropertiesExt as _;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::{DeltaTable, Path};
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -149,7 +149,11 @@ pub async fn run(args: &CompactArgs) -> Result<Summary> {
         let Some(table) = table::open(&args.lake, name).await? else {
             continue;
         };
-        let keep = if name == EVENTS { kept.clone() } else { Vec::new() };
+        let keep = if name == EVENTS {
+            kept.clone()
+        } else {
+            Vec::new()
+        };
         tables.push(maintain(table, name, retention, &keep, args.dry_run).await?);
     }
     Ok(Summary {
@@ -236,13 +240,16 @@ struct FileCounts {
     max_per_partition: usize,
 }
 
+/// A partition's values, its small files, and how many files it has in all.
+type PartitionFiles = (HashMap<String, Option<String>>, Vec<Candidate>, usize);
+
 /// The partitions of `table` (or only the one whose key is `only`) with two or more small
 /// files, their small files in groups of at most the target size (oldest first).
 fn plan(table: &DeltaTable, only: Option<&str>) -> Result<(Vec<PartitionPlan>, FileCounts)> {
     let state = table.snapshot()?;
     let partition_columns = state.metadata().partition_columns().to_vec();
-    let mut partitions: BTreeMap<String, (HashMap<String, Option<String>>, Vec<Candidate>, usize)> =
-        BTreeMap::new();
+    // Per partition key: its values, its small files, and how many files it has.
+    let mut partitions: BTreeMap<String, PartitionFiles> = BTreeMap::new();
     let mut counts = FileCounts::default();
     for file in state.log_data() {
         counts.files += 1;
@@ -565,6 +572,7 @@ mod tests {
                     reason: "not_json",
                     message: "test".into(),
                     data: vec![1, 2, 3],
+                    ingested_at: None,
                 })
                 .collect();
             let batch = table::rejected_batch(&rows, Utc::now()).unwrap();
@@ -580,7 +588,9 @@ mod tests {
         table.update_state().await.unwrap();
         let ctx = query::new_session().unwrap();
         query::register(&ctx, "t", &table).await.unwrap();
-        let batches = query::collect(&ctx, "SELECT count(*) FROM t").await.unwrap();
+        let batches = query::collect(&ctx, "SELECT count(*) FROM t")
+            .await
+            .unwrap();
         batches[0]
             .column(0)
             .as_any()

@@ -30,8 +30,8 @@ use crate::limits::{
 };
 use crate::metrics::Metrics;
 use crate::query;
-use crate::source::{ShardRead, Source};
 use crate::rules::Rules;
+use crate::source::{ShardRead, Source};
 use crate::table::{self, EventColumns, Provenance, RawRow, RejectedRow};
 
 /// What a run did, for the log line at its end (and the demo).

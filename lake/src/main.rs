@@ -146,7 +146,9 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
 
 async fn sql_command(args: SqlArgs) -> anyhow::Result<()> {
     let as_of = match (args.as_of, args.snapshot) {
-        (_, Some(name)) => AsOf::Version(tern_lake::snapshot::get(&args.lake, &name).await?.version),
+        (_, Some(name)) => {
+            AsOf::Version(tern_lake::snapshot::get(&args.lake, &name).await?.version)
+        }
         (None, None) => AsOf::Latest,
         (Some(v), None) => match v.parse::<u64>() {
             Ok(version) => AsOf::Version(version),

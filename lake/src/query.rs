@@ -176,7 +176,9 @@ pub fn owned_rows(batch: &RecordBatch, worker: &crate::source::Worker) -> Result
     let mask: deltalake::arrow::array::BooleanArray = (0..batch.num_rows())
         .map(|i| Some(worker.owns(shard.value(i))))
         .collect();
-    Ok(deltalake::arrow::compute::filter_record_batch(&batch, &mask)?)
+    Ok(deltalake::arrow::compute::filter_record_batch(
+        &batch, &mask,
+    )?)
 }
 
 /// The largest value of timestamp `column` in `batch`, in microseconds.

@@ -41,8 +41,7 @@ impl Rules {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("rules: cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("rules: {}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| Error::Config(format!("rules: {}: {e}", path.display())))
     }
 
     /// Applies the rules to `record`; what is wrong with it afterwards, if anything.
@@ -57,8 +56,12 @@ impl Rules {
         if record.name == before {
             return None;
         }
-        event_name_problem(&record.name)
-            .map(|p| format!("name: {before:?} became {:?} by the rules: {p}", record.name))
+        event_name_problem(&record.name).map(|p| {
+            format!(
+                "name: {before:?} became {:?} by the rules: {p}",
+                record.name
+            )
+        })
     }
 }
 
@@ -67,8 +70,8 @@ mod tests {
     use super::*;
 
     fn record(name: &str) -> StreamRecord {
-        let mut r: StreamRecord = serde_json::from_str(crate::decode::tests_support::GOOD_RECORD)
-            .expect("a good record");
+        let mut r: StreamRecord =
+            serde_json::from_str(crate::decode::tests_support::GOOD_RECORD).expect("a good record");
         r.name = name.into();
         r
     }

@@ -136,7 +136,10 @@ pub fn check_name(name: &str) -> Result<()> {
     let plain = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    let starts_well = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    let starts_well = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric());
     if !plain || !starts_well || name.len() > SNAPSHOT_NAME_MAX {
         return Err(Error::Snapshot(format!(
             "{name:?} is not a snapshot name: use 1 to {SNAPSHOT_NAME_MAX} letters, digits, \
@@ -264,7 +267,11 @@ pub async fn create(lake: &str, name: &str) -> Result<Snapshot> {
 /// Turns off delta-rs's log cleanup after commits on `table` (once; `compact` cleans the log
 /// instead, up to the oldest snapshot). The table moves to the latest version.
 async fn keep_log_entries(table: &mut DeltaTable) -> Result<()> {
-    if !table.snapshot()?.table_config().enable_expired_log_cleanup() {
+    if !table
+        .snapshot()?
+        .table_config()
+        .enable_expired_log_cleanup()
+    {
         table.update_state().await?;
         return Ok(());
     }
@@ -333,11 +340,10 @@ fn as_batch(snapshots: &[Snapshot]) -> Result<RecordBatch> {
         Arc::new(UInt64Array::from_iter_values(
             snapshots.iter().map(|s| s.version),
         )),
-        Arc::new(StringArray::from_iter_values(
-            snapshots
-                .iter()
-                .map(|s| s.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        )),
+        Arc::new(StringArray::from_iter_values(snapshots.iter().map(|s| {
+            s.created
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        }))),
         Arc::new(Int64Array::from_iter_values(
             snapshots
                 .iter()
@@ -356,7 +362,12 @@ mod tests {
 
     #[test]
     fn names_are_plain_file_names() {
-        for good in ["train-2024-05", "v1.2_final", "A", &"x".repeat(SNAPSHOT_NAME_MAX)] {
+        for good in [
+            "train-2024-05",
+            "v1.2_final",
+            "A",
+            &"x".repeat(SNAPSHOT_NAME_MAX),
+        ] {
             check_name(good).unwrap();
         }
         for bad in [
@@ -370,7 +381,10 @@ mod tests {
             &"x".repeat(SNAPSHOT_NAME_MAX + 1),
         ] {
             let error = check_name(bad).unwrap_err();
-            assert!(error.to_string().contains("not a snapshot name"), "{bad}: {error}");
+            assert!(
+                error.to_string().contains("not a snapshot name"),
+                "{bad}: {error}"
+            );
         }
     }
 }

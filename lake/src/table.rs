@@ -188,9 +188,9 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .fields()
         .iter()
         .map(|field| {
-            let column = batch.column_by_name(field.name()).ok_or_else(|| {
-                Error::Config(format!("rows without column {}", field.name()))
-            })?;
+            let column = batch
+                .column_by_name(field.name())
+                .ok_or_else(|| Error::Config(format!("rows without column {}", field.name())))?;
             Ok(deltalake::arrow::compute::cast(column, field.data_type())?)
         })
         .collect::<Result<Vec<ArrayRef>>>()?;

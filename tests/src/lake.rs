@@ -255,7 +255,10 @@ pub fn snapshot(lake: &Path, action: &str, name: Option<&str>, extra: &[&str]) -
 pub fn python_tool(script: &str, lake: &Path, extra: &[&str]) -> Result<Value> {
     let python = workspace_root().join(".venv/bin/python");
     if !python.exists() {
-        bail!("{} is missing: run `make test` (it creates .venv)", python.display());
+        bail!(
+            "{} is missing: run `make test` (it creates .venv)",
+            python.display()
+        );
     }
     let output = Command::new(&python)
         .arg(workspace_root().join("tools/lake").join(script))
@@ -287,7 +290,7 @@ pub fn stream_record(install: &str, seq: u64, event_time: DateTime<Utc>) -> Stre
         received_at: now,
         properties,
         context: tern_protocol::Context::default(),
-        user_id: (seq % 3 == 0).then(|| format!("user-{install}")),
+        user_id: seq.is_multiple_of(3).then(|| format!("user-{install}")),
         session_id: None,
         batch_id: Uuid::now_v7(),
         sdk: tern_protocol::SdkInfo {
@@ -309,7 +312,9 @@ pub async fn put_records(
             .iter()
             .map(|r| {
                 Ok(aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                    .data(aws_sdk_kinesis::primitives::Blob::new(serde_json::to_vec(r)?))
+                    .data(aws_sdk_kinesis::primitives::Blob::new(serde_json::to_vec(
+                        r,
+                    )?))
                     .partition_key(&r.install_id)
                     .build()?)
             })

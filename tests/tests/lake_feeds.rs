@@ -105,7 +105,14 @@ fn the_cleansed_stream_carries_every_row_once_even_after_a_kill_between_commit_a
             .map(|(k, _)| k)
             .collect();
         assert_eq!(present, row.keys().collect(), "{doc}");
-        for column in ["name", "install_id", "seq", "shard_id", "sequence_number", "batch_id"] {
+        for column in [
+            "name",
+            "install_id",
+            "seq",
+            "shard_id",
+            "sequence_number",
+            "batch_id",
+        ] {
             assert_eq!(doc[column], row[column], "{column} of {id}");
         }
         let properties: Value = serde_json::from_str(row["properties"].as_str().unwrap()).unwrap();
@@ -136,7 +143,10 @@ fn the_cleansed_stream_carries_every_row_once_even_after_a_kill_between_commit_a
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while sql_number(&lake, "SELECT count(*) AS n FROM events", None).unwrap() < before + 200 {
-        assert!(Instant::now() < deadline, "ingest did not commit the new rows");
+        assert!(
+            Instant::now() < deadline,
+            "ingest did not commit the new rows"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
@@ -198,7 +208,12 @@ fn try_names_on(lake: &Path, day: NaiveDate) -> anyhow::Result<BTreeMap<String, 
         None,
     )?
     .into_iter()
-    .map(|r| (r["name"].as_str().unwrap().to_owned(), r["n"].as_i64().unwrap()))
+    .map(|r| {
+        (
+            r["name"].as_str().unwrap().to_owned(),
+            r["n"].as_i64().unwrap(),
+        )
+    })
     .collect())
 }
 
@@ -269,7 +284,9 @@ fn a_backfill_after_a_rule_change_rewrites_exactly_the_affected_days_once() {
     ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
     let mixed = mixed_day.date_naive();
     let old_names = names_on(&lake, mixed);
-    assert!(old_names.keys().any(|n| n.chars().any(|c| c.is_ascii_uppercase())));
+    assert!(old_names
+        .keys()
+        .any(|n| n.chars().any(|c| c.is_ascii_uppercase())));
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, "lowercase_names = true\n").unwrap();
     let rules_arg = rules.to_str().unwrap();
@@ -277,7 +294,13 @@ fn a_backfill_after_a_rule_change_rewrites_exactly_the_affected_days_once() {
 
     // The dry run names the change and writes nothing.
     let version = latest_version(&lake).unwrap();
-    let dry = backfill(&lake, &stream, from, to, &["--rules", rules_arg, "--dry-run"]);
+    let dry = backfill(
+        &lake,
+        &stream,
+        from,
+        to,
+        &["--rules", rules_arg, "--dry-run"],
+    );
     assert_eq!(latest_version(&lake).unwrap(), version, "a dry run wrote");
     let days = dry["events"].as_array().unwrap();
     assert_eq!(days.len(), 3, "{dry}");
@@ -325,7 +348,8 @@ fn a_backfill_after_a_rule_change_rewrites_exactly_the_affected_days_once() {
         })
     };
     let writer = {
-        let (stop, endpoint, stream) = (Arc::clone(&stop), kinesis.endpoint.clone(), stream.clone());
+        let (stop, endpoint, stream) =
+            (Arc::clone(&stop), kinesis.endpoint.clone(), stream.clone());
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let client = runtime.block_on(tern_tests::kinesis::client(&endpoint));
@@ -363,7 +387,10 @@ fn a_backfill_after_a_rule_change_rewrites_exactly_the_affected_days_once() {
         "the backfill rewrote other days: {report}"
     );
     let new_names = names_on(&lake, mixed);
-    assert!(new_names.keys().all(|n| *n == n.to_lowercase()), "{new_names:?}");
+    assert!(
+        new_names.keys().all(|n| *n == n.to_lowercase()),
+        "{new_names:?}"
+    );
     assert_eq!(new_names.values().sum::<i64>(), 40);
     for (upper, total) in seen.lock().unwrap().iter() {
         assert_eq!(*total, 40, "a reader saw the day with {total} rows");
@@ -384,7 +411,10 @@ fn a_backfill_after_a_rule_change_rewrites_exactly_the_affected_days_once() {
         .into_iter()
         .map(|r| r["event_id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(found, expected, "every event, from before and during the backfill");
+    assert_eq!(
+        found, expected,
+        "every event, from before and during the backfill"
+    );
     assert_eq!(rows as usize, expected.len(), "no event twice");
 
     // The second run changes nothing.

@@ -77,7 +77,9 @@ fn compaction_during_ingest_loses_nothing_and_files_per_partition_drop() {
     let first: Vec<_> = (1..=30)
         .map(|seq| stream_record("install-0", seq, days[seq as usize % 3]))
         .collect();
-    kinesis.block_on(put_records(kinesis.client(), &stream, &first)).unwrap();
+    kinesis
+        .block_on(put_records(kinesis.client(), &stream, &first))
+        .unwrap();
     sent.extend(first.iter().map(|r| r.event_id.to_string()));
     ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
 
@@ -105,7 +107,9 @@ fn compaction_during_ingest_loses_nothing_and_files_per_partition_drop() {
                         )
                     })
                     .collect();
-                kinesis.block_on(put_records(kinesis.client(), &stream, &records)).unwrap();
+                kinesis
+                    .block_on(put_records(kinesis.client(), &stream, &records))
+                    .unwrap();
                 sent.extend(records.iter().map(|r| r.event_id.to_string()));
                 n += 1;
                 std::thread::sleep(Duration::from_millis(50));
@@ -176,7 +180,10 @@ fn compaction_during_ingest_loses_nothing_and_files_per_partition_drop() {
     // An independent reader sees the same rows.
     let python = python_tool("read_table.py", &lake, &[]).unwrap();
     assert_eq!(python["rows"].as_u64().unwrap() as usize, sent.len());
-    assert_eq!(python["distinct_ids"].as_u64().unwrap() as usize, sent.len());
+    assert_eq!(
+        python["distinct_ids"].as_u64().unwrap() as usize,
+        sent.len()
+    );
 }
 
 fn python_set_properties(lake: &Path, properties: &[(&str, &str)]) {
@@ -232,7 +239,9 @@ fn a_snapshot_reads_the_same_rows_after_ingest_compaction_and_vacuum() {
                 stream_record("install-1", seq, if i % 4 == 0 { late } else { now })
             })
             .collect();
-        kinesis.block_on(put_records(kinesis.client(), &stream, &records)).unwrap();
+        kinesis
+            .block_on(put_records(kinesis.client(), &stream, &records))
+            .unwrap();
         let summary = ingest_until_caught_up(&kinesis.endpoint, &stream, &lake, &[]).unwrap();
         assert_eq!(summary["rows_written"], count, "{summary}");
     };
@@ -248,7 +257,10 @@ fn a_snapshot_reads_the_same_rows_after_ingest_compaction_and_vacuum() {
     let version = created["version"].as_i64().unwrap();
     let rows = created["rows"].as_u64().unwrap();
     assert_eq!(rows, 60, "{created}");
-    assert!(version >= 5, "a checkpoint at or before the snapshot: {created}");
+    assert!(
+        version >= 5,
+        "a checkpoint at or before the snapshot: {created}"
+    );
     let query = "SELECT * FROM events ORDER BY event_id";
     let at_create = sql_with(&lake, query, &["--snapshot", "train"]).unwrap();
     assert_eq!(at_create.len() as u64, rows);
@@ -259,7 +271,10 @@ fn a_snapshot_reads_the_same_rows_after_ingest_compaction_and_vacuum() {
     )
     .unwrap();
     assert_eq!(python["rows"].as_u64(), Some(rows), "{python}");
-    assert_eq!(python["checksum"], created["checksum"], "{python} vs {created}");
+    assert_eq!(
+        python["checksum"], created["checksum"],
+        "{python} vs {created}"
+    );
     let again = snapshot(&lake, "create", Some("train"), &[]).unwrap_err();
     assert!(
         again.to_string().contains("already exists"),
@@ -273,17 +288,30 @@ fn a_snapshot_reads_the_same_rows_after_ingest_compaction_and_vacuum() {
     }
     // Expired log entries from now on; ingest must not clean them (the snapshot turned that
     // off), compact only up to the snapshot.
-    python_set_properties(&lake, &[("delta.logRetentionDuration", "interval 1 second")]);
+    python_set_properties(
+        &lake,
+        &[("delta.logRetentionDuration", "interval 1 second")],
+    );
     round(&kinesis, 10);
     std::thread::sleep(Duration::from_millis(1500));
     let before_compact = log_versions(&lake);
-    assert_eq!(before_compact[0], 0, "ingest cleaned the log: {before_compact:?}");
+    assert_eq!(
+        before_compact[0], 0,
+        "ingest cleaned the log: {before_compact:?}"
+    );
 
     let summary = compact(&lake, &["--retention-hours", "0"]).unwrap();
     eprintln!("compact: {summary}");
     let events = compact_table(&summary, "events").unwrap();
-    assert_eq!(events["kept_versions"], serde_json::json!([version]), "{events}");
-    assert!(events["partitions_compacted"].as_u64().unwrap() >= 2, "{events}");
+    assert_eq!(
+        events["kept_versions"],
+        serde_json::json!([version]),
+        "{events}"
+    );
+    assert!(
+        events["partitions_compacted"].as_u64().unwrap() >= 2,
+        "{events}"
+    );
     assert!(
         events["vacuum_files_removed"].as_u64().unwrap() > 0,
         "VACUUM deleted the files compacted after the snapshot: {events}"
