@@ -1,5 +1,12 @@
+use std::time::Duration;
+
+use rusqlite::ErrorCode;
+use tern_protocol::{RefusedEvent, SeqRange};
+
+use super::identity::SEQ_RESERVATION;
+use super::recovery::{MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE};
+use super::schema::create_or_upgrade;
 use super::*;
-use tern_protocol::SeqRange;
 
 fn event(seq: u64) -> StoredEvent {
     StoredEvent {
@@ -257,7 +264,7 @@ fn a_corrupt_buffer_keeps_the_identity_and_reports_the_lost_seqs() -> Result<()>
     assert_eq!(store.install_id(), install_id);
     assert_eq!(store.meta("user_id")?.as_deref(), Some("u-1"));
     assert_eq!(store.meta("opt_out")?.as_deref(), Some("1"));
-    let reserved = 10 + crate::policy::SEQ_RESERVATION;
+    let reserved = 10 + SEQ_RESERVATION;
     assert_eq!(
         store.next_seq(),
         reserved + 1,
@@ -300,7 +307,7 @@ fn identity_values_live_in_the_identity_file() -> Result<()> {
 fn seqs_are_reserved_in_blocks_not_per_event() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut store = Store::open(&dir.path().join("t.db"))?;
-    let block = crate::policy::SEQ_RESERVATION;
+    let block = SEQ_RESERVATION;
     store.insert_events(&events(1..=1), &[], &[])?;
     assert_eq!(store.identity.reserved_through(), 1 + block);
     store.insert_events(&events(2..=block), &[], &[])?;
@@ -350,7 +357,7 @@ fn a_power_loss_never_reuses_a_seq_and_reports_the_lost_range() -> Result<()> {
     }
     let mut store = Store::open(&path)?;
     assert_eq!(store.install_id(), install_id);
-    let reserved = 5 + crate::policy::SEQ_RESERVATION;
+    let reserved = 5 + SEQ_RESERVATION;
     assert_eq!(
         store.next_seq(),
         reserved + 1,
@@ -420,10 +427,10 @@ fn a_file_whose_event_pages_are_damaged_is_moved_aside_at_open() -> Result<()> {
     std::fs::write(&path, &bytes)?;
     let store = Store::open(&path)?;
     assert_eq!(store.pending().events, 0, "a fresh buffer");
-    assert_eq!(store.next_seq(), 3_001 + crate::policy::SEQ_RESERVATION);
+    assert_eq!(store.next_seq(), 3_001 + SEQ_RESERVATION);
     assert_eq!(
         gap_total(&store, gap_reason::STORAGE_LOST),
-        3_000 + crate::policy::SEQ_RESERVATION
+        3_000 + SEQ_RESERVATION
     );
     assert!(store.meta("recovered_from")?.is_some());
     Ok(())
@@ -1064,7 +1071,7 @@ fn corruption_found_while_running_is_handled_as_at_open() -> Result<()> {
     assert!(moved.exists(), "the corrupt copy is kept for QA");
     assert_eq!(store.install_id(), install_id);
     assert_eq!(store.meta("user_id")?.as_deref(), Some("u-1"));
-    let reserved = 10 + crate::policy::SEQ_RESERVATION;
+    let reserved = 10 + SEQ_RESERVATION;
     assert_eq!(
         store.next_seq(),
         reserved + 1,
