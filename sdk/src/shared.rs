@@ -12,13 +12,14 @@ use serde_json::{Map, Value};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
-use crate::store::{is_corruption, Caps, Store};
+use crate::store::{is_corruption, meta_key, Caps, Store};
 
 /// Most events a buffer cap drops per hold of the store lock (a whole batch may add up to one
 /// batch more): a few milliseconds of deletes, so the writer and the uploader never wait
 /// longer than that for each other when a cap drops tens of thousands of events.
 pub const MAX_CAP_DROP_SLICE: u64 = 1_000;
 
+/// What happened since the tracker started, for [`crate::Stats`].
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) rejected_invalid: AtomicU64,
@@ -27,17 +28,47 @@ pub(crate) struct Counters {
     pub(crate) thread_panics: AtomicU64,
 }
 
+/// Who tracks: added to every event at `track()`.
 #[derive(Default)]
 pub(crate) struct Identity {
     pub(crate) user_id: Option<String>,
     pub(crate) super_properties: Map<String, Value>,
 }
 
+/// The current session: a new one starts after the policy's inactivity timeout.
 pub(crate) struct Session {
     pub(crate) id: String,
     pub(crate) last_activity_ms: i64,
 }
 
+impl Identity {
+    /// The user id and super-properties remembered from the last run.
+    pub(crate) fn load(store: &Store) -> Result<Self> {
+        Ok(Self {
+            // "" is how "no user" is stored (and how older versions stored it).
+            user_id: store.meta(meta_key::USER_ID)?.filter(|id| !id.is_empty()),
+            super_properties: match store.meta(meta_key::SUPER_PROPERTIES)? {
+                Some(json) => serde_json::from_str(&json)?,
+                None => Map::new(),
+            },
+        })
+    }
+}
+
+impl Session {
+    /// The session of the last run (a new one starts with the next event if it timed out).
+    pub(crate) fn load(store: &Store) -> Result<Self> {
+        Ok(Self {
+            id: store.meta(meta_key::SESSION_ID)?.unwrap_or_default(),
+            last_activity_ms: store
+                .meta(meta_key::SESSION_LAST_ACTIVITY_MS)?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// What the tracker and its threads share.
 pub(crate) struct Shared {
     pub(crate) store: Mutex<Store>,
     pub(crate) install_id: String,
@@ -58,7 +89,8 @@ pub(crate) struct Shared {
     /// The platform said the network is back, or the app asked for an upload: the next cycle
     /// ignores a backoff that came from connectivity failures.
     pub(crate) upload_now: AtomicBool,
-    /// What the last upload attempt ended with, as a [`LastFailure`] (persisted in `meta`).
+    /// What the last upload attempt ended with, as a `upload::scheduler::LastFailure` (persisted in
+    /// `meta`).
     pub(crate) last_failure: AtomicU8,
 }
 

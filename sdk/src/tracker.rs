@@ -133,21 +133,8 @@ impl Tracker {
             &config.policy,
             Utc::now().timestamp_millis(),
         ))?;
-        let identity = Identity {
-            // "" is how "no user" is stored (and how older versions stored it).
-            user_id: store.meta(meta_key::USER_ID)?.filter(|id| !id.is_empty()),
-            super_properties: match store.meta(meta_key::SUPER_PROPERTIES)? {
-                Some(json) => serde_json::from_str(&json)?,
-                None => Map::new(),
-            },
-        };
-        let session = Session {
-            id: store.meta(meta_key::SESSION_ID)?.unwrap_or_default(),
-            last_activity_ms: store
-                .meta(meta_key::SESSION_LAST_ACTIVITY_MS)?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-        };
+        let identity = Identity::load(&store)?;
+        let session = Session::load(&store)?;
         let opted_out = store.meta(meta_key::OPT_OUT)?.as_deref() == Some("1");
         let last_failure =
             LastFailure::from_meta(store.meta(meta_key::UPLOAD_LAST_FAILURE)?.as_deref());

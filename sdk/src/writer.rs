@@ -32,7 +32,9 @@ pub(crate) struct Tracked {
     pub(crate) session_id: String,
 }
 
+/// What the tracker asks of the writer, in the order it asked.
 pub(crate) enum Command {
+    /// Store an event.
     Track(Tracked),
     /// Answer once everything sent before is committed.
     Sync(Sender<bool>),
@@ -42,6 +44,7 @@ pub(crate) enum Command {
     Meta(&'static str, String),
     /// Delete everything buffered (opt-out).
     Purge,
+    /// Commit what came before, then end the thread.
     Stop,
 }
 

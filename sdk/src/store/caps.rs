@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use tern_protocol::gap_reason;
 
 use super::batches::{delete_batch, return_drop_report};
+use super::gaps::{self, ranges_of};
 use super::recovery::prune_corrupt_copies;
-use super::{gap_reason, gaps, parse_uuid, ranges_of, Pending, Store};
+use super::{parse_uuid, Pending, Store};
 use crate::error::Result;
 use crate::policy::Policy;
 

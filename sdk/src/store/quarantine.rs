@@ -2,11 +2,12 @@
 //! kept inspectable on the device and never sent again, within caps of their own.
 
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
-use tern_protocol::RefusedEvent;
+use tern_protocol::{gap_reason, RefusedEvent};
 use uuid::Uuid;
 
 use super::batches::{batch_last_seq, delete_batch, highest_seq, return_drop_report, BatchRow};
-use super::{gap_reason, gaps, ranges_of, Pending, Store};
+use super::gaps::{self, ranges_of};
+use super::{Pending, Store};
 use crate::error::Result;
 use crate::policy::Policy;
 

@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
-use tern_protocol::SeqRange;
+use tern_protocol::{gap_reason, SeqRange};
 
 use super::gaps;
 use super::identity::{IdentityFile, IDENTITY_KEYS, IDENTITY_SUFFIX};
 use super::schema::{meta_get, meta_key, meta_set, open_connection};
-use super::{gap_reason, lock, sibling, Store};
+use super::{lock, sibling, Store};
 use crate::error::{Error, Result};
 
 /// Corrupt buffers moved aside (`<db>.corrupt-<ms>`) kept for QA: the newest two show what
