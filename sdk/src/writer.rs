@@ -74,6 +74,8 @@ impl Unstored {
     }
 }
 
+/// The writer thread: one group commit per turn, of everything queued meanwhile (at most
+/// [`MAX_GROUP_COMMIT`] events); returns after `Stop`, or when every sender is gone.
 pub(crate) fn run_writer(shared: &Shared, commands: &Receiver<Command>, wake: &Sender<()>) {
     let mut unstored = Unstored::default();
     loop {
@@ -143,6 +145,9 @@ pub(crate) fn run_writer(shared: &Shared, commands: &Receiver<Command>, wake: &S
     }
 }
 
+/// Numbers the group's events after those waiting in `unstored` and commits them, with the meta
+/// changes and the drop counts, in one transaction; then enforces the caps. What a failed
+/// commit could not store goes back to `unstored`.
 fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
     let mut store = shared.store();
     let next_seq = store.next_seq();

@@ -4,9 +4,10 @@
 //! every write in an IMMEDIATE transaction. Counts of pending events and bytes are kept in
 //! memory, loaded once at open, so the hot path never runs `COUNT(*)`.
 //!
-//! One concern per file: the schema and its upgrades (`schema`), corruption recovery
-//! (`recovery`), batches (`batches`), the quarantine (`quarantine`), the caps (`caps`), gap
-//! reports (`gaps`) and the identity file (`identity`).
+//! One concern per file: the schema, its upgrades and the `meta` keys (`schema`); opening, with
+//! the recovery of a corrupt or set-back buffer (`recovery`); batches (`batches`); the
+//! quarantine (`quarantine`); the caps and the opt-out purge (`caps`); gap reports (`gaps`);
+//! the identity file (`identity`). This file holds the [`Store`] and what every part uses.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};

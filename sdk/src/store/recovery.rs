@@ -1,7 +1,7 @@
-//! Corruption recovery: a buffer SQLite reports corrupt, at open or while in use, is moved aside
-//! (kept for QA, within bounds) and replaced by a fresh one that keeps the identity and reports
-//! the `seq` numbers that may have been lost; a buffer that a power loss set back is found by
-//! the identity file's marks.
+//! Opening the buffer, and corruption recovery: a buffer SQLite reports corrupt, at open or
+//! while in use, is moved aside (kept for QA, within bounds) and replaced by a fresh one that
+//! keeps the identity and reports the `seq` numbers that may have been lost; a buffer that a
+//! power loss set back is found at open by the identity file's marks.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

@@ -8,13 +8,16 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::{encode_batch, send, Outcome};
+use super::encode::encode_batch;
+use super::{send, Outcome};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::shared::{enforce_caps, persist_drops, read, recover_if_corrupt, Shared};
 use crate::store::{meta_key, BatchRow, QuarantineCaps, Split, Store};
 use crate::transport::Transport;
 
+/// The uploader thread: a cycle at every wake-up (enough events waiting, a flush, the network
+/// back) and after every wait it set itself; returns when the tracker stops.
 pub(crate) fn run_uploader(shared: &Shared, transport: &dyn Transport, wake: &Receiver<()>) {
     let mut wait = shared.policy.flush_interval;
     loop {
