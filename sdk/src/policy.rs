@@ -66,8 +66,9 @@ pub const DEFAULT_FLUSH_AT_COUNT: usize = 100;
 /// Events per batch: half the collector's limit (one PutRecords call), so that a batch is never
 /// refused for its count.
 pub const MAX_BATCH_EVENTS: usize = MAX_EVENTS_PER_BATCH / 2;
-/// Uncompressed bytes per batch: 512 KiB compresses to well under the collector's 1 MiB body
-/// limit and its 5 MiB decompressed limit, even for incompressible properties.
+/// Uncompressed bytes per batch: 512 KiB compresses to well under the collector's body limit
+/// (`MAX_BODY_BYTES`, 1 MiB) and its decompressed limit (`MAX_DECOMPRESSED_BYTES`, 5 MiB), even
+/// for incompressible properties.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// Hand-off queue capacity: at ~1 KiB per queued event, 10 000 events bound the queue's memory
 /// to ~10 MiB while absorbing bursts far larger than the writer's group size.
@@ -111,6 +112,7 @@ pub const MAX_QUARANTINE_BYTES: u64 = 4 * 1024 * 1024;
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Storage back-off: one disk probe per second at most while storage fails.
 pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 impl Default for Policy {
     fn default() -> Self {
         Self {
