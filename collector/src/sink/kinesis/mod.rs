@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod dispatch;
+pub mod limits;
 pub mod record;
 pub mod request_builder;
 pub mod retry;
@@ -16,8 +17,8 @@ use std::sync::Arc;
 use aws_sdk_kinesis::Client;
 use tokio::time::Instant;
 
+use self::limits::RETRY_MIN_DELAY;
 use crate::in_flight::Reservation;
-use crate::limits::RETRY_MIN_DELAY;
 use crate::metrics::Metrics;
 
 pub use self::config::KinesisSinkConfig;
