@@ -1,8 +1,9 @@
 //! Collector configuration, in sections: `[server]`, `[kinesis]`, `[limits]`, `[keys]`.
 //!
 //! Defaults, a TOML file, environment variables and flags are merged by figment, in that order
-//! of precedence (a flag beats the environment, which beats the file); [`crate::cli`] reads the
-//! environment and the flags. Every field can be set from all three.
+//! of precedence (a flag beats the environment, which beats the file); the `cli` module reads
+//! the environment and the flags and hands them to [`Config::load`]. Every field can be set from
+//! all three.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,8 +1,8 @@
 //! Dead letters that always fit a Kinesis record: an invalid event goes to the dead-letter
 //! stream whole if it fits, else cut down, with a note of what was cut.
 //!
-//! The dead-letter record itself is built in [`crate::enrich`], beside the stream and gap
-//! records; this module only makes it fit.
+//! The dead-letter record itself is built by `enrich`, beside the stream and gap records (which
+//! is why this module does not depend on it); this module only makes it fit.
 
 use serde_json::{Map, Value};
 use tern_protocol::{DeadLetterRecord, Event};
