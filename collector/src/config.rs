@@ -250,18 +250,33 @@ fn extract(figment: Figment) -> Result<Config> {
         .map_err(|e| Error::Config(format!("config file: {}", with_migration_hint(e))))
 }
 
-/// The error, and where a field of a file written before the sections now goes.
-fn with_migration_hint(error: figment::Error) -> String {
-    let hint = match &error.kind {
-        figment::error::Kind::UnknownField(field, _) if error.path.len() <= 1 => {
-            SECTION_OF_FLAT_FIELD
-                .iter()
-                .find(|(flat, _)| flat == field)
-                .map(|(_, place)| format!(" (the configuration has sections: it is now {place})"))
-        }
-        _ => None,
-    };
-    format!("{error}{}", hint.unwrap_or_default())
+/// Each error, led by the field at fault (`server.listen: ...`), and where a field of a file
+/// written before the sections now goes.
+fn with_migration_hint(errors: figment::Error) -> String {
+    let described: Vec<String> = errors
+        .into_iter()
+        .map(|error| {
+            let field = error.path.join(".");
+            let hint = match &error.kind {
+                figment::error::Kind::UnknownField(name, _) if error.path.len() <= 1 => {
+                    SECTION_OF_FLAT_FIELD
+                        .iter()
+                        .find(|(flat, _)| flat == name)
+                        .map(|(_, place)| {
+                            format!(" (the configuration has sections: it is now {place})")
+                        })
+                }
+                _ => None,
+            };
+            let hint = hint.unwrap_or_default();
+            if field.is_empty() {
+                format!("{}{hint}", error.kind)
+            } else {
+                format!("{field}: {}{hint}", error.kind)
+            }
+        })
+        .collect();
+    described.join("; ")
 }
 
 #[cfg(test)]
