@@ -222,6 +222,28 @@ fn every_field_is_settable_from_file_environment_and_flag() {
         std::env::remove_var(env);
     }
     clear();
+    // Write keys: the file's, plus one from `TERN_WRITE_KEY` (its app id from `TERN_APP_ID`),
+    // which `--write-key` and `--app-id` replace.
+    let write_keys = |args: &[&str]| {
+        let mut argv = vec!["tern-collector", "--config", &path];
+        argv.extend(args);
+        let config = Cli::try_parse_from(argv).unwrap().into_config().unwrap();
+        config.keys.write_keys.into_iter().collect::<Vec<_>>()
+    };
+    let pair = |k: &str, a: &str| (k.to_owned(), a.to_owned());
+    std::env::set_var("TERN_WRITE_KEY", "k-env");
+    std::env::set_var("TERN_APP_ID", "app-env");
+    assert_eq!(write_keys(&[]), [pair("k", "a"), pair("k-env", "app-env")]);
+    assert_eq!(
+        write_keys(&["--write-key", "k-flag"]),
+        [pair("k", "a"), pair("k-flag", "app-env")]
+    );
+    assert_eq!(
+        write_keys(&["--write-key", "k-flag", "--app-id", "app-flag"]),
+        [pair("k", "a"), pair("k-flag", "app-flag")]
+    );
+    std::env::remove_var("TERN_WRITE_KEY");
+    std::env::remove_var("TERN_APP_ID");
 }
 
 /// `aggregate` from the file, `TERN_AGGREGATE` and `--aggregate` agree, a flag beating the
