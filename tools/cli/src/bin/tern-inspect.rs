@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use comfy_table::CellAlignment::{self, Left, Right};
+use comfy_table::{Cell, Table};
 use tern_sdk::inspect::Inspector;
 
 /// Inspect a Tern SDK buffer.
@@ -91,63 +93,81 @@ fn main() -> anyhow::Result<()> {
             }
             writeln!(out, "\nbatches in flight: {}", s.batches.len())?;
             if !s.batches.is_empty() {
-                writeln!(
-                    out,
-                    "  {:<36}  {:>6}  {:>8}  {:>8}  {:<24}  last error",
-                    "batch_id", "events", "bytes", "attempts", "next attempt"
-                )?;
+                let mut t = table(&[
+                    ("batch_id", Left),
+                    ("events", Right),
+                    ("bytes", Right),
+                    ("attempts", Right),
+                    ("next attempt", Left),
+                    ("last error", Left),
+                ]);
                 for b in &s.batches {
-                    writeln!(
-                        out,
-                        "  {:<36}  {:>6}  {:>8}  {:>8}  {:<24}  {}",
-                        b.batch_id,
-                        b.events,
-                        b.bytes,
-                        b.attempts,
-                        b.next_attempt.as_deref().unwrap_or("now"),
-                        b.last_error.as_deref().unwrap_or("")
-                    )?;
+                    t.add_row([
+                        b.batch_id.clone(),
+                        b.events.to_string(),
+                        b.bytes.to_string(),
+                        b.attempts.to_string(),
+                        b.next_attempt.as_deref().unwrap_or("now").to_owned(),
+                        b.last_error.as_deref().unwrap_or("").to_owned(),
+                    ]);
                 }
+                writeln!(out, "{t}")?;
             }
             writeln!(
                 out,
                 "\ndropped events by reason: {}",
                 if s.drops.is_empty() { "none" } else { "" }
             )?;
-            for (reason, d) in &s.drops {
-                writeln!(
-                    out,
-                    "  {reason:<20} {:>8} ({} not yet reported)",
-                    d.total, d.unreported
-                )?;
+            if !s.drops.is_empty() {
+                let mut t = table(&[("reason", Left), ("total", Right), ("not yet reported", Right)]);
+                for (reason, d) in &s.drops {
+                    t.add_row([reason.clone(), d.total.to_string(), d.unreported.to_string()]);
+                }
+                writeln!(out, "{t}")?;
             }
             writeln!(
                 out,
                 "\npending gap reports (seqs given up on, not yet acknowledged): {}",
                 s.gaps.len()
             )?;
-            for g in &s.gaps {
-                writeln!(
-                    out,
-                    "  {}  {:<14} {:>8} seqs  {}  {}  {}",
-                    g.gap_id,
-                    g.reason,
-                    g.count,
-                    g.at.as_deref().unwrap_or("-"),
-                    g.batch_id.as_deref().unwrap_or("(next batch)"),
-                    g.ranges
-                )?;
+            if !s.gaps.is_empty() {
+                let mut t = table(&[
+                    ("gap_id", Left),
+                    ("reason", Left),
+                    ("seqs", Right),
+                    ("at", Left),
+                    ("batch", Left),
+                    ("ranges", Left),
+                ]);
+                for g in &s.gaps {
+                    t.add_row([
+                        g.gap_id.clone(),
+                        g.reason.clone(),
+                        g.count.to_string(),
+                        g.at.as_deref().unwrap_or("-").to_owned(),
+                        g.batch_id.as_deref().unwrap_or("(next batch)").to_owned(),
+                        g.ranges.clone(),
+                    ]);
+                }
+                writeln!(out, "{t}")?;
             }
             writeln!(out, "\nquarantined batches: {}", s.quarantine.len())?;
-            for q in &s.quarantine {
-                writeln!(
-                    out,
-                    "  {}  {:>6} events  {}  {}",
-                    q.batch_id,
-                    q.events,
-                    q.quarantined_at.as_deref().unwrap_or("-"),
-                    q.reason
-                )?;
+            if !s.quarantine.is_empty() {
+                let mut t = table(&[
+                    ("batch_id", Left),
+                    ("events", Right),
+                    ("quarantined at", Left),
+                    ("reason", Left),
+                ]);
+                for q in &s.quarantine {
+                    t.add_row([
+                        q.batch_id.clone(),
+                        q.events.to_string(),
+                        q.quarantined_at.as_deref().unwrap_or("-").to_owned(),
+                        q.reason.clone(),
+                    ]);
+                }
+                writeln!(out, "{t}")?;
             }
         }
         Command::List { limit, name, json } => {
@@ -156,23 +176,25 @@ fn main() -> anyhow::Result<()> {
                 serde_json::to_writer_pretty(&mut out, &events)?;
                 writeln!(out)?;
             } else {
-                writeln!(
-                    out,
-                    "{:>8}  {:<36}  {:<24}  {:<24}  {:>6}  batch",
-                    "seq", "event_id", "name", "created_at", "bytes"
-                )?;
+                let mut t = table(&[
+                    ("seq", Right),
+                    ("event_id", Left),
+                    ("name", Left),
+                    ("created_at", Left),
+                    ("bytes", Right),
+                    ("batch", Left),
+                ]);
                 for e in &events {
-                    writeln!(
-                        out,
-                        "{:>8}  {:<36}  {:<24}  {:<24}  {:>6}  {}",
-                        e.seq,
-                        e.event_id,
-                        e.name,
-                        e.created_at.as_deref().unwrap_or("-"),
-                        e.bytes,
-                        e.batch_id.as_deref().unwrap_or("-")
-                    )?;
+                    t.add_row([
+                        e.seq.to_string(),
+                        e.event_id.clone(),
+                        e.name.clone(),
+                        e.created_at.as_deref().unwrap_or("-").to_owned(),
+                        e.bytes.to_string(),
+                        e.batch_id.as_deref().unwrap_or("-").to_owned(),
+                    ]);
                 }
+                writeln!(out, "{t}")?;
             }
         }
         Command::Export {
@@ -185,4 +207,21 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The borders of `tern-lake sql`'s results (arrow's pretty printer), so Tern's tools look alike.
+const TABLE_STYLE: &str = "||--+-++|    ++++++";
+
+/// A table with these column headers and alignments (numbers right), never wrapped: rows stay
+/// one line each, for `grep`, however narrow the terminal.
+fn table(columns: &[(&str, CellAlignment)]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(TABLE_STYLE)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(columns.iter().map(|(name, _)| Cell::new(name)));
+    for (column, (_, alignment)) in table.column_iter_mut().zip(columns) {
+        column.set_cell_alignment(*alignment);
+    }
+    table
 }
