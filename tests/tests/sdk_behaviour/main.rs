@@ -707,7 +707,11 @@ fn every_event_accepted_while_shutting_down_is_written() {
         let accepted: u64 = trackers.into_iter().map(|h| h.join().unwrap()).sum();
         drop(t);
         assert!(accepted > 0);
-        assert_eq!(device.stored_events(), accepted, "round {round}: accepted but not written");
+        assert_eq!(
+            device.stored_events(),
+            accepted,
+            "round {round}: accepted but not written"
+        );
     }
 }
 

@@ -119,9 +119,17 @@ fn main() -> anyhow::Result<()> {
                 if s.drops.is_empty() { "none" } else { "" }
             )?;
             if !s.drops.is_empty() {
-                let mut t = table(&[("reason", Left), ("total", Right), ("not yet reported", Right)]);
+                let mut t = table(&[
+                    ("reason", Left),
+                    ("total", Right),
+                    ("not yet reported", Right),
+                ]);
                 for (reason, d) in &s.drops {
-                    t.add_row([reason.clone(), d.total.to_string(), d.unreported.to_string()]);
+                    t.add_row([
+                        reason.clone(),
+                        d.total.to_string(),
+                        d.unreported.to_string(),
+                    ]);
                 }
                 writeln!(out, "{t}")?;
             }
