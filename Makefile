@@ -55,7 +55,7 @@ test-spark: deps build
 	.venv/bin/python -m pytest -q tools/spark
 
 demo: deps build
-	$(CARGO) run -q -p tern-tests --bin tern-demo -- $(DEMO_ARGS)
+	$(CARGO) run -q -p tern-tools --bin tern-demo -- $(DEMO_ARGS)
 
 # SQL over the lake that `make demo` left in target/demo-lake (an interactive prompt; pass a
 # query as Q="SELECT ..." for one answer).
@@ -99,9 +99,17 @@ bench-clean: deps build
 	  $(CARGO) build --release -q -p tern-lake --bins
 	.venv/bin/python tools/lake/bench_clean.py 120 200 target/release/tern-lake
 
+# cargo-deny (deny.toml) checks the dependency tree's licences, duplicate versions and sources
+# here; its advisories check needs the RustSec database from GitHub, which the development
+# machines cannot reach, so only the GitHub workflow (.github/workflows/ci.yml) runs
+# `cargo deny check advisories`. Installed once if missing, at a pinned version.
+CARGO_DENY_VERSION := 0.20.2
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@$(CARGO) deny --version 2>/dev/null | grep -qx 'cargo-deny $(CARGO_DENY_VERSION)' || \
+	  $(CARGO) install cargo-deny --locked --version $(CARGO_DENY_VERSION)
+	$(CARGO) deny check licenses bans sources
 
 fmt:
 	$(CARGO) fmt --all

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 EVENTS=${EVENTS:-300000}
 BIN=target/release
-cargo build --release -q -p tern-collector -p tern-tests --bins
+cargo build --release -q -p tern-collector -p tern-tests -p tern-tools --bins
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench TERN_LOG=error
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }

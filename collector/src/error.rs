@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tern_protocol::ErrorBody;
 
+use crate::limits::RETRY_AFTER_STREAM_UNAVAILABLE;
+
 /// Errors of the collector library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,6 +73,15 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// A record that could not be serialized: answered 503 rather than writing an empty record
+    /// (Kinesis accepts zero-length data, so the event would be lost without a trace).
+    pub fn unserializable(e: serde_json::Error) -> Self {
+        Self::StreamUnavailable {
+            message: format!("internal error: a record could not be serialized: {e}"),
+            retry_after: RETRY_AFTER_STREAM_UNAVAILABLE,
+        }
+    }
+
     /// The HTTP status of this answer.
     pub fn status(&self) -> StatusCode {
         match self {

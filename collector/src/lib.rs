@@ -2,10 +2,13 @@
 //! record per event and acknowledges an upload only when every record has a sequence number.
 //!
 //! Flow: [`server`] (auth, body limits) → [`decode`] (decompress, parse, validate) → [`enrich`]
-//! (stream records, dead letters) → [`sink::kinesis`] (PutRecords, retry only what failed).
+//! (stream records, dead letters made to fit by [`dead_letter`]) → [`sink::kinesis`]
+//! (PutRecords, retry only what failed). Settings: [`config`] (sections), read by [`cli`].
 
+pub mod cli;
 pub mod config;
 pub mod connections;
+pub mod dead_letter;
 pub mod decode;
 pub mod enrich;
 pub mod error;
@@ -21,16 +24,17 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-pub use config::{Cli, Config};
+pub use cli::Cli;
+pub use config::Config;
 pub use error::{Error, Result};
 
 use crate::metrics::Metrics;
 use crate::server::AppState;
-use crate::sink::kinesis::{KinesisSink, KinesisSinkConfig};
+use crate::sink::kinesis::KinesisSink;
 
 /// Runs the collector until `shutdown` completes; then it reports unready, waits
-/// `shutdown_delay_ms` for the load balancer to notice, stops accepting connections, gives
-/// in-flight uploads up to `shutdown_deadline_ms` to finish, and returns. An upload cut off by the
+/// `server.shutdown_delay_ms` for the load balancer to notice, stops accepting connections, gives
+/// in-flight uploads up to `server.shutdown_deadline_ms` to finish, and returns. An upload cut off by the
 /// deadline was not acknowledged, so its SDK resends it: nothing acknowledged is lost. The final
 /// event counts are logged (`final event accounting`) once every handler has ended.
 /// Calls `on_listening` with the bound address once the listener is up.
@@ -40,22 +44,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let sink_config = KinesisSinkConfig {
-        stream: config.stream.clone(),
-        dead_letter_stream: config.dead_letter_stream.clone(),
-        endpoint: config.kinesis_endpoint.clone(),
-        region: config.region.clone(),
-    };
-    let client = sink_config.client().await;
-    let collector_id = config.instance_id.clone().unwrap_or_else(|| {
+    let client = config.kinesis.client().await;
+    let collector_id = config.server.instance_id.clone().unwrap_or_else(|| {
         let id = Uuid::now_v7().simple().to_string();
         format!("tern-{}", &id[id.len() - 12..])
     });
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = TcpListener::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, stream = %config.stream, %collector_id, "listening");
-    let shutdown_delay = std::time::Duration::from_millis(config.shutdown_delay_ms);
-    let shutdown_deadline = config.shutdown_deadline();
+    tracing::info!(%addr, stream = %config.kinesis.stream, %collector_id, "listening");
+    let shutdown_delay = config.server.shutdown_delay();
+    let shutdown_deadline = config.server.shutdown_deadline();
     let state = Arc::new(AppState::new(
         config,
         KinesisSink::new(client, Arc::clone(&metrics)),
@@ -66,7 +64,7 @@ pub async fn run(
     tokio::spawn(readiness::watch(Arc::clone(&state)));
     on_listening(addr);
 
-    let header_read_timeout = state.config().header_read_timeout();
+    let header_read_timeout = state.config().server.header_read_timeout();
     let stop_accepting = {
         let state = Arc::clone(&state);
         async move {

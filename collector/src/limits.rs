@@ -1,20 +1,14 @@
 //! Every limit and default of the collector, in one place, each with its reason.
 //!
-//! Wire-format limits shared with the SDK live in `tern_protocol::limits`.
+//! Wire-format limits shared with the SDK live in `tern_protocol::limits` (re-exported here);
+//! the limits of the Kinesis API, beside the sink, in `crate::sink::kinesis::limits`. A number
+//! that follows from another is derived from it here, in code.
 
 use std::time::Duration;
 
 pub use tern_protocol::limits::*;
 
-/// Most records in one PutRecords call (Kinesis limit).
-pub const MAX_RECORDS_PER_REQUEST: usize = 500;
-
-/// Most bytes (data + partition keys) in one PutRecords call. Kinesis allows 10 MiB with large
-/// records enabled and 5 MiB otherwise; 5 MiB works on every stream and on kinesalite.
-pub const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
-
-/// Largest record (data + partition key): the Kinesis default of 1 MiB.
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+use crate::sink::kinesis::limits::MAX_RECORD_BYTES;
 
 /// Longest string field (`name`, `user_id`, `session_id`, ...) of an event kept in its dead
 /// letter when the whole event would not fit a record; a longer one is cut to this prefix, with a
@@ -39,34 +33,15 @@ pub const MAX_APP_ID_BYTES: usize = 256;
 /// Longest `instance_id` (config check): copied into every record and dead letter, like the app id.
 pub const MAX_INSTANCE_ID_BYTES: usize = 256;
 
-/// How long an upload may take, from its arrival to its answer, before it is answered 503.
-/// A third of the SDK's request timeout, so the SDK hears the answer with time to spare.
-pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(10);
-
-/// The SDK's request timeout (`sdk/src/policy.rs`, `REQUEST_TIMEOUT`): an answer later than
-/// this is never heard, so the ack deadline must be shorter (config check).
-pub const SDK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an upload may take, from its arrival to its answer, before it is answered 503:
+/// 10 s, a third of the SDK's request timeout ([`SDK_REQUEST_TIMEOUT`]), so the SDK hears the
+/// answer with time to spare. A configured deadline must stay below that timeout (config check).
+pub const DEFAULT_ACK_DEADLINE: Duration =
+    Duration::from_millis(SDK_REQUEST_TIMEOUT.as_millis() as u64 / 3);
 
 /// `Retry-After` sent with 503 when the stream did not take a batch in time: long enough for a
 /// throttled shard to recover, short against the 120 s end-to-end budget.
 pub const RETRY_AFTER_STREAM_UNAVAILABLE: Duration = Duration::from_secs(5);
-
-/// Timeout of one PutRecords attempt. A healthy call takes tens of milliseconds; a hung one
-/// must leave time within the ack deadline to retry.
-pub const PUT_RECORDS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// First delay before retrying failed records (before jitter).
-pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
-
-/// Longest delay between retries of failed records.
-pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
-
-/// Longest delay between retries while Kinesis throttles but takes some records. Growing to it
-/// spreads retries over Kinesis's per-second metering instead of hitting a throttled shard
-/// every 50 ms; it stays short because an upload throttled at 50 % needs ~10 attempts, all
-/// within the ack deadline (in the 200 000-event fault test, 9 of 800 uploads missed it, as
-/// many as without growth).
-pub const RETRY_MAX_DELAY_THROTTLED: Duration = Duration::from_millis(200);
 
 /// How long a slow client may take to send its request body (or until the ack deadline, if
 /// sooner): then it gets 408.
@@ -115,8 +90,10 @@ pub const RETRY_AFTER_OVERLOADED: Duration = Duration::from_secs(2);
 /// again: ~100 000 × ~100 bytes = ~10 MiB, minutes of traffic at 1 000 uploads/s.
 pub const ACKED_BATCHES_REMEMBERED: usize = 100_000;
 
-/// Default time a SIGTERM'd collector gives in-flight uploads to finish: twice the ack deadline.
-pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+/// Default time a SIGTERM'd collector gives in-flight uploads to finish: twice the ack deadline
+/// (20 s).
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration =
+    Duration::from_millis(DEFAULT_ACK_DEADLINE.as_millis() as u64 * 2);
 
 /// Default time a SIGTERM'd collector keeps serving while unready, before it refuses new
 /// connections: the load balancer must notice first. 15 s is above Kubernetes' default readiness
@@ -132,10 +109,26 @@ pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Consecutive readiness checks that must agree before readiness flips (hysteresis).
 pub const READINESS_FLIP_AFTER: u32 = 2;
 
-/// Oldest corrected event time accepted into the stream: the SDK drops events older than 30
-/// days, so anything beyond twice that is a broken clock or a forged event (dead-lettered).
-pub const MAX_EVENT_AGE: Duration = Duration::from_secs(60 * 24 * 3600);
+/// Oldest corrected event time accepted into the stream: 60 days. An SDK buffer drops events
+/// older than [`MAX_BUFFERED_EVENT_AGE`] (30 days), so anything beyond twice that is a broken
+/// clock or a forged event (dead-lettered).
+pub const MAX_ACCEPTED_EVENT_AGE: Duration =
+    Duration::from_secs(MAX_BUFFERED_EVENT_AGE.as_secs() * 2);
 
 /// Past the body limit the collector reads on (discarding, never storing) up to this many bytes,
 /// so an ordinary client receives its 413 rather than a reset mid-send; then it cuts off.
 pub const MAX_DRAINED_BYTES: usize = 16 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The derived limits keep the values they had as literals.
+    #[test]
+    fn derived_limits_keep_their_values() {
+        assert_eq!(DEFAULT_ACK_DEADLINE, Duration::from_secs(10));
+        assert_eq!(DEFAULT_SHUTDOWN_DEADLINE, Duration::from_secs(20));
+        assert_eq!(MAX_ACCEPTED_EVENT_AGE, Duration::from_secs(60 * 24 * 3600));
+        assert_eq!(MAX_DEAD_LETTER_PROPERTIES_BYTES, 512 * 1024);
+    }
+}

@@ -7,13 +7,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::limits::{PUT_RECORDS_ATTEMPT_TIMEOUT, READINESS_FLIP_AFTER, READINESS_INTERVAL};
+use crate::limits::{READINESS_FLIP_AFTER, READINESS_INTERVAL};
 use crate::server::AppState;
+use crate::sink::kinesis::limits::PUT_RECORDS_ATTEMPT_TIMEOUT;
 
 /// Asks Kinesis once whether the stream and the dead-letter stream (if any) answer.
 async fn kinesis_answers(state: &AppState) -> bool {
-    let config = state.config();
-    let streams = std::iter::once(&config.stream).chain(&config.dead_letter_stream);
+    let kinesis = &state.config().kinesis;
+    let streams = std::iter::once(&kinesis.stream).chain(&kinesis.dead_letter_stream);
     let checks = streams.map(|stream| async move {
         let call = state
             .sink()

@@ -88,9 +88,11 @@ impl AppState {
         collector_id: String,
     ) -> Self {
         let remembered = NonZeroUsize::new(ACKED_BATCHES_REMEMBERED).unwrap_or(NonZeroUsize::MIN);
-        let config_rate = config.rate_limit_events_per_second;
-        let in_flight =
-            InFlightBudget::new(config.max_in_flight_bytes, metrics.in_flight_bytes.clone());
+        let config_rate = config.limits.rate_limit_events_per_second;
+        let in_flight = InFlightBudget::new(
+            config.limits.max_in_flight_bytes,
+            metrics.in_flight_bytes.clone(),
+        );
         Self {
             config,
             sink,
@@ -173,7 +175,7 @@ async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bod
     // The deadline runs from arrival and bounds everything: reading the body, waiting for a
     // decode permit and for the dispatcher, every PutRecords attempt. The SDK must hear the
     // answer before its own request timeout (the configuration keeps the deadline below it).
-    let ack_deadline = state.config.ack_deadline();
+    let ack_deadline = state.config.server.ack_deadline();
     let deadline = tokio::time::Instant::now() + ack_deadline;
     let mut events = UploadEvents::new(&state.metrics);
     let handled = tokio::time::timeout_at(
@@ -288,7 +290,7 @@ async fn handle_batch(
     if !reservation.resize(records_estimate(&batch, json_bytes)) {
         return Err(overloaded());
     }
-    let has_dead_letter_stream = state.config.dead_letter_stream.is_some();
+    let has_dead_letter_stream = state.config.kinesis.dead_letter_stream.is_some();
     let collector_id = state.collector_id.clone();
     let prepared = blocking(move || {
         let upload = Upload {
@@ -322,16 +324,19 @@ async fn handle_batch(
     // PutRecords flow, and the ack waits for them too.
     let mut records = prepared.records;
     records.extend(prepared.gap_records);
-    let records = if state.config.aggregate {
+    let records = if state.config.kinesis.aggregate {
         aggregate(records)
     } else {
         records
     };
-    let main = state
-        .sink
-        .put_all(&state.config.stream, records, deadline, &reservation);
+    let main = state.sink.put_all(
+        &state.config.kinesis.stream,
+        records,
+        deadline,
+        &reservation,
+    );
     let dlq = async {
-        match &state.config.dead_letter_stream {
+        match &state.config.kinesis.dead_letter_stream {
             Some(stream) if dead_lettered > 0 => {
                 state
                     .sink
@@ -405,7 +410,7 @@ fn authorize<'a>(
             "missing Authorization: Bearer <write key> header",
         ))?;
     let mut found = None;
-    for (key, app_id) in &config.write_keys {
+    for (key, app_id) in &config.keys.write_keys {
         if bool::from(key.as_bytes().ct_eq(presented.as_bytes())) {
             found = Some((key.as_str(), app_id.as_str()));
         }

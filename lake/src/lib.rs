@@ -19,6 +19,8 @@ pub mod config;
 pub mod decode;
 pub mod dedup;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;

@@ -71,7 +71,7 @@ mod tests {
 
     fn record(name: &str) -> StreamRecord {
         let mut r: StreamRecord =
-            serde_json::from_str(crate::decode::tests_support::GOOD_RECORD).expect("a good record");
+            serde_json::from_str(crate::fixtures::GOOD_RECORD).expect("a good record");
         r.name = name.into();
         r
     }

@@ -3,23 +3,13 @@
 //! with [`deaggregate`]. KCL, the AWS Lambda de-aggregation libraries and `aws-kinesis-agg` read
 //! the same bytes.
 //!
-//! Format: the magic bytes `F3 89 9A C2`, a protobuf `AggregatedRecord`, and the MD5 digest of
-//! that protobuf. The protobuf is small enough to write and read by hand:
-//!
-//! ```text
-//! message AggregatedRecord {
-//!   repeated string partition_key_table = 1;
-//!   repeated string explicit_hash_key_table = 2;
-//!   repeated Record records = 3;
-//! }
-//! message Record {
-//!   required uint64 partition_key_index = 1;
-//!   optional uint64 explicit_hash_key_index = 2;
-//!   required bytes data = 3;
-//! }
-//! ```
+//! Format: the magic bytes `F3 89 9A C2`, a protobuf [`AggregatedRecord`], and the MD5 digest of
+//! that protobuf. The messages are those of `protocol/proto/kpl_aggregation.proto`, mirrored
+//! here with prost's derive (so no `protoc` is needed to build).
 
 use md5::{Digest, Md5};
+use prost::bytes::Bytes;
+use prost::Message;
 
 /// The KPL's magic prefix.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -27,63 +17,108 @@ pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 /// Bytes of the MD5 digest that ends an aggregated record.
 pub const DIGEST_BYTES: usize = 16;
 
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
+/// `AggregatedRecord` of `kpl_aggregation.proto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct AggregatedRecord {
+    /// The partition keys its records refer to by index.
+    #[prost(string, repeated, tag = "1")]
+    pub partition_key_table: Vec<String>,
+    /// The explicit hash keys its records refer to by index (Tern sets none).
+    #[prost(string, repeated, tag = "2")]
+    pub explicit_hash_key_table: Vec<String>,
+    /// The user records, in order.
+    #[prost(message, repeated, tag = "3")]
+    pub records: Vec<Record>,
 }
 
-/// Bytes of a length-delimited protobuf field holding `len` bytes (tag, length, bytes).
+/// `Record` of `kpl_aggregation.proto`: one user record.
+#[derive(Clone, PartialEq, Message)]
+pub struct Record {
+    /// Index of its partition key in [`AggregatedRecord::partition_key_table`].
+    #[prost(uint64, required, tag = "1")]
+    pub partition_key_index: u64,
+    /// Index of its explicit hash key in [`AggregatedRecord::explicit_hash_key_table`].
+    #[prost(uint64, optional, tag = "2")]
+    pub explicit_hash_key_index: Option<u64>,
+    /// The user record's data.
+    #[prost(bytes = "bytes", required, tag = "3")]
+    pub data: Bytes,
+    /// Tags (Tern sets none).
+    #[prost(message, repeated, tag = "4")]
+    pub tags: Vec<Tag>,
+}
+
+/// `Tag` of `kpl_aggregation.proto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Tag {
+    /// The tag's key.
+    #[prost(string, required, tag = "1")]
+    pub key: String,
+    /// The tag's value.
+    #[prost(string, optional, tag = "2")]
+    pub value: Option<String>,
+}
+
+impl Record {
+    /// A user record under the aggregate's only partition key (index 0).
+    pub fn user(data: Bytes) -> Self {
+        Self {
+            partition_key_index: 0,
+            explicit_hash_key_index: None,
+            data,
+            tags: Vec::new(),
+        }
+    }
+
+    /// Bytes this record takes inside an aggregate (the `records` field: tag, length, message).
+    pub fn field_len(&self) -> usize {
+        field_len(self.encoded_len())
+    }
+}
+
+/// Bytes of a length-delimited protobuf field (of a field number below 16) holding `len` bytes:
+/// tag, length, bytes.
 pub fn field_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
+    1 + prost::length_delimiter_len(len) + len
 }
 
 /// Size of an aggregated record (without its partition key) whose partition key is `key_len`
-/// bytes long and whose user records' encoded fields take `fields` bytes.
+/// bytes long and whose user records' fields ([`Record::field_len`]) take `fields` bytes.
 pub fn sealed_data_len(key_len: usize, fields: usize) -> usize {
     MAGIC.len() + field_len(key_len) + fields + DIGEST_BYTES
 }
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+/// The data of an aggregated record holding `records`, all under the one partition key
+/// `partition_key` (index 0).
+pub fn seal_records(partition_key: &str, records: Vec<Record>) -> Vec<u8> {
+    let message = AggregatedRecord {
+        partition_key_table: vec![partition_key.to_owned()],
+        explicit_hash_key_table: Vec::new(),
+        records,
     }
-    out.push(v as u8);
-}
-
-fn length_delimited(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
-    out.push((field << 3) | 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// One user record inside an aggregate, encoded (`Record` with partition key index 0).
-pub fn user_record(data: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(data.len() + 8);
-    record.push(1 << 3); // field 1, varint
-    varint(&mut record, 0);
-    length_delimited(&mut record, 3, data);
-    record
-}
-
-/// The data of an aggregated record holding `records` (from [`user_record`]), all under the one
-/// partition key `partition_key`.
-pub fn seal(partition_key: &str, records: &[Vec<u8>]) -> Vec<u8> {
-    let mut message = Vec::new();
-    length_delimited(&mut message, 1, partition_key.as_bytes());
-    for record in records {
-        length_delimited(&mut message, 3, record);
-    }
+    .encode_to_vec();
     let digest = Md5::digest(&message);
     let mut data = Vec::with_capacity(MAGIC.len() + message.len() + digest.len());
     data.extend_from_slice(&MAGIC);
     data.extend_from_slice(&message);
     data.extend_from_slice(&digest);
     data
+}
+
+/// One user record inside an aggregate, encoded (a [`Record`] with partition key index 0), for
+/// [`seal`].
+pub fn user_record(data: &[u8]) -> Vec<u8> {
+    Record::user(Bytes::copy_from_slice(data)).encode_to_vec()
+}
+
+/// The data of an aggregated record holding `records` (from [`user_record`]), all under the one
+/// partition key `partition_key`; a record that is not an encoded [`Record`] is left out.
+pub fn seal(partition_key: &str, records: &[Vec<u8>]) -> Vec<u8> {
+    let records = records
+        .iter()
+        .filter_map(|r| Record::decode(r.as_slice()).ok())
+        .collect();
+    seal_records(partition_key, records)
 }
 
 /// The data of the user records packed in `data`, in order, if it is an aggregated record
@@ -95,65 +130,28 @@ pub fn deaggregate(data: &[u8]) -> Option<Vec<&[u8]>> {
     if Md5::digest(message).as_slice() != digest {
         return None;
     }
-    let mut records = Vec::new();
-    for (field, value) in fields(message)? {
-        if let (3, Field::Bytes(record)) = (field, value) {
-            let data =
-                fields(record)?
-                    .into_iter()
-                    .find_map(|(field, value)| match (field, value) {
-                        (3, Field::Bytes(data)) => Some(data),
-                        _ => None,
-                    })?;
-            records.push(data);
-        }
+    // Decoding from `Bytes` leaves each record's data a view into `buffer` (no copy), so where
+    // it lies in `buffer` is where it lies in `message`: the records are returned as slices of
+    // `data` itself.
+    let buffer = Bytes::copy_from_slice(message);
+    let aggregated = AggregatedRecord::decode(buffer.clone()).ok()?;
+    aggregated
+        .records
+        .iter()
+        .map(|record| {
+            let start = offset_within(&buffer, &record.data)?;
+            message.get(start..start + record.data.len())
+        })
+        .collect()
+}
+
+/// Where `part` starts within `whole`, if it lies inside it (an empty part lies anywhere).
+fn offset_within(whole: &[u8], part: &[u8]) -> Option<usize> {
+    if part.is_empty() {
+        return Some(0);
     }
-    Some(records)
-}
-
-/// A protobuf field's value, as far as de-aggregation cares.
-enum Field<'a> {
-    Bytes(&'a [u8]),
-    Other,
-}
-
-/// The fields of a protobuf message, or `None` if it is not one.
-fn fields(mut message: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
-    let mut out = Vec::new();
-    while !message.is_empty() {
-        let tag = read_varint(&mut message)?;
-        let value = match tag & 7 {
-            0 => read_varint(&mut message).map(|_| Field::Other)?,
-            1 => take(&mut message, 8).map(|_| Field::Other)?,
-            2 => {
-                let len = usize::try_from(read_varint(&mut message)?).ok()?;
-                Field::Bytes(take(&mut message, len)?)
-            }
-            5 => take(&mut message, 4).map(|_| Field::Other)?,
-            _ => return None,
-        };
-        out.push((tag >> 3, value));
-    }
-    Some(out)
-}
-
-fn read_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = input.split_first()?;
-        *input = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
-    let (taken, rest) = input.split_at_checked(len)?;
-    *input = rest;
-    Some(taken)
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (start.checked_add(part.len())? <= whole.len()).then_some(start)
 }
 
 #[cfg(test)]
@@ -178,5 +176,22 @@ mod tests {
         damaged[last] ^= 1;
         assert_eq!(deaggregate(&damaged), None);
         assert_eq!(deaggregate(&MAGIC), None);
+    }
+
+    /// The bytes are those the hand-written encoder produced before prost (and the KPL
+    /// writes): the partition key table, then each record as partition key index 0 and data.
+    #[test]
+    fn the_encoding_is_the_kpl_s_byte_for_byte() {
+        let sealed = seal("k", &[user_record(b"ab"), user_record(b"")]);
+        let message = [
+            0x0a, 1, b'k', // partition_key_table: "k"
+            0x1a, 6, 0x08, 0, 0x1a, 2, b'a', b'b', // records: { 0, "ab" }
+            0x1a, 4, 0x08, 0, 0x1a, 0, // records: { 0, "" }
+        ];
+        let mut expected = MAGIC.to_vec();
+        expected.extend_from_slice(&message);
+        expected.extend_from_slice(Md5::digest(message).as_slice());
+        assert_eq!(sealed, expected);
+        assert_eq!(deaggregate(&sealed), Some(vec![&b"ab"[..], &b""[..]]));
     }
 }

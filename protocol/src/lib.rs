@@ -7,6 +7,7 @@
 //! The JSON Schemas in `protocol/schema/` describe the same formats for other languages; tests
 //! check real payloads against them.
 
+#[cfg(feature = "aggregate")]
 pub mod aggregate;
 pub mod limits;
 pub mod record;

@@ -3,6 +3,8 @@
 //! The SDK keeps below them so that the collector never has to reject a batch it built; the
 //! collector enforces them because anything on the internet can call it.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value};
 
 use crate::wire::{gap_reason, Context, Event, SeqRange};
@@ -60,6 +62,18 @@ pub const MAX_GAPS_PER_BATCH: usize = 64;
 /// Most `seq` ranges in one gap report. Caps drop the oldest events, so their ranges are mostly
 /// contiguous; 256 ranges of 16-byte pairs keep a gap record far below 1 MiB.
 pub const MAX_RANGES_PER_GAP: usize = 256;
+
+/// How long an SDK waits for the collector's answer to one upload, connect included. The SDK
+/// uses it as its request timeout; the collector must answer within it (its acknowledgement
+/// deadline is a third of it, checked when its configuration loads), or the answer is never
+/// heard and the batch is sent again.
+pub const SDK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Oldest event an SDK buffer keeps: 30 days. Older events have lost most of their value; a
+/// phone that comes back after a month still delivers its last 30 days. The collector accepts
+/// events up to twice as old (its `MAX_ACCEPTED_EVENT_AGE`), so a buffered event is never
+/// refused for its age.
+pub const MAX_BUFFERED_EVENT_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Why a gap report (or a gap record) breaks the format, naming the field (`reason`,
 /// `ranges`, `ranges[j]`, `count`), or `None`: consumers count `seq` numbers from it, so both

@@ -11,43 +11,11 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use tern_sdk::store::{Store, StoredEvent};
 use tern_sdk::upload::ZSTD_LEVEL;
 use tern_sdk::{Config, Context, Policy, Tracker};
 use uuid::Uuid;
-
-const NAMES: [&str; 5] = [
-    "screen_view",
-    "button_tap",
-    "add_to_cart",
-    "checkout",
-    "search",
-];
-
-/// A realistic event: ~250 bytes of properties, mixed types, some repetition across events.
-fn properties(i: usize) -> Map<String, Value> {
-    let screen = ["home", "catalog", "product", "cart"][i % 4];
-    let query = if i.is_multiple_of(7) {
-        Value::from(format!("red shoes size {}", i % 12 + 36))
-    } else {
-        Value::Null
-    };
-    let variant = if i.is_multiple_of(2) { "a" } else { "b" };
-    let Value::Object(m) = json!({
-        "screen": screen,
-        "item_id": format!("sku-{:05}", i * 7919 % 100_000),
-        "price": (i % 500) as f64 + 0.99,
-        "currency": "EUR",
-        "quantity": i % 5 + 1,
-        "search_query": query,
-        "experiment": { "name": "new_checkout", "variant": variant },
-        "ts_client_ms": 1_764_000_000_000u64 + i as u64 * 137,
-    }) else {
-        unreachable!()
-    };
-    m
-}
 
 fn context() -> Context {
     serde_json::from_value(json!({
@@ -89,16 +57,18 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 fn track_percentiles() {
     let dir = tempfile::tempdir().unwrap();
     let t = tracker(dir.path());
-    let props: Vec<_> = (0..1024).map(properties).collect();
+    let events: Vec<_> = (0..1024).map(tern_sample::event).collect();
     for i in 0..20_000 {
-        t.track(NAMES[i % 5], props[i % 1024].clone()).unwrap();
+        let (name, properties) = &events[i % 1024];
+        t.track(name, properties.clone()).unwrap();
     }
     t.flush(Duration::from_secs(30)).unwrap();
     let mut samples = Vec::with_capacity(200_000);
     for i in 0..200_000 {
-        let p = props[i % 1024].clone();
+        let (name, properties) = &events[i % 1024];
+        let p = properties.clone();
         let start = Instant::now();
-        t.track(NAMES[i % 5], p).unwrap();
+        t.track(name, p).unwrap();
         samples.push(start.elapsed().as_nanos() as u64);
         if i % 10_000 == 9_999 {
             // Let the writer keep up, as an app's bursts are followed by pauses.
@@ -173,15 +143,15 @@ fn wire_bytes() {
 }
 
 fn stored(seq: u64) -> StoredEvent {
-    let i = seq as usize;
+    let (name, properties) = tern_sample::event(seq as usize);
     let event = tern_protocol::Event {
         event_id: Uuid::now_v7(),
         seq,
-        name: NAMES[i % 5].to_owned(),
+        name: name.to_owned(),
         created_at: chrono::Utc::now(),
         uptime_ms: Some(seq * 137),
         clock_id: Some("0190a0b0c0d07e8f9a0b1c2d3e4f5a6b".to_owned()),
-        properties: properties(i),
+        properties,
         user_id: Some("user-1234".to_owned()),
         session_id: Some("0190a0b0-c0d0-7e8f-9a0b-1c2d3e4f5a6b".to_owned()),
     };
@@ -197,7 +167,7 @@ fn stored(seq: u64) -> StoredEvent {
 fn bench_track(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let t = tracker(dir.path());
-    let props = properties(3);
+    let (_, props) = tern_sample::event(3);
     let mut group = c.benchmark_group("track");
     group.throughput(Throughput::Elements(1));
     group.bench_function("track_call", |b| {
@@ -248,13 +218,13 @@ fn bench_durable(c: &mut Criterion) {
     {
         let dir = tempfile::tempdir().unwrap();
         let t = tracker(dir.path());
-        let props: Vec<_> = (0..GROUP).map(properties).collect();
+        let events: Vec<_> = (0..GROUP).map(tern_sample::event).collect();
         group.bench_function("tracker_track_to_durable_2000", |b| {
             b.iter_batched(
-                || props.clone(),
-                |props| {
-                    for (i, p) in props.into_iter().enumerate() {
-                        t.track(NAMES[i % 5], p).unwrap();
+                || events.clone(),
+                |events| {
+                    for (name, properties) in events {
+                        t.track(name, properties).unwrap();
                     }
                     assert!(t.flush(Duration::from_secs(60)).unwrap());
                 },

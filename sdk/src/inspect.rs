@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::store::meta_get;
+use crate::store::meta_key;
 
 /// A buffer opened read-only.
 pub struct Inspector {
@@ -174,7 +175,7 @@ impl Inspector {
         });
         match from_identity {
             Some(value) => Ok(Some(value)),
-            None => meta_get(&self.conn, "opt_out"),
+            None => meta_get(&self.conn, meta_key::OPT_OUT),
         }
     }
 
@@ -251,9 +252,9 @@ impl Inspector {
             Vec::new()
         };
         Ok(BufferStats {
-            install_id: meta_get(&snapshot, "install_id")?,
+            install_id: meta_get(&snapshot, meta_key::INSTALL_ID)?,
             schema_version,
-            next_seq: meta_get(&snapshot, "next_seq")?.and_then(|s| s.parse().ok()),
+            next_seq: meta_get(&snapshot, meta_key::NEXT_SEQ)?.and_then(|s| s.parse().ok()),
             opted_out: self.opt_out()?.as_deref() == Some("1"),
             pending_events,
             pending_bytes,
@@ -262,7 +263,7 @@ impl Inspector {
             drops,
             quarantine,
             gaps,
-            recovered_from: meta_get(&snapshot, "recovered_from")?,
+            recovered_from: meta_get(&snapshot, meta_key::RECOVERED_FROM)?,
         })
     }
 

@@ -106,6 +106,9 @@ impl std::fmt::Write for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
     use serde_json::json;
     use tern_protocol::limits::{properties_problem, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH};
 
@@ -116,79 +119,82 @@ mod tests {
         usize::MAX - walk.left
     }
 
-    /// A small deterministic generator (xorshift), so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
-        fn string(&mut self) -> String {
-            // Every class of byte serde_json escapes differently, and some it does not.
-            const PIECES: [&str; 18] = [
-                "a", "Z", "0", " ", "\"", "\\", "/", "\u{0}", "\u{8}", "\t", "\n", "\u{b}",
-                "\u{c}", "\r", "\u{1f}", "\u{7f}", "é", "🦀",
-            ];
-            (0..self.below(12))
-                .map(|_| PIECES[self.below(PIECES.len() as u64) as usize])
-                .collect()
-        }
-
-        fn number(&mut self) -> Value {
-            match self.below(6) {
-                0 => json!(self.next()),
-                1 => json!(-(self.below(1 << 40) as i64)),
-                2 => json!(self.below(10)),
-                3 => json!(f64::from_bits(self.next() & !(0x7ff << 52)) * 1e-300),
-                4 => json!((self.next() >> 11) as f64 / (1u64 << 20) as f64),
-                _ => json!(
-                    [0.1, 1e21, 1e-7, 123456.0, -0.0, f64::MAX, f64::MIN_POSITIVE]
-                        [self.below(7) as usize]
-                ),
-            }
-        }
-
-        fn value(&mut self, depth: u32) -> Value {
-            match self.below(if depth == 0 { 5 } else { 7 }) {
-                0 => Value::Null,
-                1 => json!(self.below(2) == 0),
-                2 => self.number(),
-                3 | 4 => json!(self.string()),
-                5 => Value::Array((0..self.below(4)).map(|_| self.value(depth - 1)).collect()),
-                _ => Value::Object(self.object(depth - 1)),
-            }
-        }
-
-        fn object(&mut self, depth: u32) -> Map<String, Value> {
-            (0..self.below(5))
-                .map(|_| (self.string(), self.value(depth)))
-                .collect()
-        }
+    /// Strings of up to 11 pieces, from every class of byte serde_json escapes differently, and
+    /// some it does not.
+    fn string() -> impl Strategy<Value = String> {
+        const PIECES: [&str; 18] = [
+            "a", "Z", "0", " ", "\"", "\\", "/", "\u{0}", "\u{8}", "\t", "\n", "\u{b}", "\u{c}",
+            "\r", "\u{1f}", "\u{7f}", "é", "🦀",
+        ];
+        vec(select(&PIECES[..]), 0..12).prop_map(|pieces| pieces.concat())
     }
 
-    #[test]
-    fn the_size_is_serde_jsons_to_the_byte() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..20_000 {
-            let m = rng.object(4);
+    /// Integers of both signs and lengths; floats tiny, fractional, in exponent notation, at the
+    /// extremes, and any bit pattern (non-finite ones become `null`, as in serde_json).
+    fn number() -> impl Strategy<Value = Value> {
+        const SPECIAL: [f64; 7] = [0.1, 1e21, 1e-7, 123456.0, -0.0, f64::MAX, f64::MIN_POSITIVE];
+        prop_oneof![
+            any::<u64>().prop_map(|n| json!(n)),
+            (0..1i64 << 40).prop_map(|n| json!(-n)),
+            (0..10u64).prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|bits| json!(f64::from_bits(bits & !(0x7ff << 52)) * 1e-300)),
+            any::<u64>().prop_map(|bits| json!((bits >> 11) as f64 / (1u64 << 20) as f64)),
+            select(&SPECIAL[..]).prop_map(|f| json!(f)),
+            any::<f64>().prop_map(|f| json!(f)),
+        ]
+    }
+
+    /// An object of up to 4 entries whose values come from `value`.
+    fn object_of(value: impl Strategy<Value = Value>) -> impl Strategy<Value = Map<String, Value>> {
+        vec((string(), value), 0..5).prop_map(|entries| entries.into_iter().collect())
+    }
+
+    /// Properties whose values nest up to `depth` more arrays and objects.
+    fn properties(depth: u32) -> impl Strategy<Value = Map<String, Value>> {
+        let scalar = prop_oneof![
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::Bool),
+            1 => number(),
+            2 => string().prop_map(Value::String),
+        ];
+        let value = scalar.prop_recursive(depth, 64, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::Array),
+                object_of(inner).prop_map(Value::Object),
+            ]
+        });
+        object_of(value)
+    }
+
+    proptest! {
+        // 5 000 generated cases (a few seconds in a debug build) and the shrunk case on failure.
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+        #[test]
+        fn the_size_is_serde_jsons_to_the_byte(m in properties(4)) {
             let expected = serde_json::to_vec(&m).unwrap().len();
-            assert_eq!(measured(&m), expected, "{}", Value::Object(m.clone()));
-            assert!(fits(&m, expected, usize::MAX));
-            assert!(!fits(&m, expected - 1, usize::MAX));
+            prop_assert_eq!(measured(&m), expected, "{}", Value::Object(m.clone()));
+            prop_assert!(fits(&m, expected, usize::MAX));
+            prop_assert!(!fits(&m, expected - 1, usize::MAX));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn the_answer_is_the_protocols(m in properties(6)) {
+            prop_assert_eq!(
+                fits(&m, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH),
+                properties_problem(&m).is_none(),
+                "{}",
+                Value::Object(m.clone())
+            );
         }
     }
 
     #[test]
-    fn the_answer_is_the_protocols() {
-        let mut rng = Rng(42);
+    fn the_answer_is_the_protocols_on_both_sides_of_each_limit() {
         let nested = |depth: usize, inner: Value| {
             let mut v = inner;
             for _ in 1..depth {
@@ -196,7 +202,7 @@ mod tests {
             }
             json!({ "a": v }).as_object().cloned().unwrap()
         };
-        let mut cases: Vec<Map<String, Value>> = (0..2_000).map(|_| rng.object(6)).collect();
+        let mut cases: Vec<Map<String, Value>> = Vec::new();
         for d in MAX_PROPERTIES_DEPTH - 2..=MAX_PROPERTIES_DEPTH + 1 {
             cases.extend([
                 nested(d, json!(1)),

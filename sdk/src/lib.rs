@@ -13,10 +13,13 @@ pub mod error;
 pub mod inspect;
 mod json_size;
 pub mod policy;
+mod shared;
 pub mod store;
+mod supervise;
 mod tracker;
 pub mod transport;
 pub mod upload;
+mod writer;
 
 pub use error::{Error, Result};
 pub use policy::Policy;

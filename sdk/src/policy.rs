@@ -1,6 +1,10 @@
-//! Every limit and default of the SDK, in one place, each with its reason.
+//! What an app tunes: the [`Policy`] and its defaults, each with its reason. Limits the app
+//! has no say in live with the module that owns them (the writer's group size, the store's
+//! corrupt copies, ...); numbers shared with the collector come from `tern_protocol::limits`.
 
 use std::time::Duration;
+
+use tern_protocol::limits::{MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH, SDK_REQUEST_TIMEOUT};
 
 /// Upload and buffer policy of a [`crate::Tracker`].
 ///
@@ -59,17 +63,19 @@ pub struct Policy {
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// Default count trigger: 100 events (~10-20 KiB compressed) is worth waking the radio for.
 pub const DEFAULT_FLUSH_AT_COUNT: usize = 100;
-/// Events per batch: half the collector's limit of 500 (one PutRecords call).
-pub const MAX_BATCH_EVENTS: usize = 250;
-/// Uncompressed bytes per batch: 512 KiB compresses to well under the collector's 1 MiB body
-/// limit and its 5 MiB decompressed limit, even for incompressible properties.
+/// Events per batch: half the collector's limit (one PutRecords call), so that a batch is never
+/// refused for its count.
+pub const MAX_BATCH_EVENTS: usize = MAX_EVENTS_PER_BATCH / 2;
+/// Uncompressed bytes per batch: 512 KiB compresses to well under the collector's body limit
+/// (`MAX_BODY_BYTES`, 1 MiB) and its decompressed limit (`MAX_DECOMPRESSED_BYTES`, 5 MiB), even
+/// for incompressible properties.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// Hand-off queue capacity: at ~1 KiB per queued event, 10 000 events bound the queue's memory
 /// to ~10 MiB while absorbing bursts far larger than the writer's group size.
 pub const QUEUE_CAPACITY: usize = 10_000;
-/// Upload request timeout: longer than the collector's acknowledgement deadline (10 s), so that
-/// the collector answers 503 before the SDK gives up on the request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upload request timeout: the protocol's, which the collector's acknowledgement deadline stays
+/// well within, so that the collector answers 503 before the SDK gives up on the request.
+pub const REQUEST_TIMEOUT: Duration = SDK_REQUEST_TIMEOUT;
 /// First retry after 1 s: a blip of the network heals in about that time.
 pub const RETRY_MIN_DELAY: Duration = Duration::from_secs(1);
 /// Retries back off to at most 5 minutes: a device offline for days costs few wake-ups.
@@ -84,16 +90,17 @@ pub const UNAUTHORIZED_PAUSE: Duration = Duration::from_secs(3600);
 /// Longest `Retry-After` honoured: the collector asks for seconds; a server asking for more than
 /// an hour (or an HTTP-date far away) is misconfigured, and must not stall a buffer for days.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-/// Compressed upload limit: half the collector's 1 MiB body limit.
-pub const MAX_BATCH_COMPRESSED_BYTES: usize = 512 * 1024;
+/// Compressed upload limit: half the collector's body limit.
+pub const MAX_BATCH_COMPRESSED_BYTES: usize = MAX_BODY_BYTES / 2;
 /// Buffer cap in events: 100 000 events is days of heavy use offline.
 pub const MAX_BUFFER_EVENTS: u64 = 100_000;
 /// Buffer cap in bytes: 32 MiB of event JSON (~100 000 events of ~300 B) is little next to the
 /// app's own data, and SQLite stays fast at that size.
 pub const MAX_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
-/// Age cap: events older than 30 days have lost most of their value; a phone that comes back
-/// after a month still delivers the last 30 days.
-pub const MAX_EVENT_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Age cap: the protocol's, so that the collector never refuses a buffered event for its age
+/// (events older than 30 days have lost most of their value; a phone that comes back after a
+/// month still delivers the last 30 days).
+pub use tern_protocol::limits::MAX_BUFFERED_EVENT_AGE;
 /// Hard file ceiling: 4x the byte cap leaves room for SQLite's overhead and the quarantine.
 pub const MAX_FILE_BYTES: u64 = 4 * MAX_BUFFER_BYTES;
 /// Quarantine cap in batches: QA needs a few examples of a malformed batch, not thousands.
@@ -105,39 +112,6 @@ pub const MAX_QUARANTINE_BYTES: u64 = 4 * 1024 * 1024;
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Storage back-off: one disk probe per second at most while storage fails.
 pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Most events the writer keeps in memory while their commit fails (a full disk), to write them
-/// once it succeeds: as many as the hand-off queue holds, so at most ~10 MiB more. `track()`
-/// returned `Ok` for them; only beyond this bound are the newest dropped (`storage_error`).
-pub const MAX_UNSTORED_EVENTS: usize = QUEUE_CAPACITY;
-/// Most bytes of an answer the uploader reads: an acknowledgement or an error body is well under
-/// 1 KiB; a captive portal's page need not be read whole.
-pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
-/// Most events the writer commits in one transaction; bounds a transaction's duration.
-pub const MAX_GROUP_COMMIT: usize = 2_000;
-/// Most events a buffer cap drops per hold of the store lock (a whole batch may add up to one
-/// batch more): a few milliseconds of deletes, so the writer and the uploader never wait
-/// longer than that for each other when a cap drops tens of thousands of events.
-pub const MAX_CAP_DROP_SLICE: u64 = 1_000;
-/// Pause before restarting an SDK thread after a panic: a panic that repeats costs one log line
-/// a second, not a busy loop.
-pub const THREAD_RESTART_DELAY: Duration = Duration::from_secs(1);
-/// How often the checkpoint thread copies the WAL into the database file. A checkpoint fsyncs,
-/// and an fsync can stall for hundreds of milliseconds when the device's storage is busy, so it
-/// never runs on the writer (whose commits only append to the WAL): one second keeps the WAL to
-/// about a second of events.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// Corrupt buffers moved aside (`<db>.corrupt-<ms>`) kept for QA: the newest two show what
-/// went wrong; more would only hold more of the user's events on the device.
-pub const MAX_CORRUPT_COPIES: usize = 2;
-/// Oldest corrupt copy kept: a week is long enough for QA to fetch it from a test device.
-pub const MAX_CORRUPT_COPY_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// `seq` numbers reserved at a time in the identity file (written with `synchronous=FULL`):
-/// the identity file is written once per thousand events, not per event, and a recovery skips
-/// at most this many numbers (reported as a `storage_lost` gap) to be sure none is reused.
-pub const SEQ_RESERVATION: u64 = 1_000;
-/// Bytes of WAL file kept after a checkpoint resets it; beyond, the file is truncated, so a
-/// burst does not leave a large WAL on the device's disk.
-pub const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -156,7 +130,7 @@ impl Default for Policy {
             max_batch_compressed_bytes: MAX_BATCH_COMPRESSED_BYTES,
             max_buffer_events: MAX_BUFFER_EVENTS,
             max_buffer_bytes: MAX_BUFFER_BYTES,
-            max_event_age: MAX_EVENT_AGE,
+            max_event_age: MAX_BUFFERED_EVENT_AGE,
             max_file_bytes: MAX_FILE_BYTES,
             max_quarantine_batches: MAX_QUARANTINE_BATCHES,
             max_quarantine_bytes: MAX_QUARANTINE_BYTES,
@@ -167,15 +141,6 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The buffer caps of this policy.
-    pub fn caps(&self) -> crate::store::Caps {
-        crate::store::Caps {
-            max_events: self.max_buffer_events,
-            max_bytes: self.max_buffer_bytes,
-            max_age_ms: i64::try_from(self.max_event_age.as_millis()).unwrap_or(i64::MAX),
-        }
-    }
-
     /// The longest delay before a batch's next attempt that this policy can ask for. A stored
     /// next-attempt time further away than this from now comes from a wall clock that moved
     /// back; it is cut to now + this.
@@ -183,14 +148,6 @@ impl Policy {
         self.retry_max_delay
             .max(self.unauthorized_pause)
             .max(self.max_retry_after)
-    }
-
-    /// The quarantine caps of this policy.
-    pub fn quarantine_caps(&self) -> crate::store::QuarantineCaps {
-        crate::store::QuarantineCaps {
-            max_batches: self.max_quarantine_batches,
-            max_bytes: self.max_quarantine_bytes,
-        }
     }
 
     /// Sub-2-second delivery: upload every 500 ms and at every event. Costs a radio wake-up per

@@ -17,6 +17,9 @@ use std::path::PathBuf;
 
 pub use kinesis::{Kinesalite, RawRecord, ReadRecord, StreamReader};
 pub use process::Collector;
+/// A realistic event, the `i`th (the one sample-event generator, shared with the SDK's
+/// benchmarks).
+pub use tern_sample::event as sample_event;
 
 /// The workspace root (where `Cargo.toml`, `node_modules` and `target` are).
 pub fn workspace_root() -> PathBuf {
@@ -85,29 +88,4 @@ pub fn device_config(
         // reqwest (tern-sdk's default feature).
         transport: None,
     }
-}
-
-/// A realistic event: a name from a small app vocabulary and a few properties.
-pub fn sample_event(i: usize) -> (&'static str, serde_json::Map<String, serde_json::Value>) {
-    const NAMES: [&str; 5] = [
-        "screen_view",
-        "button_tap",
-        "add_to_cart",
-        "checkout",
-        "search",
-    ];
-    const SCREENS: [&str; 4] = ["home", "catalog", "product", "cart"];
-    let name = NAMES[i % NAMES.len()];
-    let screen = SCREENS[i % SCREENS.len()];
-    let serde_json::Value::Object(properties) = serde_json::json!({
-        "i": i,
-        "screen": screen,
-        "item_id": format!("sku-{:05}", i * 7919 % 100_000),
-        "price": (i % 500) as f64 + 0.99,
-        "currency": "EUR",
-        "experiment": { "name": "new_checkout", "variant": if i.is_multiple_of(2) { "a" } else { "b" } },
-    }) else {
-        unreachable!("json! of an object literal is an object")
-    };
-    (name, properties)
 }

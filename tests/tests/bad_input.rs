@@ -248,7 +248,7 @@ fn a_batch_id_reused_by_another_app_is_written_not_taken_for_a_resend() -> anyho
     kinesis.create_stream(&stream, 1)?;
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("collector.toml");
-    std::fs::write(&config, "[write_keys]\nother-key = \"other-app\"\n")?;
+    std::fs::write(&config, "[keys.write_keys]\nother-key = \"other-app\"\n")?;
     let mut options = CollectorOptions::new(&kinesis.endpoint, &stream);
     options.extra_args = vec!["--config".into(), config.display().to_string()];
     let collector = Collector::start(&options)?;

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tern_collector::enrich::TRUNCATED_NOTE;
-use tern_collector::limits::MAX_RECORD_BYTES;
+use tern_collector::dead_letter::TRUNCATED_NOTE;
+use tern_collector::sink::kinesis::limits::MAX_RECORD_BYTES;
 use tern_protocol::{BatchAck, DeadLetterRecord};
 use tern_tests::process::CollectorOptions;
 use tern_tests::{unique_stream, Collector, Kinesalite, WRITE_KEY};

@@ -15,8 +15,13 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
+use super::schema::{meta_key, BUSY_TIMEOUT};
 use crate::error::{Error, Result};
-use crate::policy::SEQ_RESERVATION;
+
+/// `seq` numbers reserved at a time in the identity file (written with `synchronous=FULL`):
+/// the identity file is written once per thousand events, not per event, and a recovery skips
+/// at most this many numbers (reported as a `storage_lost` gap) to be sure none is reused.
+pub const SEQ_RESERVATION: u64 = 1_000;
 
 /// Schema version of the identity file (`PRAGMA user_version`).
 pub const VERSION: i64 = 1;
@@ -30,9 +35,13 @@ pub const IDENTITY_SUFFIX: &str = ".identity";
 
 /// Keys of the buffer's `meta` table whose truth is the identity file: reads and writes of
 /// these go there.
-pub const IDENTITY_KEYS: [&str; 3] = ["user_id", "super_properties", "opt_out"];
+pub const IDENTITY_KEYS: [&str; 3] = [
+    meta_key::USER_ID,
+    meta_key::SUPER_PROPERTIES,
+    meta_key::OPT_OUT,
+];
 
-const INSTALL_ID: &str = "install_id";
+const INSTALL_ID: &str = meta_key::INSTALL_ID;
 const SEQ_RESERVED_THROUGH: &str = "seq_reserved_through";
 const BATCHED_THROUGH: &str = "batched_through";
 const ACKED_THROUGH: &str = "acked_through";
@@ -50,7 +59,7 @@ impl IdentityFile {
     /// Opens (creating) the identity file at `path`.
     pub(super) fn open(path: &Path) -> Result<Self> {
         let mut conn = Connection::open(path)?;
-        conn.busy_timeout(super::BUSY_TIMEOUT)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // Written rarely and must survive a power loss: a rollback journal, fsynced at commit.
         conn.execute_batch("PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;")?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -1,5 +1,66 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rusqlite::ErrorCode;
+use tern_protocol::{RefusedEvent, SeqRange};
+
+use super::identity::SEQ_RESERVATION;
+use super::recovery::{MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE};
+use super::schema::create_or_upgrade;
 use super::*;
-use tern_protocol::SeqRange;
+
+/// A buffer file in a directory of its own, deleted with it.
+struct TempBuffer {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl TempBuffer {
+    fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db");
+        Ok(Self { dir, path })
+    }
+
+    /// Opens (creating) the store on the buffer file.
+    fn open(&self) -> Result<Store> {
+        Store::open(&self.path)
+    }
+
+    /// A file beside the buffer (`-wal`, `.identity`, ...).
+    fn file(&self, suffix: &str) -> PathBuf {
+        sibling(&self.path, suffix)
+    }
+
+    /// Overwrites the buffer file with [`not_a_database`].
+    fn corrupt(&self) -> Result<()> {
+        std::fs::write(&self.path, not_a_database())?;
+        Ok(())
+    }
+
+    /// Names of the files in the buffer's directory that `keep` accepts, sorted.
+    fn files(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| keep(n))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// A fresh store in a temporary directory.
+fn temp_store() -> Result<(TempBuffer, Store)> {
+    let buffer = TempBuffer::new()?;
+    let store = buffer.open()?;
+    Ok((buffer, store))
+}
+
+/// Bytes that are not a SQLite database.
+fn not_a_database() -> Vec<u8> {
+    vec![0x5a; 8192]
+}
 
 fn event(seq: u64) -> StoredEvent {
     StoredEvent {
@@ -11,14 +72,39 @@ fn event(seq: u64) -> StoredEvent {
     }
 }
 
-const UNCAPPED: QuarantineCaps = QuarantineCaps {
-    max_batches: u64::MAX,
-    max_bytes: u64::MAX,
-};
-
 fn events(range: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
     range.map(event).collect()
 }
+
+/// Events whose bodies are `len` bytes each.
+fn events_of_size(range: std::ops::RangeInclusive<u64>, len: usize) -> Vec<StoredEvent> {
+    let body = "x".repeat(len);
+    range
+        .map(|seq| StoredEvent {
+            body: body.clone(),
+            ..event(seq)
+        })
+        .collect()
+}
+
+/// Cuts a batch of at most `max_events` (no byte limit) that must not be empty.
+fn cut(store: &mut Store, max_events: usize, now_ms: i64) -> Result<BatchRow> {
+    Ok(store
+        .cut_batch(max_events, usize::MAX, "{}", now_ms)?
+        .expect("a batch"))
+}
+
+/// Caps that drop nothing; a test sets the one it checks.
+const UNCAPPED_BUFFER: Caps = Caps {
+    max_events: u64::MAX,
+    max_bytes: u64::MAX,
+    max_age_ms: i64::MAX,
+};
+
+const UNCAPPED_QUARANTINE: QuarantineCaps = QuarantineCaps {
+    max_batches: u64::MAX,
+    max_bytes: u64::MAX,
+};
 
 fn r(first: u64, last: u64) -> SeqRange {
     SeqRange { first, last }
@@ -47,18 +133,17 @@ fn gap_total(store: &Store, reason: &str) -> u64 {
 
 #[test]
 fn counts_survive_reopen_and_batches_are_stable() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
+    let buffer = TempBuffer::new()?;
     let install_id;
     {
-        let mut store = Store::open(&path)?;
+        let mut store = buffer.open()?;
         install_id = store.install_id().to_owned();
         store.insert_events(&events(1..=10), &[], &[])?;
-        let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+        let batch = cut(&mut store, 4, 1)?;
         assert_eq!(batch.event_count, 4);
         assert_eq!(store.pending().unbatched_events, 6);
     }
-    let mut store = Store::open(&path)?;
+    let mut store = buffer.open()?;
     assert_eq!(store.install_id(), install_id);
     assert_eq!(store.next_seq(), 11);
     assert_eq!(store.pending().events, 10);
@@ -74,8 +159,7 @@ fn counts_survive_reopen_and_batches_are_stable() -> Result<()> {
 
 #[test]
 fn batches_respect_the_byte_limit_but_take_at_least_one_event() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=3), &[], &[])?;
     let one = store.cut_batch(10, 1, "{}", 1)?.expect("a batch");
     assert_eq!(one.event_count, 1);
@@ -88,24 +172,22 @@ fn batches_respect_the_byte_limit_but_take_at_least_one_event() -> Result<()> {
 
 #[test]
 fn next_seq_does_not_reuse_numbers_of_delivered_events() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
+    let buffer = TempBuffer::new()?;
     {
-        let mut store = Store::open(&path)?;
+        let mut store = buffer.open()?;
         store.insert_events(&events(1..=3), &[], &[])?;
-        let batch = store.cut_batch(10, usize::MAX, "{}", 1)?.expect("a batch");
+        let batch = cut(&mut store, 10, 1)?;
         store.delete_batch(&batch)?;
     }
-    assert_eq!(Store::open(&path)?.next_seq(), 4);
+    assert_eq!(buffer.open()?.next_seq(), 4);
     Ok(())
 }
 
 #[test]
 fn a_second_store_on_the_same_file_gets_a_clear_error() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
-    let _first = Store::open(&path)?;
-    match Store::open(&path) {
+    let buffer = TempBuffer::new()?;
+    let _first = buffer.open()?;
+    match buffer.open() {
         Err(Error::AlreadyOpen(p)) => assert!(p.ends_with("t.db")),
         other => panic!("expected AlreadyOpen, got {:?}", other.err()),
     }
@@ -114,15 +196,13 @@ fn a_second_store_on_the_same_file_gets_a_clear_error() -> Result<()> {
 
 #[test]
 fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=10), &[], &[])?;
     // A batch of the 3 oldest is in flight: it goes whole, never in part.
-    let batch = store.cut_batch(3, usize::MAX, "{}", 1)?.expect("a batch");
+    let batch = cut(&mut store, 3, 1)?;
     let caps = Caps {
         max_events: 5,
-        max_bytes: u64::MAX,
-        max_age_ms: i64::MAX,
+        ..UNCAPPED_BUFFER
     };
     assert_eq!(store.enforce_caps(&caps, 100)?, 5);
     assert_eq!(store.pending().events, 5);
@@ -139,9 +219,8 @@ fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
 
     // Age: events created before now - max_age go.
     let caps = Caps {
-        max_events: u64::MAX,
-        max_bytes: u64::MAX,
         max_age_ms: 3,
+        ..UNCAPPED_BUFFER
     };
     // Remaining events have created_at_ms 6..=10; now=11 → cutoff 8 → 6 and 7 go.
     assert_eq!(store.enforce_caps(&caps, 11)?, 2);
@@ -150,16 +229,15 @@ fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
     // Bytes: 8, 9 and 10 are left, 9 + 9 + 10 bytes; a cap of 20 drops the oldest only.
     assert_eq!(store.pending().bytes, 28);
     let caps = Caps {
-        max_events: u64::MAX,
         max_bytes: 20,
-        max_age_ms: i64::MAX,
+        ..UNCAPPED_BUFFER
     };
     assert_eq!(store.enforce_caps(&caps, 11)?, 1);
     assert_eq!(store.pending().bytes, 19);
 
     // The next batch reports the exact seqs dropped, once; retries repeat the same reports;
     // the batch after reports nothing.
-    let reported = store.cut_batch(1, usize::MAX, "{}", 12)?.expect("a batch");
+    let reported = cut(&mut store, 1, 12)?;
     assert_eq!(
         reports(&reported),
         vec![
@@ -175,7 +253,7 @@ fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
     assert_eq!(store.pending_gaps()?, (3, 8));
     store.delete_batch(&reported)?;
     assert_eq!(store.pending_gaps()?, (0, 0), "deleted with their batch");
-    let next = store.cut_batch(1, usize::MAX, "{}", 13)?.expect("a batch");
+    let next = cut(&mut store, 1, 13)?;
     assert!(next.gaps.is_empty());
     assert_eq!(gap_total(&store, gap_reason::CAP_COUNT), 5);
     Ok(())
@@ -183,8 +261,7 @@ fn caps_drop_the_oldest_events_and_count_them() -> Result<()> {
 
 #[test]
 fn quarantine_keeps_the_batch_whole_and_split_halves_it() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=5), &[], &[])?;
     let batch = store
         .cut_batch(5, usize::MAX, "{\"locale\":\"en\"}", 1)?
@@ -196,7 +273,7 @@ fn quarantine_keeps_the_batch_whole_and_split_halves_it() -> Result<()> {
         store.batch_bodies(first.batch_id)?,
         (1..=2).map(|s| event(s).body).collect::<Vec<_>>()
     );
-    assert!(store.quarantine_batch(&first, "HTTP 400: malformed", 3, &UNCAPPED)?);
+    assert!(store.quarantine_batch(&first, "HTTP 400: malformed", 3, &UNCAPPED_QUARANTINE)?);
     let pending = store.pending();
     assert_eq!(
         (
@@ -221,15 +298,16 @@ fn quarantine_keeps_the_batch_whole_and_split_halves_it() -> Result<()> {
 
 #[test]
 fn a_corrupt_file_is_moved_aside_and_a_fresh_buffer_created() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
-    std::fs::write(&path, vec![0x5a; 8192])?;
-    let store = Store::open(&path)?;
+    let buffer = TempBuffer::new()?;
+    buffer.corrupt()?;
+    let store = buffer.open()?;
     assert_eq!(store.pending().events, 0);
-    let moved = store.meta("recovered_from")?.expect("the path is recorded");
+    let moved = store
+        .meta(meta_key::RECOVERED_FROM)?
+        .expect("the path is recorded");
     assert_eq!(
         std::fs::read(&moved)?,
-        vec![0x5a; 8192],
+        not_a_database(),
         "the corrupt file is kept for QA"
     );
     Ok(())
@@ -237,27 +315,26 @@ fn a_corrupt_file_is_moved_aside_and_a_fresh_buffer_created() -> Result<()> {
 
 #[test]
 fn a_corrupt_buffer_keeps_the_identity_and_reports_the_lost_seqs() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
+    let buffer = TempBuffer::new()?;
     let install_id = {
-        let mut store = Store::open(&path)?;
+        let mut store = buffer.open()?;
         store.insert_events(
             &events(1..=10),
-            &[("user_id", "u-1"), ("opt_out", "1")],
+            &[(meta_key::USER_ID, "u-1"), (meta_key::OPT_OUT, "1")],
             &[],
         )?;
-        let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+        let batch = cut(&mut store, 4, 1)?;
         store.delete_batch(&batch)?;
         store.install_id().to_owned()
     };
-    assert!(path.exists());
-    std::fs::remove_file(sibling(&path, "-wal")).ok();
-    std::fs::write(&path, vec![0x5a; 8192])?;
-    let mut store = Store::open(&path)?;
+    assert!(buffer.path.exists());
+    std::fs::remove_file(buffer.file("-wal")).ok();
+    buffer.corrupt()?;
+    let mut store = buffer.open()?;
     assert_eq!(store.install_id(), install_id);
-    assert_eq!(store.meta("user_id")?.as_deref(), Some("u-1"));
-    assert_eq!(store.meta("opt_out")?.as_deref(), Some("1"));
-    let reserved = 10 + crate::policy::SEQ_RESERVATION;
+    assert_eq!(store.meta(meta_key::USER_ID)?.as_deref(), Some("u-1"));
+    assert_eq!(store.meta(meta_key::OPT_OUT)?.as_deref(), Some("1"));
+    let reserved = 10 + SEQ_RESERVATION;
     assert_eq!(
         store.next_seq(),
         reserved + 1,
@@ -275,15 +352,14 @@ fn a_corrupt_buffer_keeps_the_identity_and_reports_the_lost_seqs() -> Result<()>
 
 #[test]
 fn identity_values_live_in_the_identity_file() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
-    let mut store = Store::open(&path)?;
-    store.insert_events(&[], &[("super_properties", "{\"a\":1}")], &[])?;
-    store.set_meta("user_id", "u-2")?;
-    assert_eq!(meta_get(&store.conn, "user_id")?, None);
-    assert_eq!(meta_get(&store.conn, "super_properties")?, None);
+    let buffer = TempBuffer::new()?;
+    let mut store = buffer.open()?;
+    store.insert_events(&[], &[(meta_key::SUPER_PROPERTIES, "{\"a\":1}")], &[])?;
+    store.set_meta(meta_key::USER_ID, "u-2")?;
+    assert_eq!(meta_get(&store.conn, meta_key::USER_ID)?, None);
+    assert_eq!(meta_get(&store.conn, meta_key::SUPER_PROPERTIES)?, None);
     drop(store);
-    let identity = Connection::open(sibling(&path, IDENTITY_SUFFIX))?;
+    let identity = Connection::open(buffer.file(IDENTITY_SUFFIX))?;
     let value = |key: &str| -> Result<String> {
         Ok(
             identity.query_row("SELECT value FROM identity WHERE key = ?1", [key], |r| {
@@ -291,16 +367,15 @@ fn identity_values_live_in_the_identity_file() -> Result<()> {
             })?,
         )
     };
-    assert_eq!(value("user_id")?, "u-2");
-    assert_eq!(value("super_properties")?, "{\"a\":1}");
+    assert_eq!(value(meta_key::USER_ID)?, "u-2");
+    assert_eq!(value(meta_key::SUPER_PROPERTIES)?, "{\"a\":1}");
     Ok(())
 }
 
 #[test]
 fn seqs_are_reserved_in_blocks_not_per_event() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
-    let block = crate::policy::SEQ_RESERVATION;
+    let (_buffer, mut store) = temp_store()?;
+    let block = SEQ_RESERVATION;
     store.insert_events(&events(1..=1), &[], &[])?;
     assert_eq!(store.identity.reserved_through(), 1 + block);
     store.insert_events(&events(2..=block), &[], &[])?;
@@ -316,48 +391,47 @@ fn seqs_are_reserved_in_blocks_not_per_event() -> Result<()> {
 
 #[test]
 fn a_power_loss_never_reuses_a_seq_and_reports_the_lost_range() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
-    let copy = dir.path().join("copy");
+    let buffer = TempBuffer::new()?;
+    let copy = buffer.dir.path().join("copy");
     std::fs::create_dir(&copy)?;
     let files = ["", "-wal"];
     let install_id;
     {
-        let mut store = Store::open(&path)?;
+        let mut store = buffer.open()?;
         store.insert_events(&events(1..=5), &[], &[])?;
         // The disk as a power loss would leave it: the buffer as it is now.
         for suffix in files {
-            let from = sibling(&path, suffix);
+            let from = buffer.file(suffix);
             if from.exists() {
                 std::fs::copy(&from, copy.join(format!("t.db{suffix}")))?;
             }
         }
         store.insert_events(&events(6..=12), &[], &[])?;
-        let first = store.cut_batch(8, usize::MAX, "{}", 1)?.expect("a batch");
+        let first = cut(&mut store, 8, 1)?;
         store.delete_batch(&first)?;
         // Sent, not acknowledged.
-        store.cut_batch(8, usize::MAX, "{}", 2)?.expect("a batch");
+        cut(&mut store, 8, 2)?;
         install_id = store.install_id().to_owned();
     }
     for suffix in ["", "-wal", "-shm"] {
-        std::fs::remove_file(sibling(&path, suffix)).ok();
+        std::fs::remove_file(buffer.file(suffix)).ok();
     }
     for suffix in files {
         let from = copy.join(format!("t.db{suffix}"));
         if from.exists() {
-            std::fs::copy(&from, sibling(&path, suffix))?;
+            std::fs::copy(&from, buffer.file(suffix))?;
         }
     }
-    let mut store = Store::open(&path)?;
+    let mut store = buffer.open()?;
     assert_eq!(store.install_id(), install_id);
-    let reserved = 5 + crate::policy::SEQ_RESERVATION;
+    let reserved = 5 + SEQ_RESERVATION;
     assert_eq!(
         store.next_seq(),
         reserved + 1,
         "no seq of the lost events is reused"
     );
     // The old buffer's events 1..=5 were acknowledged; they go again (the collector dedups).
-    let batch = store.cut_batch(10, usize::MAX, "{}", 3)?.expect("a batch");
+    let batch = cut(&mut store, 10, 3)?;
     assert_eq!(batch.event_count, 5);
     assert_eq!(
         reports(&batch),
@@ -368,11 +442,10 @@ fn a_power_loss_never_reuses_a_seq_and_reports_the_lost_range() -> Result<()> {
 
 #[test]
 fn a_version_3_buffer_gets_an_identity_file_with_its_install_id_and_seq() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
+    let buffer = TempBuffer::new()?;
     {
         // A buffer as schema 3 left it, with its values in `meta` and no identity file.
-        let mut conn = Connection::open(&path)?;
+        let mut conn = Connection::open(&buffer.path)?;
         create_or_upgrade(&mut conn)?;
         conn.execute_batch(
             "INSERT INTO meta (key, value) VALUES ('install_id', 'old-install'), \
@@ -380,22 +453,22 @@ fn a_version_3_buffer_gets_an_identity_file_with_its_install_id_and_seq() -> Res
              ('super_properties', '{\"p\":true}');",
         )?;
     }
-    assert!(!sibling(&path, IDENTITY_SUFFIX).exists());
+    assert!(!buffer.file(IDENTITY_SUFFIX).exists());
     {
-        let mut store = Store::open(&path)?;
+        let mut store = buffer.open()?;
         assert_eq!(store.install_id(), "old-install");
         assert_eq!(store.next_seq(), 42);
         store.insert_events(&events(42..=42), &[], &[])?;
     }
     // The identity file is the truth from now on, even if the buffer is lost.
-    std::fs::remove_file(&path)?;
-    std::fs::remove_file(sibling(&path, "-wal")).ok();
-    let store = Store::open(&path)?;
+    std::fs::remove_file(&buffer.path)?;
+    std::fs::remove_file(buffer.file("-wal")).ok();
+    let store = buffer.open()?;
     assert_eq!(store.install_id(), "old-install");
-    assert_eq!(store.meta("user_id")?.as_deref(), Some("u-3"));
-    assert_eq!(store.meta("opt_out")?.as_deref(), Some("1"));
+    assert_eq!(store.meta(meta_key::USER_ID)?.as_deref(), Some("u-3"));
+    assert_eq!(store.meta(meta_key::OPT_OUT)?.as_deref(), Some("1"));
     assert_eq!(
-        store.meta("super_properties")?.as_deref(),
+        store.meta(meta_key::SUPER_PROPERTIES)?.as_deref(),
         Some("{\"p\":true}")
     );
     assert!(store.next_seq() > 42, "seq continues");
@@ -404,28 +477,27 @@ fn a_version_3_buffer_gets_an_identity_file_with_its_install_id_and_seq() -> Res
 
 #[test]
 fn a_file_whose_event_pages_are_damaged_is_moved_aside_at_open() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
+    let buffer = TempBuffer::new()?;
     {
-        let mut store = Store::open(&path)?;
+        let mut store = buffer.open()?;
         store.insert_events(&events(1..=3_000), &[], &[])?;
     }
     // The header and the first pages (schema, meta) stay whole: the file opens as a database,
     // and only reading the events finds the damage.
-    let mut bytes = std::fs::read(&path)?;
+    let mut bytes = std::fs::read(&buffer.path)?;
     let half = bytes.len() / 2;
     for b in &mut bytes[half..] {
         *b = 0x5a;
     }
-    std::fs::write(&path, &bytes)?;
-    let store = Store::open(&path)?;
+    std::fs::write(&buffer.path, &bytes)?;
+    let store = buffer.open()?;
     assert_eq!(store.pending().events, 0, "a fresh buffer");
-    assert_eq!(store.next_seq(), 3_001 + crate::policy::SEQ_RESERVATION);
+    assert_eq!(store.next_seq(), 3_001 + SEQ_RESERVATION);
     assert_eq!(
         gap_total(&store, gap_reason::STORAGE_LOST),
-        3_000 + crate::policy::SEQ_RESERVATION
+        3_000 + SEQ_RESERVATION
     );
-    assert!(store.meta("recovered_from")?.is_some());
+    assert!(store.meta(meta_key::RECOVERED_FROM)?.is_some());
     Ok(())
 }
 
@@ -451,19 +523,27 @@ fn shape(conn: &Connection) -> Result<Shape> {
         .collect()
 }
 
-#[test]
-fn a_version_1_buffer_upgrades_to_the_current_schema_and_keeps_its_events() -> Result<()> {
+/// Opens a buffer written by `old_schema` (a fixture of schema `version`), which upgrades it,
+/// after checking that its tables then have the shape of a fresh buffer's.
+fn upgraded_like_fresh(old_schema: &str, version: i64) -> Result<(tempfile::TempDir, Store)> {
     let dir = tempfile::tempdir()?;
     let old = dir.path().join("old.db");
     {
         let conn = Connection::open(&old)?;
-        conn.execute_batch(include_str!("../../tests/fixtures/schema_v1.sql"))?;
+        conn.execute_batch(old_schema)?;
         let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        assert_eq!(v, 1);
+        assert_eq!(v, version);
     }
-    let mut upgraded = Store::open(&old)?;
+    let upgraded = Store::open(&old)?;
     let fresh = Store::open(&dir.path().join("fresh.db"))?;
     assert_eq!(shape(&upgraded.conn)?, shape(&fresh.conn)?);
+    Ok((dir, upgraded))
+}
+
+#[test]
+fn a_version_1_buffer_upgrades_to_the_current_schema_and_keeps_its_events() -> Result<()> {
+    let (_dir, mut upgraded) =
+        upgraded_like_fresh(include_str!("../../tests/fixtures/schema_v1.sql"), 1)?;
     let v: i64 = upgraded
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -490,15 +570,9 @@ fn a_version_1_buffer_upgrades_to_the_current_schema_and_keeps_its_events() -> R
 
 #[test]
 fn a_size_limited_file_fails_writes_like_a_full_disk() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.set_max_file_bytes(64 * 1024)?;
-    let big: Vec<StoredEvent> = (1..=200)
-        .map(|seq| StoredEvent {
-            body: "x".repeat(2000),
-            ..event(seq)
-        })
-        .collect();
+    let big = events_of_size(1..=200, 2000);
     let err = store.insert_events(&big, &[], &[]).unwrap_err();
     assert!(
         matches!(&err, Error::Storage(rusqlite::Error::SqliteFailure(f, _)) if f.code == ErrorCode::DiskFull),
@@ -512,14 +586,12 @@ fn a_size_limited_file_fails_writes_like_a_full_disk() -> Result<()> {
 
 #[test]
 fn operations_on_a_batch_that_a_cap_removed_change_nothing() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=10), &[], &[])?;
-    let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+    let batch = cut(&mut store, 4, 1)?;
     let caps = Caps {
         max_events: 5,
-        max_bytes: u64::MAX,
-        max_age_ms: i64::MAX,
+        ..UNCAPPED_BUFFER
     };
     // Not in flight: the cap takes the batch whole (4) and one unbatched event.
     assert_eq!(store.enforce_caps(&caps, 100)?, 5);
@@ -532,7 +604,7 @@ fn operations_on_a_batch_that_a_cap_removed_change_nothing() -> Result<()> {
         Split::Gone,
         "no panic, no-op"
     );
-    assert!(!store.quarantine_batch(&batch, "HTTP 400", 3, &UNCAPPED)?);
+    assert!(!store.quarantine_batch(&batch, "HTTP 400", 3, &UNCAPPED_QUARANTINE)?);
     assert_eq!(store.delete_batch(&batch)?, 0);
     store.record_failure(batch.batch_id, 1, 10, "HTTP 503")?;
     assert_eq!(
@@ -552,10 +624,9 @@ fn operations_on_a_batch_that_a_cap_removed_change_nothing() -> Result<()> {
 
 #[test]
 fn the_caps_never_drop_the_batch_in_flight() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=10), &[], &[])?;
-    let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+    let batch = cut(&mut store, 4, 1)?;
     store.set_in_flight(Some(batch.batch_id));
     let caps = |max_events| Caps {
         max_events,
@@ -587,22 +658,20 @@ fn the_caps_never_drop_the_batch_in_flight() -> Result<()> {
 
 #[test]
 fn a_drop_report_on_a_batch_that_is_never_sent_goes_to_the_next_batch() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=10), &[], &[(drop_reason::QUEUE_FULL, 3)])?;
-    let first = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+    let first = cut(&mut store, 4, 1)?;
     assert_eq!(first.dropped.get(drop_reason::QUEUE_FULL), Some(&3));
     assert_eq!(store.drops()?.get(drop_reason::QUEUE_FULL), Some(&(3, 0)));
 
     // A cap drops the batch that carried the report: the report is owed again.
     let caps = Caps {
         max_events: 6,
-        max_bytes: u64::MAX,
-        max_age_ms: i64::MAX,
+        ..UNCAPPED_BUFFER
     };
     assert_eq!(store.enforce_caps(&caps, 100)?, 4);
     assert_eq!(store.drops()?.get(drop_reason::QUEUE_FULL), Some(&(3, 3)));
-    let second = store.cut_batch(2, usize::MAX, "{}", 2)?.expect("a batch");
+    let second = cut(&mut store, 2, 2)?;
     assert_eq!(second.dropped.get(drop_reason::QUEUE_FULL), Some(&3));
     assert_eq!(
         reports(&second),
@@ -610,8 +679,8 @@ fn a_drop_report_on_a_batch_that_is_never_sent_goes_to_the_next_batch() -> Resul
     );
 
     // The collector refuses that batch as malformed: quarantined, never sent; report owed again.
-    assert!(store.quarantine_batch(&second, "HTTP 400", 3, &UNCAPPED)?);
-    let third = store.cut_batch(10, usize::MAX, "{}", 4)?.expect("a batch");
+    assert!(store.quarantine_batch(&second, "HTTP 400", 3, &UNCAPPED_QUARANTINE)?);
+    let third = cut(&mut store, 10, 4)?;
     assert_eq!(
         third.dropped, second.dropped,
         "the same counts, reported once"
@@ -636,15 +705,9 @@ fn a_drop_report_on_a_batch_that_is_never_sent_goes_to_the_next_batch() -> Resul
 
 #[test]
 fn drop_counts_commit_with_the_events_or_not_at_all() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.set_max_file_bytes(64 * 1024)?;
-    let big: Vec<StoredEvent> = (1..=200)
-        .map(|seq| StoredEvent {
-            body: "x".repeat(2000),
-            ..event(seq)
-        })
-        .collect();
+    let big = events_of_size(1..=200, 2000);
     let drops = [(drop_reason::QUEUE_FULL, 2)];
     assert!(store.insert_events(&big, &[], &drops).is_err());
     assert!(
@@ -658,8 +721,7 @@ fn drop_counts_commit_with_the_events_or_not_at_all() -> Result<()> {
 
 #[test]
 fn the_quarantine_keeps_within_its_caps_by_dropping_its_oldest_batches() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=10), &[], &[])?;
     let caps = QuarantineCaps {
         max_batches: 2,
@@ -687,7 +749,7 @@ fn the_quarantine_keeps_within_its_caps_by_dropping_its_oldest_batches() -> Resu
     // batch reports nothing new.
     assert_eq!(gap_total(&store, gap_reason::QUARANTINE), 6);
     assert_eq!(gap_total(&store, gap_reason::QUARANTINE_CAP), 0);
-    let next = store.cut_batch(10, usize::MAX, "{}", 4)?.expect("a batch");
+    let next = cut(&mut store, 10, 4)?;
     let seqs: Vec<SeqRange> = next.gaps.iter().flat_map(|g| g.ranges.clone()).collect();
     assert_eq!(merge_ranges(&seqs, &[]), vec![r(1, 6)]);
     assert!(next.gaps.iter().all(|g| g.reason == gap_reason::QUARANTINE));
@@ -714,7 +776,7 @@ fn the_quarantine_keeps_within_its_caps_by_dropping_its_oldest_batches() -> Resu
 
     // A batch that alone is over the caps cannot be kept: deleted at once, `quarantine_cap`.
     store.insert_events(&events(11..=12), &[], &[])?;
-    let big = store.cut_batch(10, usize::MAX, "{}", 6)?.expect("a batch");
+    let big = cut(&mut store, 10, 6)?;
     let tiny = QuarantineCaps {
         max_batches: u64::MAX,
         max_bytes: 1,
@@ -732,11 +794,10 @@ fn the_quarantine_keeps_within_its_caps_by_dropping_its_oldest_batches() -> Resu
 
 #[test]
 fn next_attempt_times_beyond_reach_are_brought_back() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=4), &[], &[])?;
-    let near = store.cut_batch(2, usize::MAX, "{}", 1)?.expect("a batch");
-    let far = store.cut_batch(2, usize::MAX, "{}", 2)?.expect("a batch");
+    let near = cut(&mut store, 2, 1)?;
+    let far = cut(&mut store, 2, 2)?;
     store.record_failure(near.batch_id, 1, 1_000, "HTTP 503")?;
     store.record_failure(far.batch_id, 1, 9_000_000, "HTTP 503")?;
     assert_eq!(store.clamp_next_attempts(5_000)?, 1);
@@ -751,14 +812,12 @@ fn next_attempt_times_beyond_reach_are_brought_back() -> Result<()> {
 
 #[test]
 fn caps_can_be_enforced_in_bounded_slices() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=2_500), &[], &[])?;
-    let batch = store.cut_batch(300, usize::MAX, "{}", 1)?.expect("a batch");
+    let batch = cut(&mut store, 300, 1)?;
     let caps = Caps {
         max_events: 100,
-        max_bytes: u64::MAX,
-        max_age_ms: i64::MAX,
+        ..UNCAPPED_BUFFER
     };
     let mut slices = Vec::new();
     loop {
@@ -774,7 +833,7 @@ fn caps_can_be_enforced_in_bounded_slices() -> Result<()> {
     assert_eq!(store.pending().events, 100);
     assert_eq!(store.batch_bodies(batch.batch_id)?.len(), 0);
     assert_eq!(gap_total(&store, gap_reason::CAP_COUNT), 2_400);
-    let reported = store.cut_batch(1, usize::MAX, "{}", 11)?.expect("a batch");
+    let reported = cut(&mut store, 1, 11)?;
     assert_eq!(
         reports(&reported),
         vec![(gap_reason::CAP_COUNT, vec![r(1, 2_400)])]
@@ -784,46 +843,30 @@ fn caps_can_be_enforced_in_bounded_slices() -> Result<()> {
 
 #[test]
 fn commits_leave_checkpoints_to_the_checkpointer() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
-    let wal = sibling(&path, "-wal");
-    let mut store = Store::open(&path)?;
+    let buffer = TempBuffer::new()?;
+    let wal = buffer.file("-wal");
+    let mut store = buffer.open()?;
     let mut checkpointer = store.checkpointer()?;
     checkpointer.checkpoint()?;
-    let db_before = std::fs::metadata(&path)?.len();
+    let db_before = std::fs::metadata(&buffer.path)?.len();
     // Far more than SQLite's automatic checkpoint threshold (1 000 pages of 4 KiB).
-    let body = "x".repeat(2_000);
     for chunk in 0..10u64 {
-        let rows: Vec<StoredEvent> = (1..=500)
-            .map(|i| StoredEvent {
-                body: body.clone(),
-                ..event(chunk * 500 + i)
-            })
-            .collect();
+        let rows = events_of_size(chunk * 500 + 1..=chunk * 500 + 500, 2_000);
         store.insert_events(&rows, &[], &[])?;
     }
     // No commit checkpointed: everything is still only in the WAL.
-    assert_eq!(std::fs::metadata(&path)?.len(), db_before);
+    assert_eq!(std::fs::metadata(&buffer.path)?.len(), db_before);
     assert!(std::fs::metadata(&wal)?.len() > 10 * 1024 * 1024);
     // One passive checkpoint copies it all into the database file.
     assert_eq!(checkpointer.checkpoint()?, 0);
-    assert!(std::fs::metadata(&path)?.len() > 10 * 1024 * 1024);
+    assert!(std::fs::metadata(&buffer.path)?.len() > 10 * 1024 * 1024);
     Ok(())
 }
 
 #[test]
 fn a_version_2_buffer_upgrades_to_the_current_schema_and_keeps_its_batches() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let old = dir.path().join("old.db");
-    {
-        let conn = Connection::open(&old)?;
-        conn.execute_batch(include_str!("../../tests/fixtures/schema_v2.sql"))?;
-        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        assert_eq!(v, 2);
-    }
-    let mut upgraded = Store::open(&old)?;
-    let fresh = Store::open(&dir.path().join("fresh.db"))?;
-    assert_eq!(shape(&upgraded.conn)?, shape(&fresh.conn)?);
+    let (_dir, mut upgraded) =
+        upgraded_like_fresh(include_str!("../../tests/fixtures/schema_v2.sql"), 2)?;
     assert_eq!(upgraded.next_seq(), 6);
     assert_eq!(upgraded.pending().events, 3);
     assert_eq!(upgraded.pending().quarantined_batches, 1);
@@ -834,13 +877,10 @@ fn a_version_2_buffer_upgrades_to_the_current_schema_and_keeps_its_batches() -> 
     // Gap reports work on the upgraded file.
     let caps = Caps {
         max_events: 1,
-        max_bytes: u64::MAX,
-        max_age_ms: i64::MAX,
+        ..UNCAPPED_BUFFER
     };
     assert_eq!(upgraded.enforce_caps(&caps, 1)?, 1);
-    let next = upgraded
-        .cut_batch(10, usize::MAX, "{}", 2)?
-        .expect("a batch");
+    let next = cut(&mut upgraded, 10, 2)?;
     assert_eq!(reports(&next), vec![(gap_reason::CAP_COUNT, vec![r(4, 4)])]);
     Ok(())
 }
@@ -848,8 +888,7 @@ fn a_version_2_buffer_upgrades_to_the_current_schema_and_keeps_its_batches() -> 
 #[test]
 fn long_gaps_are_split_and_at_most_the_limit_rides_in_one_batch() -> Result<()> {
     use tern_protocol::limits::{MAX_GAPS_PER_BATCH, MAX_RANGES_PER_GAP};
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     // Every other seq of a long run dropped: one gap of many single-seq ranges per reason.
     let per_gap = MAX_RANGES_PER_GAP * (MAX_GAPS_PER_BATCH + 2);
     let seqs: Vec<u64> = (0..per_gap as u64).map(|i| 2 * i + 1).collect();
@@ -879,11 +918,10 @@ fn long_gaps_are_split_and_at_most_the_limit_rides_in_one_batch() -> Result<()> 
 
 #[test]
 fn a_partly_refused_batch_quarantines_only_the_refused_events() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     let stored = events(1..=10);
     store.insert_events(&stored, &[], &[])?;
-    let batch = store.cut_batch(10, usize::MAX, "{}", 1)?.expect("a batch");
+    let batch = cut(&mut store, 10, 1)?;
     let refused = vec![RefusedEvent {
         event_id: stored[6].event_id,
         seq: 7,
@@ -891,7 +929,7 @@ fn a_partly_refused_batch_quarantines_only_the_refused_events() -> Result<()> {
         message: "event name is empty".into(),
     }];
     assert_eq!(
-        store.settle_partly_refused(&batch, &refused, 2, &UNCAPPED)?,
+        store.settle_partly_refused(&batch, &refused, 2, &UNCAPPED_QUARANTINE)?,
         1
     );
     let pending = store.pending();
@@ -925,16 +963,14 @@ fn a_partly_refused_batch_quarantines_only_the_refused_events() -> Result<()> {
 
 #[test]
 fn a_renewed_batch_id_keeps_the_events_and_reports() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=6), &[], &[])?;
     let caps = Caps {
         max_events: 4,
-        max_bytes: u64::MAX,
-        max_age_ms: i64::MAX,
+        ..UNCAPPED_BUFFER
     };
     store.enforce_caps(&caps, 1)?;
-    let batch = store.cut_batch(10, usize::MAX, "{}", 1)?.expect("a batch");
+    let batch = cut(&mut store, 10, 1)?;
     store.record_failure(batch.batch_id, 3, 99, "HTTP 503")?;
     let renewed = store.renew_batch_id(&batch, 2)?.expect("still stored");
     assert_ne!(renewed.batch_id, batch.batch_id);
@@ -956,10 +992,9 @@ fn a_renewed_batch_id_keeps_the_events_and_reports() -> Result<()> {
 
 #[test]
 fn opting_out_reports_the_purged_seqs_as_one_gap() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut store = Store::open(&dir.path().join("t.db"))?;
+    let (_buffer, mut store) = temp_store()?;
     store.insert_events(&events(1..=5), &[], &[])?;
-    store.cut_batch(2, usize::MAX, "{}", 1)?.expect("a batch");
+    cut(&mut store, 2, 1)?;
     store.purge(2)?;
     assert_eq!(store.pending(), Pending::default());
     let next = store
@@ -971,29 +1006,19 @@ fn opting_out_reports_the_purged_seqs_as_one_gap() -> Result<()> {
 
 #[test]
 fn corrupt_copies_are_bounded_in_count_and_age() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
-    let copies = || -> Result<Vec<String>> {
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| {
-                n.starts_with("t.db.corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm")
-            })
-            .collect();
-        names.sort();
-        Ok(names)
-    };
+    let buffer = TempBuffer::new()?;
     // One copy too old to keep, whatever the count.
     let now = chrono::Utc::now().timestamp_millis();
     let old_ms = now - i64::try_from(MAX_CORRUPT_COPY_AGE.as_millis()).unwrap() - 1_000;
-    std::fs::write(sibling(&path, &format!(".corrupt-{old_ms}")), b"old")?;
+    std::fs::write(buffer.file(&format!(".corrupt-{old_ms}")), b"old")?;
     for _ in 0..MAX_CORRUPT_COPIES + 2 {
-        std::fs::write(&path, vec![0x5a; 8192])?;
-        drop(Store::open(&path)?);
+        buffer.corrupt()?;
+        drop(buffer.open()?);
         std::thread::sleep(Duration::from_millis(2));
     }
-    let kept = copies()?;
+    let kept = buffer.files(|n| {
+        n.starts_with("t.db.corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+    })?;
     assert_eq!(kept.len(), MAX_CORRUPT_COPIES, "{kept:?}");
     assert!(!kept.contains(&format!("t.db.corrupt-{old_ms}")));
     Ok(())
@@ -1001,11 +1026,10 @@ fn corrupt_copies_are_bounded_in_count_and_age() -> Result<()> {
 
 #[test]
 fn opting_out_leaves_no_copy_of_the_events() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
-    std::fs::write(&path, vec![0x5a; 8192])?;
-    drop(Store::open(&path)?);
-    let mut store = Store::open(&path)?;
+    let buffer = TempBuffer::new()?;
+    buffer.corrupt()?;
+    drop(buffer.open()?);
+    let mut store = buffer.open()?;
     let secret = "a-secret-property-value-0123456789";
     let stored: Vec<StoredEvent> = (1..=50)
         .map(|seq| StoredEvent {
@@ -1020,32 +1044,30 @@ fn opting_out_leaves_no_copy_of_the_events() -> Result<()> {
         std::fs::read(file)
             .is_ok_and(|bytes| bytes.windows(secret.len()).any(|w| w == secret.as_bytes()))
     };
-    assert!(!contains(&path), "the deleted rows' bytes are overwritten");
     assert!(
-        !contains(&sibling(&path, "-wal")),
+        !contains(&buffer.path),
+        "the deleted rows' bytes are overwritten"
+    );
+    assert!(
+        !contains(&buffer.file("-wal")),
         "the WAL no longer holds them"
     );
     assert_eq!(
-        std::fs::metadata(sibling(&path, "-wal")).map_or(0, |m| m.len()),
+        std::fs::metadata(buffer.file("-wal")).map_or(0, |m| m.len()),
         0
     );
-    let left: Vec<String> = std::fs::read_dir(dir.path())?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".corrupt-"))
-        .collect();
+    let left = buffer.files(|n| n.contains(".corrupt-"))?;
     assert!(left.is_empty(), "corrupt copies deleted: {left:?}");
     Ok(())
 }
 
 #[test]
 fn corruption_found_while_running_is_handled_as_at_open() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("t.db");
-    let mut store = Store::open(&path)?;
+    let buffer = TempBuffer::new()?;
+    let mut store = buffer.open()?;
     let mut checkpointer = store.checkpointer()?;
-    store.insert_events(&events(1..=10), &[("user_id", "u-1")], &[])?;
-    let batch = store.cut_batch(4, usize::MAX, "{}", 1)?.expect("a batch");
+    store.insert_events(&events(1..=10), &[(meta_key::USER_ID, "u-1")], &[])?;
+    let batch = cut(&mut store, 4, 1)?;
     store.delete_batch(&batch)?;
     let install_id = store.install_id().to_owned();
     // The file goes bad under the open connection: everything in the database file, its WAL
@@ -1053,7 +1075,7 @@ fn corruption_found_while_running_is_handled_as_at_open() -> Result<()> {
     store
         .conn
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    std::fs::write(&path, vec![0x5a; 8192])?;
+    buffer.corrupt()?;
     store.conn.execute_batch("PRAGMA shrink_memory")?;
     let failed = store
         .insert_events(&events(11..=12), &[], &[])
@@ -1063,8 +1085,8 @@ fn corruption_found_while_running_is_handled_as_at_open() -> Result<()> {
     let moved = store.recover_from_corruption()?;
     assert!(moved.exists(), "the corrupt copy is kept for QA");
     assert_eq!(store.install_id(), install_id);
-    assert_eq!(store.meta("user_id")?.as_deref(), Some("u-1"));
-    let reserved = 10 + crate::policy::SEQ_RESERVATION;
+    assert_eq!(store.meta(meta_key::USER_ID)?.as_deref(), Some("u-1"));
+    let reserved = 10 + SEQ_RESERVATION;
     assert_eq!(
         store.next_seq(),
         reserved + 1,

@@ -6,10 +6,10 @@
 
 use bytes::Bytes;
 pub use tern_protocol::aggregate::{deaggregate, MAGIC};
-use tern_protocol::aggregate::{field_len, sealed_data_len, user_record};
+use tern_protocol::aggregate::{seal_records, sealed_data_len, Record};
 
+use super::limits::MAX_RECORD_BYTES;
 use super::record::Entry;
-use crate::limits::MAX_RECORD_BYTES;
 
 /// Size against the Kinesis record limit (data + partition key) of an aggregated record with
 /// partition key `key_len` bytes long and user records whose encoded fields take `fields` bytes.
@@ -27,12 +27,12 @@ pub fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
         return entries;
     }
     let mut out = Vec::new();
-    let mut group: Vec<Vec<u8>> = Vec::new();
+    let mut group: Vec<Record> = Vec::new();
     let mut group_key = String::new();
     let mut group_fields = 0;
     for entry in entries {
-        let record = user_record(&entry.data);
-        let field = field_len(record.len());
+        let record = Record::user(entry.data.clone());
+        let field = record.field_len();
         if sealed_size(entry.partition_key.len(), field) > MAX_RECORD_BYTES {
             if !group.is_empty() {
                 out.push(seal(&group_key, std::mem::take(&mut group)));
@@ -60,9 +60,9 @@ pub fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
     out
 }
 
-fn seal(partition_key: &str, records: Vec<Vec<u8>>) -> Entry {
+fn seal(partition_key: &str, records: Vec<Record>) -> Entry {
     Entry {
-        data: Bytes::from(tern_protocol::aggregate::seal(partition_key, &records)),
+        data: Bytes::from(seal_records(partition_key, records)),
         partition_key: partition_key.to_owned(),
     }
 }
@@ -138,8 +138,8 @@ mod tests {
             MAX_RECORD_BYTES - 40,
         ] {
             for key in ["k", &"p".repeat(256)] {
-                let record = user_record(&vec![b'x'; len]);
-                let predicted = sealed_size(key.len(), field_len(record.len()));
+                let record = Record::user(Bytes::from(vec![b'x'; len]));
+                let predicted = sealed_size(key.len(), record.field_len());
                 let sealed = seal(key, vec![record]);
                 assert_eq!(sealed.size(), predicted, "len {len}, key {}", key.len());
             }

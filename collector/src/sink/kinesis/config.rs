@@ -1,20 +1,38 @@
-//! Building the Kinesis client.
+//! The sink's section of the configuration (`[kinesis]`), and building the Kinesis client.
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::Client;
+use serde::{Deserialize, Serialize};
 
-/// Where the sink writes.
-#[derive(Debug, Clone)]
+/// Where the sink writes and how: the `[kinesis]` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KinesisSinkConfig {
-    /// Stream for events.
+    /// Kinesis stream that receives valid events.
     pub stream: String,
-    /// Stream for dead letters, if any.
+    /// Kinesis stream that receives invalid events with the reason. Without it, invalid events
+    /// are only listed as refused in the answer (the SDK quarantines them).
     pub dead_letter_stream: Option<String>,
-    /// Endpoint override (a local Kinesis server).
+    /// Kinesis endpoint URL (a local Kinesis server); unset means the AWS endpoint of `region`.
     pub endpoint: Option<String>,
     /// AWS region.
     pub region: String,
+    /// Pack each upload's events into KPL aggregated records (consumers must de-aggregate:
+    /// KCL and the AWS Lambda de-aggregation libraries do).
+    pub aggregate: bool,
+}
+
+impl Default for KinesisSinkConfig {
+    fn default() -> Self {
+        Self {
+            stream: String::new(),
+            dead_letter_stream: None,
+            endpoint: None,
+            region: "us-east-1".to_owned(),
+            aggregate: false,
+        }
+    }
 }
 
 impl KinesisSinkConfig {

@@ -7,24 +7,15 @@
 //! records; the uploads that shared it are then sent again each in a call of its own, so that
 //! one poisoned upload cannot fail the others.
 
-use std::time::Duration;
-
 use aws_sdk_kinesis::Client;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+use super::limits::{DISPATCH_QUEUE, LINGER, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES};
 use super::record::Entry;
 use super::service::{self, CallError, EntryResult};
 use crate::in_flight::Reservation;
-use crate::limits::{MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES};
 use crate::metrics::Metrics;
-
-/// How long the dispatcher waits for more uploads to share a call that is not full: short
-/// against a PutRecords round trip (tens of ms), long enough to gather concurrent uploads.
-pub const LINGER: Duration = Duration::from_millis(2);
-
-/// Queue length of submissions; uploads wait (asynchronously) when it is full.
-const QUEUE: usize = 1024;
 
 /// The whole-call error after which the uploads of a shared call are sent again one by one.
 const ISOLATE_ON: &str = "ValidationException";
@@ -51,7 +42,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts the dispatcher task on the current runtime.
     pub fn spawn(client: Client, metrics: Arc<Metrics>) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::channel(DISPATCH_QUEUE);
         tokio::spawn(run(rx, client, metrics));
         Self { tx }
     }
@@ -167,6 +158,8 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use std::time::Duration;
+
     use crate::in_flight::InFlightBudget;
     use crate::metrics::CodeLabel;
     use prometheus_client::metrics::gauge::Gauge;

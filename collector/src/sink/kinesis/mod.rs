@@ -1,11 +1,13 @@
 //! The Kinesis sink: writes an upload's records and reports success only when every one has a
-//! sequence number. Split like Vector's sink: [`config`] builds the client,
+//! sequence number. Split like Vector's sink: [`config`] is its section of the configuration and
+//! builds the client, [`limits`] holds the Kinesis API's limits and the sink's own,
 //! [`request_builder`] packs records into requests, [`service`] makes one call, [`retry`]
 //! decides what is sent again.
 
 pub mod aggregate;
 pub mod config;
 pub mod dispatch;
+pub mod limits;
 pub mod record;
 pub mod request_builder;
 pub mod retry;
@@ -16,8 +18,8 @@ use std::sync::Arc;
 use aws_sdk_kinesis::Client;
 use tokio::time::Instant;
 
+use self::limits::RETRY_MIN_DELAY;
 use crate::in_flight::Reservation;
-use crate::limits::RETRY_MIN_DELAY;
 use crate::metrics::Metrics;
 
 pub use self::config::KinesisSinkConfig;

@@ -1,6 +1,6 @@
 //! Packs records into PutRecords requests within the Kinesis limits.
 
-use crate::limits::{MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES};
+use super::limits::{MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES};
 
 use super::record::Entry;
 

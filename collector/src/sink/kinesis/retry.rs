@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
-use crate::limits::{RETRY_MAX_DELAY, RETRY_MAX_DELAY_THROTTLED, RETRY_MIN_DELAY};
+use super::limits::{RETRY_MAX_DELAY, RETRY_MAX_DELAY_THROTTLED, RETRY_MIN_DELAY};
 
 /// The Kinesis error code of a throttled record: backpressure, not a fault.
 pub const THROTTLED: &str = "ProvisionedThroughputExceededException";
@@ -67,43 +67,49 @@ pub fn code_label(code: &str) -> &'static str {
 
 /// The backoff of one upload's retries.
 ///
-/// Two things grow the delay, each with its own count and ceiling, and the longer delay wins:
-/// attempts that wrote nothing (a failed call, an outage) grow it up to [`RETRY_MAX_DELAY`];
-/// attempts with throttled records grow it up to [`RETRY_MAX_DELAY_THROTTLED`] even if other
-/// records got through, since throttling is Kinesis pacing us (backpressure). An attempt that
-/// made progress without throttling (a few records failed with `InternalFailure`, say) retries
-/// the rest after the shortest delay.
-#[derive(Debug, Clone, Default)]
+/// Two things grow the delay, each an exponential backoff of its own (backon's, without jitter)
+/// with its own ceiling, and the longer delay wins: attempts that wrote nothing (a failed call,
+/// an outage) grow it up to [`RETRY_MAX_DELAY`]; attempts with throttled records grow it up to
+/// [`RETRY_MAX_DELAY_THROTTLED`] even if other records got through, since throttling is Kinesis
+/// pacing us (backpressure). An attempt that made progress without throttling (a few records
+/// failed with `InternalFailure`, say) retries the rest after the shortest delay.
+#[derive(Debug)]
 pub struct Backoff {
-    fruitless: u32,
-    throttled: u32,
+    fruitless: Growth,
+    throttled: Growth,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            fruitless: Growth::new(RETRY_MAX_DELAY),
+            throttled: Growth::new(RETRY_MAX_DELAY_THROTTLED),
+        }
+    }
 }
 
 impl Backoff {
     /// Records how an attempt went.
     pub fn after_attempt(&mut self, progressed: bool, throttled: bool) {
-        self.fruitless = if progressed {
-            0
+        if progressed {
+            self.fruitless.reset();
         } else {
-            self.fruitless.saturating_add(1)
-        };
-        self.throttled = if throttled {
-            self.throttled.saturating_add(1)
+            self.fruitless.grow();
+        }
+        if throttled {
+            self.throttled.grow();
         } else {
-            0
-        };
+            self.throttled.reset();
+        }
     }
 
     /// The delay without jitter: exponential from [`RETRY_MIN_DELAY`], the longer of the two
     /// growths.
     pub fn base_delay(&self) -> Duration {
-        let exponential = |count: u32, ceiling: Duration| {
-            RETRY_MIN_DELAY
-                .saturating_mul(1 << count.saturating_sub(1).min(31))
-                .min(ceiling)
-        };
-        exponential(self.fruitless, RETRY_MAX_DELAY)
-            .max(exponential(self.throttled, RETRY_MAX_DELAY_THROTTLED))
+        self.fruitless
+            .delay
+            .max(self.throttled.delay)
+            .unwrap_or(RETRY_MIN_DELAY)
             .max(RETRY_MIN_DELAY)
     }
 
@@ -120,6 +126,41 @@ impl Backoff {
             .build()
             .next()
             .unwrap_or(half)
+    }
+}
+
+/// One growth of the delay: [`RETRY_MIN_DELAY`], doubling on each [`Growth::grow`] up to its
+/// ceiling, back to nothing on [`Growth::reset`].
+#[derive(Debug)]
+struct Growth {
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
+    /// The delay of the last growth; `None` until it grows.
+    delay: Option<Duration>,
+}
+
+impl Growth {
+    fn new(ceiling: Duration) -> Self {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN_DELAY)
+            .with_max_delay(ceiling)
+            .without_max_times();
+        Self {
+            builder,
+            delays: builder.build(),
+            delay: None,
+        }
+    }
+
+    fn grow(&mut self) {
+        // Without a limit of times (nor of total delay) the delays never run out; were they
+        // to, the last one stays.
+        self.delay = self.delays.next().or(self.delay);
+    }
+
+    fn reset(&mut self) {
+        self.delays = self.builder.build();
+        self.delay = None;
     }
 }
 

@@ -6,7 +6,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
 
-use crate::limits::PUT_RECORDS_ATTEMPT_TIMEOUT;
+use super::limits::PUT_RECORDS_ATTEMPT_TIMEOUT;
 use crate::metrics::{CodeLabel, Metrics};
 
 use super::record::Entry;

@@ -3,84 +3,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use std::path::Path;
+mod fixtures;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use fixtures::*;
 use serde_json::{json, Map, Value};
 use tern_sdk::{Error, Policy, Tracker};
-use tern_tests::capture::{CaptureServer, Captured};
+use tern_tests::capture::{CaptureServer, Captured, Reply};
 use tern_tests::{device_config, sample_event};
-
-/// A policy that uploads at once and retries fast, so tests are quick.
-fn fast() -> Policy {
-    Policy {
-        flush_at_count: 1_000_000,
-        flush_interval: Duration::from_millis(100),
-        retry_min_delay: Duration::from_millis(50),
-        retry_max_delay: Duration::from_millis(200),
-        ..Policy::default()
-    }
-}
-
-fn tracker(dir: &Path, url: &str, policy: Policy) -> Tracker {
-    Tracker::new(device_config(dir.join("device.db"), url, policy, 0)).expect("tracker")
-}
-
-fn track_n(tracker: &Tracker, n: usize) {
-    for i in 0..n {
-        let (name, properties) = sample_event(i);
-        tracker.track(name, properties).expect("track");
-    }
-}
-
-fn wait_for(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-/// A server answering 503 until the flag is set, then 200.
-fn switchable_server() -> (CaptureServer, Arc<AtomicBool>) {
-    let up = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&up);
-    let server = CaptureServer::start_with(Box::new(move |_| {
-        (
-            if flag.load(Ordering::SeqCst) {
-                200
-            } else {
-                503
-            },
-            String::new(),
-        )
-    }))
-    .unwrap();
-    (server, up)
-}
-
-fn events_of(request: &Captured) -> Vec<Value> {
-    request.batch().expect("a batch")["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn read_only(dir: &Path) -> Connection {
-    Connection::open_with_flags(dir.join("device.db"), OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
-}
 
 #[test]
 fn a_malformed_batch_is_quarantined_never_deleted_nor_resent() {
     let server = CaptureServer::start(400, "").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     track_n(&t, 7);
     t.flush(Duration::from_secs(5)).unwrap();
     assert!(
@@ -108,13 +47,8 @@ fn a_malformed_batch_is_quarantined_never_deleted_nor_resent() {
         (stats.pending.events, stats.pending.quarantined_events),
         (0, 7)
     );
-    let (events, reason): (String, String) = read_only(dir.path())
-        .query_row("SELECT events, reason FROM quarantine", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let (kept, reason) = device.quarantined();
     assert!(reason.contains("400"), "{reason}");
-    let kept: Vec<Value> = serde_json::from_str(&events).unwrap();
     assert_eq!(
         kept,
         events_of(&server.requests()[0]),
@@ -132,8 +66,8 @@ fn a_413_splits_the_batch_until_it_fits() {
         (if n > 2 { 413 } else { 200 }, String::new())
     }))
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     track_n(&t, 9);
     assert!(
         t.flush_and_wait(Duration::from_secs(20)).unwrap(),
@@ -168,8 +102,8 @@ fn a_413_splits_the_batch_until_it_fits() {
 #[test]
 fn an_unknown_write_key_pauses_uploads_and_keeps_the_data() {
     let server = CaptureServer::start(401, "").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     track_n(&t, 5);
     t.flush(Duration::from_secs(5)).unwrap();
     assert!(wait_for(|| !server.requests().is_empty()));
@@ -177,8 +111,7 @@ fn an_unknown_write_key_pauses_uploads_and_keeps_the_data() {
     assert_eq!(server.requests().len(), 1, "no retry storm after a 401");
     assert_eq!(t.stats().pending.events, 5);
     // The pause survives a restart: the next attempt time is in the database.
-    drop(t);
-    let t = tracker(dir.path(), &server.url(), fast());
+    let t = device.restart(t, fast());
     t.flush(Duration::from_secs(5)).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -189,89 +122,15 @@ fn an_unknown_write_key_pauses_uploads_and_keeps_the_data() {
     assert_eq!(t.stats().pending.events, 5);
 }
 
-/// The `seq` numbers a batch reports as given up on, with their reasons.
-fn gap_seqs(batch: &Value) -> Vec<(String, u64)> {
-    let mut seqs = Vec::new();
-    for gap in batch["gaps"].as_array().cloned().unwrap_or_default() {
-        let reason = gap["reason"].as_str().unwrap().to_owned();
-        let mut n = 0;
-        for range in gap["ranges"].as_array().unwrap() {
-            let (first, last) = (
-                range["first"].as_u64().unwrap(),
-                range["last"].as_u64().unwrap(),
-            );
-            n += last - first + 1;
-            seqs.extend((first..=last).map(|s| (reason.clone(), s)));
-        }
-        assert_eq!(gap["count"].as_u64(), Some(n), "{gap}");
-        assert!(gap["gap_id"].as_str().is_some());
-    }
-    seqs
-}
-
-/// Batches the server acknowledged (answered 200), in order.
-type Acked = Arc<std::sync::Mutex<Vec<Value>>>;
-
-/// Like [`switchable_server`], also keeping the batches it acknowledged.
-fn switchable_acking_server() -> (CaptureServer, Arc<AtomicBool>, Acked) {
-    let up = Arc::new(AtomicBool::new(false));
-    let acked: Acked = Arc::default();
-    let (flag, kept) = (Arc::clone(&up), Arc::clone(&acked));
-    let server = CaptureServer::start_with(Box::new(move |request| {
-        if !flag.load(Ordering::SeqCst) {
-            return (503, String::new());
-        }
-        if let Some(batch) = request.batch() {
-            kept.lock().unwrap().push(batch);
-        }
-        (200, String::new())
-    }))
-    .unwrap();
-    (server, up, acked)
-}
-
-/// Received + reported lost = issued: every seq from 1 to `last` once, delivered or in a gap.
-fn assert_every_seq_once(delivered: &[u64], gaps: &[(String, u64)], last: u64) {
-    let mut all: Vec<u64> = delivered
-        .iter()
-        .copied()
-        .chain(gaps.iter().map(|(_, s)| *s))
-        .collect();
-    all.sort_unstable();
-    assert_eq!(all, (1..=last).collect::<Vec<_>>());
-}
-
-/// Every `seq` delivered or reported as a gap, over acknowledged batches (a batch_id counted
-/// once, whatever its retries).
-fn delivered_and_gaps(batches: &[Value]) -> (Vec<u64>, Vec<(String, u64)>) {
-    let mut seen = std::collections::BTreeSet::new();
-    let (mut delivered, mut gaps) = (Vec::new(), Vec::new());
-    for batch in batches {
-        if !seen.insert(batch["batch_id"].to_string()) {
-            continue;
-        }
-        delivered.extend(
-            batch["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["seq"].as_u64().unwrap()),
-        );
-        gaps.extend(gap_seqs(batch));
-    }
-    (delivered, gaps)
-}
-
 #[test]
 fn a_capped_devices_dropped_seqs_all_arrive_as_gaps() {
     let (server, up, acked) = switchable_acking_server();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = Policy {
+    let device = Device::new(&server);
+    let t = device.tracker(Policy {
         max_buffer_events: 100,
         flush_interval: Duration::from_secs(3600),
         ..fast()
-    };
-    let t = tracker(dir.path(), &server.url(), policy);
+    });
     track_n(&t, 500);
     t.flush(Duration::from_secs(5)).unwrap();
     let stats = t.stats();
@@ -302,15 +161,11 @@ fn a_capped_devices_dropped_seqs_all_arrive_as_gaps() {
 #[test]
 fn opting_out_purges_the_buffer_and_stops_collection_across_restarts() {
     let server = CaptureServer::start(503, "").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(
-        dir.path(),
-        &server.url(),
-        Policy {
-            flush_interval: Duration::from_secs(3600),
-            ..fast()
-        },
-    );
+    let device = Device::new(&server);
+    let t = device.tracker(Policy {
+        flush_interval: Duration::from_secs(3600),
+        ..fast()
+    });
     track_n(&t, 10);
     t.flush(Duration::from_secs(5)).unwrap();
     assert_eq!(t.stats().pending.events, 10);
@@ -319,16 +174,13 @@ fn opting_out_purges_the_buffer_and_stops_collection_across_restarts() {
     assert_eq!(t.stats().pending.events, 0);
     assert_eq!(t.track("ignored", Map::new()).unwrap(), None);
     drop(t);
-    let count: i64 = read_only(dir.path())
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(count, 0, "nothing is left on disk");
-    let inspected = tern_sdk::inspect::Inspector::open(&dir.path().join("device.db"))
+    assert_eq!(device.stored_events(), 0, "nothing is left on disk");
+    let inspected = tern_sdk::inspect::Inspector::open(&device.db())
         .unwrap()
         .stats()
         .unwrap();
     assert!(inspected.opted_out, "tern-inspect reads the identity file");
-    let t = tracker(dir.path(), &server.url(), fast());
+    let t = device.tracker(fast());
     assert!(t.stats().opted_out, "the choice is remembered");
     assert_eq!(t.track("ignored", Map::new()).unwrap(), None);
     t.set_opt_out(false).unwrap();
@@ -339,36 +191,15 @@ fn opting_out_purges_the_buffer_and_stops_collection_across_restarts() {
     t.set_opt_out(false).unwrap();
     t.set_opt_out(true).unwrap();
     t.flush(Duration::from_secs(5)).unwrap();
-    drop(t);
-    let t = tracker(dir.path(), &server.url(), fast());
+    let t = device.restart(t, fast());
     assert!(t.stats().opted_out, "the last choice is remembered");
-}
-
-/// A tracker whose file may grow to 256 KiB only (SQLite's `max_page_count`: past it, writes
-/// fail as on a full disk), retrying storage every 200 ms and uploading only on `flush()`.
-fn small_disk_tracker(dir: &Path, url: &str) -> Tracker {
-    let policy = Policy {
-        max_file_bytes: 256 * 1024,
-        flush_interval: Duration::from_secs(3600),
-        storage_retry_after: Duration::from_millis(200),
-        ..fast()
-    };
-    tracker(dir, url, policy)
-}
-
-/// ~4 KB of properties: some 60 events fill the small disk.
-fn big_properties() -> Map<String, Value> {
-    let Value::Object(big) = json!({ "blob": "x".repeat(4000) }) else {
-        unreachable!()
-    };
-    big
 }
 
 #[test]
 fn a_full_disk_makes_track_fail_and_count_drops_never_crash() {
     let (server, up) = switchable_server();
-    let dir = tempfile::tempdir().unwrap();
-    let t = small_disk_tracker(dir.path(), &server.url());
+    let device = Device::new(&server);
+    let t = device.small_disk_tracker();
     let big = big_properties();
     let mut refused = None;
     for i in 0..2_000 {
@@ -407,8 +238,8 @@ fn a_full_disk_makes_track_fail_and_count_drops_never_crash() {
 #[test]
 fn events_accepted_before_the_disk_filled_are_kept_and_written_once_it_frees() {
     let (server, up) = switchable_server();
-    let dir = tempfile::tempdir().unwrap();
-    let t = small_disk_tracker(dir.path(), &server.url());
+    let device = Device::new(&server);
+    let t = device.small_disk_tracker();
     let big = big_properties();
     // The app goes on tracking while the disk is full, as apps do.
     let (mut accepted, mut refused) = (Vec::new(), 0u64);
@@ -436,10 +267,8 @@ fn events_accepted_before_the_disk_filled_are_kept_and_written_once_it_frees() {
     // The collector takes the buffer, space frees, and the writer stores what waited.
     up.store(true, Ordering::SeqCst);
     assert!(t.flush_and_wait(Duration::from_secs(30)).unwrap());
-    let delivered: std::collections::HashSet<String> = server
-        .requests()
+    let delivered: std::collections::HashSet<String> = events_sent(&server)
         .iter()
-        .flat_map(events_of)
         .map(|e| e["event_id"].as_str().unwrap().to_owned())
         .collect();
     let missing: Vec<_> = accepted
@@ -457,8 +286,8 @@ fn events_accepted_before_the_disk_filled_are_kept_and_written_once_it_frees() {
 #[test]
 fn a_stored_batch_that_no_longer_parses_is_quarantined_and_the_rest_flows() {
     let (server, up) = switchable_server();
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     track_n(&t, 5);
     t.flush(Duration::from_secs(5)).unwrap();
     assert!(
@@ -467,12 +296,12 @@ fn a_stored_batch_that_no_longer_parses_is_quarantined_and_the_rest_flows() {
     );
     drop(t);
     // Damage what was written down: its context and its drop report no longer parse.
-    Connection::open(dir.path().join("device.db"))
-        .unwrap()
+    device
+        .writable()
         .execute_batch("UPDATE batches SET context = '{', dropped = 'not json';")
         .unwrap();
     up.store(true, Ordering::SeqCst);
-    let t = tracker(dir.path(), &server.url(), fast());
+    let t = device.tracker(fast());
     let after = t.track("after", Map::new()).unwrap().unwrap();
     assert!(
         t.flush_and_wait(Duration::from_secs(20)).unwrap(),
@@ -485,17 +314,15 @@ fn a_stored_batch_that_no_longer_parses_is_quarantined_and_the_rest_flows() {
     let stats = t.stats();
     assert_eq!(stats.pending.quarantined_batches, 1, "{stats:?}");
     assert_eq!(stats.pending.quarantined_events, 5, "{stats:?}");
-    let reason: String = read_only(dir.path())
-        .query_row("SELECT reason FROM quarantine", [], |r| r.get(0))
-        .unwrap();
+    let (_, reason) = device.quarantined();
     assert!(reason.contains("cannot be encoded"), "{reason}");
 }
 
 #[test]
 fn identity_sessions_and_super_properties_travel_with_events() {
     let server = CaptureServer::start(200, "").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     t.identify(Some("user-7".into()));
     let Value::Object(supers) = json!({ "plan": "pro", "screen": "overridden-by-event" }) else {
         unreachable!()
@@ -513,7 +340,7 @@ fn identity_sessions_and_super_properties_travel_with_events() {
     t.reset();
     t.track("two", Map::new()).unwrap();
     assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
-    let events: Vec<Value> = server.requests().iter().flat_map(events_of).collect();
+    let events: Vec<Value> = events_sent(&server);
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["user_id"], "user-7");
     assert_eq!(events[0]["properties"]["plan"], "pro");
@@ -532,12 +359,7 @@ fn identity_sessions_and_super_properties_travel_with_events() {
     );
     assert_eq!(t.stats().rejected_invalid, 1);
     // A second tracker on the same file gets a clear error.
-    match Tracker::new(device_config(
-        dir.path().join("device.db"),
-        &server.url(),
-        fast(),
-        0,
-    )) {
+    match Tracker::new(device_config(device.db(), device.url(), fast(), 0)) {
         Err(Error::AlreadyOpen(_)) => {}
         other => panic!("expected AlreadyOpen, got {:?}", other.err()),
     }
@@ -561,12 +383,11 @@ fn a_batch_in_flight_is_never_dropped_by_the_caps_and_its_answer_still_counts() 
         (413, String::new())
     }))
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = Policy {
+    let device = Device::new(&server);
+    let t = device.tracker(Policy {
         max_buffer_events: 20,
         ..fast()
-    };
-    let t = tracker(dir.path(), &server.url(), policy);
+    });
     track_n(&t, 10);
     t.flush(Duration::from_secs(5)).unwrap();
     assert!(wait_for(|| arrived.load(Ordering::SeqCst)));
@@ -603,7 +424,6 @@ fn a_batch_in_flight_is_never_dropped_by_the_caps_and_its_answer_still_counts() 
 fn a_4xx_that_is_not_the_collectors_refusal_keeps_the_batch_and_retries_it() {
     // A wrong path, a proxy, a portal: 404, 405, 407, 415 and a 400 without the collector's
     // error body, then the real collector answers.
-    use tern_tests::capture::Reply;
     let answers = [
         (404, "<html>Not Found</html>"),
         (405, ""),
@@ -614,15 +434,11 @@ fn a_4xx_that_is_not_the_collectors_refusal_keeps_the_batch_and_retries_it() {
     let server = first_answers(
         answers
             .iter()
-            .map(|(status, body)| Reply {
-                status: *status,
-                headers: String::new(),
-                body: Some((*body).to_owned()),
-            })
+            .map(|(status, body)| reply(*status, Some(body)))
             .collect(),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     track_n(&t, 6);
     assert!(
         t.flush_and_wait(Duration::from_secs(30)).unwrap(),
@@ -642,23 +458,8 @@ fn a_4xx_that_is_not_the_collectors_refusal_keeps_the_batch_and_retries_it() {
     }
 }
 
-/// A server answering the first `n` requests with `first`, then like the collector.
-fn first_answers(first: Vec<tern_tests::capture::Reply>) -> CaptureServer {
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    CaptureServer::start_replying(Box::new(move |_| {
-        let i = calls.fetch_add(1, Ordering::SeqCst);
-        first.get(i).cloned().unwrap_or(tern_tests::capture::Reply {
-            status: 200,
-            headers: String::new(),
-            body: None,
-        })
-    }))
-    .unwrap()
-}
-
 #[test]
 fn a_redirect_is_not_followed_and_the_batch_is_kept() {
-    use tern_tests::capture::Reply;
     // Following the redirect would GET the other server, whose 200 would delete the batch.
     let elsewhere = CaptureServer::start(200, "").unwrap();
     let to = |status| Reply {
@@ -667,8 +468,8 @@ fn a_redirect_is_not_followed_and_the_batch_is_kept() {
         body: Some(String::new()),
     };
     let server = first_answers(vec![to(301), to(302), to(307)]);
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     track_n(&t, 4);
     assert!(
         t.flush_and_wait(Duration::from_secs(30)).unwrap(),
@@ -686,20 +487,14 @@ fn a_redirect_is_not_followed_and_the_batch_is_kept() {
 
 #[test]
 fn a_2xx_counts_only_with_the_acknowledgement_of_the_batch_sent() {
-    use tern_tests::capture::Reply;
-    let reply = |status, body: &str| Reply {
-        status,
-        headers: String::new(),
-        body: Some(body.to_owned()),
-    };
     let other_batch = json!({ "batch_id": uuid::Uuid::now_v7(), "accepted": 4 }).to_string();
     let server = first_answers(vec![
-        reply(200, "<html>Sign in to the airport Wi-Fi</html>"),
-        reply(204, ""),
-        reply(200, &other_batch),
+        reply(200, Some("<html>Sign in to the airport Wi-Fi</html>")),
+        reply(204, Some("")),
+        reply(200, Some(&other_batch)),
     ]);
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     track_n(&t, 4);
     assert!(
         t.flush_and_wait(Duration::from_secs(30)).unwrap(),
@@ -720,25 +515,15 @@ fn a_2xx_counts_only_with_the_acknowledgement_of_the_batch_sent() {
     assert_eq!(t.stats().batches_delivered, 1);
 }
 
-/// `fast()` with every legitimate delay short: a next attempt further than 200 ms away can only
-/// come from a wall clock that moved back.
-fn fast_and_bounded() -> Policy {
-    Policy {
-        unauthorized_pause: Duration::from_millis(200),
-        max_retry_after: Duration::from_millis(200),
-        ..fast()
-    }
-}
-
 #[test]
 fn a_next_attempt_days_away_after_the_clock_moved_back_does_not_stall_uploads() {
     let (server, up) = switchable_server();
-    let dir = tempfile::tempdir().unwrap();
+    let device = Device::new(&server);
     let days_ahead = || chrono::Utc::now().timestamp_millis() + 5 * 24 * 3600 * 1000;
-    let push_next_attempt = |dir: &Path| {
-        let conn = Connection::open(dir.join("device.db")).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn.execute("UPDATE batches SET next_attempt_ms = ?1", [days_ahead()])
+    let push_next_attempt = || {
+        device
+            .writable()
+            .execute("UPDATE batches SET next_attempt_ms = ?1", [days_ahead()])
             .unwrap()
     };
 
@@ -746,11 +531,11 @@ fn a_next_attempt_days_away_after_the_clock_moved_back_does_not_stall_uploads() 
     // an attempt be on the wire at the moment of the update, its failure overwrites the time and
     // this phase proves nothing; attempts last a millisecond every 50-200 ms, so that is rare.
     // The phase at start below is exact.)
-    let t = tracker(dir.path(), &server.url(), fast_and_bounded());
+    let t = device.tracker(fast_and_bounded());
     track_n(&t, 3);
     t.flush(Duration::from_secs(5)).unwrap();
     assert!(wait_for(|| !server.requests().is_empty()));
-    assert_eq!(push_next_attempt(dir.path()), 1);
+    assert_eq!(push_next_attempt(), 1);
     up.store(true, Ordering::SeqCst);
     assert!(
         t.flush_and_wait(Duration::from_secs(20)).unwrap(),
@@ -765,9 +550,9 @@ fn a_next_attempt_days_away_after_the_clock_moved_back_does_not_stall_uploads() 
     let seen = server.requests().len();
     assert!(wait_for(|| server.requests().len() > seen));
     drop(t);
-    assert_eq!(push_next_attempt(dir.path()), 1);
+    assert_eq!(push_next_attempt(), 1);
     up.store(true, Ordering::SeqCst);
-    let t = tracker(dir.path(), &server.url(), fast_and_bounded());
+    let t = device.tracker(fast_and_bounded());
     assert!(
         t.flush_and_wait(Duration::from_secs(20)).unwrap(),
         "{:?}",
@@ -777,7 +562,6 @@ fn a_next_attempt_days_away_after_the_clock_moved_back_does_not_stall_uploads() 
 
 #[test]
 fn a_retry_after_of_days_is_cut_to_the_policys_maximum() {
-    use tern_tests::capture::Reply;
     let unavailable = |retry_after: &str| Reply {
         status: 503,
         headers: format!("retry-after: {retry_after}\r\n"),
@@ -787,8 +571,8 @@ fn a_retry_after_of_days_is_cut_to_the_policys_maximum() {
         unavailable("999999999"),
         unavailable("Fri, 01 Jan 2100 00:00:00 GMT"),
     ]);
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast_and_bounded());
+    let device = Device::new(&server);
+    let t = device.tracker(fast_and_bounded());
     track_n(&t, 3);
     assert!(
         t.flush_and_wait(Duration::from_secs(20)).unwrap(),
@@ -801,12 +585,9 @@ fn a_retry_after_of_days_is_cut_to_the_policys_maximum() {
 #[test]
 fn a_logged_out_user_stays_logged_out_across_restarts() {
     let server = CaptureServer::start(200, "").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let restart = |t: Tracker| {
-        drop(t);
-        tracker(dir.path(), &server.url(), fast())
-    };
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let restart = |t: Tracker| device.restart(t, fast());
+    let t = device.tracker(fast());
     t.identify(Some("user-1".into()));
     t.identify(None);
     let t = restart(t);
@@ -822,7 +603,7 @@ fn a_logged_out_user_stays_logged_out_across_restarts() {
     let t = restart(t);
     t.track("identified", Map::new()).unwrap();
     assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
-    let events: Vec<Value> = server.requests().iter().flat_map(events_of).collect();
+    let events: Vec<Value> = events_sent(&server);
     let users: Vec<(&str, Option<&str>)> = events
         .iter()
         .map(|e| (e["name"].as_str().unwrap(), e["user_id"].as_str()))
@@ -842,8 +623,8 @@ fn a_logged_out_user_stays_logged_out_across_restarts() {
 fn track_refuses_at_once_what_the_collector_would_refuse() {
     use tern_protocol::limits::{MAX_ID_BYTES, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH};
     let server = CaptureServer::start(200, "").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     let object = |v: Value| v.as_object().cloned().unwrap();
     // `{"blob":"…"}` serialized is exactly `len` bytes.
     let blob = |len: usize| object(json!({ "blob": "x".repeat(len - r#"{"blob":""}"#.len()) }));
@@ -874,7 +655,7 @@ fn track_refuses_at_once_what_the_collector_would_refuse() {
     t.track("deep_enough", nested(MAX_PROPERTIES_DEPTH))
         .unwrap();
     assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
-    let events: Vec<Value> = server.requests().iter().flat_map(events_of).collect();
+    let events: Vec<Value> = events_sent(&server);
     let names: Vec<&str> = events.iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
@@ -888,10 +669,10 @@ fn track_refuses_at_once_what_the_collector_would_refuse() {
     assert_eq!(t.stats().dropped.get("too_large"), None);
 
     // A context the collector would refuse with every batch is refused when it is set.
-    let mut context = device_config(dir.path().join("x.db"), "", fast(), 0).context;
+    let mut context = device_config(device.dir().join("x.db"), "", fast(), 0).context;
     context.locale = Some("l".repeat(tern_protocol::limits::MAX_CONTEXT_BYTES));
     assert!(matches!(t.set_context(&context), Err(Error::Config(_))));
-    let mut config = device_config(dir.path().join("other.db"), &server.url(), fast(), 0);
+    let mut config = device_config(device.dir().join("other.db"), device.url(), fast(), 0);
     config.context = context;
     assert!(matches!(Tracker::new(config), Err(Error::Config(_))));
 }
@@ -902,8 +683,8 @@ fn every_event_accepted_while_shutting_down_is_written() {
     // and is in the file, or got an error.
     let server = CaptureServer::start(503, "retry-after: 3600\r\n").unwrap();
     for round in 0..10 {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Arc::new(tracker(dir.path(), &server.url(), fast()));
+        let device = Device::new(&server);
+        let t = Arc::new(device.tracker(fast()));
         let trackers: Vec<_> = (0..3)
             .map(|_| {
                 let t = Arc::clone(&t);
@@ -925,17 +706,17 @@ fn every_event_accepted_while_shutting_down_is_written() {
         t.shutdown();
         let accepted: u64 = trackers.into_iter().map(|h| h.join().unwrap()).sum();
         drop(t);
-        let written: u64 = read_only(dir.path())
-            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-            .unwrap();
         assert!(accepted > 0);
-        assert_eq!(written, accepted, "round {round}: accepted but not written");
+        assert_eq!(
+            device.stored_events(),
+            accepted,
+            "round {round}: accepted but not written"
+        );
     }
 }
 
 #[test]
 fn an_ack_refusing_one_of_ten_events_quarantines_exactly_that_one() {
-    use tern_tests::capture::Reply;
     // Stands in for the collector's partial accept: the 7th event of the batch is refused.
     let server = CaptureServer::start_replying(Box::new(|request| {
         let batch = request.batch().expect("a batch");
@@ -957,15 +738,11 @@ fn an_ack_refusing_one_of_ten_events_quarantines_exactly_that_one() {
             "accepted": events.len() - refused.len(),
             "refused": refused,
         });
-        Reply {
-            status: 200,
-            headers: String::new(),
-            body: Some(body.to_string()),
-        }
+        reply(200, Some(&body.to_string()))
     }))
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     track_n(&t, 10);
     assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
     assert!(wait_for(|| t.stats().pending_gap_reports == 0));
@@ -985,12 +762,7 @@ fn an_ack_refusing_one_of_ten_events_quarantines_exactly_that_one() {
     let seventh = first["events"][6].clone();
     assert_eq!(seventh["seq"], 7);
     // The quarantine holds exactly the refused event, with the collector's reason.
-    let (events, reason): (String, String) = read_only(dir.path())
-        .query_row("SELECT events, reason FROM quarantine", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    let kept: Vec<Value> = serde_json::from_str(&events).unwrap();
+    let (kept, reason) = device.quarantined();
     assert_eq!(kept, vec![seventh]);
     assert!(reason.contains("invalid_properties"), "{reason}");
     // The next upload reports seq 7 as a quarantine gap; nothing is sent twice.
@@ -1004,18 +776,16 @@ fn an_ack_refusing_one_of_ten_events_quarantines_exactly_that_one() {
 
 #[test]
 fn a_batch_id_conflict_resends_the_batch_under_a_new_id_and_loses_nothing() {
-    use tern_tests::capture::Reply;
-    let conflict = Reply {
-        status: 409,
-        headers: String::new(),
-        body: Some(
-            json!({"error": "batch_id_conflict", "message": "seen before with other events"})
+    let conflict = reply(
+        409,
+        Some(
+            &json!({"error": "batch_id_conflict", "message": "seen before with other events"})
                 .to_string(),
         ),
-    };
+    );
     let server = first_answers(vec![conflict]);
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     track_n(&t, 5);
     assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
     let requests: Vec<Value> = server
@@ -1044,21 +814,12 @@ fn a_batch_id_conflict_resends_the_batch_under_a_new_id_and_loses_nothing() {
     assert_eq!(stats.batches_delivered, 1);
 }
 
-/// Replaces the buffer of the tracker in `dir` with bytes that are no SQLite database, as a
-/// damaged flash page or a half-written file would leave it; the identity file stays.
-fn corrupt_buffer(dir: &Path) {
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(dir.join(format!("device.db{suffix}")));
-    }
-    std::fs::write(dir.join("device.db"), vec![0x5a; 8192]).unwrap();
-}
-
 #[test]
 fn a_corrupt_buffer_keeps_the_identity_continues_seq_and_reports_storage_lost() {
     let (server, up, acked) = switchable_acking_server();
     up.store(true, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     let install_id = t.install_id().to_owned();
     t.identify(Some("user-9".into()));
     track_n(&t, 5);
@@ -1068,9 +829,9 @@ fn a_corrupt_buffer_keeps_the_identity_continues_seq_and_reports_storage_lost() 
     track_n(&t, 5);
     assert!(t.flush(Duration::from_secs(5)).unwrap());
     drop(t);
-    corrupt_buffer(dir.path());
+    device.corrupt_buffer();
     up.store(true, Ordering::SeqCst);
-    let t = tracker(dir.path(), &server.url(), fast());
+    let t = device.tracker(fast());
     assert_eq!(t.install_id(), install_id, "the install keeps its id");
     t.track("after", Map::new()).unwrap();
     assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
@@ -1102,13 +863,13 @@ fn a_corrupt_buffer_keeps_the_identity_continues_seq_and_reports_storage_lost() 
 fn an_opted_out_user_stays_opted_out_after_a_corrupt_buffer() {
     let (server, up, acked) = switchable_acking_server();
     up.store(true, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let t = tracker(dir.path(), &server.url(), fast());
+    let device = Device::new(&server);
+    let t = device.tracker(fast());
     t.set_opt_out(true).unwrap();
     t.flush(Duration::from_secs(5)).unwrap();
     drop(t);
-    corrupt_buffer(dir.path());
-    let t = tracker(dir.path(), &server.url(), fast());
+    device.corrupt_buffer();
+    let t = device.tracker(fast());
     assert!(t.stats().opted_out, "the choice survives the buffer");
     assert_eq!(t.track("ignored", Map::new()).unwrap(), None);
     t.flush(Duration::from_secs(5)).unwrap();
