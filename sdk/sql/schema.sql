@@ -1,4 +1,4 @@
--- Tern SDK buffer, schema version 3 (see store.rs: VERSION and upgrade_from).
+-- Tern SDK buffer, schema version 3 (see store/schema.rs: VERSION and upgrade_from).
 
 -- Small facts about this install: install_id, next_seq, opt_out, session, super-properties.
 CREATE TABLE IF NOT EXISTS meta (

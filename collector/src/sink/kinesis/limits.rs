@@ -18,17 +18,17 @@ pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const PUT_RECORDS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// First delay before retrying failed records (before jitter).
-pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
+pub const PUT_RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
 
 /// Longest delay between retries of failed records.
-pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+pub const PUT_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Longest delay between retries while Kinesis throttles but takes some records. Growing to it
 /// spreads retries over Kinesis's per-second metering instead of hitting a throttled shard
 /// every 50 ms; it stays short because an upload throttled at 50 % needs ~10 attempts, all
 /// within the ack deadline (in the 200 000-event fault test, 9 of 800 uploads missed it, as
 /// many as without growth).
-pub const RETRY_MAX_DELAY_THROTTLED: Duration = Duration::from_millis(200);
+pub const PUT_RETRY_MAX_DELAY_THROTTLED: Duration = Duration::from_millis(200);
 
 /// How long the dispatcher waits for more uploads to share a call that is not full: short
 /// against a PutRecords round trip (tens of ms), long enough to gather concurrent uploads.

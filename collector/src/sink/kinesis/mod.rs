@@ -18,7 +18,7 @@ use std::sync::Arc;
 use aws_sdk_kinesis::Client;
 use tokio::time::Instant;
 
-use self::limits::RETRY_MIN_DELAY;
+use self::limits::PUT_RETRY_MIN_DELAY;
 use crate::in_flight::Reservation;
 use crate::metrics::Metrics;
 
@@ -84,14 +84,14 @@ impl KinesisSink {
                 // Near the deadline a shorter wait still leaves one more attempt a chance; with
                 // less than the shortest delay left, the upload is given up (503).
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left <= RETRY_MIN_DELAY {
+                if left <= PUT_RETRY_MIN_DELAY {
                     return Err(SinkError {
                         pending: pending.len(),
                         total,
                         last_error,
                     });
                 }
-                tokio::time::sleep(backoff.delay().min(left - RETRY_MIN_DELAY)).await;
+                tokio::time::sleep(backoff.delay().min(left - PUT_RETRY_MIN_DELAY)).await;
                 self.metrics.records_retried.inc_by(pending.len() as u64);
             }
             first = false;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
-use super::limits::{RETRY_MAX_DELAY, RETRY_MAX_DELAY_THROTTLED, RETRY_MIN_DELAY};
+use super::limits::{PUT_RETRY_MAX_DELAY, PUT_RETRY_MAX_DELAY_THROTTLED, PUT_RETRY_MIN_DELAY};
 
 /// The Kinesis error code of a throttled record: backpressure, not a fault.
 pub const THROTTLED: &str = "ProvisionedThroughputExceededException";
@@ -69,8 +69,8 @@ pub fn code_label(code: &str) -> &'static str {
 ///
 /// Two things grow the delay, each an exponential backoff of its own (backon's, without jitter)
 /// with its own ceiling, and the longer delay wins: attempts that wrote nothing (a failed call,
-/// an outage) grow it up to [`RETRY_MAX_DELAY`]; attempts with throttled records grow it up to
-/// [`RETRY_MAX_DELAY_THROTTLED`] even if other records got through, since throttling is Kinesis
+/// an outage) grow it up to [`PUT_RETRY_MAX_DELAY`]; attempts with throttled records grow it up to
+/// [`PUT_RETRY_MAX_DELAY_THROTTLED`] even if other records got through, since throttling is Kinesis
 /// pacing us (backpressure). An attempt that made progress without throttling (a few records
 /// failed with `InternalFailure`, say) retries the rest after the shortest delay.
 #[derive(Debug)]
@@ -82,8 +82,8 @@ pub struct Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Self {
-            fruitless: Growth::new(RETRY_MAX_DELAY),
-            throttled: Growth::new(RETRY_MAX_DELAY_THROTTLED),
+            fruitless: Growth::new(PUT_RETRY_MAX_DELAY),
+            throttled: Growth::new(PUT_RETRY_MAX_DELAY_THROTTLED),
         }
     }
 }
@@ -103,14 +103,14 @@ impl Backoff {
         }
     }
 
-    /// The delay without jitter: exponential from [`RETRY_MIN_DELAY`], the longer of the two
+    /// The delay without jitter: exponential from [`PUT_RETRY_MIN_DELAY`], the longer of the two
     /// growths.
     pub fn base_delay(&self) -> Duration {
         self.fruitless
             .delay
             .max(self.throttled.delay)
-            .unwrap_or(RETRY_MIN_DELAY)
-            .max(RETRY_MIN_DELAY)
+            .unwrap_or(PUT_RETRY_MIN_DELAY)
+            .max(PUT_RETRY_MIN_DELAY)
     }
 
     /// The delay before the next attempt: between half of [`Backoff::base_delay`] and all of it
@@ -129,7 +129,7 @@ impl Backoff {
     }
 }
 
-/// One growth of the delay: [`RETRY_MIN_DELAY`], doubling on each [`Growth::grow`] up to its
+/// One growth of the delay: [`PUT_RETRY_MIN_DELAY`], doubling on each [`Growth::grow`] up to its
 /// ceiling, back to nothing on [`Growth::reset`].
 #[derive(Debug)]
 struct Growth {
@@ -142,7 +142,7 @@ struct Growth {
 impl Growth {
     fn new(ceiling: Duration) -> Self {
         let builder = ExponentialBuilder::default()
-            .with_min_delay(RETRY_MIN_DELAY)
+            .with_min_delay(PUT_RETRY_MIN_DELAY)
             .with_max_delay(ceiling)
             .without_max_times();
         Self {
@@ -184,9 +184,9 @@ mod tests {
             let delay = backoff.delay();
             let base = backoff.base_delay();
             assert!(delay >= base / 2 && delay <= base, "{delay:?} for {base:?}");
-            assert!(delay <= RETRY_MAX_DELAY, "{delay:?}");
+            assert!(delay <= PUT_RETRY_MAX_DELAY, "{delay:?}");
         }
-        assert_eq!(backoff.base_delay(), RETRY_MAX_DELAY);
+        assert_eq!(backoff.base_delay(), PUT_RETRY_MAX_DELAY);
     }
 
     /// Partial progress under throttling used to reset the delay to the minimum, so a throttled
@@ -194,21 +194,21 @@ mod tests {
     #[test]
     fn throttling_grows_the_delay_even_when_some_records_get_through() {
         let throttled = after(&[(true, true); 3]);
-        assert_eq!(throttled.base_delay(), RETRY_MIN_DELAY * 4);
-        assert!(throttled.delay() >= RETRY_MIN_DELAY * 2);
+        assert_eq!(throttled.base_delay(), PUT_RETRY_MIN_DELAY * 4);
+        assert!(throttled.delay() >= PUT_RETRY_MIN_DELAY * 2);
         let long = after(&[(true, true); 20]);
-        assert_eq!(long.base_delay(), RETRY_MAX_DELAY_THROTTLED);
-        assert!(long.delay() >= RETRY_MAX_DELAY_THROTTLED / 2);
-        assert!(long.delay() <= RETRY_MAX_DELAY_THROTTLED);
+        assert_eq!(long.base_delay(), PUT_RETRY_MAX_DELAY_THROTTLED);
+        assert!(long.delay() >= PUT_RETRY_MAX_DELAY_THROTTLED / 2);
+        assert!(long.delay() <= PUT_RETRY_MAX_DELAY_THROTTLED);
         // Progress without throttling retries the rest soon.
         let recovered = after(&[(true, true), (true, true), (true, false)]);
-        assert_eq!(recovered.base_delay(), RETRY_MIN_DELAY);
+        assert_eq!(recovered.base_delay(), PUT_RETRY_MIN_DELAY);
         // A failed call after throttled progress starts its own growth from the bottom, and
         // its ceiling is the longer one.
         let failed = after(&[(true, true), (true, true), (true, true), (false, false)]);
-        assert_eq!(failed.base_delay(), RETRY_MIN_DELAY);
+        assert_eq!(failed.base_delay(), PUT_RETRY_MIN_DELAY);
         let outage = after(&[(false, false); 10]);
-        assert_eq!(outage.base_delay(), RETRY_MAX_DELAY);
+        assert_eq!(outage.base_delay(), PUT_RETRY_MAX_DELAY);
     }
 
     #[test]
