@@ -136,8 +136,21 @@ impl Config {
 
     /// The defaults, then the TOML `file` text (if any), then `overrides` (the environment and
     /// the flags), checked with [`Config::validate`].
+    ///
+    /// An empty value unsets an optional setting (`instance_id`, `dead_letter_stream`,
+    /// `endpoint`), so that the environment or a flag can take back what the file sets
+    /// (`TERN_DEAD_LETTER_STREAM=`, `--kinesis-endpoint ""`).
     pub fn load(file: Option<&str>, overrides: impl Provider) -> Result<Self> {
-        let config = extract(Self::figment(file).merge(overrides))?;
+        let mut config = extract(Self::figment(file).merge(overrides))?;
+        for optional in [
+            &mut config.server.instance_id,
+            &mut config.kinesis.dead_letter_stream,
+            &mut config.kinesis.endpoint,
+        ] {
+            if optional.as_deref() == Some("") {
+                *optional = None;
+            }
+        }
         config.validate()?;
         Ok(config)
     }

@@ -310,3 +310,56 @@ fn aggregate_from_file_environment_and_flag_agree_with_flags_winning() {
         (Some(true), Some("s"))
     );
 }
+
+#[test]
+fn an_empty_value_unsets_an_optional_setting_of_the_file() {
+    let _env = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[server]\ninstance_id = \"file-instance\"\n[kinesis]\nstream = \"s\"\n\
+         dead_letter_stream = \"file-dead-letters\"\nendpoint = \"http://127.0.0.1:1\"\n\
+         [keys.write_keys]\nk = \"app\"\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+
+    // The file's values stand when nothing overrides them.
+    let config = Cli::parse_from(["tern-collector", "--config", file])
+        .into_config()
+        .unwrap();
+    assert_eq!(config.server.instance_id.as_deref(), Some("file-instance"));
+    assert_eq!(
+        config.kinesis.dead_letter_stream.as_deref(),
+        Some("file-dead-letters")
+    );
+    assert_eq!(
+        config.kinesis.endpoint.as_deref(),
+        Some("http://127.0.0.1:1")
+    );
+
+    // Empty flags take each of them back.
+    let config = Cli::parse_from([
+        "tern-collector",
+        "--config",
+        file,
+        "--instance-id",
+        "",
+        "--dead-letter-stream",
+        "",
+        "--kinesis-endpoint",
+        "",
+    ])
+    .into_config()
+    .unwrap();
+    assert_eq!(config.server.instance_id, None);
+    assert_eq!(config.kinesis.dead_letter_stream, None);
+    assert_eq!(config.kinesis.endpoint, None);
+
+    // So does an empty environment variable.
+    std::env::set_var("TERN_DEAD_LETTER_STREAM", "");
+    let config = Cli::parse_from(["tern-collector", "--config", file]).into_config();
+    std::env::remove_var("TERN_DEAD_LETTER_STREAM");
+    assert_eq!(config.unwrap().kinesis.dead_letter_stream, None);
+}
