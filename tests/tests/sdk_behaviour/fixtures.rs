@@ -130,6 +130,16 @@ impl Device {
     }
 }
 
+/// Flushes and waits until nothing is pending, failing the test (with the tracker's stats) if
+/// that takes longer than `within`.
+pub fn assert_drained(tracker: &Tracker, within: Duration) {
+    assert!(
+        tracker.flush_and_wait(within).unwrap(),
+        "not drained within {within:?}: {:?}",
+        tracker.stats()
+    );
+}
+
 /// Tracks `n` sample events.
 pub fn track_n(tracker: &Tracker, n: usize) {
     for i in 0..n {

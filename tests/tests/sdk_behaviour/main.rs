@@ -69,11 +69,7 @@ fn a_413_splits_the_batch_until_it_fits() {
     let device = Device::new(&server);
     let t = device.tracker(fast());
     track_n(&t, 9);
-    assert!(
-        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
-        "{:?}",
-        t.stats()
-    );
+    assert_drained(&t, Duration::from_secs(20));
     let requests = server.requests();
     let accepted: Vec<Value> = requests
         .iter()
@@ -145,7 +141,7 @@ fn a_capped_devices_dropped_seqs_all_arrive_as_gaps() {
         "no count-only report"
     );
     up.store(true, Ordering::SeqCst);
-    assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
+    assert_drained(&t, Duration::from_secs(20));
     assert!(wait_for(|| t.stats().pending_gap_reports == 0));
     let (delivered, gaps) = delivered_and_gaps(&acked.lock().unwrap());
     assert!(!gaps.is_empty());
@@ -228,7 +224,7 @@ fn a_full_disk_makes_track_fail_and_count_drops_never_crash() {
     );
     // Once the collector takes the buffered events, space is free again and tracking resumes.
     up.store(true, Ordering::SeqCst);
-    assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
+    assert_drained(&t, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(250));
     assert!(t.track("after", Map::new()).unwrap().is_some());
     assert!(t.flush(Duration::from_secs(5)).unwrap());
@@ -266,7 +262,7 @@ fn events_accepted_before_the_disk_filled_are_kept_and_written_once_it_frees() {
     );
     // The collector takes the buffer, space frees, and the writer stores what waited.
     up.store(true, Ordering::SeqCst);
-    assert!(t.flush_and_wait(Duration::from_secs(30)).unwrap());
+    assert_drained(&t, Duration::from_secs(30));
     let delivered: std::collections::HashSet<String> = events_sent(&server)
         .iter()
         .map(|e| e["event_id"].as_str().unwrap().to_owned())
@@ -303,11 +299,7 @@ fn a_stored_batch_that_no_longer_parses_is_quarantined_and_the_rest_flows() {
     up.store(true, Ordering::SeqCst);
     let t = device.tracker(fast());
     let after = t.track("after", Map::new()).unwrap().unwrap();
-    assert!(
-        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
-        "{:?}",
-        t.stats()
-    );
+    assert_drained(&t, Duration::from_secs(20));
     let last = server.requests().last().map(events_of).unwrap_or_default();
     assert_eq!(last.len(), 1, "the batch behind the damaged one: {last:?}");
     assert_eq!(last[0]["event_id"], after.to_string());
@@ -339,7 +331,7 @@ fn identity_sessions_and_super_properties_travel_with_events() {
     ));
     t.reset();
     t.track("two", Map::new()).unwrap();
-    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    assert_drained(&t, Duration::from_secs(10));
     let events: Vec<Value> = events_sent(&server);
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["user_id"], "user-7");
@@ -440,11 +432,7 @@ fn a_4xx_that_is_not_the_collectors_refusal_keeps_the_batch_and_retries_it() {
     let device = Device::new(&server);
     let t = device.tracker(fast());
     track_n(&t, 6);
-    assert!(
-        t.flush_and_wait(Duration::from_secs(30)).unwrap(),
-        "{:?}",
-        t.stats()
-    );
+    assert_drained(&t, Duration::from_secs(30));
     let stats = t.stats();
     assert_eq!(stats.pending.quarantined_batches, 0, "{stats:?}");
     assert_eq!(stats.upload_failures, 5);
@@ -471,11 +459,7 @@ fn a_redirect_is_not_followed_and_the_batch_is_kept() {
     let device = Device::new(&server);
     let t = device.tracker(fast());
     track_n(&t, 4);
-    assert!(
-        t.flush_and_wait(Duration::from_secs(30)).unwrap(),
-        "{:?}",
-        t.stats()
-    );
+    assert_drained(&t, Duration::from_secs(30));
     assert!(elsewhere.requests().is_empty(), "no redirect was followed");
     let requests = server.requests();
     assert_eq!(requests.len(), 4);
@@ -496,11 +480,7 @@ fn a_2xx_counts_only_with_the_acknowledgement_of_the_batch_sent() {
     let device = Device::new(&server);
     let t = device.tracker(fast());
     track_n(&t, 4);
-    assert!(
-        t.flush_and_wait(Duration::from_secs(30)).unwrap(),
-        "{:?}",
-        t.stats()
-    );
+    assert_drained(&t, Duration::from_secs(30));
     let requests = server.requests();
     // Had an earlier 2xx counted, the batch would have been deleted after one request.
     assert_eq!(
@@ -537,11 +517,7 @@ fn a_next_attempt_days_away_after_the_clock_moved_back_does_not_stall_uploads() 
     assert!(wait_for(|| !server.requests().is_empty()));
     assert_eq!(push_next_attempt(), 1);
     up.store(true, Ordering::SeqCst);
-    assert!(
-        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
-        "{:?}",
-        t.stats()
-    );
+    assert_drained(&t, Duration::from_secs(20));
 
     // At start: the same, found in the file.
     up.store(false, Ordering::SeqCst);
@@ -553,11 +529,7 @@ fn a_next_attempt_days_away_after_the_clock_moved_back_does_not_stall_uploads() 
     assert_eq!(push_next_attempt(), 1);
     up.store(true, Ordering::SeqCst);
     let t = device.tracker(fast_and_bounded());
-    assert!(
-        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
-        "{:?}",
-        t.stats()
-    );
+    assert_drained(&t, Duration::from_secs(20));
 }
 
 #[test]
@@ -574,11 +546,7 @@ fn a_retry_after_of_days_is_cut_to_the_policys_maximum() {
     let device = Device::new(&server);
     let t = device.tracker(fast_and_bounded());
     track_n(&t, 3);
-    assert!(
-        t.flush_and_wait(Duration::from_secs(20)).unwrap(),
-        "{:?}",
-        t.stats()
-    );
+    assert_drained(&t, Duration::from_secs(20));
     assert_eq!(server.requests().len(), 3);
 }
 
@@ -602,7 +570,7 @@ fn a_logged_out_user_stays_logged_out_across_restarts() {
     t.identify(Some("user-3".into()));
     let t = restart(t);
     t.track("identified", Map::new()).unwrap();
-    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    assert_drained(&t, Duration::from_secs(10));
     let events: Vec<Value> = events_sent(&server);
     let users: Vec<(&str, Option<&str>)> = events
         .iter()
@@ -654,7 +622,7 @@ fn track_refuses_at_once_what_the_collector_would_refuse() {
     t.track("at_limits", blob(MAX_PROPERTIES_BYTES)).unwrap();
     t.track("deep_enough", nested(MAX_PROPERTIES_DEPTH))
         .unwrap();
-    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    assert_drained(&t, Duration::from_secs(10));
     let events: Vec<Value> = events_sent(&server);
     let names: Vec<&str> = events.iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(
@@ -744,7 +712,7 @@ fn an_ack_refusing_one_of_ten_events_quarantines_exactly_that_one() {
     let device = Device::new(&server);
     let t = device.tracker(fast());
     track_n(&t, 10);
-    assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
+    assert_drained(&t, Duration::from_secs(20));
     assert!(wait_for(|| t.stats().pending_gap_reports == 0));
     let stats = t.stats();
     assert_eq!(stats.pending.events, 0, "the 9 accepted are deleted");
@@ -787,7 +755,7 @@ fn a_batch_id_conflict_resends_the_batch_under_a_new_id_and_loses_nothing() {
     let device = Device::new(&server);
     let t = device.tracker(fast());
     track_n(&t, 5);
-    assert!(t.flush_and_wait(Duration::from_secs(20)).unwrap());
+    assert_drained(&t, Duration::from_secs(20));
     let requests: Vec<Value> = server
         .requests()
         .iter()
@@ -823,7 +791,7 @@ fn a_corrupt_buffer_keeps_the_identity_continues_seq_and_reports_storage_lost() 
     let install_id = t.install_id().to_owned();
     t.identify(Some("user-9".into()));
     track_n(&t, 5);
-    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    assert_drained(&t, Duration::from_secs(10));
     // Five more wait in the buffer when it is lost.
     up.store(false, Ordering::SeqCst);
     track_n(&t, 5);
@@ -834,7 +802,7 @@ fn a_corrupt_buffer_keeps_the_identity_continues_seq_and_reports_storage_lost() 
     let t = device.tracker(fast());
     assert_eq!(t.install_id(), install_id, "the install keeps its id");
     t.track("after", Map::new()).unwrap();
-    assert!(t.flush_and_wait(Duration::from_secs(10)).unwrap());
+    assert_drained(&t, Duration::from_secs(10));
     assert!(wait_for(|| t.stats().pending_gap_reports == 0));
     let batches = acked.lock().unwrap().clone();
     assert!(batches
