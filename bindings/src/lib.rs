@@ -19,8 +19,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tern_sdk::{AppInfo, Context, DeviceInfo, OsInfo};
 
+pub mod handoff;
 pub mod policy;
 
+pub use handoff::{handoff_limits, HandoffLimits, Refusal, RefusalKind};
 pub use policy::{
     check_upload_policy, default_upload_policy, realtime_upload_policy, UploadPolicy,
 };
@@ -289,7 +291,8 @@ impl Tracker {
     }
 
     /// Tracks an event; `properties_json` is a JSON object. Returns the event id (`None` after
-    /// opt-out). Never blocks and never touches the disk on the calling thread.
+    /// opt-out). Never blocks and never touches the disk on the calling thread. The hand-written
+    /// layers call [`Tracker::track_many`] instead, many events per crossing (see [`handoff`]).
     pub fn track(&self, name: String, properties_json: String) -> Result<Option<String>, ApiError> {
         let properties = properties(&properties_json)?;
         self.running(|t| Ok(t.track(&name, properties)?.map(|id| id.to_string())))
@@ -471,6 +474,96 @@ mod tests {
             locale: None,
             timezone: None,
         }
+    }
+
+    /// A client that never gets an answer.
+    struct Offline;
+
+    impl HttpClient for Offline {
+        fn post(&self, _: HttpRequest) -> Result<HttpResponse, TransportError> {
+            Err(TransportError::Network {
+                reason: "offline".into(),
+            })
+        }
+    }
+
+    /// A wall clock a minute ago, whole seconds, as a track call carries it.
+    fn a_minute_ago() -> chrono::DateTime<chrono::Utc> {
+        let t = chrono::Utc::now().timestamp() - 60;
+        chrono::DateTime::from_timestamp(t, 0).unwrap()
+    }
+
+    fn call(out: &mut Vec<u8>, op: u8, strings: &[&str]) {
+        out.push(op);
+        if op == 1 {
+            out.extend_from_slice(&a_minute_ago().timestamp_millis().to_le_bytes());
+            out.extend_from_slice(&0i64.to_le_bytes());
+        }
+        if op == 2 {
+            out.push(1);
+        }
+        for s in strings {
+            out.extend_from_slice(&u32::try_from(s.len()).unwrap().to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+
+    #[test]
+    fn track_many_takes_the_calls_in_order_and_names_each_it_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = Tracker::new(config(dir.path()), Arc::new(Offline)).unwrap();
+        let mut calls = Vec::new();
+        call(&mut calls, 1, &["first", "{}"]);
+        call(&mut calls, 2, &["user-1"]);
+        call(&mut calls, 1, &["has spaces", "{}"]);
+        call(&mut calls, 3, &["[1]"]);
+        call(&mut calls, 1, &["second", r#"{"a":1}"#]);
+        let refusals = tracker.track_many(calls, 1_000_000_000, 3);
+        assert_eq!(
+            refusals
+                .iter()
+                .map(|r| (r.index, r.call.as_str(), r.event_name.as_deref(), r.kind))
+                .collect::<Vec<_>>(),
+            vec![
+                (2, "track", Some("has spaces"), RefusalKind::InvalidInput),
+                (3, "setSuperProperties", None, RefusalKind::InvalidInput),
+            ]
+        );
+        assert!(tracker.flush(10_000).unwrap());
+        let stats = tracker.pending_stats();
+        assert_eq!(stats.pending_events, 2);
+        assert_eq!(stats.dropped_events, 3, "the queue's drops are counted");
+        let mut jsonl = Vec::new();
+        tern_sdk::inspect::Inspector::open(&dir.path().join("app.db"))
+            .unwrap()
+            .export_jsonl(&mut jsonl)
+            .unwrap();
+        let rows: Vec<Value> = jsonl
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0]["name"], "first");
+        assert_eq!(rows[0].get("user_id"), None, "tracked before identify()");
+        assert_eq!(rows[1]["name"], "second");
+        assert_eq!(rows[1]["user_id"], "user-1");
+        // The event is dated by the wall clock read at the call.
+        let at =
+            chrono::DateTime::parse_from_rfc3339(rows[0]["created_at"].as_str().unwrap()).unwrap();
+        assert!(
+            (a_minute_ago() - at.to_utc()).num_seconds().abs() <= 1,
+            "{at}"
+        );
+        tracker.shutdown();
+        let mut later = Vec::new();
+        call(&mut later, 1, &["late", "{}"]);
+        call(&mut later, 4, &[]);
+        let refusals = tracker.track_many(later, 0, 0);
+        assert_eq!(
+            refusals.iter().map(|r| r.kind).collect::<Vec<_>>(),
+            vec![RefusalKind::Closed, RefusalKind::Closed]
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use crossbeam_channel::{bounded, Sender, TrySendError};
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{bounded, SendTimeoutError, Sender, TrySendError};
 use serde_json::{Map, Value};
 use tern_protocol::limits::{
     context_problem, event_name_problem, id_problem, properties_problem, MAX_PROPERTIES_BYTES,
@@ -67,6 +67,16 @@ impl std::fmt::Debug for Config {
             )
             .finish_non_exhaustive()
     }
+}
+
+/// The clocks read when the app tracked an event, for [`Tracker::track_captured`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Captured {
+    /// The device's wall clock at the call: the event's `created_at`.
+    pub created_at: DateTime<Utc>,
+    /// The tracker's monotonic clock at the call ([`Tracker::uptime_ms`]), which the collector's
+    /// clock-skew correction compares with the batch's.
+    pub uptime_ms: u64,
 }
 
 /// What happened to tracked events, for QA and for the host app's diagnostics.
@@ -199,6 +209,11 @@ impl Tracker {
         &self.shared.install_id
     }
 
+    /// The monotonic clock the events' `uptime_ms` come from (milliseconds; see `clock`).
+    pub fn uptime_ms(&self) -> u64 {
+        self.shared.clock.uptime_ms()
+    }
+
     /// Records an event. Validates and stamps it on the calling thread and hands it to the
     /// writer; never touches disk or network, never blocks.
     ///
@@ -212,7 +227,28 @@ impl Tracker {
     /// and `Ok(None)` is returned.
     ///
     /// Returns the event's `event_id`, under which it will appear in the stream.
-    pub fn track(&self, name: &str, mut properties: Map<String, Value>) -> Result<Option<Uuid>> {
+    pub fn track(&self, name: &str, properties: Map<String, Value>) -> Result<Option<Uuid>> {
+        let clock = &self.shared.clock;
+        let captured = Captured {
+            created_at: clock.wall(),
+            uptime_ms: clock.uptime_ms(),
+        };
+        self.track_captured(name, properties, captured, Duration::ZERO)
+    }
+
+    /// Records an event captured earlier: what [`Tracker::track`] does, with the clocks read
+    /// when the app called (see [`Captured`]), for the bindings' queue, which calls this from
+    /// its own thread many events at a time. Waits at most `wait` for room in the hand-off
+    /// queue before dropping the event as `queue_full` (`track()` waits for none: it runs on the
+    /// app's thread; the bindings' drain thread may wait, which is how a full writer pushes back
+    /// on their queue).
+    pub fn track_captured(
+        &self,
+        name: &str,
+        mut properties: Map<String, Value>,
+        captured: Captured,
+        wait: Duration,
+    ) -> Result<Option<Uuid>> {
         let shared = &*self.shared;
         if shared.stopping.load(Ordering::Relaxed) {
             return Err(Error::Closed);
@@ -223,7 +259,7 @@ impl Tracker {
         if let Some(problem) = event_name_problem(name) {
             return Err(self.invalid(problem));
         }
-        let created_at = shared.clock.wall();
+        let created_at = captured.created_at;
         let now_ms = created_at.timestamp_millis();
         let failed_at = shared.storage_failed_at_ms.load(Ordering::Relaxed);
         let retry_ms = i64::try_from(shared.policy.storage_retry_after.as_millis()).unwrap_or(0);
@@ -258,7 +294,7 @@ impl Tracker {
             event_id,
             name: name.to_owned(),
             created_at,
-            uptime_ms: shared.clock.uptime_ms(),
+            uptime_ms: captured.uptime_ms,
             properties,
             user_id,
             session_id,
@@ -267,13 +303,31 @@ impl Tracker {
         if !*open {
             return Err(Error::Closed);
         }
-        match self.commands.try_send(Command::Track(tracked)) {
+        let sent = if wait.is_zero() {
+            self.commands
+                .try_send(Command::Track(tracked))
+                .map_err(|e| matches!(e, TrySendError::Full(_)))
+        } else {
+            self.commands
+                .send_timeout(Command::Track(tracked), wait)
+                .map_err(|e| matches!(e, SendTimeoutError::Timeout(_)))
+        };
+        match sent {
             Ok(()) => Ok(Some(event_id)),
-            Err(TrySendError::Full(_)) => {
+            Err(true) => {
                 shared.record_drop(drop_reason::QUEUE_FULL, 1);
                 Err(Error::QueueFull(shared.policy.queue_capacity))
             }
-            Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
+            Err(false) => Err(Error::Closed),
+        }
+    }
+
+    /// Counts events that a foreign layer dropped before they reached [`Tracker::track`] (its
+    /// own queue was full): reported to the collector like the events dropped here on a full
+    /// hand-off queue (`queue_full`).
+    pub fn record_dropped(&self, events: u64) {
+        if events > 0 {
+            self.shared.record_drop(drop_reason::QUEUE_FULL, events);
         }
     }
 
