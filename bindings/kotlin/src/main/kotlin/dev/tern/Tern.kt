@@ -2,6 +2,8 @@ package dev.tern
 
 import dev.tern.internal.ApiException
 import dev.tern.internal.PendingStats
+import dev.tern.internal.Refusal
+import dev.tern.internal.RefusalKind
 import dev.tern.internal.TrackerConfig
 import dev.tern.internal.TransportException
 import java.io.ByteArrayOutputStream
@@ -9,9 +11,13 @@ import java.io.IOException
 import java.io.InputStream
 import java.net.HttpURLConnection
 import java.net.URI
+import java.util.concurrent.TimeUnit
 import java.util.concurrent.atomic.AtomicLong
+import java.util.concurrent.locks.LockSupport
+import java.util.concurrent.locks.ReentrantLock
 import java.util.logging.Level
 import java.util.logging.Logger
+import kotlin.concurrent.withLock
 import kotlin.time.Duration
 import dev.tern.internal.Tracker as FfiTracker
 
@@ -85,8 +91,10 @@ class TrackError(
 
 /**
  * Hears about every event a call did not take. It runs on the thread that made the call (often
- * the main thread): keep it short, hand heavy work elsewhere. An exception it throws is caught
- * and logged; it never reaches the caller.
+ * the main thread) for what is refused at the call (properties that cannot be encoded, a full
+ * queue, a call after close), and on the SDK's hand-off thread (or the thread calling
+ * [Tracker.flush] or [Tracker.close]) for what the SDK's checks refuse: keep it short, hand heavy
+ * work elsewhere. An exception it throws is caught and logged; it never reaches the caller.
  */
 fun interface ErrorListener {
     /** Called once per refused call. */
@@ -122,6 +130,8 @@ class TernConfig private constructor(
     /** Performs the uploads' HTTP requests. */
     val httpClient: HttpClient,
     internal val context: List<String?>,
+    /** The hand-off queue's bound in bytes, when a test sets one (otherwise the SDK's). */
+    internal val handoffQueueBytes: Int?,
 ) {
     /**
      * Builds a [TernConfig]. Every setting starts at the SDK's default (`sdk/src/policy.rs`);
@@ -143,6 +153,10 @@ class TernConfig private constructor(
         private var locale: String? = null
         private var timezone: String? = null
         private val problems = mutableListOf<String>()
+        private var handoffQueueBytes: Int? = null
+
+        /** A smaller hand-off queue, for tests that fill it. */
+        internal fun handoffQueueBytes(bytes: Int) = apply { handoffQueueBytes = bytes }
 
         /**
          * The realtime preset: upload at every event and every 500 ms (events readable in
@@ -240,6 +254,7 @@ class TernConfig private constructor(
                 dbPath, endpoint, writeKey, policy.copy(), strict, errorListener,
                 httpClient ?: UrlConnectionHttpClient(),
                 listOf(app[0], app[1], app[2], os[0], os[1], device[0], device[1], locale, timezone),
+                handoffQueueBytes,
             )
         }
 
@@ -263,17 +278,25 @@ class TernConfig private constructor(
 /**
  * Tern's tracker for Kotlin: `track("checkout", mapOf("total" to 59.9))`.
  *
- * Safe from any thread. [track] and the other calls that set state never block or touch the
- * disk on the calling thread, so they suit the main thread: events are handed to the SDK's own
- * threads, which store them in SQLite and upload them. [flush], [flushAndWait], [close] and
- * [pendingStats] wait for those threads or read the database: call them off the main thread.
+ * Safe from any thread. [track] and the other calls that set state ([identify],
+ * [setSuperProperties], [reset], [setOptOut]) suit the main thread: each reads the clocks,
+ * encodes itself into a compact buffer, appends it to an in-process queue and returns, without
+ * crossing into the native library. The tracker's hand-off thread passes everything queued to
+ * the SDK in one crossing, in the order of the calls; the SDK validates and stamps the events and
+ * stores them in SQLite (an event for which [track] returned is durable within the bound that
+ * `docs/sdk.md` states). The queue is bounded in bytes: when the SDK cannot keep up, a call waits
+ * at most 100 ms for room, then the event is dropped, counted and reported to the collector,
+ * never silently. [flush], [flushAndWait], [onBackground] and [close] first hand over what is
+ * queued. [flush], [flushAndWait], [close] and [pendingStats] wait for the SDK's threads or read
+ * the database: call them off the main thread.
  *
- * **[track] never throws**, and neither do the other calls: an event it does not take (a bad
- * name, properties over the limits, dropped on a full queue or a failing disk, a call after
+ * **[track] never throws**, and neither do the other calls: an event the SDK does not take (a
+ * bad name, properties over the limits, dropped on a full queue or a failing disk, a call after
  * [close]) is counted ([errorCounts]), logged once per reason (`java.util.logging`, logger
  * `dev.tern`, which Android sends to logcat), and passed to the [ErrorListener] if one is set.
- * With [TernConfig.Builder.strict] the calls throw [TernException] instead, for tests and debug
- * builds. Only the constructor throws: [TernException] when the buffer cannot be opened.
+ * With [TernConfig.Builder.strict] each call crosses at once and throws [TernException] instead,
+ * for tests and debug builds. Only the constructor throws: [TernException] when the buffer
+ * cannot be opened.
  */
 class Tracker(config: TernConfig) : AutoCloseable {
     /** The tracker with the default policy, or the realtime preset; see [TernConfig.Builder]. */
@@ -306,6 +329,14 @@ class Tracker(config: TernConfig) : AutoCloseable {
 
     private val inner: FfiTracker
     private val strict = config.strict
+    private val queue: HandoffQueue
+    private val writers = ThreadLocal.withInitial { CallWriter() }
+
+    /** Held while handing the queue over, so that crossings keep the order of the calls. */
+    private val drainLock = ReentrantLock()
+    private val drainThread: Thread
+
+    @Volatile private var stopping = false
 
     // Read only when a call failed: a tracker without a listener pays nothing on success.
     @Volatile private var errorListener: ErrorListener? = config.errorListener
@@ -321,6 +352,14 @@ class Tracker(config: TernConfig) : AutoCloseable {
             ),
             config.httpClient,
         )
+        val limits = dev.tern.internal.handoffLimits()
+        queue = HandoffQueue(
+            config.handoffQueueBytes ?: limits.maxQueueBytes.coerceAtMost(Int.MAX_VALUE.toULong() / 4u).toInt(),
+            TimeUnit.MILLISECONDS.toNanos(limits.maxTrackBlockMs.toLong()),
+        )
+        drainThread = Thread(::drainLoop, "tern-handoff").apply { isDaemon = true }
+        queue.drainer = drainThread
+        drainThread.start()
     }
 
     /** The install's stable id. */
@@ -334,38 +373,70 @@ class Tracker(config: TernConfig) : AutoCloseable {
         errorListener = listener
     }
 
+    /** How many calls found the hand-off queue full and waited for room. */
+    internal fun queueFullWaits(): Long = queue.fullWaits
+
     /** How many calls were refused since the tracker started, by reason. */
     fun errorCounts(): Map<TrackErrorReason, Long> = errorCounts.mapValues { it.value.get() }
 
     /**
-     * Tracks an event; returns its event id, or null when it was not taken (see the class
-     * documentation) or the user opted out. Never throws unless the config is strict.
+     * Tracks an event: queues it and returns (see the class documentation; the event appears in
+     * the stream under an `event_id` the SDK gives it). Never throws unless the config is strict.
      */
     @Throws(TernException::class)
-    fun track(name: String, properties: Map<String, Any?> = emptyMap()): String? =
-        guarded("track", name, null) { inner.track(name, Json.encode(properties)) }
+    fun track(name: String, properties: Map<String, Any?> = emptyMap()) {
+        val wallMs = System.currentTimeMillis()
+        val monoNs = MonotonicClock.nanos()
+        enqueue("track", name, isEvent = true) {
+            it.u8(Call.TRACK)
+            it.i64(wallMs)
+            it.i64(monoNs)
+            it.str(name)
+            it.json(properties)
+        }
+    }
 
     /** Sets (or clears, with null) the user id of the following events. */
-    fun identify(userId: String?) = guarded("identify", null, Unit) { inner.identify(userId) }
+    fun identify(userId: String?) = enqueue("identify", null, isEvent = false) {
+        it.u8(Call.IDENTIFY)
+        if (userId == null) {
+            it.u8(0)
+        } else {
+            it.u8(1)
+            it.str(userId)
+        }
+    }
 
     /** Properties added to every following event; refused ones are reported like [track]'s. */
     @Throws(TernException::class)
-    fun setSuperProperties(properties: Map<String, Any?>) =
-        guarded("setSuperProperties", null, Unit) { inner.setSuperProperties(Json.encode(properties)) }
+    fun setSuperProperties(properties: Map<String, Any?>) = enqueue("setSuperProperties", null, isEvent = false) {
+        it.u8(Call.SUPER_PROPERTIES)
+        it.json(properties)
+    }
 
     /** Forgets the user and the super-properties; starts a new session. */
-    fun reset() = guarded("reset", null, Unit) { inner.reset() }
+    fun reset() = enqueue("reset", null, isEvent = false) { it.u8(Call.RESET) }
 
-    /** Waits until tracked events are durable (at most [timeoutMs]), then uploads; false after [close]. */
-    fun flush(timeoutMs: Long = 5_000): Boolean =
-        guarded("flush", null, false) { inner.flush(timeoutMs.coerceAtLeast(0).toULong()) }
+    /**
+     * Hands over what is queued and waits until it is durable (at most [timeoutMs]), then
+     * uploads; false after [close].
+     */
+    fun flush(timeoutMs: Long = 5_000): Boolean {
+        drain()
+        return guarded("flush", null, false) { inner.flush(timeoutMs.coerceAtLeast(0).toULong()) }
+    }
 
     /** Flushes and waits until the collector acknowledged everything (at most [timeoutMs]). */
-    fun flushAndWait(timeoutMs: Long = 30_000): Boolean =
-        guarded("flushAndWait", null, false) { inner.flushAndWait(timeoutMs.coerceAtLeast(0).toULong()) }
+    fun flushAndWait(timeoutMs: Long = 30_000): Boolean {
+        drain()
+        return guarded("flushAndWait", null, false) { inner.flushAndWait(timeoutMs.coerceAtLeast(0).toULong()) }
+    }
 
-    /** The app went to the background: upload now (does not block). */
-    fun onBackground() = guarded("onBackground", null, Unit) { inner.onBackground() }
+    /** The app went to the background: hands over what is queued and uploads now (does not wait for the upload). */
+    fun onBackground() {
+        drain()
+        guarded("onBackground", null, Unit) { inner.onBackground() }
+    }
 
     /** The app came to the foreground. */
     fun onForeground() = guarded("onForeground", null, Unit) { inner.onForeground() }
@@ -376,35 +447,114 @@ class Tracker(config: TernConfig) : AutoCloseable {
      */
     fun networkAvailable() = guarded("networkAvailable", null, Unit) { inner.networkAvailable() }
 
-    /** Stops collection and purges the buffer (true), or resumes (false). */
-    fun setOptOut(optedOut: Boolean) = guarded("setOptOut", null, Unit) { inner.setOptOut(optedOut) }
+    /** Stops collection and purges the buffer (true), or resumes (false); in order with the other calls. */
+    fun setOptOut(optedOut: Boolean) = enqueue("setOptOut", null, isEvent = false) {
+        it.u8(Call.OPT_OUT)
+        it.u8(if (optedOut) 1 else 0)
+    }
 
-    /** What waits in the buffer, for a debug screen. */
-    fun pendingStats(): TernStats = inner.pendingStats()
+    /** What waits in the buffer, for a debug screen (events still in the hand-off queue included). */
+    fun pendingStats(): TernStats {
+        val queued = queue.queuedEvents.toULong()
+        return inner.pendingStats().let { it.copy(pendingEvents = it.pendingEvents + queued) }
+    }
 
     /**
-     * Stops the SDK's threads and closes the buffer, whose file can be opened again at once;
-     * buffered events stay for the next start. Later calls are refused with
+     * Hands over what is queued, stops the SDK's threads and closes the buffer, whose file can be
+     * opened again at once; buffered events stay for the next start. Later calls are refused with
      * [TrackErrorReason.CLOSED].
      */
-    override fun close() = guarded("close", null, Unit) { inner.shutdown() }
+    override fun close() {
+        queue.close()
+        stopping = true
+        LockSupport.unpark(drainThread)
+        if (Thread.currentThread() !== drainThread) drainThread.join(CLOSE_JOIN_MS)
+        drain()
+        guarded("close", null, Unit) { inner.shutdown() }
+    }
+
+    /** Encodes a call and queues it (or, when strict, hands it over at once and throws what the SDK refused). */
+    private inline fun enqueue(call: String, eventName: String?, isEvent: Boolean, encode: (CallWriter) -> Unit) {
+        val writer = writers.get()
+        try {
+            writer.reset()
+            encode(writer)
+        } catch (e: Exception) {
+            refused(call, eventName, e, mayThrow = true)
+            return
+        } catch (e: StackOverflowError) {
+            refused(call, eventName, e, mayThrow = true)
+            return
+        }
+        if (strict) {
+            handOverNow(writer)
+            return
+        }
+        when (queue.offer(writer.bytes, writer.size, isEvent)) {
+            Offer.QUEUED -> {}
+            Offer.FULL -> refused(call, eventName, ApiException.Dropped(QUEUE_FULL_MESSAGE), mayThrow = true)
+            Offer.CLOSED -> refused(call, eventName, ApiException.Closed(), mayThrow = true)
+        }
+    }
+
+    /** Strict mode: what is queued, then this call, one crossing each on the caller's thread. */
+    private fun handOverNow(writer: CallWriter) {
+        val refusals = drainLock.withLock {
+            drainLocked(mayThrow = false)
+            if (queue.isClosed()) {
+                listOf(Refusal(0u, "call", null, RefusalKind.CLOSED, "the tracker is shut down"))
+            } else {
+                inner.trackMany(writer.bytes.copyOf(writer.size), MonotonicClock.nanos(), 0uL)
+            }
+        }
+        refusals.forEach { report(it, mayThrow = true) }
+    }
+
+    /** The hand-off thread: sleeps until a call is queued, then hands everything queued over. */
+    private fun drainLoop() {
+        while (!stopping) {
+            if (queue.isEmpty()) LockSupport.parkNanos(this, DRAIN_IDLE_NANOS) else drain()
+        }
+    }
+
+    /** Hands what is queued to the SDK (one crossing) and reports what it refused. */
+    private fun drain() = drainLock.withLock { drainLocked(mayThrow = false) }
+
+    private fun drainLocked(mayThrow: Boolean) {
+        val (calls, dropped) = queue.take() ?: return
+        val refusals = try {
+            inner.trackMany(calls, MonotonicClock.nanos(), dropped.toULong())
+        } catch (e: Exception) {
+            // A panic in the SDK, caught at the boundary: a bug; the calls of this crossing may be lost.
+            refused("track", null, e, mayThrow)
+            return
+        }
+        refusals.forEach { report(it, mayThrow) }
+    }
+
+    private fun report(refusal: Refusal, mayThrow: Boolean) {
+        val cause = when (refusal.kind) {
+            RefusalKind.INVALID_INPUT -> ApiException.InvalidInput(refusal.reason)
+            RefusalKind.DROPPED -> ApiException.Dropped(refusal.reason)
+            RefusalKind.CLOSED -> ApiException.Closed()
+            RefusalKind.INTERNAL -> IllegalStateException(refusal.reason)
+        }
+        refused(refusal.call, refusal.eventName, cause, mayThrow)
+    }
 
     /** Runs [block]; a failure is reported (and thrown only when strict), [fallback] returned. */
     private inline fun <T> guarded(call: String, eventName: String?, fallback: T, block: () -> T): T =
         try {
             block()
         } catch (e: Exception) {
-            refused(call, eventName, e)
-            fallback
-        } catch (e: StackOverflowError) {
-            // Properties that contain themselves: the encoder recursed until the stack ran out.
-            refused(call, eventName, e)
+            refused(call, eventName, e, mayThrow = true)
             fallback
         }
 
-    private fun refused(call: String, eventName: String?, e: Throwable) {
+    /** Counts, logs and reports a refused call; throws it when strict and on the caller's thread ([mayThrow]). */
+    private fun refused(call: String, eventName: String?, e: Throwable, mayThrow: Boolean) {
         val reason = when (e) {
-            is ApiException.InvalidInput, is StackOverflowError -> TrackErrorReason.INVALID_EVENT
+            is ApiException.InvalidInput, is StackOverflowError, is TooDeep -> TrackErrorReason.INVALID_EVENT
             is ApiException.Dropped -> TrackErrorReason.DROPPED
             is ApiException.Closed -> TrackErrorReason.CLOSED
             else -> TrackErrorReason.INTERNAL
@@ -415,6 +565,7 @@ class Tracker(config: TernConfig) : AutoCloseable {
             is ApiException.Dropped -> e.reason
             is ApiException.Closed -> "the tracker is shut down"
             is StackOverflowError -> "properties contain themselves"
+            is TooDeep -> e.message ?: "properties nest too deep"
             else -> e.message ?: e.javaClass.name
         }
         if (errorCounts.getValue(reason).incrementAndGet() == 1L) {
@@ -430,11 +581,17 @@ class Tracker(config: TernConfig) : AutoCloseable {
                 }
             }
         }
-        if (strict) throw e
+        if (strict && mayThrow) throw e
     }
 
     private companion object {
         val log: Logger = Logger.getLogger("dev.tern")
+
+        /** How long [close] waits for the hand-off thread to finish a crossing in progress. */
+        const val CLOSE_JOIN_MS = 10_000L
+
+        const val QUEUE_FULL_MESSAGE =
+            "the hand-off queue stayed full: the SDK cannot store events as fast as they are tracked"
     }
 }
 
@@ -493,65 +650,5 @@ class UrlConnectionHttpClient : HttpClient {
             // Keep what arrived: the status decides, and a cut acknowledgement is no ack.
         }
         return out.toByteArray()
-    }
-}
-
-/** JSON for properties: maps, lists, arrays, numbers, booleans, strings and null. */
-internal object Json {
-    fun encode(value: Any?): String = StringBuilder().also { write(it, value) }.toString()
-
-    private fun write(out: StringBuilder, value: Any?) {
-        when (value) {
-            null -> out.append("null")
-            is String -> string(out, value)
-            is Boolean -> out.append(value)
-            is Int, is Long, is Short, is Byte -> out.append(value)
-            is Double -> number(out, value)
-            is Float -> number(out, value.toDouble())
-            is Number -> out.append(value.toString())
-            is Map<*, *> -> {
-                out.append('{')
-                value.entries.forEachIndexed { i, (k, v) ->
-                    if (i > 0) out.append(',')
-                    string(out, k.toString())
-                    out.append(':')
-                    write(out, v)
-                }
-                out.append('}')
-            }
-            is Iterable<*> -> list(out, value.toList())
-            is Array<*> -> list(out, value.toList())
-            else -> string(out, value.toString())
-        }
-    }
-
-    private fun list(out: StringBuilder, items: List<Any?>) {
-        out.append('[')
-        items.forEachIndexed { i, v ->
-            if (i > 0) out.append(',')
-            write(out, v)
-        }
-        out.append(']')
-    }
-
-    private fun number(out: StringBuilder, d: Double) {
-        // JSON has no NaN or infinities: send them as null rather than invalid JSON.
-        if (d.isNaN() || d.isInfinite()) out.append("null") else out.append(d)
-    }
-
-    private fun string(out: StringBuilder, s: String) {
-        out.append('"')
-        for (c in s) {
-            when {
-                c == '"' -> out.append("\\\"")
-                c == '\\' -> out.append("\\\\")
-                c == '\n' -> out.append("\\n")
-                c == '\r' -> out.append("\\r")
-                c == '\t' -> out.append("\\t")
-                c < ' ' -> out.append(String.format("\\u%04x", c.code))
-                else -> out.append(c)
-            }
-        }
-        out.append('"')
     }
 }
