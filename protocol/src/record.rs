@@ -78,7 +78,7 @@ pub struct GapRecord {
     /// Installation whose events are lost (also the partition key).
     pub install_id: String,
     /// Why: one of `gap_reason::ALL` (`cap_count`, `cap_bytes`, `cap_age`, `quarantine`,
-    /// `quarantine_cap`, `opt_out`, `storage_lost`).
+    /// `quarantine_cap`, `opt_out`, `storage_lost`, `queue_full`).
     pub reason: String,
     /// The lost `seq` numbers, ascending disjoint inclusive ranges.
     pub ranges: Vec<SeqRange>,

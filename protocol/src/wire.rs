@@ -125,9 +125,13 @@ pub mod gap_reason {
     pub const OPT_OUT: &str = "opt_out";
     /// The buffer was found corrupt and moved aside: every `seq` it may have held unsent.
     pub const STORAGE_LOST: &str = "storage_lost";
+    /// The app tracked faster than the SDK could store: a hand-off queue (the SDK's, or the
+    /// Kotlin/Python layer's in front of it) stayed full and the events were dropped before
+    /// they were stored; the SDK numbered them only to report them.
+    pub const QUEUE_FULL: &str = "queue_full";
 
     /// Every reason above.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         CAP_COUNT,
         CAP_BYTES,
         CAP_AGE,
@@ -135,6 +139,7 @@ pub mod gap_reason {
         QUARANTINE_CAP,
         OPT_OUT,
         STORAGE_LOST,
+        QUEUE_FULL,
     ];
 }
 

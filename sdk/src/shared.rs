@@ -3,7 +3,7 @@
 //! (caps, drop counts, corruption).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use chrono::Utc;
@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
-use crate::store::{is_corruption, meta_key, Caps, Store};
+use crate::store::{drop_reason, gap_reason, is_corruption, meta_key, Caps, Store};
 
 /// Most events a buffer cap drops per hold of the store lock (a whole batch may add up to one
 /// batch more): a few milliseconds of deletes, so the writer and the uploader never wait
@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Drops counted but not yet written to the `drops` table.
     pub(crate) unpersisted_drops: Mutex<BTreeMap<&'static str, u64>>,
+    /// Events dropped on a full hand-off queue, not yet numbered and reported as a `queue_full`
+    /// gap (see `writer::report_queue_drops`).
+    pub(crate) unreported_queue_drops: AtomicU64,
     /// When storing last failed (ms since epoch), 0 when it works.
     pub(crate) storage_failed_at_ms: AtomicI64,
     pub(crate) opted_out: AtomicBool,
@@ -113,7 +116,14 @@ impl Shared {
         lock(&self.store)
     }
 
+    /// Counts `n` events dropped before they had a `seq`. A full hand-off queue is a loss the
+    /// app caused and the stream must show: those become a `queue_full` gap record; the other
+    /// reasons are drop counts reported with the next batch.
     pub(crate) fn record_drop(&self, reason: &'static str, n: u64) {
+        if reason == drop_reason::QUEUE_FULL {
+            self.unreported_queue_drops.fetch_add(n, Ordering::SeqCst);
+            return;
+        }
         *lock(&self.unpersisted_drops).entry(reason).or_default() += n;
     }
 }
@@ -159,6 +169,22 @@ pub(crate) fn persist_drops(shared: &Shared, store: &mut Store) {
     let list: Vec<(&str, u64)> = drops.iter().map(|(r, n)| (*r, *n)).collect();
     if store.add_drops(&list).is_err() {
         restore_drops(shared, drops);
+    }
+}
+
+/// Numbers the events dropped on a full hand-off queue and records them as a `queue_full` gap,
+/// so that the stream shows the loss (received + reported = issued). Called only when no event
+/// waits in memory with a `seq` (right after a commit), so the numbers are fresh. On failure the
+/// count stays in memory for the next commit.
+pub(crate) fn report_queue_drops(shared: &Shared, store: &mut Store) {
+    let n = shared.unreported_queue_drops.swap(0, Ordering::SeqCst);
+    if n == 0 {
+        return;
+    }
+    let now_ms = Utc::now().timestamp_millis();
+    if let Err(e) = store.give_up_new_seqs(gap_reason::QUEUE_FULL, n, now_ms) {
+        tracing::error!(error = %e, events = n, "could not report the events a full queue dropped; trying again later");
+        shared.unreported_queue_drops.fetch_add(n, Ordering::SeqCst);
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::json_size;
 use crate::policy::Policy;
 use crate::shared::{lock, read, write, Counters, Identity, Session, Shared};
-use crate::store::{drop_reason, meta_key, Pending, Store};
+use crate::store::{drop_reason, gap_reason, meta_key, Pending, Store};
 use crate::supervise::{run_checkpoints, supervise};
 use crate::transport::{self, Transport};
 use crate::upload::scheduler::{latest_next_attempt, run_uploader, LastFailure};
@@ -160,6 +160,7 @@ impl Tracker {
             clock: Clock::new(),
             counters: Counters::default(),
             unpersisted_drops: Mutex::new(BTreeMap::new()),
+            unreported_queue_drops: AtomicU64::new(0),
             storage_failed_at_ms: AtomicI64::new(0),
             opted_out: AtomicBool::new(opted_out),
             stopping: AtomicBool::new(false),
@@ -493,6 +494,11 @@ impl Tracker {
             .collect();
         for (reason, n) in lock(&shared.unpersisted_drops).iter() {
             *dropped.entry((*reason).to_owned()).or_default() += n;
+        }
+        let mut gaps = gaps;
+        let queue_drops = shared.unreported_queue_drops.load(Ordering::SeqCst);
+        if queue_drops > 0 {
+            *gaps.entry(gap_reason::QUEUE_FULL.to_owned()).or_default() += queue_drops;
         }
         Stats {
             pending,

@@ -11,7 +11,9 @@ use tern_protocol::Event;
 use uuid::Uuid;
 
 use crate::policy::QUEUE_CAPACITY;
-use crate::shared::{enforce_caps, lock, persist_drops, recover_if_corrupt, restore_drops, Shared};
+use crate::shared::{
+    enforce_caps, lock, persist_drops, recover_if_corrupt, report_queue_drops, restore_drops, Shared,
+};
 use crate::store::{drop_reason, meta_key, StoredEvent};
 
 /// Most events the writer commits in one transaction; bounds a transaction's duration.
@@ -201,6 +203,7 @@ fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
     meta_changes.append(&mut group.meta);
     if rows.is_empty() && meta_changes.is_empty() {
         persist_drops(shared, &mut store);
+        report_queue_drops(shared, &mut store);
         return;
     }
     // Drops counted in memory (full queue, failed storage) are committed with the events, in
@@ -219,6 +222,7 @@ fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
     match store.insert_events(&rows, &meta, &drop_list) {
         Ok(()) => {
             shared.storage_failed_at_ms.store(0, Ordering::Relaxed);
+            report_queue_drops(shared, &mut store);
         }
         Err(e) => {
             shared

@@ -23,7 +23,9 @@ import enum
 import http.client
 import json
 import logging
+import struct
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any, Callable, Dict, Mapping, Optional
@@ -304,6 +306,11 @@ class ConfigBuilder:
         self._fields["error_listener"] = listener
         return self
 
+    def _handoff_queue_bytes(self, n: int) -> "ConfigBuilder":
+        """A smaller hand-off queue, for tests that fill it."""
+        self._fields["handoff_queue_bytes"] = n
+        return self
+
     def http_client(self, client: HttpClient) -> "ConfigBuilder":
         """Performs the uploads' HTTP requests (`UrllibHttpClient` by default)."""
         self._fields["http_client"] = client
@@ -347,12 +354,22 @@ _log = logging.getLogger("tern")
 class Tracker:
     """One SDK tracker on its own SQLite buffer. Safe to use from any thread.
 
-    `track()` never raises, and neither do the other calls: an event it does not take (a bad
-    name, properties over the limits or not JSON-encodable, dropped on a full queue or a failing
-    disk, a call after `shutdown()`) is counted (`error_counts()`), logged once per reason
-    (logger `tern`), and passed to the error listener if one is set. With a strict config the
-    calls raise `ApiError` (or the encoder's error) instead. Only the constructor raises:
-    `ApiError` when the buffer cannot be opened, ValueError for a setting out of range.
+    `track()` and the calls that set state (`identify()`, `set_super_properties()`, `reset()`,
+    `set_opt_out()`) read the clocks, encode the call, append it to an in-process queue and
+    return, without calling into the native library; the tracker's hand-off thread passes
+    everything queued to the SDK in one call, in order (see `bindings/src/handoff.rs`). The
+    queue is bounded in bytes: when the SDK cannot keep up, a call waits at most 100 ms for room,
+    then the event is dropped, counted and reported to the collector as a `queue_full` gap.
+    `flush()`, `flush_and_wait()`, `on_background()` and `shutdown()` hand the queue over first.
+
+    `track()` never raises, and neither do the other calls: an event the SDK does not take (a
+    bad name, properties over the limits or not JSON-encodable, dropped on a full queue or a
+    failing disk, a call after `shutdown()`) is counted (`error_counts()`), logged once per
+    reason (logger `tern`), and passed to the error listener if one is set (on the calling
+    thread for what is refused at the call, on the hand-off thread or the flushing thread for
+    what the SDK's checks refuse). With a strict config each call is handed over at once and
+    raises `ApiError` (or the encoder's error) instead. Only the constructor raises: `ApiError`
+    when the buffer cannot be opened, ValueError for a setting out of range.
     """
 
     def __init__(
@@ -412,6 +429,15 @@ class Tracker:
             ),
             f["http_client"] if f["http_client"] is not None else UrllibHttpClient(),
         )
+        limits = _ffi.handoff_limits()
+        self._queue = _HandoffQueue(
+            f.get("handoff_queue_bytes") or limits.max_queue_bytes, limits.max_track_block_ms / 1000
+        )
+        # Held while handing the queue over, so that calls reach the SDK in their order.
+        self._drain_lock = threading.Lock()
+        self._stopping = False
+        self._drainer = threading.Thread(target=self._drain_loop, name="tern-handoff", daemon=True)
+        self._drainer.start()
 
     @classmethod
     def from_config(cls, config: Config) -> "Tracker":
@@ -434,47 +460,68 @@ class Tracker:
         with self._counts_lock:
             return dict(self._error_counts)
 
-    def track(self, name: str, properties: Optional[Mapping[str, Any]] = None) -> Optional[str]:
-        """Tracks an event; returns its event_id, or None when it was not taken (see the class
-        documentation) or the user opted out. Never raises unless the config is strict."""
+    def track(self, name: str, properties: Optional[Mapping[str, Any]] = None) -> None:
+        """Tracks an event: queues it and returns (see the class documentation; the event appears
+        in the stream under an event_id the SDK gives it). Never raises unless the config is
+        strict."""
+        wall_ms = time.time_ns() // 1_000_000
+        mono_ns = time.monotonic_ns()
         try:
-            return self._inner.track(name, _encode(properties or {}))
+            if not isinstance(name, str):
+                raise TypeError(f"the event name must be a string, not {type(name).__name__}")
+            name_bytes = name.encode()
+            body = _encode(properties or {}).encode()
+            call = b"".join(
+                (_TRACK.pack(1, wall_ms, mono_ns, len(name_bytes)), name_bytes, _U32.pack(len(body)), body)
+            )
         except Exception as e:  # noqa: BLE001 - analytics never breaks the caller
-            return self._refused("track", name, e, None)
+            self._refused("track", name if isinstance(name, str) else None, e, None)
+            return
+        self._enqueue("track", name, call, True)
 
     def identify(self, user_id: Optional[str]) -> None:
-        try:
-            self._inner.identify(user_id)
-        except Exception as e:  # noqa: BLE001
-            self._refused("identify", None, e, None)
+        """Sets (or, with None, forgets) the user id of the following events."""
+        if user_id is None:
+            call = b"\x02\x00"
+        else:
+            try:
+                call = b"\x02\x01" + _string(user_id)
+            except Exception as e:  # noqa: BLE001
+                self._refused("identify", None, e, None)
+                return
+        self._enqueue("identify", None, call, False)
 
     def set_super_properties(self, properties: Mapping[str, Any]) -> None:
         """Properties added to every following event; refused ones are reported like track()'s."""
         try:
-            self._inner.set_super_properties(_encode(properties))
+            call = b"\x03" + _string(_encode(properties))
         except Exception as e:  # noqa: BLE001
             self._refused("set_super_properties", None, e, None)
+            return
+        self._enqueue("set_super_properties", None, call, False)
 
     def reset(self) -> None:
-        try:
-            self._inner.reset()
-        except Exception as e:  # noqa: BLE001
-            self._refused("reset", None, e, None)
+        """Forgets the user and the super-properties; starts a new session."""
+        self._enqueue("reset", None, b"\x04", False)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
-        """Waits until tracked events are durable, then uploads; False after shutdown()."""
+        """Hands over what is queued and waits until it is durable, then uploads; False after
+        shutdown()."""
+        self._drain()
         try:
             return self._inner.flush(max(0, int(timeout_s * 1000)))
         except Exception as e:  # noqa: BLE001
             return self._refused("flush", None, e, False)
 
     def flush_and_wait(self, timeout_s: float = 30.0) -> bool:
+        self._drain()
         try:
             return self._inner.flush_and_wait(max(0, int(timeout_s * 1000)))
         except Exception as e:  # noqa: BLE001
             return self._refused("flush_and_wait", None, e, False)
 
     def on_background(self) -> None:
+        self._drain()
         try:
             self._inner.on_background()
         except Exception as e:  # noqa: BLE001
@@ -495,24 +542,96 @@ class Tracker:
             self._refused("network_available", None, e, None)
 
     def set_opt_out(self, opted_out: bool) -> None:
-        try:
-            self._inner.set_opt_out(opted_out)
-        except Exception as e:  # noqa: BLE001
-            self._refused("set_opt_out", None, e, None)
+        """Stops collection and purges the buffer (True), or resumes (False); in order."""
+        self._enqueue("set_opt_out", None, b"\x05\x01" if opted_out else b"\x05\x00", False)
 
     def pending_stats(self) -> PendingStats:
-        return self._inner.pending_stats()
+        """What waits in the buffer (events still in the hand-off queue included)."""
+        queued = self._queue.queued_events()
+        stats = self._inner.pending_stats()
+        stats.pending_events += queued
+        return stats
 
     def shutdown(self) -> None:
-        """Stops the SDK's threads and closes the buffer, whose file can be opened again at once;
-        buffered events stay for the next start. Later calls are refused as `closed`."""
+        """Hands over what is queued, stops the SDK's threads and closes the buffer, whose file
+        can be opened again at once; buffered events stay for the next start. Later calls are
+        refused as `closed`."""
+        self._queue.close()
+        self._stopping = True
+        self._queue.wake.set()
+        if threading.current_thread() is not self._drainer:
+            self._drainer.join(_CLOSE_JOIN_S)
+        self._drain()
         try:
             self._inner.shutdown()
         except Exception as e:  # noqa: BLE001
             self._refused("shutdown", None, e, None)
 
-    def _refused(self, call: str, event_name: Optional[str], e: Exception, fallback: Any) -> Any:
-        """Counts, logs (once per reason) and reports a refused call; raises only when strict."""
+    def _enqueue(self, call: str, event_name: Optional[str], encoded: bytes, is_event: bool) -> None:
+        if self._strict:
+            self._hand_over_now(encoded)
+            return
+        outcome = self._queue.offer(encoded, is_event)
+        if outcome is _FULL:
+            self._refused(call, event_name, ApiError.Dropped(_QUEUE_FULL_MESSAGE), None)
+        elif outcome is _CLOSED:
+            self._refused(call, event_name, ApiError.Closed(), None)
+
+    def _hand_over_now(self, encoded: bytes) -> None:
+        """Strict mode: what is queued, then this call, handed over on the caller's thread."""
+        with self._drain_lock:
+            self._drain_locked(may_raise=False)
+            if self._queue.is_closed():
+                refusals = [_ffi.Refusal(index=0, call="call", event_name=None, kind=_ffi.RefusalKind.CLOSED,
+                                         reason="the tracker is shut down")]
+            else:
+                refusals = self._inner.track_many(encoded, time.monotonic_ns(), 0)
+        for refusal in refusals:
+            self._report(refusal, may_raise=True)
+
+    def _drain_loop(self) -> None:
+        wake = self._queue.wake
+        while not self._stopping:
+            wake.wait(_DRAIN_IDLE_S)
+            wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        """Hands what is queued to the SDK in one call and reports what it refused."""
+        with self._drain_lock:
+            self._drain_locked(may_raise=False)
+
+    def _drain_locked(self, may_raise: bool) -> None:
+        taken = self._queue.take()
+        if taken is None:
+            return
+        calls, dropped = taken
+        try:
+            refusals = self._inner.track_many(calls, time.monotonic_ns(), dropped)
+        except Exception as e:  # noqa: BLE001 - a panic in the SDK, caught at the boundary
+            self._refused("track", None, e, None, may_raise)
+            return
+        for refusal in refusals:
+            self._report(refusal, may_raise)
+
+    def _report(self, refusal: "_ffi.Refusal", may_raise: bool) -> None:
+        kind = refusal.kind
+        if kind == _ffi.RefusalKind.INVALID_INPUT:
+            error: Exception = ApiError.InvalidInput(refusal.reason)
+        elif kind == _ffi.RefusalKind.DROPPED:
+            error = ApiError.Dropped(refusal.reason)
+        elif kind == _ffi.RefusalKind.CLOSED:
+            error = ApiError.Closed()
+        else:
+            error = RuntimeError(refusal.reason)
+        call = _CALL_NAMES.get(refusal.call, refusal.call)
+        self._refused(call, refusal.event_name, error, None, may_raise)
+
+    def _refused(
+        self, call: str, event_name: Optional[str], e: Exception, fallback: Any, may_raise: bool = True
+    ) -> Any:
+        """Counts, logs (once per reason) and reports a refused call; raises only when strict and
+        on the caller's thread (`may_raise`)."""
         if isinstance(e, ApiError.InvalidInput) or isinstance(e, (TypeError, ValueError)):
             # TypeError/ValueError: properties json cannot encode (NaN, a cycle, bytes keys...).
             reason = TrackErrorReason.INVALID_EVENT
@@ -545,7 +664,7 @@ class Tracker:
                     first_failure = self._listener_failures == 1
                 if first_failure:
                     _log.warning("Tern: the error listener raised; its errors are caught", exc_info=True)
-        if self._strict:
+        if self._strict and may_raise:
             raise e
         return fallback
 
@@ -554,6 +673,93 @@ class Tracker:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+_TRACK = struct.Struct("<BqqI")  # call 1, wall clock ms, monotonic ns, name length
+_U32 = struct.Struct("<I")
+_QUEUED, _FULL, _CLOSED = "queued", "full", "closed"
+_DRAIN_IDLE_S = 1.0  # the hand-off thread looks again after this long idle (any call wakes it)
+_CLOSE_JOIN_S = 10.0  # how long shutdown() waits for a hand-over in progress
+_QUEUE_FULL_MESSAGE = "the hand-off queue stayed full: the SDK cannot store events as fast as they are tracked"
+# The SDK names the calls as Kotlin does; this layer's names.
+_CALL_NAMES = {"setSuperProperties": "set_super_properties", "setOptOut": "set_opt_out"}
+
+
+def _string(s: str) -> bytes:
+    b = s.encode()
+    return _U32.pack(len(b)) + b
+
+
+class _HandoffQueue:
+    """Encoded calls waiting for the hand-off thread, bounded by `max_bytes`: a full queue makes
+    a call wait at most `max_block_s`, then an event is dropped (and counted, to be reported);
+    other calls are queued anyway (an identify() or an opt-out is never dropped)."""
+
+    def __init__(self, max_bytes: int, max_block_s: float) -> None:
+        self._max_bytes = max_bytes
+        self._max_block_s = max_block_s
+        self._lock = threading.Lock()
+        self._taken = threading.Condition(self._lock)
+        self._calls: list = []
+        self._size = 0
+        self._events = 0
+        self._dropped = 0
+        self._closed = False
+        self.full_waits = 0
+        # Set when the queue stops being empty: wakes the hand-off thread.
+        self.wake = threading.Event()
+
+    def offer(self, call: bytes, is_event: bool) -> str:
+        n = len(call)
+        with self._lock:
+            if self._closed:
+                return _CLOSED
+            if self._size and self._size + n > self._max_bytes:
+                self.full_waits += 1
+                deadline = time.monotonic() + self._max_block_s
+                while self._size and self._size + n > self._max_bytes and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.wake.set()
+                    self._taken.wait(left)
+                if self._closed:
+                    return _CLOSED
+                if self._size and self._size + n > self._max_bytes and is_event:
+                    self._dropped += 1
+                    return _FULL
+            wake = not self._size
+            self._calls.append(call)
+            self._size += n
+            if is_event:
+                self._events += 1
+        if wake:
+            self.wake.set()
+        return _QUEUED
+
+    def take(self) -> Optional[tuple]:
+        """Everything queued, as one buffer, and the drops to report with it; None when empty."""
+        with self._lock:
+            if not self._size and not self._dropped:
+                return None
+            calls, dropped = self._calls, self._dropped
+            self._calls = []
+            self._size = self._events = self._dropped = 0
+            self._taken.notify_all()
+        return b"".join(calls), dropped
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._taken.notify_all()
+
+    def is_closed(self) -> bool:
+        with self._lock:
+            return self._closed
+
+    def queued_events(self) -> int:
+        with self._lock:
+            return self._events
 
 
 def _encode(properties: Mapping[str, Any]) -> str:

@@ -38,9 +38,8 @@ def test_events_tracked_from_python_reach_the_stream(pipeline, tmp_path):
     client, stream, url = pipeline
     with Tracker(str(tmp_path / "py.db"), url, KEY, os_name="Linux", app_version="1.0") as tracker:
         tracker.identify("py-user")
-        ids = set()
         for i in range(200):
-            ids.add(tracker.track("python_event", {"i": i, "nested": {"list": [1, 2.5, None, True, "x"]}}))
+            tracker.track("python_event", {"i": i, "nested": {"list": [1, 2.5, None, True, "x"]}})
         assert tracker.flush_and_wait(30.0)
         stats = tracker.pending_stats()
         assert stats.pending_events == 0 and stats.dropped_events == 0
@@ -48,7 +47,8 @@ def test_events_tracked_from_python_reach_the_stream(pipeline, tmp_path):
 
     seen = []
     consume(client, stream, seen.append, Deduper(), poll_interval=0.05)
-    assert {r["event_id"] for r in seen} == ids, "every tracked event is in the stream"
+    assert {r["properties"]["i"] for r in seen} == set(range(200)), "every tracked event is in the stream"
+    assert len({r["event_id"] for r in seen}) == 200
     record = seen[0]
     assert record["install_id"] == install
     assert record["user_id"] == "py-user"
@@ -63,6 +63,7 @@ def test_bad_input_never_raises_and_never_crashes(tmp_path):
         assert tracker.track("ok", {"nan": float("nan")}) is None  # JSON has no NaN
         assert tracker.track("ok", {"bytes_key": {b"k": 1}}) is None  # not encodable
         assert tracker.track(123, {}) is None  # not even a string
+        tracker.flush()  # the SDK's own checks run when the queue is handed over
         assert tracker.error_counts()[TrackErrorReason.INVALID_EVENT] == 4
         # The FFI below still refuses what is not a JSON object.
         with pytest.raises(ApiError.InvalidInput):
@@ -71,8 +72,10 @@ def test_bad_input_never_raises_and_never_crashes(tmp_path):
         with pytest.raises(ApiError.Unavailable):
             Tracker(str(tmp_path / "bad.db"), "http://127.0.0.1:9", KEY)
         tracker.set_opt_out(True)
-        assert tracker.track("ignored", {}) is None
+        tracker.track("ignored", {})
+        assert tracker.flush()
         assert tracker.pending_stats().opted_out
+        assert tracker.pending_stats().pending_events == 0
 
 
 def _builder(tmp_path, name="listener.db"):
@@ -84,9 +87,10 @@ def test_an_invalid_event_returns_normally_and_the_listener_hears_why(tmp_path, 
     config = _builder(tmp_path).error_listener(heard.append).build()
     with caplog.at_level(logging.WARNING, logger="tern"):
         with Tracker.from_config(config) as tracker:
-            assert tracker.track("has spaces", {"i": 1}) is None
-            assert tracker.track("1starts_with_a_digit") is None
-            assert tracker.track("ok", {"big": "x" * (70 * 1024)}) is None
+            tracker.track("has spaces", {"i": 1})
+            tracker.track("1starts_with_a_digit")
+            tracker.track("ok", {"big": "x" * (70 * 1024)})
+            tracker.flush()
             assert [e.reason for e in heard] == [TrackErrorReason.INVALID_EVENT] * 3
             assert [e.event_name for e in heard] == ["has spaces", "1starts_with_a_digit", "ok"]
             assert "event name" in heard[0].message
@@ -97,8 +101,10 @@ def test_an_invalid_event_returns_normally_and_the_listener_hears_why(tmp_path, 
             assert len(tern_logs) == 1, "logged once per reason, not per call"
             assert "x" * 100 not in tern_logs[0].getMessage(), "the log carries no payload"
             # The tracker goes on taking valid events.
-            assert tracker.track("valid_event") is not None
+            tracker.track("valid_event")
+            assert tracker.flush()
             assert len(heard) == 3
+            assert tracker.pending_stats().pending_events == 1
             tracker.shutdown()
             # After shutdown: no exception either, the listener hears why.
             assert tracker.track("after_shutdown") is None
@@ -120,7 +126,8 @@ def test_strict_raises_after_telling_the_listener(tmp_path):
         with pytest.raises(ValueError):
             tracker.track("ok", {"nan": float("nan")})
         assert [e.reason for e in heard] == [TrackErrorReason.INVALID_EVENT] * 2
-        assert tracker.track("valid_event") is not None
+        tracker.track("valid_event")
+        assert tracker.pending_stats().pending_events == 1, "taken at once, no flush needed"
 
 
 def test_a_listener_that_raises_does_not_break_track(tmp_path, caplog):
@@ -133,14 +140,16 @@ def test_a_listener_that_raises_does_not_break_track(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="tern"):
         with Tracker(str(tmp_path / "raising-listener.db"), "http://127.0.0.1:9", KEY) as tracker:
             tracker.set_error_listener(buggy_listener)
-            assert tracker.track("has spaces") is None
-            assert tracker.track("has spaces") is None
+            tracker.track("has spaces")
+            tracker.track("has spaces")
+            tracker.flush()
             assert len(calls) == 2, "the listener was called each time"
             assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records)
-            assert tracker.track("valid_event") is not None
+            tracker.track("valid_event")
             # Removing the listener: errors are still counted.
             tracker.set_error_listener(None)
-            assert tracker.track("has spaces") is None
+            tracker.track("has spaces")
+            tracker.flush()
             assert len(calls) == 2
             assert tracker.error_counts()[TrackErrorReason.INVALID_EVENT] == 3
 
@@ -152,7 +161,7 @@ def test_the_builders_settings_reach_the_sdk(tmp_path):
     assert config.policy.flush_at_count == 100, "untouched settings keep the SDK's defaults"
     with Tracker.from_config(config) as tracker:
         for i in range(8):
-            assert tracker.track("capped", {"i": i}) is not None
+            tracker.track("capped", {"i": i})
         assert tracker.flush(5.0)
         # The cap of 5 applied: the 3 oldest were dropped (and counted).
         stats = tracker.pending_stats()
@@ -211,7 +220,8 @@ def test_a_client_that_raises_crashes_nothing_and_loses_nothing(pipeline, tmp_pa
     client, stream, url = pipeline
     buggy = _BuggyUntilFixed()
     with Tracker(str(tmp_path / "raising.db"), url, KEY, realtime=True, http_client=buggy) as tracker:
-        ids = {tracker.track("python_retry", {"i": i}) for i in range(20)}
+        for i in range(20):
+            tracker.track("python_retry", {"i": i})
         assert not tracker.flush_and_wait(1.5), "nothing can be delivered"
         assert buggy.failed_calls >= 1, "the client was called"
         assert tracker.pending_stats().pending_events == 20, "the batch is kept"
@@ -223,7 +233,56 @@ def test_a_client_that_raises_crashes_nothing_and_loses_nothing(pipeline, tmp_pa
         assert tracker.flush_and_wait(30.0)
     seen = []
     consume(client, stream, seen.append, Deduper(), poll_interval=0.05)
-    assert {r["event_id"] for r in seen} == ids, "every event is in the stream"
+    assert {r["properties"]["i"] for r in seen} == set(range(20)), "every event is in the stream"
+
+
+def _eight_properties(i):
+    return {"i": i, "screen": "checkout", "sku": f"sku-{i % 97}", "price": 19.99, "quantity": i % 5,
+            "in_stock": i % 3 != 0, "currency": "EUR", "campaign": None}
+
+
+def test_a_burst_that_fills_the_queue_loses_nothing_through_flush_or_shutdown(pipeline, tmp_path):
+    client, stream, url = pipeline
+    burst = 3000  # about 600 KB of calls: a 16 KiB hand-off queue fills over and over
+    db = str(tmp_path / "burst.db")
+
+    def config():
+        return Config.builder(db, url, KEY).max_buffer_events(1_000_000)._handoff_queue_bytes(16 * 1024).build()
+
+    with Tracker.from_config(config()) as tracker:
+        for i in range(burst):
+            if i == burst // 2:
+                tracker.identify("burst-user")
+            tracker.track("burst", _eight_properties(i))
+        assert tracker.flush_and_wait(120.0), "delivered after flush"
+        for i in range(burst, 2 * burst):
+            tracker.track("burst", _eight_properties(i))
+        assert tracker._queue.full_waits > 0, "the queue filled"
+        assert sum(tracker.error_counts().values()) == 0, "nothing dropped or refused"
+        # No flush: shutdown() (leaving the with block) hands the queue over before it stops.
+    with Tracker.from_config(config()) as tracker:
+        assert tracker.flush_and_wait(120.0), "delivered after a restart"
+    seen = []
+    consume(client, stream, seen.append, Deduper(), poll_interval=0.05)
+    assert {r["properties"]["i"] for r in seen} == set(range(2 * burst)), "every event is in the stream"
+    for r in seen:
+        expected = "burst-user" if r["properties"]["i"] >= burst // 2 else None
+        assert r.get("user_id") == expected, "each event has the user of its time"
+
+
+def test_a_queue_that_stays_full_drops_and_counts_the_drop(tmp_path):
+    heard = []
+    config = _builder(tmp_path, "full.db").error_listener(heard.append)._handoff_queue_bytes(1024).build()
+    with Tracker.from_config(config) as tracker:
+        with tracker._drain_lock:  # nothing is handed over meanwhile
+            for i in range(12):
+                tracker.track("crowded", _eight_properties(i))
+        dropped = sum(1 for e in heard if e.reason is TrackErrorReason.DROPPED)
+        assert 1 <= dropped <= 11, "some fit, the rest waited 100 ms each and were dropped"
+        assert tracker.flush()
+        stats = tracker.pending_stats()
+        assert stats.pending_events == 12 - dropped
+        assert stats.dropped_events == dropped, "the SDK counts the drops (a queue_full gap)"
 
 
 class _Observed(HttpClient):

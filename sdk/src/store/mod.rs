@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use tern_protocol::SeqRange;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -255,6 +256,25 @@ impl Store {
         self.pending.events += n;
         self.pending.unbatched_events += n;
         self.pending.bytes += bytes;
+        Ok(())
+    }
+
+    /// Numbers `count` events that were dropped before they were stored and reports them as a
+    /// gap of `reason`: their `seq`s are used up, so received + reported = issued still holds.
+    pub fn give_up_new_seqs(&mut self, reason: &str, count: u64, now_ms: i64) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let first = self.next_seq;
+        let last = first.saturating_add(count - 1);
+        self.identity.write(&[], last)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        gaps::record(&tx, reason, &[SeqRange { first, last }], now_ms)?;
+        meta_set(&tx, meta_key::NEXT_SEQ, &(last + 1).to_string())?;
+        tx.commit()?;
+        self.next_seq = last + 1;
         Ok(())
     }
 

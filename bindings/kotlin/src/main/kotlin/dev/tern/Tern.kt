@@ -373,6 +373,9 @@ class Tracker(config: TernConfig) : AutoCloseable {
         errorListener = listener
     }
 
+    /** Runs [block] while nothing is handed over (tests that need the queue to stay full). */
+    internal fun <T> holdingHandOff(block: () -> T): T = drainLock.withLock(block)
+
     /** How many calls found the hand-off queue full and waited for room. */
     internal fun queueFullWaits(): Long = queue.fullWaits
 

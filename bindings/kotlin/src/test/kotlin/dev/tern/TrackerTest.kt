@@ -367,6 +367,42 @@ class TrackerTest {
     }
 
     @Test
+    fun aQueueThatStaysFullDropsAndTheStreamReportsTheDropAsAGap(@TempDir dir: Path) {
+        val heard = mutableListOf<TrackError>()
+        val config = TernConfig.Builder(dir.resolve("full.db").toString(), collector, key)
+            .handoffQueueBytes(1024) // about 6 events
+            .errorListener { heard += it }
+            .build()
+        Tracker(config).use { tracker ->
+            tracker.holdingHandOff { repeat(12) { tracker.track("crowded", burstProperties(it)) } }
+            val dropped = heard.count { it.reason == TrackErrorReason.DROPPED }
+            assertTrue(dropped in 1..11, "some fit, the rest waited 100 ms each and were dropped ($dropped)")
+            assertEquals(dropped.toLong(), tracker.errorCounts()[TrackErrorReason.DROPPED])
+            assertTrue(tracker.flushAndWait(30_000))
+            assertEquals(dropped.toULong(), tracker.pendingStats().droppedEvents)
+            // The gap is cut into the next batch: one more event carries it if none waits.
+            tracker.track("after")
+            assertTrue(tracker.flushAndWait(30_000))
+            val records = readStream()
+            val gaps = records.filter { it.optString("kind") == "gap" }
+            assertEquals(listOf("queue_full"), gaps.map { it.getString("reason") }.distinct())
+            assertEquals(dropped, gaps.sumOf { it.getInt("count") }, "the stream reports every drop")
+            val events = records.filter { !it.has("kind") }
+            assertEquals(12 - dropped + 1, events.size)
+            // received + reported = issued: every seq is an event or inside a gap.
+            val covered = events.map { it.getLong("seq") }.toMutableSet()
+            for (gap in gaps) {
+                val ranges = gap.getJSONArray("ranges")
+                for (r in 0 until ranges.length()) {
+                    val range = ranges.getJSONObject(r)
+                    covered += range.getLong("first")..range.getLong("last")
+                }
+            }
+            assertEquals((1L..13L).toSet(), covered)
+        }
+    }
+
+    @Test
     fun aKilledHostLosesNoEventTrackedMoreThanTheDurabilityBoundBeforeTheKill(@TempDir dir: Path) {
         val db = dir.resolve("killed.db").toString()
         val java = File(System.getProperty("java.home"), "bin/java").path
