@@ -762,7 +762,11 @@ class _HandoffQueue:
             return self._events
 
 
+# One encoder for every call: json.dumps() with options builds a new one each time.
+_ENCODER = json.JSONEncoder(default=str, allow_nan=False, separators=(",", ":"))
+
+
 def _encode(properties: Mapping[str, Any]) -> str:
     """Properties as a JSON object; NaN and infinities are refused (JSON has none), other
     values json cannot encode become their str()."""
-    return json.dumps(dict(properties), default=str, allow_nan=False)
+    return _ENCODER.encode(properties if type(properties) is dict else dict(properties))

@@ -231,7 +231,9 @@ class TrackerTest {
             assertThrows<ApiException.InvalidInput> { tracker.track("has spaces") }
             assertEquals(listOf(TrackErrorReason.INVALID_EVENT), heard.map { it.reason })
             tracker.track("valid_event")
-            assertEquals(1uL, tracker.pendingStats().pendingEvents, "taken at once, no flush needed")
+            assertEquals(1, heard.size, "a valid event is taken")
+            assertTrue(tracker.flush())
+            assertEquals(1uL, tracker.pendingStats().pendingEvents)
         }
     }
 
