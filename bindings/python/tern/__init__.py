@@ -434,7 +434,7 @@ class Tracker:
             f.get("handoff_queue_bytes") or limits.max_queue_bytes, limits.max_track_block_ms / 1000
         )
         # Held while handing the queue over, so that calls reach the SDK in their order.
-        self._drain_lock = threading.Lock()
+        self._drain_lock = threading.RLock()  # reentrant: a listener may call shutdown()
         self._stopping = False
         self._drainer = threading.Thread(target=self._drain_loop, name="tern-handoff", daemon=True)
         self._drainer.start()
