@@ -632,8 +632,9 @@ class Tracker:
     ) -> Any:
         """Counts, logs (once per reason) and reports a refused call; raises only when strict and
         on the caller's thread (`may_raise`)."""
-        if isinstance(e, ApiError.InvalidInput) or isinstance(e, (TypeError, ValueError)):
-            # TypeError/ValueError: properties json cannot encode (NaN, a cycle, bytes keys...).
+        if isinstance(e, ApiError.InvalidInput) or isinstance(e, (TypeError, ValueError, RecursionError)):
+            # TypeError/ValueError/RecursionError: properties json cannot encode (NaN, bytes
+            # keys, a cycle...).
             reason = TrackErrorReason.INVALID_EVENT
         elif isinstance(e, ApiError.Dropped):
             reason = TrackErrorReason.DROPPED
@@ -762,11 +763,23 @@ class _HandoffQueue:
             return self._events
 
 
-# One encoder for every call: json.dumps() with options builds a new one each time.
-_ENCODER = json.JSONEncoder(default=str, allow_nan=False, separators=(",", ":"))
+# One encoder for every call: json.dumps() with options builds a new one each time, and
+# JSONEncoder.encode() builds the C encoder each time. The C encoder (CPython's `_json`) is made
+# once here, without the circular-reference check (whose bookkeeping an error can leave behind):
+# properties that contain themselves hit the recursion limit instead, a RecursionError, refused
+# as an invalid event like the other encoding errors.
+_ENCODER = json.JSONEncoder(default=str, allow_nan=False, check_circular=False, separators=(",", ":"))
+_C_ENCODER = (
+    json.encoder.c_make_encoder(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+    if json.encoder.c_make_encoder is not None
+    else None
+)
 
 
 def _encode(properties: Mapping[str, Any]) -> str:
     """Properties as a JSON object; NaN and infinities are refused (JSON has none), other
     values json cannot encode become their str()."""
-    return _ENCODER.encode(properties if type(properties) is dict else dict(properties))
+    obj = properties if type(properties) is dict else dict(properties)
+    if _C_ENCODER is not None:
+        return "".join(_C_ENCODER(obj, 0))
+    return _ENCODER.encode(obj)
