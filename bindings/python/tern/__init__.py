@@ -311,6 +311,11 @@ class ConfigBuilder:
         self._fields["handoff_queue_bytes"] = n
         return self
 
+    def _handoff_max_block(self, seconds: float) -> "ConfigBuilder":
+        """A longer wait for room, for tests whose machine may stall a thread for longer."""
+        self._fields["handoff_max_block_s"] = seconds
+        return self
+
     def http_client(self, client: HttpClient) -> "ConfigBuilder":
         """Performs the uploads' HTTP requests (`UrllibHttpClient` by default)."""
         self._fields["http_client"] = client
@@ -431,7 +436,8 @@ class Tracker:
         )
         limits = _ffi.handoff_limits()
         self._queue = _HandoffQueue(
-            f.get("handoff_queue_bytes") or limits.max_queue_bytes, limits.max_track_block_ms / 1000
+            f.get("handoff_queue_bytes") or limits.max_queue_bytes,
+            f.get("handoff_max_block_s") or limits.max_track_block_ms / 1000,
         )
         # Held while handing the queue over, so that calls reach the SDK in their order.
         self._drain_lock = threading.RLock()  # reentrant: a listener may call shutdown()
@@ -592,7 +598,7 @@ class Tracker:
     def _drain_loop(self) -> None:
         wake = self._queue.wake
         while not self._stopping:
-            wake.wait(_DRAIN_IDLE_S)
+            wake.wait()  # set by the call that makes the queue non-empty, and by shutdown()
             wake.clear()
             self._drain()
 
@@ -679,7 +685,6 @@ class Tracker:
 _TRACK = struct.Struct("<BqqI")  # call 1, wall clock ms, monotonic ns, name length
 _U32 = struct.Struct("<I")
 _QUEUED, _FULL, _CLOSED = "queued", "full", "closed"
-_DRAIN_IDLE_S = 1.0  # the hand-off thread looks again after this long idle (any call wakes it)
 _CLOSE_JOIN_S = 10.0  # how long shutdown() waits for a hand-over in progress
 _QUEUE_FULL_MESSAGE = "the hand-off queue stayed full: the SDK cannot store events as fast as they are tracked"
 # The SDK names the calls as Kotlin does; this layer's names.

@@ -249,7 +249,10 @@ def test_a_burst_that_fills_the_queue_loses_nothing_through_flush_or_shutdown(pi
     db = str(tmp_path / "burst.db")
 
     def config():
-        return Config.builder(db, url, KEY).max_buffer_events(1_000_000)._handoff_queue_bytes(16 * 1024).build()
+        # A full queue makes the calls wait, here long enough that a thread stalled by a busy
+        # test machine cannot turn the wait into a drop (the drop path has its own test).
+        return (Config.builder(db, url, KEY).max_buffer_events(1_000_000)
+                ._handoff_queue_bytes(16 * 1024)._handoff_max_block(30.0).build())
 
     with Tracker.from_config(config()) as tracker:
         for i in range(burst):

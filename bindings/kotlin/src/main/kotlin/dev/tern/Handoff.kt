@@ -3,7 +3,6 @@ package dev.tern
 import java.lang.invoke.MethodHandle
 import java.lang.invoke.MethodHandles
 import java.lang.invoke.MethodType
-import java.util.concurrent.TimeUnit
 import java.util.concurrent.locks.LockSupport
 import java.util.concurrent.locks.ReentrantLock
 import kotlin.concurrent.withLock
@@ -41,7 +40,8 @@ internal object MonotonicClock {
         null // not Android, or MethodHandles unavailable (before API 26): the JVM's clock
     }
 
-    fun nanos(): Long = android?.let { it.invokeExact() as Long } ?: System.nanoTime()
+    // invoke() (not invokeExact()) adapts the boxed return to the call site's type.
+    fun nanos(): Long = android?.let { it.invoke() as Long } ?: System.nanoTime()
 }
 
 /** Thrown by [CallWriter.json] for properties nested past any sensible depth (or containing themselves). */
@@ -323,6 +323,3 @@ internal class HandoffQueue(private val maxBytes: Int, private val maxBlockNanos
         const val INITIAL_BYTES = 64 * 1024
     }
 }
-
-/** How long the drain thread sleeps when idle before looking again (it is woken by any call). */
-internal val DRAIN_IDLE_NANOS = TimeUnit.SECONDS.toNanos(1)

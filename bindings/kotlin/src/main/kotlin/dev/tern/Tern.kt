@@ -132,6 +132,8 @@ class TernConfig private constructor(
     internal val context: List<String?>,
     /** The hand-off queue's bound in bytes, when a test sets one (otherwise the SDK's). */
     internal val handoffQueueBytes: Int?,
+    /** How long a call waits for room, when a test sets it (otherwise the SDK's). */
+    internal val handoffMaxBlockMs: Long?,
 ) {
     /**
      * Builds a [TernConfig]. Every setting starts at the SDK's default (`sdk/src/policy.rs`);
@@ -154,9 +156,13 @@ class TernConfig private constructor(
         private var timezone: String? = null
         private val problems = mutableListOf<String>()
         private var handoffQueueBytes: Int? = null
+        private var handoffMaxBlockMs: Long? = null
 
         /** A smaller hand-off queue, for tests that fill it. */
         internal fun handoffQueueBytes(bytes: Int) = apply { handoffQueueBytes = bytes }
+
+        /** A longer wait for room, for tests whose machine may stall a thread for longer than the SDK's bound. */
+        internal fun handoffMaxBlockMs(ms: Long) = apply { handoffMaxBlockMs = ms }
 
         /**
          * The realtime preset: upload at every event and every 500 ms (events readable in
@@ -255,6 +261,7 @@ class TernConfig private constructor(
                 httpClient ?: UrlConnectionHttpClient(),
                 listOf(app[0], app[1], app[2], os[0], os[1], device[0], device[1], locale, timezone),
                 handoffQueueBytes,
+                handoffMaxBlockMs,
             )
         }
 
@@ -355,7 +362,7 @@ class Tracker(config: TernConfig) : AutoCloseable {
         val limits = dev.tern.internal.handoffLimits()
         queue = HandoffQueue(
             config.handoffQueueBytes ?: limits.maxQueueBytes.coerceAtMost(Int.MAX_VALUE.toULong() / 4u).toInt(),
-            TimeUnit.MILLISECONDS.toNanos(limits.maxTrackBlockMs.toLong()),
+            TimeUnit.MILLISECONDS.toNanos(config.handoffMaxBlockMs ?: limits.maxTrackBlockMs.toLong()),
         )
         drainThread = Thread(::drainLoop, "tern-handoff").apply { isDaemon = true }
         queue.drainer = drainThread
@@ -513,10 +520,13 @@ class Tracker(config: TernConfig) : AutoCloseable {
         refusals.forEach { report(it, mayThrow = true) }
     }
 
-    /** The hand-off thread: sleeps until a call is queued, then hands everything queued over. */
+    /**
+     * The hand-off thread: sleeps until a call is queued (the call that makes the queue non-empty
+     * wakes it; no timer, so an idle app never wakes it), then hands everything queued over.
+     */
     private fun drainLoop() {
         while (!stopping) {
-            if (queue.isEmpty()) LockSupport.parkNanos(this, DRAIN_IDLE_NANOS) else drain()
+            if (queue.isEmpty()) LockSupport.park(this) else drain()
         }
     }
 

@@ -345,7 +345,10 @@ class TrackerTest {
         val db = dir.resolve("burst.db").toString()
         val burst = 10_000 // about 2.5 MB of calls: a 64 KiB hand-off queue fills over and over
         val config = {
-            TernConfig.Builder(db, collector, key).maxBufferEvents(1_000_000).handoffQueueBytes(64 * 1024).build()
+            // A full queue makes the calls wait, here long enough that a thread stalled by a busy
+            // test machine cannot turn the wait into a drop (the drop path has its own test).
+            TernConfig.Builder(db, collector, key).maxBufferEvents(1_000_000)
+                .handoffQueueBytes(64 * 1024).handoffMaxBlockMs(30_000).build()
         }
         Tracker(config()).use { tracker ->
             for (i in 0 until burst) {
