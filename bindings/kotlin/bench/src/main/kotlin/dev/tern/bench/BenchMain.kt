@@ -46,7 +46,7 @@ object BenchMain {
         }
         requireNotNull(collector) { "--collector URL is required" }
         val jnaPath = System.getProperty("jna.library.path") ?: error("-Djna.library.path is required")
-        val jvmArgs = arrayOf(JVM_HEAP, "-Djna.library.path=$jnaPath", "-Dtern.bench.collector=$collector")
+        val jvmArgs = arrayOf(JVM_HEAP, "-Dsun.net.httpserver.nodelay=true", "-Djna.library.path=$jnaPath", "-Dtern.bench.collector=$collector")
 
         val runs = Peers.NAMES.associateWith { mutableListOf<Map<String, Any>>() }
         for (round in 0 until rounds) {

@@ -12,8 +12,9 @@ import kotlin.concurrent.thread
  *
  * 1. Latency: [WARMUP] calls, then [MEASURED] calls each timed with System.nanoTime into a
  *    preallocated array (p50, p99, p99.9, max on the calling thread).
- * 2. Delivery: flush again every half second until the backend has every event, or none came
- *    for [IDLE_NS], or [DRAIN_CAP_NS] passed; then the SDK is shut down and counted once more.
+ * 2. Delivery: wait while the SDK uploads by its own policy (until no event came for
+ *    [POLICY_IDLE_NS]), then flush once and wait until the backend has every event, or none came
+ *    for [FLUSH_IDLE_NS], or [DRAIN_CAP_NS] passed; then the SDK is shut down and counted again.
  *    delivered = counted by the backend, lost = calls − delivered, wire bytes per event = request
  *    body bytes / delivered.
  * 3. Throughput: a fresh instance, calls flat out on one thread for [FLAT_OUT_NS].
@@ -22,7 +23,8 @@ object PeerRun {
     const val WARMUP = 50_000
     const val MEASURED = 200_000
     private const val FLAT_OUT_NS = 10_000_000_000L
-    private const val IDLE_NS = 15_000_000_000L
+    private const val POLICY_IDLE_NS = 5_000_000_000L
+    private const val FLUSH_IDLE_NS = 15_000_000_000L
     private const val DRAIN_CAP_NS = 180_000_000_000L
 
     @JvmStatic
@@ -53,24 +55,18 @@ object PeerRun {
 
         val called = (WARMUP + MEASURED).toLong()
         val drainStart = System.nanoTime()
-        var last = -1L
-        var lastProgress = drainStart
-        while (true) {
-            peer.flush()
-            val delivered = peer.delivered()
-            val now = System.nanoTime()
-            if (delivered >= called) break
-            if (delivered != last) {
-                last = delivered
-                lastProgress = now
-            }
-            if (now - lastProgress > IDLE_NS || now - drainStart > DRAIN_CAP_NS) break
-            Thread.sleep(500)
-        }
+        // First the SDK's own policy (upload every N events or T seconds) while it makes
+        // progress, then one flush for the rest. Flushing early would change what is measured:
+        // PostHog's flush() waits behind every capture still queued on its executor and holds
+        // back its uploads meanwhile, so its 1000-file queue overflows.
+        waitForDelivery(peer, called, drainStart, POLICY_IDLE_NS)
+        peer.flush()
+        waitForDelivery(peer, called, drainStart, FLUSH_IDLE_NS)
         peer.shutdown()
         Thread.sleep(1_000)
         val delivered = peer.delivered()
         val bytes = peer.bodyBytes()
+        out["uploads"] = peer.uploads()
         peer.close()
         out["called"] = called
         out["delivered"] = delivered
@@ -102,6 +98,22 @@ object PeerRun {
         println(JsonObject(out.mapValues { (_, v) -> if (v is String) JsonPrimitive(v) else JsonPrimitive(v as Number) }))
         System.out.flush()
         Runtime.getRuntime().halt(0)
+    }
+
+    /** Polls [peer]'s backend until it has [called] events, or none came for [idleNs]. */
+    private fun waitForDelivery(peer: Peer, called: Long, start: Long, idleNs: Long) {
+        var last = peer.delivered()
+        var lastProgress = System.nanoTime()
+        while (last < called) {
+            Thread.sleep(500)
+            val delivered = peer.delivered()
+            val now = System.nanoTime()
+            if (delivered != last) {
+                last = delivered
+                lastProgress = now
+            }
+            if (now - lastProgress > idleNs || now - start > DRAIN_CAP_NS) return
+        }
     }
 
     /** Nearest-rank percentile of sorted values. */

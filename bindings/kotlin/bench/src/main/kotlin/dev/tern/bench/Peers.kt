@@ -41,6 +41,9 @@ interface Peer : AutoCloseable {
     /** Request body bytes of the uploads the backend answered, as sent (compressed). */
     fun bodyBytes(): Long
 
+    /** Upload requests the backend answered. */
+    fun uploads(): Long
+
     /** Stops the SDK (close or shutdown); the backend keeps counting. */
     fun shutdown()
 
@@ -93,6 +96,8 @@ class TernPeer(private val collector: String, dir: Path) : Peer {
 
     override fun bodyBytes(): Long = client.bytes.get()
 
+    override fun uploads(): Long = client.requests.get()
+
     override fun shutdown() {
         tracker.close()
     }
@@ -109,9 +114,11 @@ class TernPeer(private val collector: String, dir: Path) : Peer {
     /** Sums the request bodies of answered uploads. */
     private class CountingHttpClient(private val inner: HttpClient) : HttpClient {
         val bytes = AtomicLong()
+        val requests = AtomicLong()
 
         override fun post(request: HttpRequest): HttpResponse {
             val response = inner.post(request)
+            requests.incrementAndGet()
             bytes.addAndGet(request.body.size.toLong())
             return response
         }
@@ -182,6 +189,8 @@ class SegmentPeer : Peer {
 
     override fun bodyBytes(): Long = server.bodyBytes.get()
 
+    override fun uploads(): Long = server.requests.get()
+
     override fun shutdown() {
         analytics.shutdown()
         File("/tmp/analytics-kotlin/$writeKey").deleteRecursively()
@@ -251,6 +260,8 @@ class PostHogPeer(dir: Path) : Peer {
     override fun delivered(): Long = server.events.get()
 
     override fun bodyBytes(): Long = server.bodyBytes.get()
+
+    override fun uploads(): Long = server.requests.get()
 
     override fun shutdown() {
         posthog.close()
