@@ -29,7 +29,11 @@ mvn -q -B -f bindings/kotlin/bench/pom.xml package -DskipTests
 
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench TERN_LOG=error
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
 listen() { # VAR command... → VAR = the address of its "listening on" line
@@ -55,7 +59,8 @@ if [ -n "$answer" ]; then echo "CreateStream failed: $answer" >&2; exit 1; fi
 sleep 1
 listen proxy "$BIN/tern-fault-proxy" --upstream "http://$kin" --fake-writes
 listen col "$BIN/tern-collector" --listen 127.0.0.1:0 --stream "$stream" \
-  --kinesis-endpoint "http://$proxy" --write-key bench --app-id bench
+  --kinesis-endpoint "http://$proxy" --write-key bench --app-id bench \
+  --shutdown-delay-ms 0 --shutdown-deadline-ms 1000
 
 mkdir -p target/bench-kotlin
 rounds_file=target/bench-kotlin/rounds.jsonl

@@ -62,6 +62,7 @@ object PeerRun {
         waitForDelivery(peer, called, drainStart, POLICY_IDLE_NS)
         peer.flush()
         waitForDelivery(peer, called, drainStart, FLUSH_IDLE_NS)
+        out.putAll(peer.notes())
         peer.shutdown()
         Thread.sleep(1_000)
         val delivered = peer.delivered()

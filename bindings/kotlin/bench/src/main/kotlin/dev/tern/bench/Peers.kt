@@ -11,6 +11,7 @@ import dev.tern.HttpClient
 import dev.tern.HttpRequest
 import dev.tern.HttpResponse
 import dev.tern.TernConfig
+import dev.tern.TrackErrorReason
 import dev.tern.Tracker
 import dev.tern.UrlConnectionHttpClient
 import java.io.File
@@ -43,6 +44,9 @@ interface Peer : AutoCloseable {
 
     /** Upload requests the backend answered. */
     fun uploads(): Long
+
+    /** What the SDK says about the events it did not keep (read before [shutdown]). */
+    fun notes(): Map<String, Long> = emptyMap()
 
     /** Stops the SDK (close or shutdown); the backend keeps counting. */
     fun shutdown()
@@ -97,6 +101,20 @@ class TernPeer(private val collector: String, dir: Path) : Peer {
     override fun bodyBytes(): Long = client.bytes.get()
 
     override fun uploads(): Long = client.requests.get()
+
+    /**
+     * `track_refused_dropped`: calls that found the hand-off queue full (refused on the calling
+     * thread); `sdk_dropped_events`: every event the SDK dropped, by any reason, since the
+     * install; `sdk_pending_events`: what still waits in the buffer.
+     */
+    override fun notes(): Map<String, Long> {
+        val stats = tracker.pendingStats()
+        return linkedMapOf(
+            "track_refused_dropped" to (tracker.errorCounts()[TrackErrorReason.DROPPED] ?: 0L),
+            "sdk_dropped_events" to stats.droppedEvents.toLong(),
+            "sdk_pending_events" to stats.pendingEvents.toLong(),
+        )
+    }
 
     override fun shutdown() {
         tracker.close()
