@@ -41,7 +41,9 @@ listen() { # VAR command... → VAR = the address of its "listening on" line
   local fifo; fifo=$(mktemp -u); mkfifo "$fifo"
   "$@" > "$fifo" 2>/dev/null &
   pids+=("$!")
-  local line; read -r line < "$fifo"; rm -f "$fifo"
+  local line
+  if ! read -r line < "$fifo"; then echo "$1 did not start: $*" >&2; exit 1; fi
+  rm -f "$fifo"
   printf -v "$var" '%s' "${line#listening on }"
 }
 # Background jobs get /dev/null as stdin; kinesalite must not take that as "parent gone".
@@ -60,7 +62,7 @@ sleep 1
 listen proxy "$BIN/tern-fault-proxy" --upstream "http://$kin" --fake-writes
 listen col "$BIN/tern-collector" --listen 127.0.0.1:0 --stream "$stream" \
   --kinesis-endpoint "http://$proxy" --write-key bench --app-id bench \
-  --shutdown-delay-ms 0 --shutdown-deadline-ms 1000
+  --shutdown-delay-ms 0
 
 mkdir -p target/bench-kotlin
 rounds_file=target/bench-kotlin/rounds.jsonl

@@ -61,8 +61,11 @@ object BenchMain {
             }
         }
 
+        println("Each round:")
+        printTable(runs.values.flatten().sortedBy { it["round"].toString() }.map { it + ("peer" to "${it["peer"]} r${it["round"]}") })
         val summary = runs.mapValues { (peer, list) -> median(peer, list) }
-        printTable(summary)
+        println("Median over ${rounds} round(s):")
+        printTable(summary.values.toList())
         for (s in summary.values) println(toJson(s))
     }
 
@@ -113,15 +116,22 @@ object BenchMain {
         )
     }
 
-    /** Per numeric field, the median over the rounds (the lower middle for an even count). */
+    /**
+     * Per numeric field, the median over the rounds; for an even count the mean of the two
+     * middle values, so that called = delivered + lost still holds for two rounds.
+     */
     private fun median(peer: String, list: List<Map<String, Any>>): Map<String, Any> {
         val out = linkedMapOf<String, Any>("peer" to peer, "rounds" to list.size)
         for (key in list.first().keys) {
             if (key == "peer" || key == "round") continue
-            val values = list.mapNotNull { it[key] as? Number }
+            val values = list.mapNotNull { it[key] as? Number }.sortedBy { it.toDouble() }
             if (values.isEmpty()) continue
-            val sorted = values.sortedBy { it.toDouble() }
-            out[key] = sorted[(sorted.size - 1) / 2]
+            val mid = values.size / 2
+            out[key] = when {
+                values.size % 2 == 1 -> values[mid]
+                values.all { it is Long || it is Int } -> (values[mid - 1].toLong() + values[mid].toLong()) / 2
+                else -> Math.round((values[mid - 1].toDouble() + values[mid].toDouble()) * 5) / 10.0
+            }
         }
         return out
     }
@@ -130,14 +140,14 @@ object BenchMain {
         map.mapValues { (_, v) -> if (v is Number) JsonPrimitive(v) else JsonPrimitive(v.toString()) },
     )
 
-    private fun printTable(summary: Map<String, Map<String, Any>>) {
+    private fun printTable(table: List<Map<String, Any>>) {
         fun us(v: Any?) = if (v is Number) "%.2f".format(v.toDouble() / 1000) else "-"
         fun n(v: Any?) = if (v is Number) "%,d".format(v.toLong()) else "-"
         val header = listOf(
             "peer", "JMH p50 µs", "JMH p99 µs", "JMH p99.9 µs", "nanoTime p50 µs", "p99 µs", "p99.9 µs",
             "calls/s (10 s)", "called", "delivered", "lost", "bytes/event",
         )
-        val rows = summary.values.map { s ->
+        val rows = table.map { s ->
             listOf(
                 s["peer"].toString(), us(s["jmh_p50_ns"]), us(s["jmh_p99_ns"]), us(s["jmh_p999_ns"]),
                 us(s["p50_ns"]), us(s["p99_ns"]), us(s["p999_ns"]), n(s["flat_out_calls_per_s"]),
