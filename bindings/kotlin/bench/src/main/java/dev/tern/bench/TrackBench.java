@@ -34,7 +34,12 @@ public class TrackBench {
 
     @Setup(Level.Trial)
     public void open() throws IOException {
-        dir = Files.createTempDirectory("tern-jmh-" + peer);
+        // Under BenchMain's own temporary directory when it runs us: it removes that at the end,
+        // also what PostHog's executor still writes after close.
+        String base = System.getProperty("tern.bench.tmp");
+        dir = base == null
+            ? Files.createTempDirectory("tern-jmh-" + peer)
+            : Files.createTempDirectory(Path.of(base), "tern-jmh-" + peer);
         sdk = Peers.open(peer, System.getProperty("tern.bench.collector", "http://127.0.0.1:9"), dir);
     }
 

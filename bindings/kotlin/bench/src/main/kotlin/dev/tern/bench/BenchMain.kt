@@ -46,14 +46,26 @@ object BenchMain {
         }
         requireNotNull(collector) { "--collector URL is required" }
         val jnaPath = System.getProperty("jna.library.path") ?: error("-Djna.library.path is required")
-        val jvmArgs = arrayOf(JVM_HEAP, "-Dsun.net.httpserver.nodelay=true", "-Djna.library.path=$jnaPath", "-Dtern.bench.collector=$collector")
+        val tmp = Files.createTempDirectory("tern-bench")
+        val jvmArgs = arrayOf(
+            JVM_HEAP, "-Dsun.net.httpserver.nodelay=true", "-Djna.library.path=$jnaPath",
+            "-Dtern.bench.collector=$collector", "-Dtern.bench.tmp=$tmp",
+        )
+        try {
+            run(collector, rounds, jmh, outFile, jvmArgs, tmp.toFile())
+        } finally {
+            tmp.toFile().deleteRecursively()
+        }
+    }
+
+    private fun run(collector: String, rounds: Int, jmh: Boolean, outFile: File?, jvmArgs: Array<String>, tmp: File) {
 
         val runs = Peers.NAMES.associateWith { mutableListOf<Map<String, Any>>() }
         for (round in 0 until rounds) {
             val order = Peers.NAMES.indices.map { Peers.NAMES[(it + round) % Peers.NAMES.size] }
             for (peer in order) {
                 System.err.println("round ${round + 1}/$rounds: $peer")
-                val run = LinkedHashMap<String, Any>(peerRun(peer, collector, jvmArgs))
+                val run = LinkedHashMap<String, Any>(peerRun(peer, collector, jvmArgs, tmp))
                 if (jmh) run.putAll(jmhRun(peer, jvmArgs))
                 run["round"] = round + 1
                 runs.getValue(peer) += run
@@ -70,9 +82,9 @@ object BenchMain {
     }
 
     /** [PeerRun] in a child JVM with the same classpath; its JSON line. */
-    private fun peerRun(peer: String, collector: String, jvmArgs: Array<String>): Map<String, Any> {
+    private fun peerRun(peer: String, collector: String, jvmArgs: Array<String>, tmp: File): Map<String, Any> {
         val java = ProcessHandle.current().info().command().orElse("java")
-        val dir = Files.createTempDirectory("tern-bench-$peer")
+        val dir = Files.createTempDirectory(tmp.toPath(), "peer-$peer")
         try {
             val process = ProcessBuilder(
                 java, *jvmArgs, "-cp", System.getProperty("java.class.path"),
