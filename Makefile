@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NPM ?= npm
 
-.PHONY: all deps build test test-spark demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bench-lake bench-compact bench-clean bindings
+.PHONY: all deps build test test-spark demo analyze e2e lint fmt clean faketime fuzz fuzz-build bench-collector bench-lake bench-compact bench-clean bench-kotlin bindings
 
 all: build
 
@@ -91,6 +91,13 @@ bench-lake: deps
 # Files per partition and a daily query's time before and after `tern-lake compact`.
 bench-compact: deps
 	tools/bench-compact.sh 60 7
+
+# track() on the JVM beside Segment and PostHog (JMH and nanoTime latencies, calls/s, events
+# delivered and lost, bytes per event), then the Python binding's per-call cost; release build,
+# bindings generated from it. A Maven project of its own (bindings/kotlin/bench), outside `make test`.
+BENCH_KOTLIN_ROUNDS ?= 2
+bench-kotlin: deps
+	tools/bench-kotlin.sh $(BENCH_KOTLIN_ROUNDS)
 
 # Latency from the raw stream to the cleansed stream at the default commit interval (10 s):
 # 120 s at 200 events/s through a real collector into `tern-lake ingest --clean-stream`.
