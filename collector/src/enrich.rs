@@ -19,6 +19,10 @@ use crate::metrics::sdk_drop_reason;
 use crate::sink::kinesis::limits::MAX_RECORD_BYTES;
 use crate::sink::kinesis::Entry;
 
+mod record_json;
+
+use record_json::RecordJson;
+
 /// Facts about the upload that every record of it shares.
 #[derive(Debug, Clone)]
 pub struct Upload<'a> {
@@ -307,10 +311,6 @@ fn dropped_by_known_reason(reported: &BTreeMap<String, u64>) -> BTreeMap<&'stati
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, RequestError> {
     serde_json::to_vec(value).map_err(RequestError::unserializable)
 }
-
-mod record_json;
-
-use record_json::RecordJson;
 
 #[cfg(test)]
 mod tests;
