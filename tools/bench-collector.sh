@@ -2,10 +2,22 @@
 # Collector benchmarks (docs/BENCHMARKS.md, collector section): throughput per core with
 # acknowledgements on, ack latency at half load, RSS at saturation, CPU per event.
 # Usage: tools/bench-collector.sh [RUNS]   (release build; kinesalite from node_modules)
+#   OLD_BIN=dir   also run the tern-collector binary in dir (e.g. an older commit's build), one
+#                 round of it after each round of this one, with the same proxy and loadgen:
+#                 compare the two within one run, never across runs (the machine is shared).
+#   MODES="fake kinesalite"   which saturation runs (fake: tern-fault-proxy --fake-writes).
+#   HALF_RATE=n   rate of the half-load runs (default: half the median events/s of this
+#                 collector's fake-writes saturation runs of this run, or 60000 without any).
+#   PIN=0         do not pin the half-load runs (default: collector on CPU 0, load generator,
+#                 proxy and kinesalite on CPU 1, so the ack latency is the collector's own).
+# Prints one JSON line per run; bytes_per_record is the stream data per record (aggregation
+# off: one record per event), json_bytes_per_event the event's own JSON inside its batch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 EVENTS=${EVENTS:-300000}
+MODES=${MODES:-fake kinesalite}
+PIN=${PIN:-1}
 BIN=target/release
 cargo build --release -q -p tern-collector -p tern-tests -p tern-tools --bins
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench TERN_LOG=error
@@ -27,6 +39,16 @@ export TERN_KINESALITE_WATCH_STDIN=0
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
+# Pinning: "taskset -c N" prefixes, empty when not pinning (or with a single CPU).
+pin_collector=() pin_load=()
+pinned() { # on|off → sets the prefixes
+  if [ "$1" = on ] && [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    pin_collector=(taskset -c 0) pin_load=(taskset -c 1)
+  else
+    pin_collector=() pin_load=()
+  fi
+}
+
 listen kin node tools/kinesalite.js 0
 stream=bench-$RANDOM
 create_stream() { # kinesalite checks the form of the signature, not its value
@@ -39,38 +61,71 @@ create_stream() { # kinesalite checks the form of the signature, not its value
 }
 create_stream "$stream"; sleep 1
 
-run() { # mode(fake|kinesalite) rate → one JSON line
-  local mode=$1 rate=$2 upstream args=()
+run() { # collector-bin-dir mode(fake|kinesalite) rate → one JSON line
+  local cbin=$1 mode=$2 rate=$3 upstream args=()
   if [ "$mode" = fake ]; then args=(--fake-writes); fi
-  listen upstream "$BIN/tern-fault-proxy" --upstream "http://$kin" "${args[@]}"
+  listen upstream "${pin_load[@]}" "$BIN/tern-fault-proxy" --upstream "http://$kin" "${args[@]}"
   local proxy_pid=$LAST_PID
-  local col; listen col "$BIN/tern-collector" --listen 127.0.0.1:0 --stream "$stream" \
-    --kinesis-endpoint "http://$upstream" --write-key bench --app-id bench
+  local col; listen col "${pin_collector[@]}" "$cbin/tern-collector" --listen 127.0.0.1:0 \
+    --stream "$stream" --kinesis-endpoint "http://$upstream" --write-key bench --app-id bench
   local cpid=$LAST_PID
   local t0; t0=$(cpu_ticks "$cpid")
   local rate_args=()
   if [ "$rate" != max ]; then rate_args=(--rate "$rate"); fi
   local read_args=()
   if [ "$mode" = kinesalite ]; then read_args=(--kinesis-endpoint "http://$kin" --stream "$stream"); fi
-  local report; report=$("$BIN/tern-loadgen" --collector "http://$col" --write-key bench --events "$EVENTS" \
-    --devices 64 --batch 100 --max-seconds 120 --json "${rate_args[@]}" "${read_args[@]}")
+  local report; report=$("${pin_load[@]}" "$BIN/tern-loadgen" --collector "http://$col" \
+    --write-key bench --events "$EVENTS" --devices 64 --batch 100 --max-seconds 120 --json \
+    "${rate_args[@]}" "${read_args[@]}")
   local t1; t1=$(cpu_ticks "$cpid")
   local hz; hz=$(getconf CLK_TCK)
-  python3 - "$report" "$t0" "$t1" "$hz" "$(hwm_kib "$cpid")" "$mode" "$rate" <<'PY'
+  local stats; stats=$(curl -s "http://$upstream/_stats")
+  local pin=no; if [ ${#pin_collector[@]} -gt 0 ]; then pin=yes; fi
+  python3 - "$report" "$t0" "$t1" "$hz" "$(hwm_kib "$cpid")" "$mode" "$rate" "$stats" "$cbin" "$pin" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); t0, t1, hz, hwm = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+stats = json.loads(sys.argv[8])
 cpu = (t1 - t0) / hz
 acked = r["events_acked"]
-print(json.dumps({"mode": sys.argv[6], "rate": sys.argv[7], "events": acked, "lost": r["lost"],
+records, data = stats.get("records", 0), stats.get("record_data_bytes", 0)
+record_bytes = data / records if records else None
+json_bytes = r.get("event_json_bytes_acked", 0) / acked if acked else None
+print(json.dumps({"collector": sys.argv[9], "mode": sys.argv[6], "rate": sys.argv[7], "pinned": sys.argv[10],
+  "events": acked, "lost": r["lost"],
   "events_per_s": round(r["events_per_s"]), "collector_cpu_s": round(cpu, 2),
   "events_per_core_s": round(acked / cpu) if cpu else None, "cpu_us_per_event": round(cpu * 1e6 / acked, 2) if acked else None,
-  "ack_p50_ms": round(r["ack_latency_ms_p50"], 2), "ack_p99_ms": round(r["ack_latency_ms_p99"], 2), "rss_hwm_mib": round(hwm / 1024, 1)}))
+  "ack_p50_ms": round(r["ack_latency_ms_p50"], 2), "ack_p99_ms": round(r["ack_latency_ms_p99"], 2), "rss_hwm_mib": round(hwm / 1024, 1),
+  "bytes_per_record": round(record_bytes, 1) if record_bytes else None,
+  "json_bytes_per_event": round(json_bytes, 1) if json_bytes else None,
+  "record_to_json": round(record_bytes / json_bytes, 2) if record_bytes and json_bytes else None}))
 PY
   kill "$cpid" "$proxy_pid"; wait "$cpid" "$proxy_pid" 2>/dev/null || true
 }
 
-for mode in fake kinesalite; do
-  for i in $(seq "$RUNS"); do run "$mode" max; done
+bins=("$BIN")
+if [ -n "${OLD_BIN:-}" ]; then bins+=("$OLD_BIN"); fi
+pinned off
+fake_rates=()
+for mode in $MODES; do
+  for i in $(seq "$RUNS"); do
+    for b in "${bins[@]}"; do
+      line=$(run "$b" "$mode" max); echo "$line"
+      if [ "$mode" = fake ] && [ "$b" = "$BIN" ]; then
+        fake_rates+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["events_per_s"])' "$line")")
+      fi
+    done
+  done
 done
-# Ack latency at half of the fake-writes maximum (~125 000 events/s here; set HALF_RATE).
-for i in $(seq "$RUNS"); do run fake "${HALF_RATE:-60000}"; done
+# Ack latency at half of this collector's fake-writes maximum, pinned (see PIN above).
+half=${HALF_RATE:-}
+if [ -z "$half" ]; then
+  if [ ${#fake_rates[@]} -gt 0 ]; then
+    half=$(printf '%s\n' "${fake_rates[@]}" | sort -n | awk '{a[NR]=$1} END {print int(a[int((NR+1)/2)]/2)}')
+  else
+    half=60000
+  fi
+fi
+pinned on
+for i in $(seq "$RUNS"); do
+  for b in "${bins[@]}"; do run "$b" fake "$half"; done
+done

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
+use tern_protocol::limits;
 use tern_protocol::{
     Batch, DeadLetterRecord, Event, Gap, GapRecord, RefusedEvent, StreamRecord, GAP_KIND,
     RECORD_VERSION,
@@ -12,12 +13,15 @@ use tern_protocol::{
 use uuid::Uuid;
 
 use crate::dead_letter::{dead_letter_entry, prefix};
-use crate::decode;
 use crate::error::RequestError;
 use crate::limits::{MAX_ACCEPTED_EVENT_AGE, MAX_DEAD_LETTER_MESSAGE_BYTES};
 use crate::metrics::sdk_drop_reason;
 use crate::sink::kinesis::limits::MAX_RECORD_BYTES;
 use crate::sink::kinesis::Entry;
+
+mod record_json;
+
+use record_json::RecordJson;
 
 /// Facts about the upload that every record of it shares.
 #[derive(Debug, Clone)]
@@ -102,7 +106,8 @@ pub fn event_time<E>(
     Ok(event_time)
 }
 
-/// The stream record of one valid event.
+/// The stream record of one valid event. [`prepare`] writes the same JSON without building it
+/// (`record_json`); this is the reference it is tested against.
 pub fn stream_record(
     batch: &Batch,
     event: &Event,
@@ -215,15 +220,26 @@ pub fn prepare(
     let mut records = Vec::with_capacity(batch.events.len());
     let mut refused = Vec::new();
     let mut dead_letters = Vec::new();
+    let shared = RecordJson::new(batch, upload)?;
+    // One buffer for every event's serialized properties: measured for the size limit, then
+    // copied into the record, so they are serialized once.
+    let mut properties = Vec::new();
     for event in &batch.events {
-        let checked = match decode::event_problem(event) {
+        properties.clear();
+        let checked = match limits::event_problem_but_properties_size(event) {
             Some(problem) => Err(problem),
-            None => event_time(batch, event, upload.received_at),
+            None => {
+                record_json::write_json(&mut properties, &event.properties)?;
+                match limits::properties_size_problem(properties.len()) {
+                    Some(problem) => Err(("invalid_properties", problem)),
+                    None => event_time(batch, event, upload.received_at),
+                }
+            }
         };
         let (code, message) = match checked {
             Err(problem) => problem,
             Ok(event_time) => {
-                let data = to_json(&stream_record(batch, event, event_time, upload))?;
+                let data = shared.record(event, &event_time, &properties)?;
                 if data.len() + batch.install_id.len() <= MAX_RECORD_BYTES {
                     records.push(Entry {
                         data: data.into(),

@@ -145,19 +145,25 @@ pub fn event_name_problem(name: &str) -> Option<String> {
 /// Why an event's `properties` are not acceptable, or `None` when they are: serialized size up
 /// to [`MAX_PROPERTIES_BYTES`], nesting up to [`MAX_PROPERTIES_DEPTH`].
 pub fn properties_problem(properties: &Map<String, Value>) -> Option<String> {
+    properties_depth_problem(properties).or_else(|| {
+        let size = serde_json::to_vec(properties).map_or(usize::MAX, |v| v.len());
+        properties_size_problem(size)
+    })
+}
+
+/// The nesting half of [`properties_problem`]: deeper than [`MAX_PROPERTIES_DEPTH`].
+pub fn properties_depth_problem(properties: &Map<String, Value>) -> Option<String> {
     let depth = 1 + properties.values().map(value_depth).max().unwrap_or(0);
-    if depth > MAX_PROPERTIES_DEPTH {
-        return Some(format!(
-            "properties nest {depth} levels deep, over the limit of {MAX_PROPERTIES_DEPTH}"
-        ));
-    }
-    let size = serde_json::to_vec(properties).map_or(usize::MAX, |v| v.len());
-    if size > MAX_PROPERTIES_BYTES {
-        return Some(format!(
-            "properties are {size} bytes, over the limit of {MAX_PROPERTIES_BYTES}"
-        ));
-    }
-    None
+    (depth > MAX_PROPERTIES_DEPTH).then(|| {
+        format!("properties nest {depth} levels deep, over the limit of {MAX_PROPERTIES_DEPTH}")
+    })
+}
+
+/// The size half of [`properties_problem`], given the properties' serialized size (for a
+/// caller that serializes them anyway and need not do it twice).
+pub fn properties_size_problem(size: usize) -> Option<String> {
+    (size > MAX_PROPERTIES_BYTES)
+        .then(|| format!("properties are {size} bytes, over the limit of {MAX_PROPERTIES_BYTES}"))
 }
 
 /// Nesting depth of one JSON value: scalars 0, an object or array 1 more than its deepest child.
@@ -193,6 +199,16 @@ pub fn id_problem(field: &str, id: Option<&str>) -> Option<String> {
 /// The collector sends such an event to the dead-letter stream with the code; the SDK applies
 /// the same checks in `track()`, so that an event it accepted is never refused downstream.
 pub fn event_problem(event: &Event) -> Option<(&'static str, String)> {
+    event_problem_but_properties_size(event).or_else(|| {
+        let size = serde_json::to_vec(&event.properties).map_or(usize::MAX, |v| v.len());
+        properties_size_problem(size).map(|p| ("invalid_properties", p))
+    })
+}
+
+/// [`event_problem`] but for the serialized size of `properties`, which the caller checks with
+/// [`properties_size_problem`] on the bytes it serializes anyway (the collector, which writes
+/// them into the record). Same checks, same order, same answers otherwise.
+pub fn event_problem_but_properties_size(event: &Event) -> Option<(&'static str, String)> {
     if let Some(p) = event_name_problem(&event.name) {
         return Some(("invalid_name", p));
     }
@@ -207,10 +223,7 @@ pub fn event_problem(event: &Event) -> Option<(&'static str, String)> {
             return Some(("invalid_id", p));
         }
     }
-    if let Some(p) = properties_problem(&event.properties) {
-        return Some(("invalid_properties", p));
-    }
-    None
+    properties_depth_problem(&event.properties).map(|p| ("invalid_properties", p))
 }
 
 #[cfg(test)]

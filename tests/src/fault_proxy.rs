@@ -51,6 +51,10 @@ pub struct Stats {
     pub put_records_calls: u64,
     /// Records in those calls.
     pub records: u64,
+    /// Bytes of data (decoded, without the partition key) in those records: what the
+    /// collector's records weigh in the stream, for benchmarks.
+    #[serde(default)]
+    pub record_data_bytes: u64,
     /// Records answered as throttled.
     pub records_throttled: u64,
     /// Requests answered 500.
@@ -68,6 +72,7 @@ struct Counters {
     requests: AtomicU64,
     put_records_calls: AtomicU64,
     records: AtomicU64,
+    record_data_bytes: AtomicU64,
     records_throttled: AtomicU64,
     requests_failed: AtomicU64,
     requests_hung: AtomicU64,
@@ -109,6 +114,7 @@ async fn stats(State(state): State<Arc<ProxyState>>) -> Json<Stats> {
         requests: l(&c.requests),
         put_records_calls: l(&c.put_records_calls),
         records: l(&c.records),
+        record_data_bytes: l(&c.record_data_bytes),
         records_throttled: l(&c.records_throttled),
         requests_failed: l(&c.requests_failed),
         requests_hung: l(&c.requests_hung),
@@ -192,6 +198,12 @@ async fn forward(
     };
     let records = request["Records"].as_array().cloned().unwrap_or_default();
     c.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+    let data_bytes: u64 = records
+        .iter()
+        .filter_map(|r| r["Data"].as_str())
+        .map(base64_decoded_len)
+        .sum();
+    c.record_data_bytes.fetch_add(data_bytes, Ordering::Relaxed);
     let throttled: Vec<bool> = records
         .iter()
         .map(|_| rand::random::<f64>() < faults.throttle_share)
@@ -295,4 +307,10 @@ async fn send(
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
     Ok((status, bytes))
+}
+
+/// Length of the bytes a padded base64 text decodes to.
+fn base64_decoded_len(text: &str) -> u64 {
+    let padding = text.bytes().rev().take_while(|&b| b == b'=').count();
+    ((text.len() / 4 * 3).saturating_sub(padding)) as u64
 }

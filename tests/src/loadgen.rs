@@ -74,11 +74,16 @@ pub struct Report {
     pub readable_latency_s_max: Option<f64>,
     /// Seconds spent sending.
     pub send_seconds: f64,
+    /// Bytes of the acknowledged events' own JSON as sent inside their batches (without the
+    /// batch's shared fields): the base of the stream's bytes per event.
+    #[serde(default)]
+    pub event_json_bytes_acked: u64,
 }
 
 #[derive(Default)]
 struct Shared {
     acked: Vec<Uuid>,
+    acked_json_bytes: u64,
     sent: u64,
     unacked: u64,
     resends: u64,
@@ -128,6 +133,7 @@ pub async fn run(options: Options) -> Result<Report> {
         ack_latency_ms_p50: percentile(&mut s.ack_ms, 50.0),
         ack_latency_ms_p99: percentile(&mut s.ack_ms, 99.0),
         send_seconds,
+        event_json_bytes_acked: s.acked_json_bytes,
         ..Report::default()
     };
     if let Some((endpoint, stream)) = &options.read_back {
@@ -215,6 +221,7 @@ async fn run_device(
             .iter()
             .filter_map(|e| serde_json::value::to_raw_value(e).ok())
             .collect();
+        let json_bytes: u64 = raw.iter().map(|r| r.get().len() as u64).sum();
         let batch_id = Uuid::now_v7();
         lock().sent += n;
         let mut attempt = 0u32;
@@ -262,6 +269,7 @@ async fn run_device(
                     let mut s = lock();
                     s.ack_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
                     s.acked.extend(&ids);
+                    s.acked_json_bytes += json_bytes;
                     break;
                 }
                 400..=499 if status != 408 && status != 429 => {

@@ -343,3 +343,81 @@ fn unknown_drop_reasons_are_summed_under_other() {
         [("other", u64::MAX), ("queue_full", 2)]
     );
 }
+
+/// `prepare` writes records by splicing the upload's shared parts (`record_json`); they must be
+/// byte for byte what serializing a `StreamRecord` gives, whatever the fields hold.
+#[test]
+fn spliced_records_are_the_serialized_stream_record_byte_for_byte() {
+    use tern_protocol::wire::{AppInfo, DeviceInfo, OsInfo};
+    let received = Utc::now();
+    let mut b = batch(received - ChronoDuration::milliseconds(1234), Some(9_000));
+    b.install_id = "inst \"quoted\" \\ é 🦀 \u{1}".into();
+    b.sdk = SdkInfo {
+        name: "tern-sdk-kotlin".into(),
+        version: "1.2.3-\"rc\"".into(),
+    };
+    b.context = Context {
+        app: AppInfo {
+            id: Some("com.example.shop".into()),
+            version: None,
+            build: Some("42".into()),
+        },
+        device: DeviceInfo {
+            manufacturer: Some("Google".into()),
+            model: Some("Pixel 8 \u{7f}".into()),
+        },
+        os: OsInfo {
+            name: Some("Android".into()),
+            version: Some("15".into()),
+        },
+        locale: Some("de-CH".into()),
+        timezone: None,
+    };
+    let upload = Upload {
+        app_id: "app/ü",
+        received_at: received,
+        collector_id: "collector-1",
+    };
+    let shared = record_json::RecordJson::new(&b, &upload).unwrap();
+    let times = [
+        "2026-11-24T21:34:56.123Z",
+        "2026-11-24T21:34:56Z",
+        "2026-11-24T23:34:56.999999+02:00",
+        "0000-01-01T00:00:00.001Z",
+        "9999-12-31T23:59:59.999Z",
+        "0000-01-01T00:30:00+01:00",
+        "9999-12-31T23:30:00-01:00",
+        "2016-12-31T23:59:60.500Z",
+        "1970-01-01T00:00:00Z",
+    ];
+    for (i, at) in times.iter().enumerate() {
+        let t = DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut e = event(t, Some(5), "c1");
+        e.seq = u64::MAX - i as u64;
+        e.name = format!("screen_view:{i}");
+        if i % 2 == 0 {
+            e.user_id = Some(format!("user \"{i}\" ✓"));
+        }
+        if i % 3 == 0 {
+            e.session_id = Some(format!("s{i}"));
+        }
+        e.properties = serde_json::json!({
+            "n": i, "f": 1.5e300, "neg": -7, "s": "tab\there \u{2028}", "nested": {"a": [1, null, true]},
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        for event_time in [t, received] {
+            let expected = serde_json::to_vec(&stream_record(&b, &e, event_time, &upload)).unwrap();
+            let properties = serde_json::to_vec(&e.properties).unwrap();
+            let spliced = shared.record(&e, &event_time, &properties).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&spliced),
+                String::from_utf8_lossy(&expected),
+                "{at}"
+            );
+        }
+    }
+}
