@@ -72,5 +72,10 @@ java -Xmx4g -Djna.library.path="$ROOT/$BIN" \
   -cp "bindings/kotlin/bench/target/classes:$(cat bindings/kotlin/bench/target/classpath.txt)" \
   dev.tern.bench.BenchMain --collector "http://$col" --rounds "$ROUNDS" --out "$rounds_file" ${BENCH_ARGS:-}
 
+echo "== one crossing into the library, per event, by events per crossing"
+java -Xmx1g -Djna.library.path="$ROOT/$BIN" \
+  -cp "bindings/kotlin/bench/target/classes:$(cat bindings/kotlin/bench/target/classpath.txt)" \
+  dev.tern.bench.CrossingBench
+
 echo "== track() from Python (buffering only: the endpoint refuses connections)"
 .venv/bin/python tools/bench-python-track.py
