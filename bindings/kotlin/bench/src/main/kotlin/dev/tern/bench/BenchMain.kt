@@ -157,12 +157,13 @@ object BenchMain {
         fun n(v: Any?) = if (v is Number) "%,d".format(v.toLong()) else "-"
         val header = listOf(
             "peer", "JMH p50 µs", "JMH p99 µs", "JMH p99.9 µs", "nanoTime p50 µs", "p99 µs", "p99.9 µs",
-            "calls/s (10 s)", "called", "delivered", "lost", "bytes/event",
+            "calls/s (10 s)", "lost of the 10 s", "called", "delivered", "lost", "bytes/event",
         )
         val rows = table.map { s ->
             listOf(
                 s["peer"].toString(), us(s["jmh_p50_ns"]), us(s["jmh_p99_ns"]), us(s["jmh_p999_ns"]),
                 us(s["p50_ns"]), us(s["p99_ns"]), us(s["p999_ns"]), n(s["flat_out_calls_per_s"]),
+                "${n(s["flat_out_lost"])} of ${n(s["flat_out_calls"])}",
                 n(s["called"]), n(s["delivered"]), n(s["lost"]), s["wire_bytes_per_event"]?.toString() ?: "-",
             )
         }

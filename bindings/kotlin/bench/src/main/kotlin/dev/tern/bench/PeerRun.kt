@@ -88,8 +88,17 @@ object PeerRun {
         val flatElapsed = System.nanoTime() - flatStart
         out["flat_out_calls"] = calls
         out["flat_out_calls_per_s"] = (calls * 1e9 / flatElapsed).toLong()
-        // What piled up behind a flat-out run is not this benchmark's question: stop the SDK
-        // without waiting long for it, then leave.
+        // Then what reached the backend of that burst, as for the timed calls: the SDK's own
+        // policy while it makes progress, one flush, and what came.
+        val flatDrain = System.nanoTime()
+        waitForDelivery(flat, calls, flatDrain, POLICY_IDLE_NS)
+        flat.flush()
+        waitForDelivery(flat, calls, flatDrain, FLUSH_IDLE_NS)
+        out.putAll(flat.notes().mapKeys { "flat_out_${it.key}" })
+        val flatDelivered = flat.delivered()
+        out["flat_out_delivered"] = flatDelivered
+        out["flat_out_lost"] = calls - flatDelivered
+        out["flat_out_drain_s"] = Math.round((System.nanoTime() - flatDrain) / 1e8) / 10.0
         val stopper = thread(isDaemon = true) {
             runCatching { flat.shutdown() }
             runCatching { flat.close() }
