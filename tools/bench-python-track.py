@@ -2,7 +2,13 @@
 """The Python binding's per-call cost: `tern.Tracker.track` timed with perf_counter_ns.
 
 Usage: python3 tools/bench-python-track.py [--calls 50000] [--warmup 5000]
-       [--endpoint http://127.0.0.1:9]
+       [--endpoint http://127.0.0.1:9] [--path queue|ffi] [--rounds 1]
+
+`--path queue` (the default) times `Tracker.track`, which queues the call for the hand-off
+thread; `--path ffi` times the path `track()` took before the hand-off queue, in the same
+process: the properties encoded as `json.dumps(dict(p), default=str, allow_nan=False)` and one
+FFI call per event (`_inner.track`), for a ratio measured in the same run. `--rounds N`
+alternates the two paths N times.
 
 Buffering only by default: the endpoint refuses connections (the discard port on 127.0.0.1), so
 the SDK stores every event and its uploads fail and back off; what is timed is the binding's
@@ -47,11 +53,28 @@ def main():
     parser.add_argument("--calls", type=int, default=50_000)
     parser.add_argument("--warmup", type=int, default=5_000)
     parser.add_argument("--endpoint", default="http://127.0.0.1:9")
+    parser.add_argument("--path", choices=["queue", "ffi", "both"], default="queue")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
+    paths = ["queue", "ffi"] if args.path == "both" else [args.path]
+    for _ in range(args.rounds):
+        for path in paths:
+            run(args, path)
 
+
+def run(args, path):
     with tempfile.TemporaryDirectory(prefix="tern-py-bench-") as tmp:
         tracker = tern.Tracker(os.path.join(tmp, "bench.db"), args.endpoint, "bench")
-        track = tracker.track
+        if path == "queue":
+            track = tracker.track
+        else:
+            inner = tracker._inner
+
+            def track(name, properties):
+                try:
+                    inner.track(name, json.dumps(dict(properties), default=str, allow_nan=False))
+                except tern.ApiError:
+                    pass  # counted by the SDK (dropped_events)
         for _ in range(args.warmup):
             track(NAME, PROPERTIES)
         times = [0] * args.calls
@@ -70,6 +93,7 @@ def main():
     times.sort()
     result = {
         "binding": "python",
+        "path": path,
         "python": sys.version.split()[0],
         "calls_timed": args.calls,
         "warmup": args.warmup,
@@ -85,7 +109,7 @@ def main():
         "refused": refused,
     }
     print(
-        f"python {result['python']}: track() p50 {result['p50_ns'] / 1000:.1f} µs, p99 {result['p99_ns'] / 1000:.1f} µs, "
+        f"python {result['python']}, {path}: track() p50 {result['p50_ns'] / 1000:.1f} µs, p99 {result['p99_ns'] / 1000:.1f} µs, "
         f"p99.9 {result['p999_ns'] / 1000:.1f} µs, {result['timed_loop_calls_per_s']:,} calls/s; "
         f"{result['pending_events']:,} events buffered of {args.calls + args.warmup:,}, "
         f"{result['dropped_events']:,} dropped; refused {refused or 'none'}"

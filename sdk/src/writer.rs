@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::policy::QUEUE_CAPACITY;
 use crate::shared::{
-    enforce_caps, lock, persist_drops, recover_if_corrupt, report_queue_drops, restore_drops, Shared,
+    enforce_caps, lock, persist_drops, recover_if_corrupt, report_queue_drops, restore_drops,
+    Shared,
 };
 use crate::store::{drop_reason, meta_key, StoredEvent};
 

@@ -470,20 +470,30 @@ class Tracker:
         """Tracks an event: queues it and returns (see the class documentation; the event appears
         in the stream under an event_id the SDK gives it). Never raises unless the config is
         strict."""
-        wall_ms = time.time_ns() // 1_000_000
-        mono_ns = time.monotonic_ns()
+        # The hot path of the binding: module-level names, the common case (a dict, the C JSON
+        # encoder, not strict) without a further Python call.
+        wall_ms = _time_ns() // 1_000_000
+        mono_ns = _monotonic_ns()
         try:
-            if not isinstance(name, str):
+            if type(name) is not str:
                 raise TypeError(f"the event name must be a string, not {type(name).__name__}")
             name_bytes = name.encode()
-            body = _encode(properties or {}).encode()
+            if type(properties) is dict and _C_ENCODER is not None:
+                body = "".join(_C_ENCODER(properties, 0)).encode()
+            else:
+                body = _encode(properties or {}).encode()
             call = b"".join(
-                (_TRACK.pack(1, wall_ms, mono_ns, len(name_bytes)), name_bytes, _U32.pack(len(body)), body)
+                (_TRACK_PACK(1, wall_ms, mono_ns, len(name_bytes)), name_bytes, _U32_PACK(len(body)), body)
             )
         except Exception as e:  # noqa: BLE001 - analytics never breaks the caller
             self._refused("track", name if isinstance(name, str) else None, e, None)
             return
-        self._enqueue("track", name, call, True)
+        if self._strict:
+            self._hand_over_now(call)
+            return
+        outcome = self._queue.offer(call, True)
+        if outcome is not _QUEUED:
+            self._refused_offer("track", name, outcome)
 
     def identify(self, user_id: Optional[str]) -> None:
         """Sets (or, with None, forgets) the user id of the following events."""
@@ -578,9 +588,13 @@ class Tracker:
             self._hand_over_now(encoded)
             return
         outcome = self._queue.offer(encoded, is_event)
+        if outcome is not _QUEUED:
+            self._refused_offer(call, event_name, outcome)
+
+    def _refused_offer(self, call: str, event_name: Optional[str], outcome: str) -> None:
         if outcome is _FULL:
             self._refused(call, event_name, ApiError.Dropped(_QUEUE_FULL_MESSAGE), None)
-        elif outcome is _CLOSED:
+        else:
             self._refused(call, event_name, ApiError.Closed(), None)
 
     def _hand_over_now(self, encoded: bytes) -> None:
@@ -684,6 +698,10 @@ class Tracker:
 
 _TRACK = struct.Struct("<BqqI")  # call 1, wall clock ms, monotonic ns, name length
 _U32 = struct.Struct("<I")
+_TRACK_PACK = _TRACK.pack
+_U32_PACK = _U32.pack
+_time_ns = time.time_ns
+_monotonic_ns = time.monotonic_ns
 _QUEUED, _FULL, _CLOSED = "queued", "full", "closed"
 _CLOSE_JOIN_S = 10.0  # how long shutdown() waits for a hand-over in progress
 _QUEUE_FULL_MESSAGE = "the hand-off queue stayed full: the SDK cannot store events as fast as they are tracked"
@@ -720,7 +738,8 @@ class _HandoffQueue:
         with self._lock:
             if self._closed:
                 return _CLOSED
-            if self._size and self._size + n > self._max_bytes:
+            size = self._size
+            if size and size + n > self._max_bytes:
                 self.full_waits += 1
                 deadline = time.monotonic() + self._max_block_s
                 while self._size and self._size + n > self._max_bytes and not self._closed:
@@ -734,12 +753,12 @@ class _HandoffQueue:
                 if self._size and self._size + n > self._max_bytes and is_event:
                     self._dropped += 1
                     return _FULL
-            wake = not self._size
+                size = self._size
             self._calls.append(call)
-            self._size += n
+            self._size = size + n
             if is_event:
                 self._events += 1
-        if wake:
+        if not size:
             self.wake.set()
         return _QUEUED
 
