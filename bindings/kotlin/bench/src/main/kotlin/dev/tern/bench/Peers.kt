@@ -155,6 +155,21 @@ class TernPeer(private val collector: String, dir: Path) : Peer {
     }
 }
 
+/** A peer whose backend is a [CountingServer] in this JVM: delivery and bytes are the server's counts. */
+abstract class LocalBackendPeer : Peer {
+    protected abstract val server: CountingServer
+
+    override fun delivered(): Long = server.events.get()
+
+    override fun bodyBytes(): Long = server.bodyBytes.get()
+
+    override fun uploads(): Long = server.requests.get()
+
+    override fun close() {
+        server.close()
+    }
+}
+
 /**
  * Segment analytics-kotlin core, default configuration except where it must point: the CDN
  * (settings) and API hosts are the local server, reached over plain HTTP by a [RequestFactory]
@@ -162,11 +177,11 @@ class TernPeer(private val collector: String, dir: Path) : Peer {
  * Segment's servers) is off. Its buffer is Segment's own: files under
  * /tmp/analytics-kotlin/<writeKey>, a fresh write key per instance, removed at [close].
  */
-class SegmentPeer : Peer {
+class SegmentPeer : LocalBackendPeer() {
     override val name = "segment"
     private val writeKey = "bench" + UUID.randomUUID().toString().replace("-", "")
     private val settingsServed = AtomicLong()
-    private val server = CountingServer(
+    override val server = CountingServer(
         batchPath = "/v1/b",
         batchKey = "batch",
         batchAnswer = """{"success":true}""",
@@ -209,19 +224,9 @@ class SegmentPeer : Peer {
         analytics.flush()
     }
 
-    override fun delivered(): Long = server.events.get()
-
-    override fun bodyBytes(): Long = server.bodyBytes.get()
-
-    override fun uploads(): Long = server.requests.get()
-
     override fun shutdown() {
         analytics.shutdown()
         File("/tmp/analytics-kotlin/$writeKey").deleteRecursively()
-    }
-
-    override fun close() {
-        server.close()
     }
 
     /** Segment's RequestFactory with http:// for https:// (same client, headers and gzip). */
@@ -253,9 +258,9 @@ class SegmentPeer : Peer {
  * `storagePrefix`), and feature flags and remote config are not loaded (no flag is evaluated).
  * The server answers `/batch` with `{"status":1}` and anything else with `{}`.
  */
-class PostHogPeer(dir: Path) : Peer {
+class PostHogPeer(dir: Path) : LocalBackendPeer() {
     override val name = "posthog"
-    private val server = CountingServer(
+    override val server = CountingServer(
         batchPath = "/batch",
         batchKey = "batch",
         batchAnswer = """{"status":1}""",
@@ -281,17 +286,7 @@ class PostHogPeer(dir: Path) : Peer {
         posthog.flush()
     }
 
-    override fun delivered(): Long = server.events.get()
-
-    override fun bodyBytes(): Long = server.bodyBytes.get()
-
-    override fun uploads(): Long = server.requests.get()
-
     override fun shutdown() {
         posthog.close()
-    }
-
-    override fun close() {
-        server.close()
     }
 }
