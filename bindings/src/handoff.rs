@@ -1,5 +1,6 @@
-//! The foreign layers' hand-off queue: how Kotlin, Swift and Python hand calls to Rust many at
-//! a time instead of crossing the FFI once per event.
+//! The foreign layers' hand-off queue: how Kotlin and Python hand calls to Rust many at a time
+//! instead of crossing the FFI once per event (Swift calls the library's C functions directly,
+//! without JNA or ctypes in between, and keeps one call per event).
 //!
 //! A foreign `track()` reads the clocks, encodes the call into a compact buffer, appends it to
 //! an in-process queue bounded in bytes ([`HandoffLimits`]) and returns; the layer's drain

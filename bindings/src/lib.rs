@@ -291,8 +291,9 @@ impl Tracker {
     }
 
     /// Tracks an event; `properties_json` is a JSON object. Returns the event id (`None` after
-    /// opt-out). Never blocks and never touches the disk on the calling thread. The hand-written
-    /// layers call [`Tracker::track_many`] instead, many events per crossing (see [`handoff`]).
+    /// opt-out). Never blocks and never touches the disk on the calling thread. The Kotlin and
+    /// Python layers call [`Tracker::track_many`] instead, many events per crossing (see
+    /// [`handoff`]); Swift calls this.
     pub fn track(&self, name: String, properties_json: String) -> Result<Option<String>, ApiError> {
         let properties = properties(&properties_json)?;
         self.running(|t| Ok(t.track(&name, properties)?.map(|id| id.to_string())))

@@ -83,7 +83,7 @@ pub(crate) struct Shared {
     /// Drops counted but not yet written to the `drops` table.
     pub(crate) unpersisted_drops: Mutex<BTreeMap<&'static str, u64>>,
     /// Events dropped on a full hand-off queue, not yet numbered and reported as a `queue_full`
-    /// gap (see `writer::report_queue_drops`).
+    /// gap (see `report_queue_drops`).
     pub(crate) unreported_queue_drops: AtomicU64,
     /// When storing last failed (ms since epoch), 0 when it works.
     pub(crate) storage_failed_at_ms: AtomicI64,
