@@ -2,20 +2,26 @@ use clap::Parser;
 
 use super::*;
 
+/// Writes `toml` as `name` in `dir`; its path, for `--config`.
+fn config_file(dir: &tempfile::TempDir, name: &str, toml: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, toml).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 #[test]
 fn flags_override_the_file() {
     let _env = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
+    let path = config_file(
+        &dir,
+        "c.toml",
         "[kinesis]\nstream = \"from-file\"\nregion = \"eu-west-1\"\n[keys.write_keys]\nk1 = \"app1\"\n",
-    )
-    .unwrap();
+    );
     let cli = Cli::parse_from([
         "tern-collector",
         "--config",
-        path.to_str().unwrap(),
+        &path,
         "--stream",
         "from-flag",
         "--write-key",
@@ -46,7 +52,6 @@ static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn every_field_is_settable_from_file_environment_and_flag() {
     let _env = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
     // (section, field, file value, environment variable, environment value, flag, flag value)
     let fields: [(&str, &str, &str, &str, &str, &str, &str); 13] = [
         (
@@ -182,8 +187,7 @@ fn every_field_is_settable_from_file_environment_and_flag() {
     let file: String = std::iter::once("[keys.write_keys]\nk = \"a\"\n".to_owned())
         .chain(sections.iter().map(|(s, lines)| format!("[{s}]\n{lines}")))
         .collect();
-    std::fs::write(&path, file).unwrap();
-    let path = path.to_str().unwrap().to_owned();
+    let path = config_file(&dir, "c.toml", &file);
     let clear = || {
         for (_, _, _, env, ..) in fields {
             std::env::remove_var(env);
@@ -254,14 +258,12 @@ fn aggregate_from_file_environment_and_flag_agree_with_flags_winning() {
     let _env = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let config_with = |aggregate: Option<bool>| {
-        let path = dir.path().join(format!("{aggregate:?}.toml"));
         let line = aggregate.map_or(String::new(), |a| format!("aggregate = {a}\n"));
-        std::fs::write(
-            &path,
-            format!("[kinesis]\n{line}stream = \"s\"\n[keys.write_keys]\nk = \"a\"\n"),
+        config_file(
+            &dir,
+            &format!("{aggregate:?}.toml"),
+            &format!("[kinesis]\n{line}stream = \"s\"\n[keys.write_keys]\nk = \"a\"\n"),
         )
-        .unwrap();
-        path.to_str().unwrap().to_owned()
     };
     /// File, `TERN_AGGREGATE`, flag, and the expected setting.
     type Case = (
@@ -315,15 +317,14 @@ fn aggregate_from_file_environment_and_flag_agree_with_flags_winning() {
 fn an_empty_value_unsets_an_optional_setting_of_the_file() {
     let _env = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
+    let path = config_file(
+        &dir,
+        "c.toml",
         "[server]\ninstance_id = \"file-instance\"\n[kinesis]\nstream = \"s\"\n\
          dead_letter_stream = \"file-dead-letters\"\nendpoint = \"http://127.0.0.1:1\"\n\
          [keys.write_keys]\nk = \"app\"\n",
-    )
-    .unwrap();
-    let file = path.to_str().unwrap();
+    );
+    let file = path.as_str();
 
     // The file's values stand when nothing overrides them.
     let config = Cli::parse_from(["tern-collector", "--config", file])
