@@ -94,11 +94,11 @@ pub fn handoff_limits() -> HandoffLimits {
 }
 
 /// The calls of a buffer, in order.
-const TRACK: u8 = 1;
-const IDENTIFY: u8 = 2;
-const SUPER_PROPERTIES: u8 = 3;
-const RESET: u8 = 4;
-const OPT_OUT: u8 = 5;
+pub(crate) const TRACK: u8 = 1;
+pub(crate) const IDENTIFY: u8 = 2;
+pub(crate) const SUPER_PROPERTIES: u8 = 3;
+pub(crate) const RESET: u8 = 4;
+pub(crate) const OPT_OUT: u8 = 5;
 
 /// One call read from the buffer.
 #[derive(Debug, PartialEq)]
@@ -287,12 +287,13 @@ fn apply(t: &tern_sdk::Tracker, call: &Call<'_>, now_mono_ns: i64) -> Result<(),
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
     use super::*;
 
-    fn str(out: &mut Vec<u8>, s: &str) {
+    /// Writes a string field as the foreign layers do.
+    pub(crate) fn str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&u32::try_from(s.len()).unwrap().to_le_bytes());
         out.extend_from_slice(s.as_bytes());
     }

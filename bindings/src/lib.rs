@@ -494,18 +494,19 @@ mod tests {
         chrono::DateTime::from_timestamp(t, 0).unwrap()
     }
 
+    /// Appends a call of the hand-off format: a track call dated a minute ago, an identify
+    /// with a user id.
     fn call(out: &mut Vec<u8>, op: u8, strings: &[&str]) {
         out.push(op);
-        if op == 1 {
+        if op == handoff::TRACK {
             out.extend_from_slice(&a_minute_ago().timestamp_millis().to_le_bytes());
             out.extend_from_slice(&0i64.to_le_bytes());
         }
-        if op == 2 {
+        if op == handoff::IDENTIFY {
             out.push(1);
         }
         for s in strings {
-            out.extend_from_slice(&u32::try_from(s.len()).unwrap().to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
+            handoff::tests::str(out, s);
         }
     }
 
@@ -514,11 +515,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tracker = Tracker::new(config(dir.path()), Arc::new(Offline)).unwrap();
         let mut calls = Vec::new();
-        call(&mut calls, 1, &["first", "{}"]);
-        call(&mut calls, 2, &["user-1"]);
-        call(&mut calls, 1, &["has spaces", "{}"]);
-        call(&mut calls, 3, &["[1]"]);
-        call(&mut calls, 1, &["second", r#"{"a":1}"#]);
+        call(&mut calls, handoff::TRACK, &["first", "{}"]);
+        call(&mut calls, handoff::IDENTIFY, &["user-1"]);
+        call(&mut calls, handoff::TRACK, &["has spaces", "{}"]);
+        call(&mut calls, handoff::SUPER_PROPERTIES, &["[1]"]);
+        call(&mut calls, handoff::TRACK, &["second", r#"{"a":1}"#]);
         let refusals = tracker.track_many(calls, 1_000_000_000, 3);
         assert_eq!(
             refusals
@@ -558,8 +559,8 @@ mod tests {
         );
         tracker.shutdown();
         let mut later = Vec::new();
-        call(&mut later, 1, &["late", "{}"]);
-        call(&mut later, 4, &[]);
+        call(&mut later, handoff::TRACK, &["late", "{}"]);
+        call(&mut later, handoff::RESET, &[]);
         let refusals = tracker.track_many(later, 0, 0);
         assert_eq!(
             refusals.iter().map(|r| r.kind).collect::<Vec<_>>(),

@@ -55,21 +55,19 @@ pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestErr
                 out.reserve(usize::try_from(size.min(limit)).unwrap_or(0));
             }
             ZSTD_CONTEXT
-                .with(|cell| match cell.try_borrow_mut() {
-                    Ok(mut slot) => {
-                        if slot.is_none() {
-                            *slot = zstd::zstd_safe::DCtx::try_create();
-                        }
-                        match slot.as_mut() {
-                            Some(context) => {
-                                zstd::stream::read::Decoder::with_context(body, context)
-                                    .take(limit + 1)
-                                    .read_to_end(&mut out)
-                            }
-                            None => zstd_fresh(body, limit, &mut out),
-                        }
+                .with(|cell| {
+                    let Ok(mut slot) = cell.try_borrow_mut() else {
+                        return zstd_fresh(body, limit, &mut out);
+                    };
+                    if slot.is_none() {
+                        *slot = zstd::zstd_safe::DCtx::try_create();
                     }
-                    Err(_) => zstd_fresh(body, limit, &mut out),
+                    match slot.as_mut() {
+                        Some(context) => zstd::stream::read::Decoder::with_context(body, context)
+                            .take(limit + 1)
+                            .read_to_end(&mut out),
+                        None => zstd_fresh(body, limit, &mut out),
+                    }
                 })
                 .map_err(|e| malformed("zstd", e))
         }

@@ -145,10 +145,13 @@ pub fn event_name_problem(name: &str) -> Option<String> {
 /// Why an event's `properties` are not acceptable, or `None` when they are: serialized size up
 /// to [`MAX_PROPERTIES_BYTES`], nesting up to [`MAX_PROPERTIES_DEPTH`].
 pub fn properties_problem(properties: &Map<String, Value>) -> Option<String> {
-    properties_depth_problem(properties).or_else(|| {
-        let size = serde_json::to_vec(properties).map_or(usize::MAX, |v| v.len());
-        properties_size_problem(size)
-    })
+    properties_depth_problem(properties)
+        .or_else(|| properties_size_problem(serialized_len(properties)))
+}
+
+/// Bytes of `properties` as JSON (`usize::MAX` if they cannot be serialized: over any limit).
+fn serialized_len(properties: &Map<String, Value>) -> usize {
+    serde_json::to_vec(properties).map_or(usize::MAX, |v| v.len())
 }
 
 /// The nesting half of [`properties_problem`]: deeper than [`MAX_PROPERTIES_DEPTH`].
@@ -200,8 +203,8 @@ pub fn id_problem(field: &str, id: Option<&str>) -> Option<String> {
 /// the same checks in `track()`, so that an event it accepted is never refused downstream.
 pub fn event_problem(event: &Event) -> Option<(&'static str, String)> {
     event_problem_but_properties_size(event).or_else(|| {
-        let size = serde_json::to_vec(&event.properties).map_or(usize::MAX, |v| v.len());
-        properties_size_problem(size).map(|p| ("invalid_properties", p))
+        properties_size_problem(serialized_len(&event.properties))
+            .map(|p| ("invalid_properties", p))
     })
 }
 

@@ -479,7 +479,7 @@ impl Tracker {
     pub fn stats(&self) -> Stats {
         let shared = &*self.shared;
         let c = &shared.counters;
-        let (pending, stored_drops, gaps, pending_gap_reports) = {
+        let (pending, stored_drops, mut gaps, pending_gap_reports) = {
             let store = shared.store();
             (
                 store.pending(),
@@ -495,7 +495,6 @@ impl Tracker {
         for (reason, n) in lock(&shared.unpersisted_drops).iter() {
             *dropped.entry((*reason).to_owned()).or_default() += n;
         }
-        let mut gaps = gaps;
         let queue_drops = shared.unreported_queue_drops.load(Ordering::SeqCst);
         if queue_drops > 0 {
             *gaps.entry(gap_reason::QUEUE_FULL.to_owned()).or_default() += queue_drops;

@@ -483,7 +483,7 @@ class Tracker:
             else:
                 body = _encode(properties or {}).encode()
             call = b"".join(
-                (_TRACK_PACK(1, wall_ms, mono_ns, len(name_bytes)), name_bytes, _U32_PACK(len(body)), body)
+                (_TRACK_PACK(_TRACK_CALL, wall_ms, mono_ns, len(name_bytes)), name_bytes, _U32_PACK(len(body)), body)
             )
         except Exception as e:  # noqa: BLE001 - analytics never breaks the caller
             self._refused("track", name if isinstance(name, str) else None, e, None)
@@ -498,10 +498,10 @@ class Tracker:
     def identify(self, user_id: Optional[str]) -> None:
         """Sets (or, with None, forgets) the user id of the following events."""
         if user_id is None:
-            call = b"\x02\x00"
+            call = _IDENTIFY + b"\x00"
         else:
             try:
-                call = b"\x02\x01" + _string(user_id)
+                call = _IDENTIFY + b"\x01" + _string(user_id)
             except Exception as e:  # noqa: BLE001
                 self._refused("identify", None, e, None)
                 return
@@ -510,7 +510,7 @@ class Tracker:
     def set_super_properties(self, properties: Mapping[str, Any]) -> None:
         """Properties added to every following event; refused ones are reported like track()'s."""
         try:
-            call = b"\x03" + _string(_encode(properties))
+            call = _SUPER_PROPERTIES + _string(_encode(properties))
         except Exception as e:  # noqa: BLE001
             self._refused("set_super_properties", None, e, None)
             return
@@ -518,7 +518,7 @@ class Tracker:
 
     def reset(self) -> None:
         """Forgets the user and the super-properties; starts a new session."""
-        self._enqueue("reset", None, b"\x04", False)
+        self._enqueue("reset", None, _RESET, False)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Hands over what is queued and waits until it is durable, then uploads; False after
@@ -559,7 +559,7 @@ class Tracker:
 
     def set_opt_out(self, opted_out: bool) -> None:
         """Stops collection and purges the buffer (True), or resumes (False); in order."""
-        self._enqueue("set_opt_out", None, b"\x05\x01" if opted_out else b"\x05\x00", False)
+        self._enqueue("set_opt_out", None, _OPT_OUT + (b"\x01" if opted_out else b"\x00"), False)
 
     def pending_stats(self) -> PendingStats:
         """What waits in the buffer (events still in the hand-off queue included)."""
@@ -696,7 +696,10 @@ class Tracker:
         self.shutdown()
 
 
-_TRACK = struct.Struct("<BqqI")  # call 1, wall clock ms, monotonic ns, name length
+# The calls of the hand-off buffer (bindings/src/handoff.rs).
+_TRACK_CALL = 1
+_IDENTIFY, _SUPER_PROPERTIES, _RESET, _OPT_OUT = b"\x02", b"\x03", b"\x04", b"\x05"
+_TRACK = struct.Struct("<BqqI")  # the track call, wall clock ms, monotonic ns, name length
 _U32 = struct.Struct("<I")
 _TRACK_PACK = _TRACK.pack
 _U32_PACK = _U32.pack
