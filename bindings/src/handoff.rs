@@ -276,7 +276,7 @@ fn apply(t: &tern_sdk::Tracker, call: &Call<'_>, now_mono_ns: i64) -> Result<(),
                 created_at: DateTime::from_timestamp_millis(wall_ms).unwrap_or_else(Utc::now),
                 uptime_ms: t.uptime_ms().saturating_sub(age_ms),
             };
-            t.track_captured(name, properties(json)?, captured, MAX_DRAIN_WAIT)?;
+            t.track_captured_json(name, json, captured, MAX_DRAIN_WAIT)?;
         }
         Call::Identify(user_id) => t.identify(user_id.map(str::to_owned)),
         Call::SuperProperties(json) => t.set_super_properties(properties(json)?)?,

@@ -295,8 +295,10 @@ impl Tracker {
     /// Python layers call [`Tracker::track_many`] instead, many events per crossing (see
     /// [`handoff`]); Swift calls this.
     pub fn track(&self, name: String, properties_json: String) -> Result<Option<String>, ApiError> {
-        let properties = properties(&properties_json)?;
-        self.running(|t| Ok(t.track(&name, properties)?.map(|id| id.to_string())))
+        self.running(|t| {
+            Ok(t.track_json(&name, &properties_json)?
+                .map(|id| id.to_string()))
+        })
     }
 
     /// Sets (or clears) the user id of the following events.

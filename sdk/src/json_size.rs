@@ -9,24 +9,174 @@
 //! holds it to serde_json's own output; an event it finds over a limit is then worded by the
 //! protocol's function.
 
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// Whether `properties` serialize (compact, as serde_json writes them) to at most `max_bytes`
 /// and nest at most `max_depth` levels (the object itself is level 1, as
 /// `tern_protocol::limits` counts).
 pub fn fits(properties: &Map<String, Value>, max_bytes: usize, max_depth: usize) -> bool {
-    let mut walk = Walk { left: max_bytes };
+    let mut walk = Walk::new(max_bytes);
     max_depth >= 1 && walk.object(properties, max_depth - 1).is_some()
+}
+
+/// What [`fits`] answers for the same properties parsed from `json`, measured on the text
+/// itself: no tree is built and nothing is allocated (serde_json hands strings over borrowed, or
+/// through its reused scratch buffer when they hold escapes). `false` for text that is not a
+/// JSON object as well as for one over a limit: either way the caller takes the path that parses
+/// the text and words the refusal.
+///
+/// The bytes counted are those of the compact form serde_json writes for the parsed value,
+/// which is what the collector measures, whatever the text's own spacing, escapes or number
+/// spellings. One difference: a key repeated within an object counts each time, where parsing
+/// keeps the last; the answer can then only be stricter than the collector's, never laxer.
+pub fn json_object_fits(json: &str, max_bytes: usize, max_depth: usize) -> bool {
+    let mut walk = Walk::new(max_bytes);
+    let mut de = serde_json::Deserializer::from_str(json);
+    let measured = de.deserialize_map(Measure {
+        walk: &mut walk,
+        depth: max_depth,
+    });
+    measured.is_ok() && de.end().is_ok()
+}
+
+/// A value measured as it is parsed; containers may nest `depth` more levels, itself included.
+struct Measure<'w> {
+    walk: &'w mut Walk,
+    depth: usize,
+}
+
+/// Why a measure stopped early: past a limit (the parser's own errors say the rest).
+fn over<E: serde::de::Error>() -> E {
+    E::custom("over a limit")
+}
+
+impl Measure<'_> {
+    fn take<E: serde::de::Error>(&mut self, n: usize) -> Result<(), E> {
+        self.walk.take(n).ok_or_else(over)
+    }
+
+    /// The budget of a container's elements, or an error if it may not nest here.
+    fn inner<E: serde::de::Error>(&self) -> Result<usize, E> {
+        self.depth.checked_sub(1).ok_or_else(over)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Measure<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Measure<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(mut self) -> Result<(), E> {
+        self.take(4)
+    }
+
+    fn visit_bool<E: serde::de::Error>(mut self, b: bool) -> Result<(), E> {
+        self.take(if b { 4 } else { 5 })
+    }
+
+    fn visit_u64<E: serde::de::Error>(mut self, u: u64) -> Result<(), E> {
+        self.take(number_len(&Number::from(u)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(mut self, i: i64) -> Result<(), E> {
+        self.take(number_len(&Number::from(i)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(mut self, f: f64) -> Result<(), E> {
+        // JSON text has no non-finite numbers; `null` is what serde_json would write for one.
+        let len = Number::from_f64(f).map_or(4, |n| number_len(&n));
+        self.take(len)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        self.walk.string(s).ok_or_else(over)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.inner()?;
+        self.take(2)?;
+        loop {
+            let seed = Measure {
+                walk: &mut *self.walk,
+                depth,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                self.walk.owed = 0;
+                return Ok(());
+            }
+            // A comma, if another element follows.
+            self.walk.owed = 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let depth = self.inner()?;
+        self.take(2)?;
+        while map.next_key_seed(Key(&mut *self.walk))?.is_some() {
+            self.take(1)?; // the colon
+            map.next_value_seed(Measure {
+                walk: &mut *self.walk,
+                depth,
+            })?;
+            self.walk.owed = 1;
+        }
+        self.walk.owed = 0;
+        Ok(())
+    }
+}
+
+/// An object's key, measured as a string.
+struct Key<'w>(&'w mut Walk);
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        self.0.string(s).ok_or_else(over)
+    }
 }
 
 /// Counts down the bytes still allowed; `None` once past the limit or too deep.
 struct Walk {
     left: usize,
+    /// Bytes the next take pays first: the comma before an element of an array or object being
+    /// parsed, known to be needed only once another element comes.
+    owed: usize,
 }
 
 impl Walk {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            left: max_bytes,
+            owed: 0,
+        }
+    }
+
     fn take(&mut self, n: usize) -> Option<()> {
-        self.left = self.left.checked_sub(n)?;
+        self.left = self.left.checked_sub(n + std::mem::take(&mut self.owed))?;
         Some(())
     }
 
@@ -114,7 +264,7 @@ mod tests {
 
     /// Exact size: the largest limit that `fits` refuses is one below it.
     fn measured(m: &Map<String, Value>) -> usize {
-        let mut walk = Walk { left: usize::MAX };
+        let mut walk = Walk::new(usize::MAX);
         walk.object(m, usize::MAX).expect("no limit");
         usize::MAX - walk.left
     }
@@ -193,6 +343,58 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3_000))]
+
+        #[test]
+        fn the_text_is_measured_as_its_parsed_value(m in properties(4), slack in 0usize..3) {
+            let compact = serde_json::to_string(&m).unwrap();
+            let pretty = serde_json::to_string_pretty(&m).unwrap();
+            // What the collector measures: the value it parses from the text (serde_json's
+            // float parsing may land a bit away from the value the text was written from).
+            let parsed: Map<String, Value> = serde_json::from_str(&compact).unwrap();
+            let size = serde_json::to_string(&parsed).unwrap().len();
+            for limit in [size + slack, size.saturating_sub(slack + 1)] {
+                for depth in [MAX_PROPERTIES_DEPTH, 1, 2, 3] {
+                    let expected = fits(&parsed, limit, depth);
+                    prop_assert_eq!(json_object_fits(&compact, limit, depth), expected, "{}", compact);
+                    prop_assert_eq!(json_object_fits(&pretty, limit, depth), expected, "{}", pretty);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_that_is_no_json_object_does_not_fit() {
+        for text in [
+            "",
+            "[]",
+            "1",
+            "null",
+            r#""a""#,
+            "{",
+            r#"{"a":1}x"#,
+            r#"{"a":}"#,
+            "{} {}",
+        ] {
+            assert!(!json_object_fits(text, usize::MAX, usize::MAX), "{text}");
+        }
+        assert!(json_object_fits(" {} ", 2, 1));
+        assert!(!json_object_fits("{}", 1, 1));
+        assert!(!json_object_fits("{}", 2, 0));
+        // Escapes and number spellings count as serde_json writes them back.
+        assert!(json_object_fits(
+            r#"{"\u00e9":1e2}"#,
+            r#"{"é":100.0}"#.len(),
+            1
+        ));
+        assert!(!json_object_fits(
+            r#"{"\u00e9":1e2}"#,
+            r#"{"é":100.0}"#.len() - 1,
+            1
+        ));
+    }
+
     #[test]
     fn the_answer_is_the_protocols_on_both_sides_of_each_limit() {
         let nested = |depth: usize, inner: Value| {
@@ -220,6 +422,16 @@ mod tests {
             let protocol = properties_problem(m).is_none();
             assert_eq!(
                 fits(m, MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH),
+                protocol,
+                "{}",
+                Value::Object(m.clone())
+            );
+            assert_eq!(
+                json_object_fits(
+                    &serde_json::to_string(m).unwrap(),
+                    MAX_PROPERTIES_BYTES,
+                    MAX_PROPERTIES_DEPTH
+                ),
                 protocol,
                 "{}",
                 Value::Object(m.clone())

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{bounded, SendTimeoutError, Sender, TrySendError};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tern_protocol::limits::{
     context_problem, event_name_problem, id_problem, properties_problem, MAX_PROPERTIES_BYTES,
@@ -32,7 +33,7 @@ use crate::store::{drop_reason, gap_reason, meta_key, Pending, Store};
 use crate::supervise::{run_checkpoints, supervise};
 use crate::transport::{self, Transport};
 use crate::upload::scheduler::{latest_next_attempt, run_uploader, LastFailure};
-use crate::writer::{run_writer, Command, Tracked};
+use crate::writer::{run_writer, Command, Properties, Tracked};
 
 /// How to build a [`Tracker`].
 #[derive(Clone)]
@@ -77,6 +78,14 @@ pub struct Captured {
     /// The tracker's monotonic clock at the call ([`Tracker::uptime_ms`]), which the collector's
     /// clock-skew correction compares with the batch's.
     pub uptime_ms: u64,
+}
+
+/// Properties as `track()`'s callers give them.
+enum Input<'a> {
+    /// Built in Rust.
+    Map(Map<String, Value>),
+    /// The JSON text of an object (the bindings' layers).
+    Json(&'a str),
 }
 
 /// What happened to tracked events, for QA and for the host app's diagnostics.
@@ -237,6 +246,17 @@ impl Tracker {
         self.track_captured(name, properties, captured, Duration::ZERO)
     }
 
+    /// [`Tracker::track`] with the properties as the JSON text of an object (see
+    /// [`Tracker::track_captured_json`]).
+    pub fn track_json(&self, name: &str, properties: &str) -> Result<Option<Uuid>> {
+        let clock = &self.shared.clock;
+        let captured = Captured {
+            created_at: clock.wall(),
+            uptime_ms: clock.uptime_ms(),
+        };
+        self.track_input(name, Input::Json(properties), captured, Duration::ZERO)
+    }
+
     /// Records an event captured earlier: what [`Tracker::track`] does, with the clocks read
     /// when the app called (see [`Captured`]), for the bindings' queue, which calls this from
     /// its own thread many events at a time. Waits at most `wait` for room in the hand-off
@@ -246,7 +266,32 @@ impl Tracker {
     pub fn track_captured(
         &self,
         name: &str,
-        mut properties: Map<String, Value>,
+        properties: Map<String, Value>,
+        captured: Captured,
+        wait: Duration,
+    ) -> Result<Option<Uuid>> {
+        self.track_input(name, Input::Map(properties), captured, wait)
+    }
+
+    /// [`Tracker::track_captured`] with the properties as the JSON text of an object, as the
+    /// bindings' layers encode them. Text the collector would take is stored as it is, checked
+    /// without building a tree (`json_size::json_object_fits`) and never serialized again;
+    /// with super-properties to merge, or text over a limit or not a JSON object, the text is
+    /// parsed and the event takes [`Tracker::track_captured`]'s path (and its refusal's words).
+    pub fn track_captured_json(
+        &self,
+        name: &str,
+        properties: &str,
+        captured: Captured,
+        wait: Duration,
+    ) -> Result<Option<Uuid>> {
+        self.track_input(name, Input::Json(properties), captured, wait)
+    }
+
+    fn track_input(
+        &self,
+        name: &str,
+        input: Input<'_>,
         captured: Captured,
         wait: Duration,
     ) -> Result<Option<Uuid>> {
@@ -270,12 +315,41 @@ impl Tracker {
                 "the last write to the buffer failed".into(),
             ));
         }
-        let user_id = {
+        let (properties, user_id) = {
             let identity = read(&shared.identity);
+            let mut map = match input {
+                Input::Json(json)
+                    if identity.super_properties.is_empty()
+                        && json_size::json_object_fits(
+                            json,
+                            MAX_PROPERTIES_BYTES,
+                            MAX_PROPERTIES_DEPTH,
+                        ) =>
+                {
+                    // Checked as the collector will parse it; the text was parsed whole.
+                    let raw = RawValue::from_string(json.to_owned())?;
+                    let user_id = identity.user_id.clone();
+                    drop(identity);
+                    if let Some(problem) = id_problem("user_id", user_id.as_deref()) {
+                        return Err(self.invalid(problem));
+                    }
+                    return self.hand_over(name, Properties::Json(raw), user_id, captured, wait);
+                }
+                Input::Json(json) => match serde_json::from_str::<Value>(json) {
+                    Ok(Value::Object(map)) => map,
+                    Ok(_) => {
+                        return Err(self.invalid("properties must be a JSON object".into()));
+                    }
+                    Err(e) => {
+                        return Err(self.invalid(format!("properties are not valid JSON: {e}")));
+                    }
+                },
+                Input::Map(map) => map,
+            };
             for (k, v) in &identity.super_properties {
-                properties.entry(k.clone()).or_insert_with(|| v.clone());
+                map.entry(k.clone()).or_insert_with(|| v.clone());
             }
-            identity.user_id.clone()
+            (map, identity.user_id.clone())
         };
         // The collector's own checks, so that an event accepted here is never refused there.
         // Measuring the properties without serializing them keeps this cheap; only an event
@@ -289,12 +363,25 @@ impl Tracker {
         }) {
             return Err(self.invalid(problem));
         }
-        let session_id = self.touch_session(now_ms);
+        self.hand_over(name, Properties::Map(properties), user_id, captured, wait)
+    }
+
+    /// Stamps a checked event and hands it to the writer (see [`Tracker::track_captured`]).
+    fn hand_over(
+        &self,
+        name: &str,
+        properties: Properties,
+        user_id: Option<String>,
+        captured: Captured,
+        wait: Duration,
+    ) -> Result<Option<Uuid>> {
+        let shared = &*self.shared;
+        let session_id = self.touch_session(captured.created_at.timestamp_millis());
         let event_id = Uuid::now_v7();
         let tracked = Tracked {
             event_id,
             name: name.to_owned(),
-            created_at,
+            created_at: captured.created_at,
             uptime_ms: captured.uptime_ms,
             properties,
             user_id,

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tern_protocol::Event;
 use uuid::Uuid;
 
 use crate::policy::QUEUE_CAPACITY;
@@ -30,9 +31,62 @@ pub(crate) struct Tracked {
     pub(crate) name: String,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) uptime_ms: u64,
-    pub(crate) properties: Map<String, Value>,
+    pub(crate) properties: Properties,
     pub(crate) user_id: Option<String>,
     pub(crate) session_id: String,
+}
+
+/// An event's properties, checked against the limits at `track()`.
+pub(crate) enum Properties {
+    /// Built in Rust; serialized by the writer.
+    Map(Map<String, Value>),
+    /// The JSON text of an object from the bindings' layers, stored as it came (see
+    /// `Tracker::track_captured_json`).
+    Json(Box<RawValue>),
+}
+
+impl Serialize for Properties {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::Map(map) => map.serialize(s),
+            Self::Json(raw) => raw.serialize(s),
+        }
+    }
+}
+
+/// A stored event's body: a `tern_protocol::Event`, field for field and in its order (a test
+/// holds the bytes to serializing one), borrowing what the writer holds instead of moving it
+/// into an `Event`, and writing text properties as they are.
+#[derive(Serialize)]
+struct Body<'a> {
+    event_id: Uuid,
+    seq: u64,
+    name: &'a str,
+    #[serde(with = "tern_protocol::wire::rfc3339")]
+    created_at: DateTime<Utc>,
+    uptime_ms: u64,
+    clock_id: &'a str,
+    properties: &'a Properties,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    session_id: &'a str,
+}
+
+impl Tracked {
+    /// The stored body of this event under `seq`.
+    fn body(&self, seq: u64, clock_id: &str) -> serde_json::Result<String> {
+        serde_json::to_string(&Body {
+            event_id: self.event_id,
+            seq,
+            name: &self.name,
+            created_at: self.created_at,
+            uptime_ms: self.uptime_ms,
+            clock_id,
+            properties: &self.properties,
+            user_id: self.user_id.as_deref(),
+            session_id: &self.session_id,
+        })
+    }
 }
 
 /// What the tracker asks of the writer, in the order it asked.
@@ -155,7 +209,7 @@ fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
     let mut store = shared.store();
     let next_seq = store.next_seq();
     let count = group.events.len() as u64;
-    let clock_id = shared.clock.id().to_owned();
+    let clock_id = shared.clock.id();
     let mut rows = std::mem::take(&mut unstored.rows);
     rows.reserve(group.events.len());
     let mut unserializable = 0;
@@ -164,32 +218,18 @@ fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
     let mut seq_next = rows.last().map_or(next_seq, |r| r.seq + 1).max(next_seq);
     for t in group.events.drain(..) {
         let seq = seq_next;
-        let event = Event {
-            event_id: t.event_id,
-            seq,
-            name: t.name,
-            created_at: t.created_at,
-            uptime_ms: Some(t.uptime_ms),
-            clock_id: Some(clock_id.clone()),
-            properties: t.properties,
-            user_id: t.user_id,
-            session_id: Some(t.session_id),
-        };
         // Its size and shape were checked at track().
-        let body = match serde_json::to_string(&event) {
-            Ok(body) => body,
-            Err(_) => {
-                unserializable += 1;
-                continue;
-            }
+        let Ok(body) = t.body(seq, clock_id) else {
+            unserializable += 1;
+            continue;
         };
         seq_next += 1;
         rows.push(StoredEvent {
             seq,
-            event_id: event.event_id,
-            created_at_ms: event.created_at.timestamp_millis(),
+            event_id: t.event_id,
+            created_at_ms: t.created_at.timestamp_millis(),
             body,
-            name: event.name,
+            name: t.name,
         });
     }
     if unserializable > 0 {
@@ -255,5 +295,55 @@ fn commit_group(shared: &Shared, group: &mut Group, unstored: &mut Unstored) {
     if let Err(e) = enforce_caps(shared) {
         tracing::error!(error = %e, "could not enforce the buffer caps");
         recover_if_corrupt(&mut shared.store(), &e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_body_is_the_protocols_event_to_the_byte() {
+        let properties = json!({"a": 1, "b": [true, null, 2.5], "c": {"é": "\"q\"\n"}});
+        let map = properties.as_object().cloned().unwrap();
+        for user_id in [None, Some("user \"1\"".to_owned())] {
+            let tracked = |properties| Tracked {
+                event_id: Uuid::now_v7(),
+                name: "checkout\u{1}".into(),
+                created_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+                uptime_ms: 42,
+                properties,
+                user_id: user_id.clone(),
+                session_id: "s-1".into(),
+            };
+            let event = |t: &Tracked| tern_protocol::Event {
+                event_id: t.event_id,
+                seq: 7,
+                name: t.name.clone(),
+                created_at: t.created_at,
+                uptime_ms: Some(42),
+                clock_id: Some("clock".into()),
+                properties: map.clone(),
+                user_id: user_id.clone(),
+                session_id: Some("s-1".into()),
+            };
+            let from_map = tracked(Properties::Map(map.clone()));
+            let expected = serde_json::to_string(&event(&from_map)).unwrap();
+            assert_eq!(from_map.body(7, "clock").unwrap(), expected);
+            // Text properties are written as they came: serde_json's own text of the map
+            // gives the same bytes; other spacing stays, and parses to the same event.
+            let text = serde_json::to_string(&map).unwrap();
+            let from_text = tracked(Properties::Json(RawValue::from_string(text).unwrap()));
+            let expected = serde_json::to_string(&event(&from_text)).unwrap();
+            assert_eq!(from_text.body(7, "clock").unwrap(), expected);
+            let spaced = RawValue::from_string(serde_json::to_string_pretty(&map).unwrap());
+            let from_spaced = tracked(Properties::Json(spaced.unwrap()));
+            let body = from_spaced.body(7, "clock").unwrap();
+            let parsed: tern_protocol::Event = serde_json::from_str(&body).unwrap();
+            assert_eq!(parsed, event(&from_spaced));
+        }
     }
 }

@@ -229,11 +229,12 @@ impl Store {
         let mut max_seq = 0u64;
         {
             let mut insert = tx.prepare_cached(INSERT_EVENT)?;
+            let mut id = Uuid::encode_buffer();
             for e in events {
                 let len = e.body.len() as u64;
                 insert.execute(params![
                     e.seq,
-                    e.event_id.to_string(),
+                    &*e.event_id.hyphenated().encode_lower(&mut id),
                     e.name,
                     e.created_at_ms,
                     e.body,

@@ -34,47 +34,50 @@ object PeerRun {
         val dir = Path.of(dirArg)
         val out = linkedMapOf<String, Any>("peer" to name)
 
-        val peer = Peers.open(name, collector, Files.createDirectories(dir.resolve("latency")))
-        repeat(WARMUP) { peer.track() }
-        val latencies = LongArray(MEASURED)
-        val start = System.nanoTime()
-        for (i in 0 until MEASURED) {
-            val t0 = System.nanoTime()
-            peer.track()
-            latencies[i] = System.nanoTime() - t0
-        }
-        val elapsed = System.nanoTime() - start
-        latencies.sort()
-        out["calls_timed"] = MEASURED
-        out["p50_ns"] = percentile(latencies, 0.50)
-        out["p99_ns"] = percentile(latencies, 0.99)
-        out["p999_ns"] = percentile(latencies, 0.999)
-        out["max_ns"] = latencies.last()
-        out["mean_ns"] = latencies.average().toLong()
-        out["timed_loop_calls_per_s"] = (MEASURED * 1e9 / elapsed).toLong()
+        // -Dtern.bench.flatOnly=true: only step 3 (for quick A/B runs of the throughput).
+        if (!java.lang.Boolean.getBoolean("tern.bench.flatOnly")) {
+            val peer = Peers.open(name, collector, Files.createDirectories(dir.resolve("latency")))
+            repeat(WARMUP) { peer.track() }
+            val latencies = LongArray(MEASURED)
+            val start = System.nanoTime()
+            for (i in 0 until MEASURED) {
+                val t0 = System.nanoTime()
+                peer.track()
+                latencies[i] = System.nanoTime() - t0
+            }
+            val elapsed = System.nanoTime() - start
+            latencies.sort()
+            out["calls_timed"] = MEASURED
+            out["p50_ns"] = percentile(latencies, 0.50)
+            out["p99_ns"] = percentile(latencies, 0.99)
+            out["p999_ns"] = percentile(latencies, 0.999)
+            out["max_ns"] = latencies.last()
+            out["mean_ns"] = latencies.average().toLong()
+            out["timed_loop_calls_per_s"] = (MEASURED * 1e9 / elapsed).toLong()
 
-        val called = (WARMUP + MEASURED).toLong()
-        val drainStart = System.nanoTime()
-        // First the SDK's own policy (upload every N events or T seconds) while it makes
-        // progress, then one flush for the rest. Flushing early would change what is measured:
-        // PostHog's flush() waits behind every capture still queued on its executor and holds
-        // back its uploads meanwhile, so its 1000-file queue overflows.
-        waitForDelivery(peer, called, drainStart, POLICY_IDLE_NS)
-        peer.flush()
-        waitForDelivery(peer, called, drainStart, FLUSH_IDLE_NS)
-        out.putAll(peer.notes())
-        peer.shutdown()
-        Thread.sleep(1_000)
-        val delivered = peer.delivered()
-        val bytes = peer.bodyBytes()
-        out["uploads"] = peer.uploads()
-        peer.close()
-        out["called"] = called
-        out["delivered"] = delivered
-        out["lost"] = called - delivered
-        out["drain_s"] = Math.round((System.nanoTime() - drainStart) / 1e8) / 10.0
-        out["wire_bytes"] = bytes
-        out["wire_bytes_per_event"] = if (delivered > 0) Math.round(bytes * 10.0 / delivered) / 10.0 else 0.0
+            val called = (WARMUP + MEASURED).toLong()
+            val drainStart = System.nanoTime()
+            // First the SDK's own policy (upload every N events or T seconds) while it makes
+            // progress, then one flush for the rest. Flushing early would change what is measured:
+            // PostHog's flush() waits behind every capture still queued on its executor and holds
+            // back its uploads meanwhile, so its 1000-file queue overflows.
+            waitForDelivery(peer, called, drainStart, POLICY_IDLE_NS)
+            peer.flush()
+            waitForDelivery(peer, called, drainStart, FLUSH_IDLE_NS)
+            out.putAll(peer.notes())
+            peer.shutdown()
+            Thread.sleep(1_000)
+            val delivered = peer.delivered()
+            val bytes = peer.bodyBytes()
+            out["uploads"] = peer.uploads()
+            peer.close()
+            out["called"] = called
+            out["delivered"] = delivered
+            out["lost"] = called - delivered
+            out["drain_s"] = Math.round((System.nanoTime() - drainStart) / 1e8) / 10.0
+            out["wire_bytes"] = bytes
+            out["wire_bytes_per_event"] = if (delivered > 0) Math.round(bytes * 10.0 / delivered) / 10.0 else 0.0
+        }
 
         val flat = Peers.open(name, collector, Files.createDirectories(dir.resolve("throughput")))
         var calls = 0L
