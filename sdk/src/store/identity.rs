@@ -5,7 +5,8 @@
 //! super-properties, the opt-out choice, and three `seq` marks:
 //! - `seq_reserved_through`: every `seq` ever given out is at most this. The writer takes seqs
 //!   from a reserved block and writes the next reservation only when the block is used up, so
-//!   this file is written once per [`SEQ_RESERVATION`] events, not per event.
+//!   this file is written once per [`SEQ_RESERVATION`] events (more in a burst, see
+//!   [`reservation`]), not per event.
 //! - `batched_through`: the highest `seq` ever cut into a batch, written before the batch is
 //!   first sent. A buffer whose last `seq` is below it lost sent events (a power loss).
 //! - `acked_through`: every `seq` at most this was acknowledged by the collector (as an event
@@ -22,6 +23,22 @@ use crate::error::{Error, Result};
 /// the identity file is written once per thousand events, not per event, and a recovery skips
 /// at most this many numbers (reported as a `storage_lost` gap) to be sure none is reused.
 pub const SEQ_RESERVATION: u64 = 1_000;
+/// Commits of the current size a reservation covers during a burst: the writer commits up to
+/// 2 000 events at a time then, and a reservation per commit would put the identity file's
+/// durable write (a journal, four fsyncs; tens of milliseconds when the disk is busy) in every
+/// commit, stalling the writer while the app's queue waits.
+pub const RESERVED_COMMITS: u64 = 10;
+/// The largest reservation: what a recovery after a burst may skip (and report as
+/// `storage_lost`) beyond the numbers really given out.
+pub const MAX_SEQ_RESERVATION: u64 = 20_000;
+
+/// The block reserved for a commit of `events` events: [`SEQ_RESERVATION`], or
+/// [`RESERVED_COMMITS`] commits of this size, at most [`MAX_SEQ_RESERVATION`].
+pub fn reservation(events: u64) -> u64 {
+    SEQ_RESERVATION
+        .max(events.saturating_mul(RESERVED_COMMITS))
+        .min(MAX_SEQ_RESERVATION)
+}
 
 /// Schema version of the identity file (`PRAGMA user_version`).
 pub const VERSION: i64 = 1;
@@ -154,15 +171,21 @@ impl IdentityFile {
         Ok(())
     }
 
-    /// Writes `values` in one durable transaction, with a new reservation when `max_seq` (the
-    /// highest `seq` about to be stored, 0 for none) is beyond the reserved block. Called before
-    /// the buffer commits: no `seq` is stored before it is reserved durably.
-    pub(super) fn write(&mut self, values: &[(&str, &str)], max_seq: u64) -> Result<()> {
+    /// Writes `values` in one durable transaction, with a new reservation (see [`reservation`])
+    /// when `max_seq` (the highest `seq` about to be stored, 0 for none; `events` of them) is
+    /// beyond the reserved block. Called before the buffer commits: no `seq` is stored before
+    /// it is reserved durably.
+    pub(super) fn write(
+        &mut self,
+        values: &[(&str, &str)],
+        max_seq: u64,
+        events: u64,
+    ) -> Result<()> {
         let reserve = max_seq > self.reserved_through;
         if values.is_empty() && !reserve {
             return Ok(());
         }
-        let reserved = max_seq.saturating_add(SEQ_RESERVATION);
+        let reserved = max_seq.saturating_add(reservation(events));
         let reserved_text = reserved.to_string();
         let mut all = values.to_vec();
         if reserve {
@@ -213,4 +236,19 @@ fn get(conn: &Connection, key: &str) -> Result<Option<String>> {
         .prepare_cached(IDENTITY_GET)?
         .query_row([key], |r| r.get(0))
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_covers_ten_commits_of_a_burst_within_its_bounds() {
+        assert_eq!(reservation(0), SEQ_RESERVATION);
+        assert_eq!(reservation(1), SEQ_RESERVATION);
+        assert_eq!(reservation(100), SEQ_RESERVATION);
+        assert_eq!(reservation(250), 2_500);
+        assert_eq!(reservation(2_000), MAX_SEQ_RESERVATION);
+        assert_eq!(reservation(u64::MAX), MAX_SEQ_RESERVATION);
+    }
 }

@@ -220,7 +220,8 @@ impl Store {
             .iter()
             .partition(|(key, _)| IDENTITY_KEYS.contains(key));
         let highest = events.iter().map(|e| e.seq).max().unwrap_or(0);
-        self.identity.write(&identity_meta, highest)?;
+        self.identity
+            .write(&identity_meta, highest, events.len() as u64)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -268,7 +269,7 @@ impl Store {
         }
         let first = self.next_seq;
         let last = first.saturating_add(count - 1);
-        self.identity.write(&[], last)?;
+        self.identity.write(&[], last, 0)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

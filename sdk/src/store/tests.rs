@@ -4,7 +4,7 @@ use std::time::Duration;
 use rusqlite::ErrorCode;
 use tern_protocol::{RefusedEvent, SeqRange};
 
-use super::identity::SEQ_RESERVATION;
+use super::identity::{reservation, SEQ_RESERVATION};
 use super::recovery::{MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE};
 use super::schema::create_or_upgrade;
 use super::*;
@@ -492,10 +492,12 @@ fn a_file_whose_event_pages_are_damaged_is_moved_aside_at_open() -> Result<()> {
     std::fs::write(&buffer.path, &bytes)?;
     let store = buffer.open()?;
     assert_eq!(store.pending().events, 0, "a fresh buffer");
-    assert_eq!(store.next_seq(), 3_001 + SEQ_RESERVATION);
+    // One commit of 3 000 events reserved ten commits of its size beyond them.
+    assert_eq!(reservation(3_000), 20_000);
+    assert_eq!(store.next_seq(), 3_001 + reservation(3_000));
     assert_eq!(
         gap_total(&store, gap_reason::STORAGE_LOST),
-        3_000 + SEQ_RESERVATION
+        3_000 + reservation(3_000)
     );
     assert!(store.meta(meta_key::RECOVERED_FROM)?.is_some());
     Ok(())
