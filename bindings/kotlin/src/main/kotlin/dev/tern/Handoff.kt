@@ -226,10 +226,13 @@ internal enum class Offer { QUEUED, FULL, CLOSED }
 internal class HandoffQueue(private val maxBytes: Int, private val maxBlockNanos: Long) {
     private val lock = ReentrantLock()
     private val taken = lock.newCondition()
+
+    /** The queued calls are `front[head until size]`; a chunked [take] moves [head] on. */
     private var front = ByteArray(INITIAL_BYTES)
 
     /** The array [take] swaps in; touched only by the taking thread outside the lock. */
     private var back = ByteArray(INITIAL_BYTES)
+    private var head = 0
     private var size = 0
     private var events = 0
     private var closed = false
@@ -240,6 +243,15 @@ internal class HandoffQueue(private val maxBytes: Int, private val maxBlockNanos
     /** Calls that found the queue full and waited (for tests and diagnostics). */
     val fullWaits: Long get() = lock.withLock { waits }
     private var waits = 0L
+
+    /**
+     * Where [take] may cut the queue for a chunk: the end (an index into [front]) of the first
+     * call at least [CHUNK_BYTES] past the previous cut, with the events queued up to it;
+     * [cutCount] of them, in order.
+     */
+    private val cutEnds = IntArray(maxBytes / CHUNK_BYTES + 2)
+    private val cutEvents = IntArray(cutEnds.size)
+    private var cutCount = 0
 
     /** The thread to wake when the queue stops being empty. */
     @Volatile var drainer: Thread? = null
@@ -258,29 +270,47 @@ internal class HandoffQueue(private val maxBytes: Int, private val maxBlockNanos
         lock.lock()
         try {
             if (closed) return Offer.CLOSED
-            if (size > 0 && size + len > maxBytes) {
+            if (size > head && size - head + len > maxBytes) {
                 waits++
                 var left = maxBlockNanos
-                while (size > 0 && size + len > maxBytes && left > 0 && !closed) {
+                while (size > head && size - head + len > maxBytes && left > 0 && !closed) {
                     LockSupport.unpark(drainer)
                     left = taken.awaitNanos(left)
                 }
                 if (closed) return Offer.CLOSED
-                if (size > 0 && size + len > maxBytes && isEvent) {
+                if (size > head && size - head + len > maxBytes && isEvent) {
                     dropped++
                     return Offer.FULL
                 }
             }
-            if (size + len > front.size) front = front.copyOf(maxOf(front.size * 2, size + len))
+            if (size + len > front.size) {
+                compact()
+                if (size + len > front.size) front = front.copyOf(maxOf(front.size * 2, size + len))
+            }
             System.arraycopy(src, 0, front, size, len)
-            wake = size == 0
+            wake = size == head
             size += len
             if (isEvent) events++
+            val lastCut = if (cutCount > 0) cutEnds[cutCount - 1] else head
+            if (size - lastCut >= CHUNK_BYTES && cutCount < cutEnds.size) {
+                cutEnds[cutCount] = size
+                cutEvents[cutCount] = events
+                cutCount++
+            }
         } finally {
             lock.unlock()
         }
         if (wake) LockSupport.unpark(drainer)
         return Offer.QUEUED
+    }
+
+    /** Moves the queued calls to the start of [front] (under the lock): once per array's length. */
+    private fun compact() {
+        if (head == 0) return
+        System.arraycopy(front, head, front, 0, size - head)
+        for (i in 0 until cutCount) cutEnds[i] -= head
+        size -= head
+        head = 0
     }
 
     /** Refuses every later call; what is queued stays for the last [take]. */
@@ -294,32 +324,62 @@ internal class HandoffQueue(private val maxBytes: Int, private val maxBlockNanos
      * arrays are swapped under the lock and the taken one is copied out after it, so callers
      * never wait for a copy; one thread at a time takes (the tracker's drain lock).
      */
-    fun take(): Pair<ByteArray, Long>? {
+    fun take(): Pair<ByteArray, Long>? = take(chunk = false)
+
+    /**
+     * With [chunk], only the oldest calls up to the first cut (about [CHUNK_BYTES]) when more is
+     * queued, copied out under the lock. During a burst the drain thread then frees room every
+     * chunk instead of once per whole queue, so a caller waiting for room waits for one chunk's
+     * hand-over, not the whole queue's.
+     */
+    fun take(chunk: Boolean): Pair<ByteArray, Long>? {
         val full: ByteArray
-        val n: Int
+        val from: Int
+        val to: Int
         val drops: Long
         lock.withLock {
-            if (size == 0 && dropped == 0L) return null
+            if (size == head && dropped == 0L) return null
+            if (chunk && cutCount > 0 && cutEnds[0] < size) {
+                val end = cutEnds[0]
+                val part = front.copyOfRange(head, end)
+                head = end
+                events -= cutEvents[0]
+                for (i in 1 until cutCount) {
+                    cutEnds[i - 1] = cutEnds[i]
+                    cutEvents[i - 1] = cutEvents[i] - cutEvents[0]
+                }
+                cutCount--
+                val chunkDrops = dropped
+                dropped = 0
+                taken.signalAll()
+                return part to chunkDrops
+            }
             full = front
-            n = size
+            from = head
+            to = size
             drops = dropped
             front = back
+            head = 0
             size = 0
             events = 0
             dropped = 0
+            cutCount = 0
             taken.signalAll()
         }
-        val out = full.copyOf(n)
+        val out = full.copyOfRange(from, to)
         // An array grown by a burst shrinks back once drained.
         back = if (full.size > maxBytes * 2) ByteArray(INITIAL_BYTES) else full
         return out to drops
     }
 
-    fun isEmpty(): Boolean = lock.withLock { size == 0 && dropped == 0L }
+    fun isEmpty(): Boolean = lock.withLock { size == head && dropped == 0L }
 
     fun isClosed(): Boolean = lock.withLock { closed }
 
-    private companion object {
+    internal companion object {
         const val INITIAL_BYTES = 64 * 1024
+
+        /** About what the drain thread takes at a time during a burst (some 400 events). */
+        const val CHUNK_BYTES = 128 * 1024
     }
 }

@@ -526,15 +526,19 @@ class Tracker(config: TernConfig) : AutoCloseable {
      */
     private fun drainLoop() {
         while (!stopping) {
-            if (queue.isEmpty()) LockSupport.park(this) else drain()
+            if (queue.isEmpty()) LockSupport.park(this) else drainLock.withLock { drainLocked(mayThrow = false, chunk = true) }
         }
     }
 
-    /** Hands what is queued to the SDK (one crossing) and reports what it refused. */
+    /** Hands everything queued to the SDK (one crossing) and reports what it refused. */
     private fun drain() = drainLock.withLock { drainLocked(mayThrow = false) }
 
-    private fun drainLocked(mayThrow: Boolean) {
-        val (calls, dropped) = queue.take() ?: return
+    /**
+     * One crossing: everything queued, or with [chunk] only its oldest part (see
+     * [HandoffQueue.take]), which frees room for waiting callers sooner during a burst.
+     */
+    private fun drainLocked(mayThrow: Boolean, chunk: Boolean = false) {
+        val (calls, dropped) = queue.take(chunk) ?: return
         val refusals = try {
             inner.trackMany(calls, MonotonicClock.nanos(), dropped.toULong())
         } catch (e: Exception) {
