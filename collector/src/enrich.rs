@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
 use tern_protocol::limits;
@@ -15,7 +17,9 @@ use uuid::Uuid;
 use crate::dead_letter::{dead_letter_entry, prefix};
 use crate::decode::{event_problem_but_properties_size, EventFields};
 use crate::error::RequestError;
-use crate::limits::{MAX_ACCEPTED_EVENT_AGE, MAX_DEAD_LETTER_MESSAGE_BYTES};
+use crate::limits::{
+    MAX_ACCEPTED_EVENT_AGE, MAX_DEAD_LETTER_MESSAGE_BYTES, MAX_FIRST_RECORDS_BUFFER_BYTES,
+};
 use crate::metrics::sdk_drop_reason;
 use crate::sink::kinesis::limits::MAX_RECORD_BYTES;
 use crate::sink::kinesis::Entry;
@@ -225,6 +229,11 @@ pub fn prepare<E: EventFields>(
     // One buffer for every event's serialized properties: measured for the size limit, then
     // copied into the record, so they are serialized once.
     let mut properties = Vec::new();
+    // Every record of the upload in one buffer, each entry a slice of it: one allocation per
+    // upload instead of one per record (and one more per record when its `Bytes` is first
+    // shared). The records are sent and released together, as one upload.
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut spans = Vec::with_capacity(batch.events.len());
     for event in &batch.events {
         properties.clear();
         let checked = match event_problem_but_properties_size(event) {
@@ -240,17 +249,26 @@ pub fn prepare<E: EventFields>(
         let (code, message) = match checked {
             Err(problem) => problem,
             Ok(event_time) => {
-                let data = shared.record(event, &event_time, &properties)?;
-                if data.len() + batch.install_id.len() <= MAX_RECORD_BYTES {
-                    records.push(Entry {
-                        data: data.into(),
-                        partition_key: batch.install_id.clone(),
-                    });
+                if buffer.capacity() == 0 {
+                    // Sized from the first record, within a bound: a hostile first event must
+                    // not reserve its size 500 times over.
+                    buffer.reserve(
+                        shared
+                            .record_len_estimate(event, &properties)
+                            .saturating_mul(batch.events.len())
+                            .min(MAX_FIRST_RECORDS_BUFFER_BYTES),
+                    );
+                }
+                let start = buffer.len();
+                shared.write_record(&mut buffer, event, &event_time, &properties)?;
+                let len = buffer.len() - start;
+                if len + batch.install_id.len() <= MAX_RECORD_BYTES {
+                    spans.push(start..buffer.len());
                     continue;
                 }
+                buffer.truncate(start);
                 let message = format!(
-                    "the record is {} bytes, over the Kinesis limit of {MAX_RECORD_BYTES}",
-                    data.len()
+                    "the record is {len} bytes, over the Kinesis limit of {MAX_RECORD_BYTES}"
                 );
                 ("record_too_large", message)
             }
@@ -274,6 +292,16 @@ pub fn prepare<E: EventFields>(
             )?);
         }
     }
+    // The entries hold the whole allocation until the last is sent: give back what doubling
+    // left unused (its bytes are not in the upload's reservation).
+    if buffer.capacity() - buffer.len() > buffer.len() / 4 {
+        buffer.shrink_to_fit();
+    }
+    let buffer = Bytes::from(buffer);
+    records.extend(spans.into_iter().map(|span| Entry {
+        data: buffer.slice(span),
+        partition_key: batch.install_id.clone(),
+    }));
     let mut gap_records = Vec::with_capacity(batch.gaps.len());
     let mut gap_events = BTreeMap::new();
     for gap in &batch.gaps {

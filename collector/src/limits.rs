@@ -119,6 +119,11 @@ pub const MAX_ACCEPTED_EVENT_AGE: Duration =
 /// so an ordinary client receives its 413 rather than a reset mid-send; then it cuts off.
 pub const MAX_DRAINED_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest first allocation of an upload's record buffer (all its records, one after the other;
+/// `enrich::prepare`): sized from the first record times the events, so that a typical upload
+/// (500 records of ~1 KB) needs one allocation, but capped at a Kinesis request's worth.
+pub const MAX_FIRST_RECORDS_BUFFER_BYTES: usize = 5 * 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,15 +73,31 @@ impl RecordJson {
     }
 
     /// The record of `event`, whose `properties` are already serialized in `properties`.
+    #[cfg(test)]
     pub fn record<E: EventFields>(
         &self,
         event: &E,
         event_time: &DateTime<Utc>,
         properties: &[u8],
     ) -> Result<Vec<u8>, RequestError> {
-        let mut out = Vec::with_capacity(
-            self.shared_len() + properties.len() + event.name().len() + RECORD_EVENT_FIELDS_BYTES,
-        );
+        let mut out = Vec::with_capacity(self.record_len_estimate(event, properties));
+        self.write_record(&mut out, event, event_time, properties)?;
+        Ok(out)
+    }
+
+    /// Room for the record of `event` (only sizes allocations).
+    pub fn record_len_estimate<E: EventFields>(&self, event: &E, properties: &[u8]) -> usize {
+        self.shared_len() + properties.len() + event.name().len() + RECORD_EVENT_FIELDS_BYTES
+    }
+
+    /// [`Self::record`], appended to `out` (which may hold other records before it).
+    pub fn write_record<E: EventFields>(
+        &self,
+        out: &mut Vec<u8>,
+        event: &E,
+        event_time: &DateTime<Utc>,
+        properties: &[u8],
+    ) -> Result<(), RequestError> {
         out.extend_from_slice(b"{\"v\":");
         out.extend_from_slice(itoa::Buffer::new().format(RECORD_VERSION).as_bytes());
         out.extend_from_slice(b",\"event_id\":\"");
@@ -96,24 +112,24 @@ impl RecordJson {
         out.extend_from_slice(&self.ids);
         out.extend_from_slice(itoa::Buffer::new().format(event.seq()).as_bytes());
         out.extend_from_slice(b",\"name\":");
-        write_json(&mut out, event.name())?;
+        write_json(out, event.name())?;
         out.extend_from_slice(b",\"created_at\":");
-        write_timestamp(&mut out, &event.created_at());
+        write_timestamp(out, &event.created_at());
         out.extend_from_slice(b",\"event_time\":");
-        write_timestamp(&mut out, event_time);
+        write_timestamp(out, event_time);
         out.extend_from_slice(&self.clocks);
         out.extend_from_slice(properties);
         out.extend_from_slice(&self.context);
         if let Some(user_id) = event.user_id() {
             out.extend_from_slice(b",\"user_id\":");
-            write_json(&mut out, user_id)?;
+            write_json(out, user_id)?;
         }
         if let Some(session_id) = event.session_id() {
             out.extend_from_slice(b",\"session_id\":");
-            write_json(&mut out, session_id)?;
+            write_json(out, session_id)?;
         }
         out.extend_from_slice(&self.tail);
-        Ok(out)
+        Ok(())
     }
 }
 
