@@ -50,14 +50,55 @@ impl Encoding {
 /// Decompresses `body`, refusing to produce more than [`MAX_DECOMPRESSED_BYTES`]: a
 /// decompression bomb is stopped at the limit, never allocated whole.
 pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestError> {
+    if encoding == Encoding::Identity {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    let read = decompress_into(encoding, body, MAX_DECOMPRESSED_BYTES as u64, &mut out)?;
+    if read as u64 > MAX_DECOMPRESSED_BYTES as u64 {
+        return Err(RequestError::PayloadTooLarge(format!(
+            "the decompressed body is over the limit of {MAX_DECOMPRESSED_BYTES} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// The decompressed body if it is at most `limit` bytes and decodes without error, else `None`
+/// (then [`decompress`] gives the answer). For bodies small enough to decode where they
+/// arrived: the work is bounded by `limit` whatever the body claims.
+pub fn decompress_small(encoding: Encoding, body: &[u8], limit: usize) -> Option<Vec<u8>> {
+    match encoding {
+        Encoding::Identity => return (body.len() <= limit).then(|| body.to_vec()),
+        Encoding::Zstd => match zstd::zstd_safe::get_frame_content_size(body) {
+            Ok(Some(size)) if size <= limit as u64 => {}
+            // Larger, or not told in the frame header (the SDK tells it): not small.
+            _ => return None,
+        },
+        Encoding::Gzip => {}
+    }
+    let mut out = Vec::new();
+    match decompress_into(encoding, body, limit as u64, &mut out) {
+        Ok(read) if read <= limit => Some(out),
+        _ => None,
+    }
+}
+
+/// Decompresses `body` into `out`, reading at most one byte past `limit`; the bytes read.
+fn decompress_into(
+    encoding: Encoding,
+    body: &[u8],
+    limit: u64,
+    out: &mut Vec<u8>,
+) -> Result<usize, RequestError> {
     let malformed = |what: &str, e: std::io::Error| RequestError::Malformed {
         code: "malformed_encoding",
         message: format!("the body is not valid {what}: {e}"),
     };
-    let limit = MAX_DECOMPRESSED_BYTES as u64;
-    let mut out = Vec::new();
-    let read = match encoding {
-        Encoding::Identity => return Ok(body.to_vec()),
+    match encoding {
+        Encoding::Identity => {
+            out.extend_from_slice(body);
+            Ok(body.len())
+        }
         Encoding::Zstd => {
             // The frame header's content size (the SDK writes it) sizes the buffer at once,
             // within the limit: a false one only misjudges the first allocation.
@@ -67,7 +108,7 @@ pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestErr
             ZSTD_CONTEXT
                 .with(|cell| {
                     let Ok(mut slot) = cell.try_borrow_mut() else {
-                        return zstd_fresh(body, limit, &mut out);
+                        return zstd_fresh(body, limit, out);
                     };
                     if slot.is_none() {
                         *slot = zstd::zstd_safe::DCtx::try_create();
@@ -75,23 +116,17 @@ pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestErr
                     match slot.as_mut() {
                         Some(context) => zstd::stream::read::Decoder::with_context(body, context)
                             .take(limit + 1)
-                            .read_to_end(&mut out),
-                        None => zstd_fresh(body, limit, &mut out),
+                            .read_to_end(out),
+                        None => zstd_fresh(body, limit, out),
                     }
                 })
                 .map_err(|e| malformed("zstd", e))
         }
         Encoding::Gzip => flate2::read::GzDecoder::new(body)
             .take(limit + 1)
-            .read_to_end(&mut out)
+            .read_to_end(out)
             .map_err(|e| malformed("gzip", e)),
-    }?;
-    if read as u64 > limit {
-        return Err(RequestError::PayloadTooLarge(format!(
-            "the decompressed body is over the limit of {MAX_DECOMPRESSED_BYTES} bytes"
-        )));
     }
-    Ok(out)
 }
 
 thread_local! {

@@ -25,8 +25,8 @@ use crate::enrich::{self, Prepared, Upload};
 use crate::error::RequestError;
 use crate::in_flight::{InFlightBudget, Reservation};
 use crate::limits::{
-    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, DECODES_PER_CORE, MAX_DRAINED_BYTES,
-    MAX_UPLOAD_RECORD_BYTES, RECORD_OVERHEAD_ESTIMATE, RETRY_AFTER_OVERLOADED,
+    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, DECODES_PER_CORE, INLINE_DECODE_MAX_BYTES,
+    MAX_DRAINED_BYTES, MAX_UPLOAD_RECORD_BYTES, RECORD_OVERHEAD_ESTIMATE, RETRY_AFTER_OVERLOADED,
     RETRY_AFTER_STREAM_UNAVAILABLE,
 };
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel, UploadEvents};
@@ -247,21 +247,19 @@ async fn handle_batch(
     // Decompression, parsing, the checks on the decoded batch and enrichment run in one task
     // on the blocking pool: the parsed batch borrows from the decompressed body (no `String`
     // per field), so both stay on that thread, and one hand-off per upload is cheaper than two.
-    let decoded = {
-        let state = Arc::clone(state);
-        blocking(move || {
-            decode_and_prepare(
-                &state,
-                encoding,
-                &body,
-                &app_id,
-                &write_key,
-                received_at,
-                reservation,
-            )
-        })
-    }
-    .await;
+    // A small batch is decoded where it arrived: its work is bounded (INLINE_DECODE_MAX_BYTES)
+    // and costs less than the hand-off to the blocking pool and back.
+    let decoded = match decode::decompress_small(encoding, &body, INLINE_DECODE_MAX_BYTES) {
+        Some(json) => prepare_decoded(state, &json, &app_id, &write_key, received_at, reservation),
+        None => {
+            let state = Arc::clone(state);
+            blocking(move || {
+                let json = decode::decompress(encoding, &body)?;
+                prepare_decoded(&state, &json, &app_id, &write_key, received_at, reservation)
+            })
+            .await
+        }
+    };
     drop(decoding);
     let Decoded {
         events: n_events,
@@ -397,13 +395,12 @@ enum Outcome {
     Refused(RequestError),
 }
 
-/// Decompresses and parses `body`, checks it against the acknowledged batches, the rate limit
-/// and the memory budget, and enriches it into records: the part of an upload that holds the
-/// parsed batch, which borrows from the decompressed body.
-fn decode_and_prepare(
+/// Parses the decompressed batch `json`, checks it against the acknowledged batches, the rate
+/// limit and the memory budget, and enriches it into records: the part of an upload that
+/// holds the parsed batch, which borrows from `json`.
+fn prepare_decoded(
     state: &AppState,
-    encoding: Encoding,
-    body: &[u8],
+    json: &[u8],
     app_id: &str,
     write_key: &str,
     received_at: chrono::DateTime<chrono::Utc>,
@@ -412,8 +409,7 @@ fn decode_and_prepare(
     let overloaded = || RequestError::Overloaded {
         retry_after: RETRY_AFTER_OVERLOADED,
     };
-    let json = decode::decompress(encoding, body)?;
-    let batch = decode::parse_noting_unknown_fields(&json, |location| {
+    let batch = decode::parse_noting_unknown_fields(json, |location| {
         state.metrics.unknown_field(location);
     })?;
     let n_events = batch.events.len() as u64;
