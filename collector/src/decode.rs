@@ -4,6 +4,9 @@ use std::cell::RefCell;
 use std::io::Read;
 
 use tern_protocol::limits::{
+    event_fields_problem, properties_nesting_problem, properties_size_problem,
+};
+use tern_protocol::limits::{
     gap_problem, MAX_DECOMPRESSED_BYTES, MAX_EVENTS_PER_BATCH, MAX_GAPS_PER_BATCH, MAX_ID_BYTES,
     MAX_JSON_DEPTH,
 };
@@ -11,6 +14,13 @@ use tern_protocol::{Batch, Gap};
 
 use crate::error::RequestError;
 use crate::limits::{context_problem, MAX_CLOCK_ID_BYTES, MAX_SDK_FIELD_BYTES};
+
+mod event;
+
+pub use event::{DecodedEvent, EventFields, JsonStr, Properties, PropertyValue};
+
+/// A batch as the collector parses it: its events' strings borrowed from the decompressed body.
+pub type DecodedBatch<'a> = Batch<DecodedEvent<'a>>;
 
 /// How the body is compressed (`Content-Encoding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +50,55 @@ impl Encoding {
 /// Decompresses `body`, refusing to produce more than [`MAX_DECOMPRESSED_BYTES`]: a
 /// decompression bomb is stopped at the limit, never allocated whole.
 pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestError> {
+    if encoding == Encoding::Identity {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    let read = decompress_into(encoding, body, MAX_DECOMPRESSED_BYTES as u64, &mut out)?;
+    if read as u64 > MAX_DECOMPRESSED_BYTES as u64 {
+        return Err(RequestError::PayloadTooLarge(format!(
+            "the decompressed body is over the limit of {MAX_DECOMPRESSED_BYTES} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// The decompressed body if it is at most `limit` bytes and decodes without error, else `None`
+/// (then [`decompress`] gives the answer). For bodies small enough to decode where they
+/// arrived: the work is bounded by `limit` whatever the body claims.
+pub fn decompress_small(encoding: Encoding, body: &[u8], limit: usize) -> Option<Vec<u8>> {
+    match encoding {
+        Encoding::Identity => return (body.len() <= limit).then(|| body.to_vec()),
+        Encoding::Zstd => match zstd::zstd_safe::get_frame_content_size(body) {
+            Ok(Some(size)) if size <= limit as u64 => {}
+            // Larger, or not told in the frame header (the SDK tells it): not small.
+            _ => return None,
+        },
+        Encoding::Gzip => {}
+    }
+    let mut out = Vec::new();
+    match decompress_into(encoding, body, limit as u64, &mut out) {
+        Ok(read) if read <= limit => Some(out),
+        _ => None,
+    }
+}
+
+/// Decompresses `body` into `out`, reading at most one byte past `limit`; the bytes read.
+fn decompress_into(
+    encoding: Encoding,
+    body: &[u8],
+    limit: u64,
+    out: &mut Vec<u8>,
+) -> Result<usize, RequestError> {
     let malformed = |what: &str, e: std::io::Error| RequestError::Malformed {
         code: "malformed_encoding",
         message: format!("the body is not valid {what}: {e}"),
     };
-    let limit = MAX_DECOMPRESSED_BYTES as u64;
-    let mut out = Vec::new();
-    let read = match encoding {
-        Encoding::Identity => return Ok(body.to_vec()),
+    match encoding {
+        Encoding::Identity => {
+            out.extend_from_slice(body);
+            Ok(body.len())
+        }
         Encoding::Zstd => {
             // The frame header's content size (the SDK writes it) sizes the buffer at once,
             // within the limit: a false one only misjudges the first allocation.
@@ -57,7 +108,7 @@ pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestErr
             ZSTD_CONTEXT
                 .with(|cell| {
                     let Ok(mut slot) = cell.try_borrow_mut() else {
-                        return zstd_fresh(body, limit, &mut out);
+                        return zstd_fresh(body, limit, out);
                     };
                     if slot.is_none() {
                         *slot = zstd::zstd_safe::DCtx::try_create();
@@ -65,23 +116,17 @@ pub fn decompress(encoding: Encoding, body: &[u8]) -> Result<Vec<u8>, RequestErr
                     match slot.as_mut() {
                         Some(context) => zstd::stream::read::Decoder::with_context(body, context)
                             .take(limit + 1)
-                            .read_to_end(&mut out),
-                        None => zstd_fresh(body, limit, &mut out),
+                            .read_to_end(out),
+                        None => zstd_fresh(body, limit, out),
                     }
                 })
                 .map_err(|e| malformed("zstd", e))
         }
         Encoding::Gzip => flate2::read::GzDecoder::new(body)
             .take(limit + 1)
-            .read_to_end(&mut out)
+            .read_to_end(out)
             .map_err(|e| malformed("gzip", e)),
-    }?;
-    if read as u64 > limit {
-        return Err(RequestError::PayloadTooLarge(format!(
-            "the decompressed body is over the limit of {MAX_DECOMPRESSED_BYTES} bytes"
-        )));
     }
-    Ok(out)
 }
 
 thread_local! {
@@ -114,8 +159,8 @@ fn unknown_field_location(path: &str) -> &'static str {
 
 /// Parses and checks the batch as a whole. A batch that breaks these rules is refused (400);
 /// single events are checked by [`event_problem`]. Unknown fields are ignored (tolerated
-/// within v1).
-pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
+/// within v1). The events borrow from `json` (see [`DecodedEvent`]).
+pub fn parse(json: &[u8]) -> Result<DecodedBatch<'_>, RequestError> {
     parse_noting_unknown_fields(json, |_| {})
 }
 
@@ -124,7 +169,7 @@ pub fn parse(json: &[u8]) -> Result<Batch, RequestError> {
 pub fn parse_noting_unknown_fields(
     json: &[u8],
     mut on_unknown_field: impl FnMut(&'static str),
-) -> Result<Batch, RequestError> {
+) -> Result<DecodedBatch<'_>, RequestError> {
     if let Some(depth) = nesting_over(json, MAX_JSON_DEPTH) {
         return Err(RequestError::Malformed {
             code: "json_too_deep",
@@ -138,7 +183,7 @@ pub fn parse_noting_unknown_fields(
         message: format!("the body is not a valid v1 batch: {e}"),
     };
     let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let batch: Batch = serde_ignored::deserialize(&mut deserializer, |path| {
+    let batch: DecodedBatch<'_> = serde_ignored::deserialize(&mut deserializer, |path| {
         on_unknown_field(unknown_field_location(&path.to_string()));
     })
     .map_err(malformed)?;
@@ -188,7 +233,7 @@ fn gaps_problem(gaps: &[Gap]) -> Option<String> {
 /// Why the fields copied into every record (context, SDK) or the clock ids are too large, if
 /// they are: refused whole, before any record is built, since a few KB of zstd would otherwise
 /// become up to 500 copies.
-fn copied_fields_problem(batch: &Batch) -> Option<String> {
+fn copied_fields_problem<E: EventFields>(batch: &Batch<E>) -> Option<String> {
     if let Some(problem) = context_problem(&batch.context) {
         return Some(problem);
     }
@@ -207,7 +252,7 @@ fn copied_fields_problem(batch: &Batch) -> Option<String> {
         batch
             .events
             .iter()
-            .map(|e| ("events[].clock_id", e.clock_id.as_deref())),
+            .map(|e| ("events[].clock_id", e.clock_id())),
     );
     for (field, clock_id) in clock_ids {
         if let Some(id) = clock_id.filter(|id| id.len() > MAX_CLOCK_ID_BYTES) {
@@ -250,7 +295,35 @@ fn nesting_over(json: &[u8], max: usize) -> Option<usize> {
     None
 }
 
-pub use tern_protocol::limits::event_problem;
+/// Why one event cannot go to the stream, or `None`, as `(code, message)`: the checks of
+/// [`tern_protocol::limits::event_problem`], in the same order with the same answers, on either
+/// event type.
+pub fn event_problem<E: EventFields>(event: &E) -> Option<(&'static str, String)> {
+    event_problem_but_properties_size(event).or_else(|| {
+        let mut properties = Vec::new();
+        let size = match event.write_properties(&mut properties) {
+            Ok(()) => properties.len(),
+            Err(_) => usize::MAX,
+        };
+        properties_size_problem(size).map(|p| ("invalid_properties", p))
+    })
+}
+
+/// [`event_problem`] but for the serialized size of `properties` (see
+/// [`tern_protocol::limits::event_problem_but_properties_size`]).
+pub fn event_problem_but_properties_size<E: EventFields>(
+    event: &E,
+) -> Option<(&'static str, String)> {
+    event_fields_problem(
+        event.name(),
+        event.seq(),
+        event.user_id(),
+        event.session_id(),
+    )
+    .or_else(|| {
+        properties_nesting_problem(event.properties_depth()).map(|p| ("invalid_properties", p))
+    })
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
 use tern_protocol::limits;
@@ -13,8 +15,11 @@ use tern_protocol::{
 use uuid::Uuid;
 
 use crate::dead_letter::{dead_letter_entry, prefix};
+use crate::decode::{event_problem_but_properties_size, EventFields};
 use crate::error::RequestError;
-use crate::limits::{MAX_ACCEPTED_EVENT_AGE, MAX_DEAD_LETTER_MESSAGE_BYTES};
+use crate::limits::{
+    MAX_ACCEPTED_EVENT_AGE, MAX_DEAD_LETTER_MESSAGE_BYTES, MAX_FIRST_RECORDS_BUFFER_BYTES,
+};
 use crate::metrics::sdk_drop_reason;
 use crate::sink::kinesis::limits::MAX_RECORD_BYTES;
 use crate::sink::kinesis::Entry;
@@ -46,23 +51,23 @@ pub struct Upload<'a> {
 /// error bound of the correction (typically well under a second).
 ///
 /// All arithmetic is checked: every input is client-controlled.
-pub fn corrected_event_time<E>(
+pub fn corrected_event_time<E, V: EventFields>(
     batch: &Batch<E>,
-    event: &Event,
+    event: &V,
     received_at: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let t = match (
-        &batch.clock_id,
+        batch.clock_id.as_deref(),
         batch.sent_uptime_ms,
-        &event.clock_id,
-        event.uptime_ms,
+        event.clock_id(),
+        event.uptime_ms(),
     ) {
         (Some(b), Some(sent), Some(e), Some(at)) if b == e && sent >= at => {
             let age = i64::try_from(sent - at).ok()?;
             received_at.checked_sub_signed(ChronoDuration::try_milliseconds(age)?)?
         }
         _ => event
-            .created_at
+            .created_at()
             .checked_add_signed(received_at.signed_duration_since(batch.sent_at))?,
     };
     Some(t.min(received_at))
@@ -71,9 +76,9 @@ pub fn corrected_event_time<E>(
 /// The event time of a valid event, or why its time is absurd (it goes to the dead-letter
 /// stream): a corrected event time that cannot be represented, or one older than
 /// [`MAX_ACCEPTED_EVENT_AGE`], which no SDK buffer keeps.
-pub fn event_time<E>(
+pub fn event_time<E, V: EventFields>(
     batch: &Batch<E>,
-    event: &Event,
+    event: &V,
     received_at: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, (&'static str, String)> {
     let days = MAX_ACCEPTED_EVENT_AGE.as_secs() / 86_400;
@@ -83,8 +88,8 @@ pub fn event_time<E>(
             format!(
                 "the device clock values (created_at {}, uptime_ms {:?}, sent_uptime_ms {:?}) \
                  put the event time out of any representable range",
-                event.created_at.to_rfc3339(),
-                event.uptime_ms,
+                event.created_at().to_rfc3339(),
+                event.uptime_ms(),
                 batch.sent_uptime_ms,
             ),
         ));
@@ -99,7 +104,7 @@ pub fn event_time<E>(
             format!(
                 "event time {} (created_at {} corrected for the device clock) is more than {days} days old",
                 event_time.to_rfc3339(),
-                event.created_at.to_rfc3339(),
+                event.created_at().to_rfc3339(),
             ),
         ));
     }
@@ -136,7 +141,7 @@ pub fn stream_record(
 }
 
 /// The gap record of one gap report of the batch.
-pub fn gap_record(batch: &Batch, gap: &Gap, upload: &Upload<'_>) -> GapRecord {
+pub fn gap_record<E>(batch: &Batch<E>, gap: &Gap, upload: &Upload<'_>) -> GapRecord {
     GapRecord {
         v: RECORD_VERSION,
         kind: GAP_KIND.to_owned(),
@@ -155,8 +160,8 @@ pub fn gap_record(batch: &Batch, gap: &Gap, upload: &Upload<'_>) -> GapRecord {
 }
 
 /// The dead-letter record of an event that cannot go to the stream.
-pub fn dead_letter(
-    batch: &Batch,
+pub fn dead_letter<E>(
+    batch: &Batch<E>,
     event: Value,
     reason: &str,
     message: String,
@@ -212,8 +217,8 @@ impl Prepared {
 /// Validates and enriches every event of a decoded batch into records. An invalid event never
 /// refuses the batch: it is listed in [`Prepared::refused`] (the SDK quarantines it) and, with
 /// a dead-letter stream, also becomes a dead letter.
-pub fn prepare(
-    batch: &Batch,
+pub fn prepare<E: EventFields>(
+    batch: &Batch<E>,
     upload: &Upload<'_>,
     has_dead_letter_stream: bool,
 ) -> Result<Prepared, RequestError> {
@@ -224,12 +229,17 @@ pub fn prepare(
     // One buffer for every event's serialized properties: measured for the size limit, then
     // copied into the record, so they are serialized once.
     let mut properties = Vec::new();
+    // Every record of the upload in one buffer, each entry a slice of it: one allocation per
+    // upload instead of one per record (and one more per record when its `Bytes` is first
+    // shared). The records are sent and released together, as one upload.
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut spans = Vec::with_capacity(batch.events.len());
     for event in &batch.events {
         properties.clear();
-        let checked = match limits::event_problem_but_properties_size(event) {
+        let checked = match event_problem_but_properties_size(event) {
             Some(problem) => Err(problem),
             None => {
-                record_json::write_json(&mut properties, &event.properties)?;
+                event.write_properties(&mut properties)?;
                 match limits::properties_size_problem(properties.len()) {
                     Some(problem) => Err(("invalid_properties", problem)),
                     None => event_time(batch, event, upload.received_at),
@@ -239,39 +249,59 @@ pub fn prepare(
         let (code, message) = match checked {
             Err(problem) => problem,
             Ok(event_time) => {
-                let data = shared.record(event, &event_time, &properties)?;
-                if data.len() + batch.install_id.len() <= MAX_RECORD_BYTES {
-                    records.push(Entry {
-                        data: data.into(),
-                        partition_key: batch.install_id.clone(),
-                    });
+                if buffer.capacity() == 0 {
+                    // Sized from the first record, within a bound: a hostile first event must
+                    // not reserve its size 500 times over.
+                    buffer.reserve(
+                        shared
+                            .record_len_estimate(event, &properties)
+                            .saturating_mul(batch.events.len())
+                            .min(MAX_FIRST_RECORDS_BUFFER_BYTES),
+                    );
+                }
+                let start = buffer.len();
+                shared.write_record(&mut buffer, event, &event_time, &properties)?;
+                let len = buffer.len() - start;
+                if len + batch.install_id.len() <= MAX_RECORD_BYTES {
+                    spans.push(start..buffer.len());
                     continue;
                 }
+                buffer.truncate(start);
                 let message = format!(
-                    "the record is {} bytes, over the Kinesis limit of {MAX_RECORD_BYTES}",
-                    data.len()
+                    "the record is {len} bytes, over the Kinesis limit of {MAX_RECORD_BYTES}"
                 );
                 ("record_too_large", message)
             }
         };
         refused.push(RefusedEvent {
-            event_id: event.event_id,
-            seq: event.seq,
+            event_id: event.event_id(),
+            seq: event.seq(),
             reason: code.to_owned(),
             // Bounded: the answer lists up to a batch's worth of these.
             message: prefix(&message, MAX_DEAD_LETTER_MESSAGE_BYTES).to_owned(),
         });
         if has_dead_letter_stream {
-            let whole = serde_json::to_value(event).map_err(RequestError::unserializable)?;
+            let event = event.to_event();
+            let whole = serde_json::to_value(&event).map_err(RequestError::unserializable)?;
             let letter = dead_letter(batch, whole, code, message, upload);
             dead_letters.push(dead_letter_entry(
                 letter,
-                event,
+                &event,
                 &batch.install_id,
                 MAX_RECORD_BYTES,
             )?);
         }
     }
+    // The entries hold the whole allocation until the last is sent: give back what doubling
+    // left unused (its bytes are not in the upload's reservation).
+    if buffer.capacity() - buffer.len() > buffer.len() / 4 {
+        buffer.shrink_to_fit();
+    }
+    let buffer = Bytes::from(buffer);
+    records.extend(spans.into_iter().map(|span| Entry {
+        data: buffer.slice(span),
+        partition_key: batch.install_id.clone(),
+    }));
     let mut gap_records = Vec::with_capacity(batch.gaps.len());
     let mut gap_events = BTreeMap::new();
     for gap in &batch.gaps {

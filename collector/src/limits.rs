@@ -119,6 +119,16 @@ pub const MAX_ACCEPTED_EVENT_AGE: Duration =
 /// so an ordinary client receives its 413 rather than a reset mid-send; then it cuts off.
 pub const MAX_DRAINED_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest first allocation of an upload's record buffer (all its records, one after the other;
+/// `enrich::prepare`): sized from the first record times the events, so that a typical upload
+/// (500 records of ~1 KB) needs one allocation, but capped at a Kinesis request's worth.
+pub const MAX_FIRST_RECORDS_BUFFER_BYTES: usize = 5 * 1024 * 1024;
+
+/// Largest decompressed batch decoded on the async worker that received it rather than on the
+/// blocking pool: parsing and enriching 64 KiB of JSON takes well under a millisecond, less than
+/// the two thread hand-offs cost at saturation; larger batches (up to 5 MiB) go to the pool.
+pub const INLINE_DECODE_MAX_BYTES: usize = 64 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,13 +20,13 @@ use tern_protocol::{Batch, BatchAck, BATCH_PATH};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::decode::{self, Encoding};
-use crate::enrich::{self, Upload};
+use crate::decode::{self, Encoding, EventFields};
+use crate::enrich::{self, Prepared, Upload};
 use crate::error::RequestError;
 use crate::in_flight::{InFlightBudget, Reservation};
 use crate::limits::{
-    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, DECODES_PER_CORE, MAX_DRAINED_BYTES,
-    MAX_UPLOAD_RECORD_BYTES, RECORD_OVERHEAD_ESTIMATE, RETRY_AFTER_OVERLOADED,
+    ACKED_BATCHES_REMEMBERED, BODY_READ_TIMEOUT, DECODES_PER_CORE, INLINE_DECODE_MAX_BYTES,
+    MAX_DRAINED_BYTES, MAX_UPLOAD_RECORD_BYTES, RECORD_OVERHEAD_ESTIMATE, RETRY_AFTER_OVERLOADED,
     RETRY_AFTER_STREAM_UNAVAILABLE,
 };
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel, UploadEvents};
@@ -64,12 +64,12 @@ type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
 /// batches are compared), so MD5's speed is what matters.
 type ContentDigest = [u8; 16];
 
-fn content_digest(batch: &Batch) -> ContentDigest {
+fn content_digest<E: EventFields>(batch: &Batch<E>) -> ContentDigest {
     use md5::{Digest, Md5};
     let mut hasher = Md5::new();
     for event in &batch.events {
-        hasher.update(event.event_id.as_bytes());
-        hasher.update(event.seq.to_le_bytes());
+        hasher.update(event.event_id().as_bytes());
+        hasher.update(event.seq().to_le_bytes());
     }
     // Separates the events from the gaps, so that no list of one can pass for the other.
     hasher.update(b"gaps");
@@ -222,7 +222,7 @@ async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bod
 /// Handles one upload. `events` counts its events as received once decoded, and settles them
 /// on success; the caller settles them on error, and their drop if the request is cancelled.
 async fn handle_batch(
-    state: &AppState,
+    state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Body,
     deadline: tokio::time::Instant,
@@ -244,65 +244,42 @@ async fn handle_batch(
     let mut reservation = Reservation::new(&state.in_flight);
     let body = read_body(body, &mut reservation, deadline).await?;
     let decoding = state.decodes.acquire().await.map_err(|_| overloaded())?;
-    let metrics = Arc::clone(&state.metrics);
-    let batch = blocking(move || {
-        let json = decode::decompress(encoding, &body)?;
-        let batch = decode::parse_noting_unknown_fields(&json, |location| {
-            metrics.unknown_field(location);
-        })?;
-        Ok((batch, json.len()))
-    })
-    .await?;
-    let (batch, json_bytes) = batch;
-    let n_events = batch.events.len() as u64;
-    events.receive(n_events);
-    let acked_key = (app_id.clone(), batch.batch_id);
-    let digest = content_digest(&batch);
-    let cached = state
-        .acked
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&acked_key)
-        .cloned();
-    if let Some((acked_digest, ack)) = cached {
-        if acked_digest != digest {
-            return Err(RequestError::BatchIdConflict(format!(
-                "batch_id {} was acknowledged with other events or gaps; give this batch a \
-                 fresh batch_id and send it again",
-                batch.batch_id
-            )));
+    // Decompression, parsing, the checks on the decoded batch and enrichment run in one task
+    // on the blocking pool: the parsed batch borrows from the decompressed body (no `String`
+    // per field), so both stay on that thread, and one hand-off per upload is cheaper than two.
+    // A small batch is decoded where it arrived: its work is bounded (INLINE_DECODE_MAX_BYTES)
+    // and costs less than the hand-off to the blocking pool and back.
+    let decoded = match decode::decompress_small(encoding, &body, INLINE_DECODE_MAX_BYTES) {
+        Some(json) => prepare_decoded(state, &json, &app_id, &write_key, received_at, reservation),
+        None => {
+            let state = Arc::clone(state);
+            blocking(move || {
+                let json = decode::decompress(encoding, &body)?;
+                prepare_decoded(&state, &json, &app_id, &write_key, received_at, reservation)
+            })
+            .await
         }
-        // A resend of a batch this instance acknowledged: its ack was lost on the way back.
-        events.duplicate();
-        return Ok(ack);
-    }
-    if let Some(limiter) = &state.rate_limiter {
-        let n =
-            NonZeroU32::new(u32::try_from(n_events).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        if let Ok(Err(not_until)) = limiter.check_key_n(&write_key, n) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            return Err(RequestError::RateLimited { retry_after: wait });
-        }
-    }
-    // The batch stays in memory while its records are built: reserve both before building.
-    if !reservation.resize(records_estimate(&batch, json_bytes)) {
-        return Err(overloaded());
-    }
-    let has_dead_letter_stream = state.config.kinesis.dead_letter_stream.is_some();
-    let collector_id = state.collector_id.clone();
-    let prepared = blocking(move || {
-        let upload = Upload {
-            app_id: &app_id,
-            received_at,
-            collector_id: &collector_id,
-        };
-        enrich::prepare(&batch, &upload, has_dead_letter_stream)
-    })
-    .await;
+    };
     drop(decoding);
-    let prepared = prepared?;
+    let Decoded {
+        events: n_events,
+        outcome,
+    } = decoded?;
+    events.receive(n_events);
+    let (prepared, mut reservation, acked_key, digest) = match outcome {
+        Outcome::Prepared {
+            prepared,
+            reservation,
+            acked_key,
+            digest,
+        } => (prepared, reservation, acked_key, digest),
+        Outcome::Resent(ack) => {
+            // A resend of a batch this instance acknowledged: its ack was lost on the way back.
+            events.duplicate();
+            return Ok(ack);
+        }
+        Outcome::Refused(e) => return Err(e),
+    };
     let bytes = prepared.bytes();
     if bytes > MAX_UPLOAD_RECORD_BYTES {
         return Err(RequestError::PayloadTooLarge(format!(
@@ -355,7 +332,7 @@ async fn handle_batch(
     }
     // Refused events went to the dead-letter stream if there is one; else they are counted
     // as refused, each by its reason.
-    let refused_only = if has_dead_letter_stream {
+    let refused_only = if state.config.kinesis.dead_letter_stream.is_some() {
         &[][..]
     } else {
         &prepared.refused[..]
@@ -393,6 +370,104 @@ async fn handle_batch(
         .unwrap_or_else(|p| p.into_inner())
         .put(acked_key, (digest, ack.clone()));
     Ok(ack)
+}
+
+/// What the blocking part of an upload gives back: the number of events of its batch (counted
+/// as received by the caller) and what became of it.
+struct Decoded {
+    events: u64,
+    outcome: Outcome,
+}
+
+/// What became of a decoded batch.
+enum Outcome {
+    /// Its records, with the reservation that holds their bytes and what identifies the batch
+    /// among the acknowledged ones.
+    Prepared {
+        prepared: Prepared,
+        reservation: Reservation,
+        acked_key: (String, Uuid),
+        digest: ContentDigest,
+    },
+    /// A resend of a batch this instance acknowledged, answered as before.
+    Resent(BatchAck),
+    /// Refused after decoding (a batch id reused for other content, the rate limit, memory).
+    Refused(RequestError),
+}
+
+/// Parses the decompressed batch `json`, checks it against the acknowledged batches, the rate
+/// limit and the memory budget, and enriches it into records: the part of an upload that
+/// holds the parsed batch, which borrows from `json`.
+fn prepare_decoded(
+    state: &AppState,
+    json: &[u8],
+    app_id: &str,
+    write_key: &str,
+    received_at: chrono::DateTime<chrono::Utc>,
+    mut reservation: Reservation,
+) -> Result<Decoded, RequestError> {
+    let overloaded = || RequestError::Overloaded {
+        retry_after: RETRY_AFTER_OVERLOADED,
+    };
+    let batch = decode::parse_noting_unknown_fields(json, |location| {
+        state.metrics.unknown_field(location);
+    })?;
+    let n_events = batch.events.len() as u64;
+    let decoded = |outcome| {
+        Ok(Decoded {
+            events: n_events,
+            outcome,
+        })
+    };
+    let acked_key = (app_id.to_owned(), batch.batch_id);
+    let digest = content_digest(&batch);
+    let cached = state
+        .acked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&acked_key)
+        .cloned();
+    if let Some((acked_digest, ack)) = cached {
+        if acked_digest != digest {
+            return decoded(Outcome::Refused(RequestError::BatchIdConflict(format!(
+                "batch_id {} was acknowledged with other events or gaps; give this batch a \
+                 fresh batch_id and send it again",
+                batch.batch_id
+            ))));
+        }
+        return decoded(Outcome::Resent(ack));
+    }
+    if let Some(limiter) = &state.rate_limiter {
+        let n =
+            NonZeroU32::new(u32::try_from(n_events).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        if let Ok(Err(not_until)) = limiter.check_key_n(&write_key.to_owned(), n) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return decoded(Outcome::Refused(RequestError::RateLimited {
+                retry_after: wait,
+            }));
+        }
+    }
+    // The batch stays in memory while its records are built: reserve both before building.
+    if !reservation.resize(records_estimate(&batch, json.len())) {
+        return decoded(Outcome::Refused(overloaded()));
+    }
+    let upload = Upload {
+        app_id,
+        received_at,
+        collector_id: &state.collector_id,
+    };
+    let has_dead_letter_stream = state.config.kinesis.dead_letter_stream.is_some();
+    match enrich::prepare(&batch, &upload, has_dead_letter_stream) {
+        Ok(prepared) => decoded(Outcome::Prepared {
+            prepared,
+            reservation,
+            acked_key,
+            digest,
+        }),
+        Err(e) => decoded(Outcome::Refused(e)),
+    }
 }
 
 /// The app id of the request's write key. Every configured key is compared, each in constant
@@ -481,7 +556,7 @@ async fn blocking<T: Send + 'static>(
 /// What an upload will hold while its records are built: the decoded batch (about its JSON
 /// size) and the records, each a copy of its event plus the context and SDK fields. Corrected
 /// to the records' real size once they exist.
-fn records_estimate(batch: &Batch, json_bytes: usize) -> usize {
+fn records_estimate<E>(batch: &Batch<E>, json_bytes: usize) -> usize {
     let copied = serde_json::to_vec(&batch.context).map_or(0, |v| v.len())
         + batch.sdk.name.len()
         + batch.sdk.version.len()

@@ -156,7 +156,12 @@ fn serialized_len(properties: &Map<String, Value>) -> usize {
 
 /// The nesting half of [`properties_problem`]: deeper than [`MAX_PROPERTIES_DEPTH`].
 pub fn properties_depth_problem(properties: &Map<String, Value>) -> Option<String> {
-    let depth = 1 + properties.values().map(value_depth).max().unwrap_or(0);
+    properties_nesting_problem(1 + properties.values().map(value_depth).max().unwrap_or(0))
+}
+
+/// [`properties_depth_problem`] given the properties' nesting depth (the object itself is depth
+/// 1), for a caller that holds them in a type of its own (the collector's borrowed parse).
+pub fn properties_nesting_problem(depth: usize) -> Option<String> {
     (depth > MAX_PROPERTIES_DEPTH).then(|| {
         format!("properties nest {depth} levels deep, over the limit of {MAX_PROPERTIES_DEPTH}")
     })
@@ -212,21 +217,37 @@ pub fn event_problem(event: &Event) -> Option<(&'static str, String)> {
 /// [`properties_size_problem`] on the bytes it serializes anyway (the collector, which writes
 /// them into the record). Same checks, same order, same answers otherwise.
 pub fn event_problem_but_properties_size(event: &Event) -> Option<(&'static str, String)> {
-    if let Some(p) = event_name_problem(&event.name) {
+    event_fields_problem(
+        &event.name,
+        event.seq,
+        event.user_id.as_deref(),
+        event.session_id.as_deref(),
+    )
+    .or_else(|| properties_depth_problem(&event.properties).map(|p| ("invalid_properties", p)))
+}
+
+/// The checks of [`event_problem_but_properties_size`] before the properties' (name, `seq`,
+/// `user_id`, `session_id`, in that order), on the fields alone: for a caller that holds the
+/// event in a type of its own (the collector's borrowed parse) and then checks the properties
+/// with [`properties_nesting_problem`] and [`properties_size_problem`].
+pub fn event_fields_problem(
+    name: &str,
+    seq: u64,
+    user_id: Option<&str>,
+    session_id: Option<&str>,
+) -> Option<(&'static str, String)> {
+    if let Some(p) = event_name_problem(name) {
         return Some(("invalid_name", p));
     }
-    if event.seq == 0 {
+    if seq == 0 {
         return Some(("invalid_seq", "seq starts at 1".into()));
     }
-    for (field, id) in [
-        ("user_id", event.user_id.as_deref()),
-        ("session_id", event.session_id.as_deref()),
-    ] {
+    for (field, id) in [("user_id", user_id), ("session_id", session_id)] {
         if let Some(p) = id_problem(field, id) {
             return Some(("invalid_id", p));
         }
     }
-    properties_depth_problem(&event.properties).map(|p| ("invalid_properties", p))
+    None
 }
 
 #[cfg(test)]

@@ -322,7 +322,7 @@ pub struct ErrorBody {
 /// RFC 3339 offset is accepted on input and converted to UTC.
 pub mod rfc3339 {
     use chrono::{DateTime, SecondsFormat, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     /// Serialize as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -331,9 +331,32 @@ pub mod rfc3339 {
 
     /// Parse any RFC 3339 timestamp.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}")))
+        d.deserialize_str(TimestampVisitor)
+    }
+
+    /// Reads the timestamp from the input where it lies when the input allows it, so that no
+    /// `String` is allocated for it (`Cow<str>` always allocates one).
+    struct TimestampVisitor;
+
+    impl serde::de::Visitor<'_> for TimestampVisitor {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            // What `String`'s own visitor says, as before this visitor.
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| E::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}")))
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+            match std::str::from_utf8(v) {
+                Ok(s) => self.visit_str(s),
+                Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
+            }
+        }
     }
 }

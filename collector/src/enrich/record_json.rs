@@ -11,9 +11,10 @@
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
-use tern_protocol::{Batch, Event, RECORD_VERSION};
+use tern_protocol::{Batch, RECORD_VERSION};
 
 use super::Upload;
+use crate::decode::EventFields;
 use crate::error::RequestError;
 
 /// The upload's shared parts of a stream record, serialized once.
@@ -31,7 +32,7 @@ pub struct RecordJson {
 
 impl RecordJson {
     /// Serializes the parts every record of `batch` shares.
-    pub fn new(batch: &Batch, upload: &Upload<'_>) -> Result<Self, RequestError> {
+    pub fn new<E>(batch: &Batch<E>, upload: &Upload<'_>) -> Result<Self, RequestError> {
         let mut ids = Vec::with_capacity(64 + batch.install_id.len() + upload.app_id.len());
         ids.extend_from_slice(b",\"app_id\":");
         write_json(&mut ids, upload.app_id)?;
@@ -72,47 +73,63 @@ impl RecordJson {
     }
 
     /// The record of `event`, whose `properties` are already serialized in `properties`.
-    pub fn record(
+    #[cfg(test)]
+    pub fn record<E: EventFields>(
         &self,
-        event: &Event,
+        event: &E,
         event_time: &DateTime<Utc>,
         properties: &[u8],
     ) -> Result<Vec<u8>, RequestError> {
-        let mut out = Vec::with_capacity(
-            self.shared_len() + properties.len() + event.name.len() + RECORD_EVENT_FIELDS_BYTES,
-        );
+        let mut out = Vec::with_capacity(self.record_len_estimate(event, properties));
+        self.write_record(&mut out, event, event_time, properties)?;
+        Ok(out)
+    }
+
+    /// Room for the record of `event` (only sizes allocations).
+    pub fn record_len_estimate<E: EventFields>(&self, event: &E, properties: &[u8]) -> usize {
+        self.shared_len() + properties.len() + event.name().len() + RECORD_EVENT_FIELDS_BYTES
+    }
+
+    /// [`Self::record`], appended to `out` (which may hold other records before it).
+    pub fn write_record<E: EventFields>(
+        &self,
+        out: &mut Vec<u8>,
+        event: &E,
+        event_time: &DateTime<Utc>,
+        properties: &[u8],
+    ) -> Result<(), RequestError> {
         out.extend_from_slice(b"{\"v\":");
         out.extend_from_slice(itoa::Buffer::new().format(RECORD_VERSION).as_bytes());
         out.extend_from_slice(b",\"event_id\":\"");
         out.extend_from_slice(
             event
-                .event_id
+                .event_id()
                 .hyphenated()
                 .encode_lower(&mut uuid::Uuid::encode_buffer())
                 .as_bytes(),
         );
         out.push(b'"');
         out.extend_from_slice(&self.ids);
-        out.extend_from_slice(itoa::Buffer::new().format(event.seq).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(event.seq()).as_bytes());
         out.extend_from_slice(b",\"name\":");
-        write_json(&mut out, &event.name)?;
+        write_json(out, event.name())?;
         out.extend_from_slice(b",\"created_at\":");
-        write_timestamp(&mut out, &event.created_at);
+        write_timestamp(out, &event.created_at());
         out.extend_from_slice(b",\"event_time\":");
-        write_timestamp(&mut out, event_time);
+        write_timestamp(out, event_time);
         out.extend_from_slice(&self.clocks);
         out.extend_from_slice(properties);
         out.extend_from_slice(&self.context);
-        if let Some(user_id) = &event.user_id {
+        if let Some(user_id) = event.user_id() {
             out.extend_from_slice(b",\"user_id\":");
-            write_json(&mut out, user_id)?;
+            write_json(out, user_id)?;
         }
-        if let Some(session_id) = &event.session_id {
+        if let Some(session_id) = event.session_id() {
             out.extend_from_slice(b",\"session_id\":");
-            write_json(&mut out, session_id)?;
+            write_json(out, session_id)?;
         }
         out.extend_from_slice(&self.tail);
-        Ok(out)
+        Ok(())
     }
 }
 
