@@ -31,7 +31,10 @@ pub fn fits(properties: &Map<String, Value>, max_bytes: usize, max_depth: usize)
 /// spellings. One difference: a key repeated within an object counts each time, where parsing
 /// keeps the last; the answer can then only be stricter than the collector's, never laxer.
 pub fn json_object_fits(json: &str, max_bytes: usize, max_depth: usize) -> bool {
-    let mut walk = Walk::new(max_bytes);
+    let mut walk = TextWalk {
+        walk: Walk::new(max_bytes),
+        owed: 0,
+    };
     let mut de = serde_json::Deserializer::from_str(json);
     let measured = de.deserialize_map(Measure {
         walk: &mut walk,
@@ -40,9 +43,28 @@ pub fn json_object_fits(json: &str, max_bytes: usize, max_depth: usize) -> bool 
     measured.is_ok() && de.end().is_ok()
 }
 
+/// [`Walk`] over text being parsed.
+struct TextWalk {
+    walk: Walk,
+    /// Bytes the next value or key pays first: the comma before an element of an array or
+    /// object, known to be needed only once another element comes.
+    owed: usize,
+}
+
+impl TextWalk {
+    fn take(&mut self, n: usize) -> Option<()> {
+        self.walk.take(n + std::mem::take(&mut self.owed))
+    }
+
+    fn string(&mut self, s: &str) -> Option<()> {
+        self.take(0)?;
+        self.walk.string(s)
+    }
+}
+
 /// A value measured as it is parsed; containers may nest `depth` more levels, itself included.
 struct Measure<'w> {
-    walk: &'w mut Walk,
+    walk: &'w mut TextWalk,
     depth: usize,
 }
 
@@ -137,7 +159,7 @@ impl<'de> Visitor<'de> for Measure<'_> {
 }
 
 /// An object's key, measured as a string.
-struct Key<'w>(&'w mut Walk);
+struct Key<'w>(&'w mut TextWalk);
 
 impl<'de> DeserializeSeed<'de> for Key<'_> {
     type Value = ();
@@ -162,21 +184,15 @@ impl<'de> Visitor<'de> for Key<'_> {
 /// Counts down the bytes still allowed; `None` once past the limit or too deep.
 struct Walk {
     left: usize,
-    /// Bytes the next take pays first: the comma before an element of an array or object being
-    /// parsed, known to be needed only once another element comes.
-    owed: usize,
 }
 
 impl Walk {
     fn new(max_bytes: usize) -> Self {
-        Self {
-            left: max_bytes,
-            owed: 0,
-        }
+        Self { left: max_bytes }
     }
 
     fn take(&mut self, n: usize) -> Option<()> {
-        self.left = self.left.checked_sub(n + std::mem::take(&mut self.owed))?;
+        self.left = self.left.checked_sub(n)?;
         Some(())
     }
 

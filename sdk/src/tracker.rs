@@ -80,14 +80,6 @@ pub struct Captured {
     pub uptime_ms: u64,
 }
 
-/// Properties as `track()`'s callers give them.
-enum Input<'a> {
-    /// Built in Rust.
-    Map(Map<String, Value>),
-    /// The JSON text of an object (the bindings' layers).
-    Json(&'a str),
-}
-
 /// What happened to tracked events, for QA and for the host app's diagnostics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -254,7 +246,7 @@ impl Tracker {
             created_at: clock.wall(),
             uptime_ms: clock.uptime_ms(),
         };
-        self.track_input(name, Input::Json(properties), captured, Duration::ZERO)
+        self.track_captured_json(name, properties, captured, Duration::ZERO)
     }
 
     /// Records an event captured earlier: what [`Tracker::track`] does, with the clocks read
@@ -266,90 +258,20 @@ impl Tracker {
     pub fn track_captured(
         &self,
         name: &str,
-        properties: Map<String, Value>,
+        mut properties: Map<String, Value>,
         captured: Captured,
         wait: Duration,
     ) -> Result<Option<Uuid>> {
-        self.track_input(name, Input::Map(properties), captured, wait)
-    }
-
-    /// [`Tracker::track_captured`] with the properties as the JSON text of an object, as the
-    /// bindings' layers encode them. Text the collector would take is stored as it is, checked
-    /// without building a tree (`json_size::json_object_fits`) and never serialized again;
-    /// with super-properties to merge, or text over a limit or not a JSON object, the text is
-    /// parsed and the event takes [`Tracker::track_captured`]'s path (and its refusal's words).
-    pub fn track_captured_json(
-        &self,
-        name: &str,
-        properties: &str,
-        captured: Captured,
-        wait: Duration,
-    ) -> Result<Option<Uuid>> {
-        self.track_input(name, Input::Json(properties), captured, wait)
-    }
-
-    fn track_input(
-        &self,
-        name: &str,
-        input: Input<'_>,
-        captured: Captured,
-        wait: Duration,
-    ) -> Result<Option<Uuid>> {
-        let shared = &*self.shared;
-        if shared.stopping.load(Ordering::Relaxed) {
-            return Err(Error::Closed);
-        }
-        if shared.opted_out.load(Ordering::Relaxed) {
+        if !self.admit(name, captured.created_at)? {
             return Ok(None);
         }
-        if let Some(problem) = event_name_problem(name) {
-            return Err(self.invalid(problem));
-        }
-        let created_at = captured.created_at;
-        let now_ms = created_at.timestamp_millis();
-        let failed_at = shared.storage_failed_at_ms.load(Ordering::Relaxed);
-        let retry_ms = i64::try_from(shared.policy.storage_retry_after.as_millis()).unwrap_or(0);
-        if failed_at != 0 && now_ms.saturating_sub(failed_at) < retry_ms {
-            shared.record_drop(drop_reason::STORAGE_ERROR, 1);
-            return Err(Error::StorageFailing(
-                "the last write to the buffer failed".into(),
-            ));
-        }
-        let (properties, user_id) = {
+        let shared = &*self.shared;
+        let user_id = {
             let identity = read(&shared.identity);
-            let mut map = match input {
-                Input::Json(json)
-                    if identity.super_properties.is_empty()
-                        && json_size::json_object_fits(
-                            json,
-                            MAX_PROPERTIES_BYTES,
-                            MAX_PROPERTIES_DEPTH,
-                        ) =>
-                {
-                    // Checked as the collector will parse it; the text was parsed whole.
-                    let raw = RawValue::from_string(json.to_owned())?;
-                    let user_id = identity.user_id.clone();
-                    drop(identity);
-                    if let Some(problem) = id_problem("user_id", user_id.as_deref()) {
-                        return Err(self.invalid(problem));
-                    }
-                    return self.hand_over(name, Properties::Json(raw), user_id, captured, wait);
-                }
-                Input::Json(json) => match serde_json::from_str::<Value>(json) {
-                    Ok(Value::Object(map)) => map,
-                    Ok(_) => {
-                        return Err(self.invalid("properties must be a JSON object".into()));
-                    }
-                    Err(e) => {
-                        return Err(self.invalid(format!("properties are not valid JSON: {e}")));
-                    }
-                },
-                Input::Map(map) => map,
-            };
             for (k, v) in &identity.super_properties {
-                map.entry(k.clone()).or_insert_with(|| v.clone());
+                properties.entry(k.clone()).or_insert_with(|| v.clone());
             }
-            (map, identity.user_id.clone())
+            identity.user_id.clone()
         };
         // The collector's own checks, so that an event accepted here is never refused there.
         // Measuring the properties without serializing them keeps this cheap; only an event
@@ -366,7 +288,77 @@ impl Tracker {
         self.hand_over(name, Properties::Map(properties), user_id, captured, wait)
     }
 
+    /// [`Tracker::track_captured`] with the properties as the JSON text of an object, as the
+    /// bindings' layers encode them. Text the collector would take is stored as it is, checked
+    /// without building a tree (`json_size::json_object_fits`) and never serialized again;
+    /// with super-properties to merge, or text over a limit or not a JSON object, the text is
+    /// parsed and the event takes [`Tracker::track_captured`]'s path (and its refusal's words).
+    pub fn track_captured_json(
+        &self,
+        name: &str,
+        properties: &str,
+        captured: Captured,
+        wait: Duration,
+    ) -> Result<Option<Uuid>> {
+        if !self.admit(name, captured.created_at)? {
+            return Ok(None);
+        }
+        let as_text = {
+            let identity = read(&self.shared.identity);
+            (identity.super_properties.is_empty()
+                && json_size::json_object_fits(
+                    properties,
+                    MAX_PROPERTIES_BYTES,
+                    MAX_PROPERTIES_DEPTH,
+                ))
+            .then(|| identity.user_id.clone())
+        };
+        let Some(user_id) = as_text else {
+            let map = match serde_json::from_str::<Value>(properties) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => return Err(self.invalid("properties must be a JSON object".into())),
+                Err(e) => {
+                    return Err(self.invalid(format!("properties are not valid JSON: {e}")));
+                }
+            };
+            return self.track_captured(name, map, captured, wait);
+        };
+        if let Some(problem) = id_problem("user_id", user_id.as_deref()) {
+            return Err(self.invalid(problem));
+        }
+        // Checked as the collector will parse it: the text was parsed whole.
+        let raw = RawValue::from_string(properties.to_owned())?;
+        self.hand_over(name, Properties::Json(raw), user_id, captured, wait)
+    }
+
+    /// The checks before an event's own: the tracker open, not opted out (`false`: discard the
+    /// event), a valid name, storage not failing (else the event is dropped and counted).
+    #[inline]
+    fn admit(&self, name: &str, created_at: DateTime<Utc>) -> Result<bool> {
+        let shared = &*self.shared;
+        if shared.stopping.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        if shared.opted_out.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        if let Some(problem) = event_name_problem(name) {
+            return Err(self.invalid(problem));
+        }
+        let now_ms = created_at.timestamp_millis();
+        let failed_at = shared.storage_failed_at_ms.load(Ordering::Relaxed);
+        let retry_ms = i64::try_from(shared.policy.storage_retry_after.as_millis()).unwrap_or(0);
+        if failed_at != 0 && now_ms.saturating_sub(failed_at) < retry_ms {
+            shared.record_drop(drop_reason::STORAGE_ERROR, 1);
+            return Err(Error::StorageFailing(
+                "the last write to the buffer failed".into(),
+            ));
+        }
+        Ok(true)
+    }
+
     /// Stamps a checked event and hands it to the writer (see [`Tracker::track_captured`]).
+    #[inline]
     fn hand_over(
         &self,
         name: &str,
