@@ -235,15 +235,7 @@ enum State {
 }
 
 fn properties(json: &str) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_str::<Value>(json) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::InvalidInput {
-            reason: "properties must be a JSON object".into(),
-        }),
-        Err(e) => Err(ApiError::InvalidInput {
-            reason: format!("properties are not valid JSON: {e}"),
-        }),
-    }
+    tern_sdk::properties_from_json(json).map_err(|reason| ApiError::InvalidInput { reason })
 }
 
 #[uniffi::export]

@@ -9,7 +9,6 @@
 //! holds it to serde_json's own output; an event it finds over a limit is then worded by the
 //! protocol's function.
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// Whether `properties` serialize (compact, as serde_json writes them) to at most `max_bytes`
@@ -20,164 +19,211 @@ pub fn fits(properties: &Map<String, Value>, max_bytes: usize, max_depth: usize)
     max_depth >= 1 && walk.object(properties, max_depth - 1).is_some()
 }
 
-/// What [`fits`] answers for the same properties parsed from `json`, measured on the text
-/// itself: no tree is built and nothing is allocated (serde_json hands strings over borrowed, or
-/// through its reused scratch buffer when they hold escapes). `false` for text that is not a
-/// JSON object as well as for one over a limit: either way the caller takes the path that parses
-/// the text and words the refusal.
+/// Whether the properties parsed from the JSON text `json` certainly pass [`fits`]: `json` is a
+/// JSON object, nested at most `max_depth` levels, and an upper bound of the bytes of the
+/// compact form serde_json writes for the parsed value (what the collector measures, whatever
+/// the text's own spacing, escapes or number spellings) is at most `max_bytes`. One pass over
+/// the bytes, nothing allocated, no tree.
 ///
-/// The bytes counted are those of the compact form serde_json writes for the parsed value,
-/// which is what the collector measures, whatever the text's own spacing, escapes or number
-/// spellings. One difference: a key repeated within an object counts each time, where parsing
-/// keeps the last; the answer can then only be stricter than the collector's, never laxer.
+/// The bound is exact for strings (escapes counted as serde_json writes the decoded text back),
+/// literals, structure and integers of up to 18 digits; a float, or a longer integer, counts
+/// 24 bytes, the longest an `f64` prints (serde_json's parse of a float's text may land on a
+/// neighbour of the value it was written from, whose shortest form is longer). A key repeated
+/// within an object counts each time, where parsing keeps the last. So `false` does not mean
+/// the collector would refuse the properties: the caller then parses them with serde_json and
+/// measures exactly (and words any refusal). Text this scan takes is still parsed whole by
+/// serde_json before it is stored (`RawValue`), which has the last word on its syntax.
 pub fn json_object_fits(json: &str, max_bytes: usize, max_depth: usize) -> bool {
-    let mut walk = TextWalk {
+    let mut scan = Scan {
+        bytes: json.as_bytes(),
+        at: 0,
         walk: Walk::new(max_bytes),
-        owed: 0,
     };
-    let mut de = serde_json::Deserializer::from_str(json);
-    let measured = de.deserialize_map(Measure {
-        walk: &mut walk,
-        depth: max_depth,
-    });
-    measured.is_ok() && de.end().is_ok()
+    scan.skip_space();
+    scan.bytes.get(scan.at) == Some(&b'{') && scan.value(max_depth).is_some() && {
+        scan.skip_space();
+        scan.at == scan.bytes.len()
+    }
 }
 
-/// [`Walk`] over text being parsed.
-struct TextWalk {
+/// The longest text an `f64` prints as (ryu's shortest form, sign and exponent included, e.g.
+/// `-2.2250738585072014e-308`).
+const MAX_F64_TEXT: usize = 24;
+
+/// A scan of JSON text: the position, and the bytes still allowed.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
     walk: Walk,
-    /// Bytes the next value or key pays first: the comma before an element of an array or
-    /// object, known to be needed only once another element comes.
-    owed: usize,
 }
 
-impl TextWalk {
-    fn take(&mut self, n: usize) -> Option<()> {
-        self.walk.take(n + std::mem::take(&mut self.owed))
+impl Scan<'_> {
+    fn skip_space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
     }
 
-    fn string(&mut self, s: &str) -> Option<()> {
-        self.take(0)?;
-        self.walk.string(s)
-    }
-}
-
-/// A value measured as it is parsed; containers may nest `depth` more levels, itself included.
-struct Measure<'w> {
-    walk: &'w mut TextWalk,
-    depth: usize,
-}
-
-/// Why a measure stopped early: past a limit (the parser's own errors say the rest).
-fn over<E: serde::de::Error>() -> E {
-    E::custom("over a limit")
-}
-
-impl Measure<'_> {
-    fn take<E: serde::de::Error>(&mut self, n: usize) -> Result<(), E> {
-        self.walk.take(n).ok_or_else(over)
+    fn next(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(b)
     }
 
-    /// The budget of a container's elements, or an error if it may not nest here.
-    fn inner<E: serde::de::Error>(&self) -> Result<usize, E> {
-        self.depth.checked_sub(1).ok_or_else(over)
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Measure<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Measure<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
+    /// The next byte after white space, consumed.
+    fn next_token(&mut self) -> Option<u8> {
+        self.skip_space();
+        self.next()
     }
 
-    fn visit_unit<E: serde::de::Error>(mut self) -> Result<(), E> {
-        self.take(4)
-    }
-
-    fn visit_bool<E: serde::de::Error>(mut self, b: bool) -> Result<(), E> {
-        self.take(if b { 4 } else { 5 })
-    }
-
-    fn visit_u64<E: serde::de::Error>(mut self, u: u64) -> Result<(), E> {
-        self.take(number_len(&Number::from(u)))
-    }
-
-    fn visit_i64<E: serde::de::Error>(mut self, i: i64) -> Result<(), E> {
-        self.take(number_len(&Number::from(i)))
-    }
-
-    fn visit_f64<E: serde::de::Error>(mut self, f: f64) -> Result<(), E> {
-        // JSON text has no non-finite numbers; `null` is what serde_json would write for one.
-        let len = Number::from_f64(f).map_or(4, |n| number_len(&n));
-        self.take(len)
-    }
-
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
-        self.walk.string(s).ok_or_else(over)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        let depth = self.inner()?;
-        self.take(2)?;
-        loop {
-            let seed = Measure {
-                walk: &mut *self.walk,
-                depth,
-            };
-            if seq.next_element_seed(seed)?.is_none() {
-                self.walk.owed = 0;
-                return Ok(());
+    /// A value whose containers may nest `depth` more levels, itself included.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.next_token()? {
+            open @ (b'{' | b'[') => {
+                let depth = depth.checked_sub(1)?;
+                let object = open == b'{';
+                let close = if object { b'}' } else { b']' };
+                self.walk.take(2)?;
+                self.skip_space();
+                if self.bytes.get(self.at) == Some(&close) {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    if object {
+                        if self.next_token()? != b'"' {
+                            return None;
+                        }
+                        self.string()?;
+                        if self.next_token()? != b':' {
+                            return None;
+                        }
+                        self.walk.take(1)?;
+                    }
+                    self.value(depth)?;
+                    match self.next_token()? {
+                        b',' => self.walk.take(1)?,
+                        b if b == close => return Some(()),
+                        _ => return None,
+                    }
+                }
             }
-            // A comma, if another element follows.
-            self.walk.owed = 1;
+            b'"' => self.string(),
+            b't' => self.literal(b"rue", 4),
+            b'f' => self.literal(b"alse", 5),
+            b'n' => self.literal(b"ull", 4),
+            first @ (b'-' | b'0'..=b'9') => self.number(first),
+            _ => None,
         }
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        let depth = self.inner()?;
-        self.take(2)?;
-        while map.next_key_seed(Key(&mut *self.walk))?.is_some() {
-            self.take(1)?; // the colon
-            map.next_value_seed(Measure {
-                walk: &mut *self.walk,
-                depth,
-            })?;
-            self.walk.owed = 1;
+    fn literal(&mut self, rest: &[u8], len: usize) -> Option<()> {
+        let end = self.at.checked_add(rest.len())?;
+        (self.bytes.get(self.at..end)? == rest).then_some(())?;
+        self.at = end;
+        self.walk.take(len)
+    }
+
+    /// A number (its first byte consumed), counted as serde_json prints what it parses.
+    fn number(&mut self, first: u8) -> Option<()> {
+        let start = self.at - 1;
+        let int_first = if first == b'-' { self.next()? } else { first };
+        match int_first {
+            b'0' => {}
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
         }
-        self.walk.owed = 0;
-        Ok(())
+        let mut integer = true;
+        if self.bytes.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            integer = false;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.at) {
+            self.at += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = self.bytes.get(self.at) {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        let len = self.at - start;
+        // Up to 18 digits an integer fits an i64 or u64 and prints as written ("-0" shorter).
+        let digits = len - usize::from(first == b'-');
+        self.walk.take(if integer && digits <= 18 {
+            len
+        } else {
+            MAX_F64_TEXT
+        })
+    }
+
+    /// Consumes ASCII digits; how many.
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while let Some(b'0'..=b'9') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    /// A string (its opening quote consumed), counted as serde_json writes its decoded text.
+    fn string(&mut self) -> Option<()> {
+        let mut len = 2;
+        loop {
+            match self.next()? {
+                b'"' => return self.walk.take(len),
+                b'\\' => {
+                    len += match self.next()? {
+                        b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                        b'/' => 1,
+                        b'u' => {
+                            let unit = self.hex4()?;
+                            match unit {
+                                0xD800..=0xDBFF => {
+                                    // A surrogate pair: one character of 4 UTF-8 bytes.
+                                    (self.next()? == b'\\' && self.next()? == b'u').then_some(())?;
+                                    (0xDC00..=0xDFFF).contains(&self.hex4()?).then_some(4)?
+                                }
+                                0xDC00..=0xDFFF => return None,
+                                _ => escaped_len(unit),
+                            }
+                        }
+                        _ => return None,
+                    };
+                }
+                // Raw control characters are not allowed in JSON strings.
+                0x00..=0x1f => return None,
+                // Any other byte is written back as it is (the text is UTF-8: a `str`).
+                _ => len += 1,
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let mut unit = 0;
+        for _ in 0..4 {
+            unit = unit * 16 + char::from(self.next()?).to_digit(16)?;
+        }
+        Some(unit)
     }
 }
 
-/// An object's key, measured as a string.
-struct Key<'w>(&'w mut TextWalk);
-
-impl<'de> DeserializeSeed<'de> for Key<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
-        self.0.string(s).ok_or_else(over)
+/// Bytes serde_json writes for the character `unit` (below the surrogates or above them): the
+/// short escapes and `\"` `\\` take 2, other control characters `\u00XX` 6, anything else
+/// its UTF-8 length.
+fn escaped_len(unit: u32) -> usize {
+    match unit {
+        0x22 | 0x5c | 0x08 | 0x09 | 0x0a | 0x0c | 0x0d => 2,
+        0x00..=0x1f => 6,
+        0x20..=0x7f => 1,
+        0x80..=0x7ff => 2,
+        _ => 3,
     }
 }
 
@@ -359,22 +405,44 @@ mod tests {
         }
     }
 
+    /// Whether every number in `v` is an integer of up to 18 digits (the scan's bound is exact
+    /// then).
+    fn only_short_integers(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => {
+                (n.is_u64() || n.is_i64()) && n.to_string().trim_start_matches('-').len() <= 18
+            }
+            Value::Array(items) => items.iter().all(only_short_integers),
+            Value::Object(map) => map.values().all(only_short_integers),
+            _ => true,
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3_000))]
 
         #[test]
-        fn the_text_is_measured_as_its_parsed_value(m in properties(4), slack in 0usize..3) {
+        fn the_text_passes_only_what_its_parsed_value_passes(
+            m in properties(4),
+            slack in 0usize..3,
+        ) {
             let compact = serde_json::to_string(&m).unwrap();
             let pretty = serde_json::to_string_pretty(&m).unwrap();
             // What the collector measures: the value it parses from the text (serde_json's
             // float parsing may land a bit away from the value the text was written from).
             let parsed: Map<String, Value> = serde_json::from_str(&compact).unwrap();
             let size = serde_json::to_string(&parsed).unwrap().len();
+            let exact = only_short_integers(&Value::Object(parsed.clone()));
             for limit in [size + slack, size.saturating_sub(slack + 1)] {
                 for depth in [MAX_PROPERTIES_DEPTH, 1, 2, 3] {
                     let expected = fits(&parsed, limit, depth);
-                    prop_assert_eq!(json_object_fits(&compact, limit, depth), expected, "{}", compact);
-                    prop_assert_eq!(json_object_fits(&pretty, limit, depth), expected, "{}", pretty);
+                    for text in [&compact, &pretty] {
+                        let scanned = json_object_fits(text, limit, depth);
+                        prop_assert!(!scanned || expected, "laxer than the parsed value: {}", text);
+                        if exact {
+                            prop_assert_eq!(scanned, expected, "{}", text);
+                        }
+                    }
                 }
             }
         }
@@ -392,21 +460,38 @@ mod tests {
             r#"{"a":1}x"#,
             r#"{"a":}"#,
             "{} {}",
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":-}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00"}"#,
+            "{\"a\":\"\u{1}\"}",
+            r#"{"a":[1,]}"#,
+            r#"{,}"#,
+            r#"{"a" 1}"#,
         ] {
             assert!(!json_object_fits(text, usize::MAX, usize::MAX), "{text}");
+            assert!(
+                serde_json::from_str::<Map<String, Value>>(text).is_err(),
+                "{text}"
+            );
         }
         assert!(json_object_fits(" {} ", 2, 1));
         assert!(!json_object_fits("{}", 1, 1));
         assert!(!json_object_fits("{}", 2, 0));
-        // Escapes and number spellings count as serde_json writes them back.
+        // Escapes count as serde_json writes the decoded text back: `{"é/":12,"😀":"\n"}`.
+        let text = r#"{"\u00e9\/":12,"\ud83d\ude00":"\n"}"#;
+        let back = serde_json::to_string(&serde_json::from_str::<Value>(text).unwrap()).unwrap();
+        assert_eq!(back.len(), 22, "{back}");
+        assert!(json_object_fits(text, back.len(), 1));
+        assert!(!json_object_fits(text, back.len() - 1, 1));
+        // A float counts the longest an f64 prints.
+        assert!(!json_object_fits(r#"{"a":1.5}"#, 2 + 3 + 1 + 3, 1));
         assert!(json_object_fits(
-            r#"{"\u00e9":1e2}"#,
-            r#"{"é":100.0}"#.len(),
-            1
-        ));
-        assert!(!json_object_fits(
-            r#"{"\u00e9":1e2}"#,
-            r#"{"é":100.0}"#.len() - 1,
+            r#"{"a":1.5}"#,
+            2 + 3 + 1 + MAX_F64_TEXT,
             1
         ));
     }

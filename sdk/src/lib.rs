@@ -25,5 +25,5 @@ pub use error::{Error, Result};
 pub use policy::Policy;
 pub use store::Pending;
 pub use tern_protocol::{AppInfo, Context, DeviceInfo, OsInfo};
-pub use tracker::{Captured, Config, Stats, Tracker};
+pub use tracker::{properties_from_json, Captured, Config, Stats, Tracker};
 pub use transport::{HttpRequest, HttpResponse, Transport};

@@ -314,13 +314,7 @@ impl Tracker {
             .then(|| identity.user_id.clone())
         };
         let Some(user_id) = as_text else {
-            let map = match serde_json::from_str::<Value>(properties) {
-                Ok(Value::Object(map)) => map,
-                Ok(_) => return Err(self.invalid("properties must be a JSON object".into())),
-                Err(e) => {
-                    return Err(self.invalid(format!("properties are not valid JSON: {e}")));
-                }
-            };
+            let map = properties_from_json(properties).map_err(|problem| self.invalid(problem))?;
             return self.track_captured(name, map, captured, wait);
         };
         if let Some(problem) = id_problem("user_id", user_id.as_deref()) {
@@ -624,6 +618,15 @@ impl Drop for Tracker {
 }
 
 /// The context as the batches carry it, refused (as the collector would refuse every batch
+/// Properties from the JSON text of an object, or why not (the words of a refusal).
+pub fn properties_from_json(json: &str) -> std::result::Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("properties must be a JSON object".into()),
+        Err(e) => Err(format!("properties are not valid JSON: {e}")),
+    }
+}
+
 /// carrying it) when it is over the protocol's limit.
 fn context_json(context: &Context) -> Result<String> {
     if let Some(problem) = context_problem(context) {
