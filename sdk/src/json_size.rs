@@ -109,32 +109,31 @@ impl Scan<'_> {
                 }
             }
             b'"' => self.string(),
-            b't' => self.literal(b"rue", 4),
-            b'f' => self.literal(b"alse", 5),
-            b'n' => self.literal(b"ull", 4),
+            first @ (b't' | b'f' | b'n') => {
+                let rest: &[u8] = match first {
+                    b't' => b"rue",
+                    b'f' => b"alse",
+                    _ => b"ull",
+                };
+                let end = self.at + rest.len();
+                (self.bytes.get(self.at..end)? == rest).then_some(())?;
+                self.at = end;
+                self.walk.take(1 + rest.len())
+            }
             first @ (b'-' | b'0'..=b'9') => self.number(first),
             _ => None,
         }
-    }
-
-    fn literal(&mut self, rest: &[u8], len: usize) -> Option<()> {
-        let end = self.at.checked_add(rest.len())?;
-        (self.bytes.get(self.at..end)? == rest).then_some(())?;
-        self.at = end;
-        self.walk.take(len)
     }
 
     /// A number (its first byte consumed), counted as serde_json prints what it parses.
     fn number(&mut self, first: u8) -> Option<()> {
         let start = self.at - 1;
         let int_first = if first == b'-' { self.next()? } else { first };
-        match int_first {
-            b'0' => {}
-            b'1'..=b'9' => {
-                self.digits();
-            }
+        let int_digits = match int_first {
+            b'0' => 0,
+            b'1'..=b'9' => 1 + self.digits(),
             _ => return None,
-        }
+        };
         let mut integer = true;
         if self.bytes.get(self.at) == Some(&b'.') {
             self.at += 1;
@@ -143,15 +142,26 @@ impl Scan<'_> {
                 return None;
             }
         }
+        let mut exponent_digits = 0;
         if let Some(b'e' | b'E') = self.bytes.get(self.at) {
             self.at += 1;
             integer = false;
+            let negative = self.bytes.get(self.at) == Some(&b'-');
             if let Some(b'+' | b'-') = self.bytes.get(self.at) {
                 self.at += 1;
             }
-            if self.digits() == 0 {
+            exponent_digits = self.digits();
+            if exponent_digits == 0 {
                 return None;
             }
+            if negative {
+                exponent_digits = 0;
+            }
+        }
+        // Below 10^(200 + 99): far from f64's range, where serde_json finds a number out of
+        // range (an error). Beyond, left to its parse, which words it.
+        if int_digits > 200 || exponent_digits > 2 {
+            return None;
         }
         let len = self.at - start;
         // Up to 18 digits an integer fits an i64 or u64 and prints as written ("-0" shorter).
@@ -471,6 +481,8 @@ mod tests {
             r#"{"a":[1,]}"#,
             r#"{,}"#,
             r#"{"a" 1}"#,
+            r#"{"a":1e999}"#,
+            r#"{"a":-1.5E+400}"#,
         ] {
             assert!(!json_object_fits(text, usize::MAX, usize::MAX), "{text}");
             assert!(
@@ -487,6 +499,20 @@ mod tests {
         assert_eq!(back.len(), 22, "{back}");
         assert!(json_object_fits(text, back.len(), 1));
         assert!(!json_object_fits(text, back.len() - 1, 1));
+        // Near f64's range the scan leaves the answer to serde_json's parse, which takes these.
+        let big_int = format!(r#"{{"a":{}}}"#, "9".repeat(201));
+        for text in [r#"{"a":1e300}"#, r#"{"a":0.5e100}"#, big_int.as_str()] {
+            assert!(!json_object_fits(text, usize::MAX, usize::MAX), "{text}");
+            assert!(
+                serde_json::from_str::<Map<String, Value>>(text).is_ok(),
+                "{text}"
+            );
+        }
+        assert!(json_object_fits(
+            r#"{"a":1e-999,"b":9.9e99}"#,
+            usize::MAX,
+            usize::MAX
+        ));
         // A float counts the longest an f64 prints.
         assert!(!json_object_fits(r#"{"a":1.5}"#, 2 + 3 + 1 + 3, 1));
         assert!(json_object_fits(

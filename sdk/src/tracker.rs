@@ -313,21 +313,24 @@ impl Tracker {
                 ))
             .then(|| identity.user_id.clone())
         };
-        let Some(user_id) = as_text else {
+        // serde_json has the last word on the syntax: what it refuses, or what the scan could
+        // not pass, its parse measures exactly and words.
+        let text = as_text.and_then(|user_id| {
+            let raw = RawValue::from_string(properties.to_owned()).ok()?;
+            Some((raw, user_id))
+        });
+        let Some((raw, user_id)) = text else {
             let map = properties_from_json(properties).map_err(|problem| self.invalid(problem))?;
             return self.track_captured(name, map, captured, wait);
         };
         if let Some(problem) = id_problem("user_id", user_id.as_deref()) {
             return Err(self.invalid(problem));
         }
-        // Checked as the collector will parse it: the text was parsed whole.
-        let raw = RawValue::from_string(properties.to_owned())?;
         self.hand_over(name, Properties::Json(raw), user_id, captured, wait)
     }
 
     /// The checks before an event's own: the tracker open, not opted out (`false`: discard the
     /// event), a valid name, storage not failing (else the event is dropped and counted).
-    #[inline]
     fn admit(&self, name: &str, created_at: DateTime<Utc>) -> Result<bool> {
         let shared = &*self.shared;
         if shared.stopping.load(Ordering::Relaxed) {
@@ -352,7 +355,6 @@ impl Tracker {
     }
 
     /// Stamps a checked event and hands it to the writer (see [`Tracker::track_captured`]).
-    #[inline]
     fn hand_over(
         &self,
         name: &str,
