@@ -156,7 +156,13 @@ fn serialized_len(properties: &Map<String, Value>) -> usize {
 
 /// The nesting half of [`properties_problem`]: deeper than [`MAX_PROPERTIES_DEPTH`].
 pub fn properties_depth_problem(properties: &Map<String, Value>) -> Option<String> {
-    properties_nesting_problem(1 + properties.values().map(value_depth).max().unwrap_or(0))
+    properties_nesting_problem(properties_depth(properties))
+}
+
+/// Nesting depth of properties: the object itself is depth 1, each object or array within
+/// one more.
+pub fn properties_depth(properties: &Map<String, Value>) -> usize {
+    1 + properties.values().map(value_depth).max().unwrap_or(0)
 }
 
 /// [`properties_depth_problem`] given the properties' nesting depth (the object itself is depth

@@ -17,6 +17,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
+use tern_protocol::limits::properties_depth;
 use tern_protocol::Event;
 use uuid::Uuid;
 
@@ -105,7 +106,7 @@ impl EventFields for Event {
         self.session_id.as_deref()
     }
     fn properties_depth(&self) -> usize {
-        1 + self.properties.values().map(value_depth).max().unwrap_or(0)
+        properties_depth(&self.properties)
     }
     fn write_properties(&self, out: &mut Vec<u8>) -> Result<(), RequestError> {
         serde_json::to_writer(out, &self.properties).map_err(RequestError::unserializable)
@@ -159,15 +160,6 @@ impl EventFields for DecodedEvent<'_> {
             user_id: owned(&self.user_id),
             session_id: owned(&self.session_id),
         }
-    }
-}
-
-/// Nesting depth of one JSON value, as `tern_protocol::limits` counts it.
-fn value_depth(value: &Value) -> usize {
-    match value {
-        Value::Object(m) => 1 + m.values().map(value_depth).max().unwrap_or(0),
-        Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
-        _ => 0,
     }
 }
 
