@@ -236,9 +236,6 @@ async fn handle_batch(
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok()),
     )?;
-    let overloaded = || RequestError::Overloaded {
-        retry_after: RETRY_AFTER_OVERLOADED,
-    };
     // Every byte this upload holds is reserved before or as it is allocated, except the
     // transient memory of decoding, which the decode permits bound.
     let mut reservation = Reservation::new(&state.in_flight);
@@ -395,6 +392,13 @@ enum Outcome {
     Refused(RequestError),
 }
 
+/// The answer when the collector's memory or decode budget is spent: the client retries later.
+fn overloaded() -> RequestError {
+    RequestError::Overloaded {
+        retry_after: RETRY_AFTER_OVERLOADED,
+    }
+}
+
 /// Parses the decompressed batch `json`, checks it against the acknowledged batches, the rate
 /// limit and the memory budget, and enriches it into records: the part of an upload that
 /// holds the parsed batch, which borrows from `json`.
@@ -406,9 +410,6 @@ fn prepare_decoded(
     received_at: chrono::DateTime<chrono::Utc>,
     mut reservation: Reservation,
 ) -> Result<Decoded, RequestError> {
-    let overloaded = || RequestError::Overloaded {
-        retry_after: RETRY_AFTER_OVERLOADED,
-    };
     let batch = decode::parse_noting_unknown_fields(json, |location| {
         state.metrics.unknown_field(location);
     })?;
@@ -518,9 +519,7 @@ async fn read_body(
             seen = seen.saturating_add(data.len());
             if seen <= MAX_BODY_BYTES {
                 if !reservation.resize(seen) {
-                    return Err(RequestError::Overloaded {
-                        retry_after: RETRY_AFTER_OVERLOADED,
-                    });
+                    return Err(overloaded());
                 }
                 kept.extend_from_slice(&data);
             } else if seen > MAX_DRAINED_BYTES {
