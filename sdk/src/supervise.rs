@@ -2,7 +2,7 @@
 //! the checkpoint thread, which copies the WAL into the database file off the writer's path.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
@@ -14,9 +14,22 @@ use crate::store::Checkpointer;
 pub const THREAD_RESTART_DELAY: Duration = Duration::from_secs(1);
 /// How often the checkpoint thread copies the WAL into the database file. A checkpoint fsyncs,
 /// and an fsync can stall for hundreds of milliseconds when the device's storage is busy, so it
-/// never runs on the writer (whose commits only append to the WAL): one second keeps the WAL to
-/// about a second of events.
+/// never runs on the writer (whose commits only append to the WAL).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// WAL growth, in bytes per second, above which the app is tracking flat out (a burst) and the
+/// checkpoints wait. About 25 000 events a second of a few hundred bytes: far above what an app
+/// tracks for more than a moment. During a burst every checkpoint's fsync held up the writer's
+/// appends to the WAL on the same disk, up to 230 ms each in the JVM's flat-out benchmark
+/// (`docs/BENCHMARKS.md`), past the 100 ms a foreign `track()` waits for room before it drops the
+/// event, and gained nothing: the WAL starts again from its beginning only at a commit that
+/// finds every frame copied, which never happens while commits keep coming, so it grew anyway.
+pub const BURST_WAL_BYTES_PER_SECOND: u64 = 16 * 1024 * 1024;
+/// How often the checkpoint thread looks at the WAL's growth while it waits out a burst.
+pub const BURST_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest a burst puts the checkpoints off. What a power loss may undo is what no checkpoint
+/// (or the kernel's own write-back, after about 30 s) made durable, so a burst longer than this
+/// gets its checkpoint anyway, stalls and all.
+pub const MAX_CHECKPOINT_DEFERRAL: Duration = Duration::from_secs(30);
 
 /// Runs one of the SDK's threads, restarting it after a panic (logged and counted) so that a
 /// bug cannot silently stop the buffer or the uploads for the rest of the app's life.
@@ -54,15 +67,38 @@ fn restart_on_panic(name: &str, delay: Duration, run: impl Fn(), on_panic: impl 
     }
 }
 
-/// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] until `stop` closes. Failures are only
-/// logged: the WAL keeps every commit until a later checkpoint succeeds, and SQLite checkpoints
-/// once more when the store's connection closes.
+/// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] until `stop` closes, except while the WAL
+/// grows faster than [`BURST_WAL_BYTES_PER_SECOND`] (for at most
+/// [`MAX_CHECKPOINT_DEFERRAL`]): then the first checkpoint comes as soon as the burst ends.
+/// Failures are only logged: the WAL keeps every commit until a later checkpoint succeeds, and
+/// SQLite checkpoints once more when the store's connection closes.
 pub(crate) fn run_checkpoints(mut checkpointer: Checkpointer, stop: &Receiver<()>) {
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
+    let mut wait = CHECKPOINT_INTERVAL;
+    let mut seen = (Instant::now(), checkpointer.wal_bytes());
+    let mut burst_since: Option<Instant> = None;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
+        let now = (Instant::now(), checkpointer.wal_bytes());
+        let in_burst = in_burst(seen, now);
+        seen = now;
+        if in_burst && burst_since.get_or_insert(now.0).elapsed() < MAX_CHECKPOINT_DEFERRAL {
+            wait = BURST_CHECK_INTERVAL;
+            continue;
+        }
+        burst_since = None;
+        wait = CHECKPOINT_INTERVAL;
         if let Err(e) = checkpointer.checkpoint() {
             tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
         }
+        seen = (Instant::now(), checkpointer.wal_bytes());
     }
+}
+
+/// Whether the WAL grew faster than [`BURST_WAL_BYTES_PER_SECOND`] between two looks (time,
+/// WAL file bytes). A WAL written again from its beginning does not grow the file.
+fn in_burst(before: (Instant, u64), after: (Instant, u64)) -> bool {
+    let grew = u128::from(after.1.saturating_sub(before.1));
+    let millis = after.0.duration_since(before.0).as_millis().max(1);
+    grew * 1000 / millis > u128::from(BURST_WAL_BYTES_PER_SECOND)
 }
 
 #[cfg(test)]
@@ -89,6 +125,25 @@ mod tests {
         );
         assert_eq!(runs.load(Ordering::SeqCst), 3, "run again after each panic");
         assert_eq!(panics.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn only_a_wal_growing_faster_than_the_burst_rate_puts_checkpoints_off() {
+        let t0 = Instant::now();
+        let second = t0 + Duration::from_secs(1);
+        let mib = 1024 * 1024;
+        // A phone tracking steadily grows the WAL by kilobytes a second.
+        assert!(!in_burst((t0, 4 * mib), (second, 4 * mib + 64 * 1024)));
+        // A WAL written again from its beginning, or cut back, does not grow.
+        assert!(!in_burst((t0, 64 * mib), (second, 4 * mib)));
+        assert!(!in_burst((t0, 4 * mib), (second, 4 * mib)));
+        // A flat-out burst grows it by tens of megabytes a second, whatever the look's interval.
+        assert!(in_burst((t0, 0), (second, 90 * mib)));
+        let tenth = t0 + Duration::from_millis(100);
+        assert!(in_burst((t0, 0), (tenth, 9 * mib)));
+        assert!(!in_burst((t0, 0), (tenth, mib)));
+        // Two looks at the same instant do not divide by zero.
+        assert!(!in_burst((t0, 0), (t0, 0)));
     }
 
     #[test]

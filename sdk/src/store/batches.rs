@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tern_protocol::Gap;
 use uuid::Uuid;
 
@@ -82,11 +82,31 @@ impl Store {
         .transpose()
     }
 
+    /// Cuts a new batch (see [`Store::cut_batch_unmarked`]) and raises the identity file's
+    /// `batched_through` mark to it.
+    pub fn cut_batch(
+        &mut self,
+        max_events: usize,
+        max_bytes: usize,
+        context: &str,
+        now_ms: i64,
+    ) -> Result<Option<BatchRow>> {
+        let batch = self.cut_batch_unmarked(max_events, max_bytes, context, now_ms)?;
+        if let Some(batch) = &batch {
+            let highest = self.batch_highest_seq(batch)?;
+            self.identity().mark_batched(highest)?;
+        }
+        Ok(batch)
+    }
+
     /// Cuts a new batch from the oldest unbatched events, at most `max_events` of them and at
     /// most `max_bytes` (but always at least one event, if any waits), and attaches the drop
     /// counts not yet reported and the pending gap reports (see `gaps::fix_into_batch`). A batch
-    /// may hold gap reports and no events. Returns `None` when nothing waits.
-    pub fn cut_batch(
+    /// may hold gap reports and no events. Returns `None` when nothing waits. The identity
+    /// file's `batched_through` must reach [`Store::batch_highest_seq`] before the batch is sent
+    /// ([`SeqMarks::mark_batched`]): a buffer that later comes back without it (a power loss) is
+    /// then known to have lost events the collector may hold.
+    pub fn cut_batch_unmarked(
         &mut self,
         max_events: usize,
         max_bytes: usize,
@@ -146,11 +166,6 @@ impl Store {
             )?;
         }
         batch.gaps = gaps::fix_into_batch(&tx, batch.batch_id)?;
-        // Durable before the batch exists, so before it is first sent: a buffer that later
-        // comes back without it (a power loss) is then known to have lost events the collector
-        // may hold. Should the commit fail, the mark is only ahead, which costs a skipped block
-        // at worst, never a reused seq.
-        self.identity.mark_batched(highest_seq(&batch, last))?;
         tx.commit()?;
         self.pending.unbatched_events = self.pending.unbatched_events.saturating_sub(count);
         Ok(Some(batch))
@@ -167,16 +182,32 @@ impl Store {
     /// when a cap or an opt-out removed the batch meanwhile: the counts change by what was
     /// actually stored).
     pub fn delete_batch(&mut self, batch: &BatchRow) -> Result<u64> {
+        let highest = self.batch_highest_seq(batch)?;
+        let events = self.delete_batch_unmarked(batch)?;
+        self.mark_acked(highest);
+        Ok(events)
+    }
+
+    /// Forgets an acknowledged batch and its events, as [`Store::delete_batch`] does, but leaves
+    /// the identity file's `acked_through` mark to the caller ([`SeqMarks::mark_acked`]).
+    pub fn delete_batch_unmarked(&mut self, batch: &BatchRow) -> Result<u64> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let last = batch_last_seq(&tx, batch.batch_id)?;
         let (events, bytes) = delete_batch(&tx, batch.batch_id)?;
         tx.commit()?;
-        self.mark_acked(highest_seq(batch, last));
         self.pending.events = self.pending.events.saturating_sub(events);
         self.pending.bytes = self.pending.bytes.saturating_sub(bytes);
         Ok(events)
+    }
+
+    /// The highest `seq` a stored batch accounts for (its events' and its gap reports'): what
+    /// the identity file's marks must reach for it.
+    pub fn batch_highest_seq(&self, batch: &BatchRow) -> Result<u64> {
+        Ok(highest_seq(
+            batch,
+            batch_last_seq(&self.conn, batch.batch_id)?,
+        ))
     }
 
     /// Records a failed attempt and when to try again; this survives a restart, so a restarted
@@ -209,9 +240,7 @@ impl Store {
     /// Raises the identity file's acknowledged-through mark. A failure is only logged: the batch
     /// is settled already, and a mark left behind only widens a later `storage_lost` report.
     pub(super) fn mark_acked(&mut self, seq: u64) {
-        if let Err(e) = self.identity.mark_acked(seq) {
-            tracing::warn!(error = %e, "could not write the acknowledged-through mark");
-        }
+        self.seq_marks().mark_acked(seq);
     }
 
     /// Gives a batch the collector answered `batch_id_conflict` (409) a fresh `batch_id`, same
@@ -343,8 +372,8 @@ pub(super) fn delete_batch(tx: &Transaction<'_>, batch_id: Uuid) -> Result<(u64,
 }
 
 /// The highest `seq` of a batch's stored events (0 for none).
-pub(super) fn batch_last_seq(tx: &Transaction<'_>, batch_id: Uuid) -> Result<u64> {
-    Ok(tx.query_row(
+pub(super) fn batch_last_seq(conn: &Connection, batch_id: Uuid) -> Result<u64> {
+    Ok(conn.query_row(
         "SELECT COALESCE(MAX(seq), 0) FROM events WHERE batch_id = ?1",
         [batch_id.to_string()],
         |r| r.get(0),

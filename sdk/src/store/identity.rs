@@ -13,6 +13,7 @@
 //!   or in a gap report it wrote). Batches go in `seq` order, so one mark is enough.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -228,6 +229,40 @@ impl IdentityFile {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// The identity file's `batched_through` and `acked_through` marks, shared with the store. Each
+/// mark is a durable write (a journal and its fsyncs), and on a filesystem that orders data
+/// before metadata (ext4's default) an fsync waits for the disk's other pending writes too:
+/// during a burst of tracking, 0.1 to 1.5 s, measured. The uploader writes the marks through
+/// this handle after it released the store's lock, so that the writer's commits (and the app's
+/// queue behind them) never wait for them: `batched_through` before a batch is sent,
+/// `acked_through` after its answer is settled.
+#[derive(Clone)]
+pub struct SeqMarks(Arc<Mutex<IdentityFile>>);
+
+impl SeqMarks {
+    pub(super) fn new(file: Arc<Mutex<IdentityFile>>) -> Self {
+        Self(file)
+    }
+
+    fn file(&self) -> MutexGuard<'_, IdentityFile> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Raises `batched_through` to `seq`, durably, before a batch accounting for `seq` is sent
+    /// (nothing is written when the mark is there already).
+    pub fn mark_batched(&self, seq: u64) -> Result<()> {
+        self.file().mark_batched(seq)
+    }
+
+    /// Raises `acked_through` to `seq`. A failure is only logged: the batch is settled already,
+    /// and a mark left behind only widens a later `storage_lost` report.
+    pub fn mark_acked(&self, seq: u64) {
+        if let Err(e) = self.file().mark_acked(seq) {
+            tracing::warn!(error = %e, "could not write the acknowledged-through mark");
+        }
     }
 }
 

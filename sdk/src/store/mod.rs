@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use tern_protocol::SeqRange;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+pub use identity::SeqMarks;
 use identity::{IdentityFile, IDENTITY_KEYS};
 use schema::{meta_set, BUSY_TIMEOUT};
 
@@ -101,8 +102,9 @@ pub struct Store {
     _lock: File,
     /// The database file, for its corrupt copies.
     path: PathBuf,
-    /// Who the install is and what the user chose, beside the buffer (see `identity`).
-    identity: IdentityFile,
+    /// Who the install is and what the user chose, beside the buffer (see `identity`); shared
+    /// with the uploader's [`SeqMarks`], which write their marks without the store's lock.
+    identity: Arc<Mutex<IdentityFile>>,
     /// The file ceiling set with [`Store::set_max_file_bytes`], set again on a fresh buffer.
     max_file_bytes: Option<u64>,
     /// How many times the buffer was replaced while open (corruption found at run time), so
@@ -126,10 +128,21 @@ impl Store {
             in_flight: None,
             _lock: lock,
             path: path.to_owned(),
-            identity,
+            identity: Arc::new(Mutex::new(identity)),
             max_file_bytes: None,
             generation: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The identity file, behind its own lock (taken after the store's, never before it).
+    fn identity(&self) -> MutexGuard<'_, IdentityFile> {
+        self.identity.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The identity file's `seq` marks, for the uploader to write after it released the store's
+    /// lock (see [`SeqMarks`]).
+    pub fn seq_marks(&self) -> SeqMarks {
+        SeqMarks::new(Arc::clone(&self.identity))
     }
 
     /// A second connection that checkpoints this buffer's WAL (see [`Checkpointer`]).
@@ -192,7 +205,7 @@ impl Store {
     /// choice, of the identity file.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         if IDENTITY_KEYS.contains(&key) {
-            return self.identity.get(key);
+            return self.identity().get(key);
         }
         meta_get(&self.conn, key)
     }
@@ -201,7 +214,7 @@ impl Store {
     /// choice, of the identity file.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         if IDENTITY_KEYS.contains(&key) {
-            return self.identity.set(key, value);
+            return self.identity().set(key, value);
         }
         meta_set(&self.conn, key, value)
     }
@@ -220,7 +233,7 @@ impl Store {
             .iter()
             .partition(|(key, _)| IDENTITY_KEYS.contains(key));
         let highest = events.iter().map(|e| e.seq).max().unwrap_or(0);
-        self.identity
+        self.identity()
             .write(&identity_meta, highest, events.len() as u64)?;
         let tx = self
             .conn
@@ -269,7 +282,7 @@ impl Store {
         }
         let first = self.next_seq;
         let last = first.saturating_add(count - 1);
-        self.identity.write(&[], last, 0)?;
+        self.identity().write(&[], last, 0)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -321,6 +334,17 @@ impl Store {
     }
 }
 
+/// What a checkpoint found in the WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalState {
+    /// Frames (pages) in the WAL; it starts again from 0 at the first commit after a checkpoint
+    /// that copied every frame.
+    pub frames: u64,
+    /// Of those, the frames the checkpoint left behind: a reader still needs them, or they were
+    /// committed while it ran.
+    pub left: u64,
+}
+
 /// Copies the WAL into the database file from a connection of its own. `PASSIVE` never waits
 /// for the writer or for readers (such as `tern-inspect`), and the writer never waits for it.
 pub struct Checkpointer {
@@ -345,10 +369,16 @@ impl Checkpointer {
         })
     }
 
-    /// One passive checkpoint; returns the WAL frames it left behind (busy or newer frames).
+    /// The WAL file's size now (0 when there is none): it grows while commits append past its
+    /// end, and stays when a checkpoint let them write it again from the beginning.
+    pub fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(sibling(&self.path, "-wal")).map_or(0, |m| m.len())
+    }
+
+    /// One passive checkpoint: what the WAL held and what it left behind (busy or newer frames).
     /// After the store replaced a corrupt buffer, the new file is opened first (the old
     /// connection still reads the file that was moved aside).
-    pub fn checkpoint(&mut self) -> Result<u64> {
+    pub fn checkpoint(&mut self) -> Result<WalState> {
         let generation = self.generation.load(Ordering::SeqCst);
         if generation != self.opened_at {
             let conn = Connection::open(&self.path)?;
@@ -361,7 +391,11 @@ impl Checkpointer {
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                     Ok((r.get(1)?, r.get(2)?))
                 })?;
-        Ok(u64::try_from(log - done).unwrap_or(0))
+        let frames = u64::try_from(log).unwrap_or(0);
+        Ok(WalState {
+            frames,
+            left: frames.saturating_sub(u64::try_from(done).unwrap_or(0)),
+        })
     }
 }
 

@@ -50,10 +50,10 @@ impl Store {
                 prune_corrupt_copies(path, MAX_CORRUPT_COPIES, MAX_CORRUPT_COPY_AGE, now_ms);
                 let buffer_last = loaded.next_seq - 1;
                 let mut store = Self::new(conn, loaded, lock, path, identity);
-                let known = store.identity.install_id().is_some();
+                let known = store.identity().install_id().is_some();
                 store.adopt_identity()?;
-                let sent = store.identity.batched_through();
-                if known && buffer_last < sent.max(store.identity.acked_through()) {
+                let sent = store.identity().batched_through();
+                if known && buffer_last < sent.max(store.identity().acked_through()) {
                     tracing::error!("the buffer is older than its identity file (power loss?)");
                     store.report_storage_lost(buffer_last, now_ms)?;
                 }
@@ -65,7 +65,7 @@ impl Store {
                 let conn = open_connection(path)?;
                 let loaded = Self::load(&conn)?;
                 let mut store = Self::new(conn, loaded, lock, path, identity);
-                let known = store.identity.install_id().is_some();
+                let known = store.identity().install_id().is_some();
                 store.adopt_identity()?;
                 if known {
                     store.report_storage_lost(0, now_ms)?;
@@ -81,8 +81,8 @@ impl Store {
     /// Takes the install id from the identity file, or fills a new identity file from the
     /// buffer's `meta` values (the first start after an upgrade, or a new install).
     fn adopt_identity(&mut self) -> Result<()> {
-        if let Some(id) = self.identity.install_id() {
-            let id = id.to_owned();
+        let known = self.identity().install_id().map(str::to_owned);
+        if let Some(id) = known {
             if id != self.install_id {
                 meta_set(&self.conn, meta_key::INSTALL_ID, &id)?;
                 self.install_id = id;
@@ -99,7 +99,7 @@ impl Store {
             self.conn
                 .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
         let next_seq = self.next_seq;
-        self.identity.initialize(
+        self.identity().initialize(
             &self.install_id.clone(),
             &values,
             next_seq,
@@ -112,8 +112,8 @@ impl Store {
     /// in the buffer (above `buffer_last`), to the end of the reserved block; `seq` continues
     /// after the block, so none of them is ever given to another event.
     fn report_storage_lost(&mut self, buffer_last: u64, now_ms: i64) -> Result<()> {
-        let first = self.identity.acked_through().max(buffer_last) + 1;
-        let last = self.identity.reserved_through();
+        let first = self.identity().acked_through().max(buffer_last) + 1;
+        let last = self.identity().reserved_through();
         let next_seq = self.next_seq.max(last + 1);
         let tx = self
             .conn

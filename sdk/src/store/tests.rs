@@ -373,19 +373,47 @@ fn identity_values_live_in_the_identity_file() -> Result<()> {
 }
 
 #[test]
+fn the_uploader_writes_the_seq_marks_without_the_store() -> Result<()> {
+    let buffer = TempBuffer::new()?;
+    {
+        let mut store = buffer.open()?;
+        store.insert_events(&events(1..=10), &[], &[])?;
+        let batch = store
+            .cut_batch_unmarked(4, usize::MAX, "{}", 1)?
+            .expect("a batch");
+        assert_eq!(store.identity().batched_through(), 0, "not marked by the cut");
+        let highest = store.batch_highest_seq(&batch)?;
+        assert_eq!(highest, 4);
+        let marks = store.seq_marks();
+        marks.mark_batched(highest)?;
+        assert_eq!(store.identity().batched_through(), 4);
+        store.delete_batch_unmarked(&batch)?;
+        assert_eq!(store.identity().acked_through(), 0, "not marked by the delete");
+        assert_eq!(store.pending().events, 6);
+        marks.mark_acked(highest);
+        assert_eq!(store.identity().acked_through(), 4);
+    }
+    // Both marks are in the identity file.
+    let store = buffer.open()?;
+    assert_eq!(store.identity().batched_through(), 4);
+    assert_eq!(store.identity().acked_through(), 4);
+    Ok(())
+}
+
+#[test]
 fn seqs_are_reserved_in_blocks_not_per_event() -> Result<()> {
     let (_buffer, mut store) = temp_store()?;
     let block = SEQ_RESERVATION;
     store.insert_events(&events(1..=1), &[], &[])?;
-    assert_eq!(store.identity.reserved_through(), 1 + block);
+    assert_eq!(store.identity().reserved_through(), 1 + block);
     store.insert_events(&events(2..=block), &[], &[])?;
     assert_eq!(
-        store.identity.reserved_through(),
+        store.identity().reserved_through(),
         1 + block,
         "within the block"
     );
     store.insert_events(&events(block + 1..=block + 2), &[], &[])?;
-    assert_eq!(store.identity.reserved_through(), block + 2 + block);
+    assert_eq!(store.identity().reserved_through(), block + 2 + block);
     Ok(())
 }
 
@@ -860,8 +888,16 @@ fn commits_leave_checkpoints_to_the_checkpointer() -> Result<()> {
     assert_eq!(std::fs::metadata(&buffer.path)?.len(), db_before);
     assert!(std::fs::metadata(&wal)?.len() > 10 * 1024 * 1024);
     // One passive checkpoint copies it all into the database file.
-    assert_eq!(checkpointer.checkpoint()?, 0);
+    let copied = checkpointer.checkpoint()?;
+    assert_eq!(copied.left, 0);
+    assert!(copied.frames > 2_500, "{copied:?}");
     assert!(std::fs::metadata(&buffer.path)?.len() > 10 * 1024 * 1024);
+    // Nothing committed since: the WAL looks the same (the checkpoint thread's idle pace).
+    assert_eq!(checkpointer.checkpoint()?, copied);
+    // The next commit finds every frame copied and writes the WAL from its beginning again.
+    store.insert_events(&events_of_size(5_001..=5_001, 100), &[], &[])?;
+    let restarted = checkpointer.checkpoint()?;
+    assert!(restarted.frames < 10, "{restarted:?}");
     Ok(())
 }
 

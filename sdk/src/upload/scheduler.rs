@@ -56,7 +56,7 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport, upload_now: bool) -> 
             return Ok(policy.flush_interval);
         }
         let now = Utc::now().timestamp_millis();
-        let (batch, bodies) = {
+        let (batch, bodies, highest, marks) = {
             let mut store = shared.store();
             let batch = match store.oldest_batch()? {
                 Some(b) => b,
@@ -65,7 +65,7 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport, upload_now: bool) -> 
                     // events after a storage failure) ride with this batch too.
                     persist_drops(shared, &mut store);
                     let context = read(&shared.context).clone();
-                    let cut = store.cut_batch(
+                    let cut = store.cut_batch_unmarked(
                         policy.max_batch_events,
                         policy.max_batch_bytes,
                         &context,
@@ -90,10 +90,18 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport, upload_now: bool) -> 
                 return Ok(until_due.min(policy.flush_interval));
             }
             let bodies = store.batch_bodies(batch.batch_id)?;
+            let highest = store.batch_highest_seq(&batch)?;
             // From here until its answer is handled, the caps leave this batch alone.
             store.set_in_flight(Some(batch.batch_id));
-            (batch, bodies)
+            (batch, bodies, highest, store.seq_marks())
         };
+        // The identity file's marks are written without the store's lock (see `SeqMarks`):
+        // durably before the batch is first sent, whether it was cut just now or in an earlier
+        // run of the app.
+        if let Err(e) = marks.mark_batched(highest) {
+            shared.store().set_in_flight(None);
+            return Err(e);
+        }
         let outcome = match encode_batch(&batch, &shared.install_id, bodies, &shared.clock) {
             // What was written down no longer parses (a damaged row, or a context from another
             // SDK version): it never will. Quarantined like a batch the collector refused, out
@@ -134,7 +142,9 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport, upload_now: bool) -> 
         set_last_failure(shared, &store, failure);
         match outcome {
             Outcome::Delivered => {
-                store.delete_batch(&batch)?;
+                store.delete_batch_unmarked(&batch)?;
+                drop(store);
+                marks.mark_acked(highest);
                 shared
                     .counters
                     .batches_delivered
