@@ -381,14 +381,22 @@ fn the_uploader_writes_the_seq_marks_without_the_store() -> Result<()> {
         let batch = store
             .cut_batch_unmarked(4, usize::MAX, "{}", 1)?
             .expect("a batch");
-        assert_eq!(store.identity().batched_through(), 0, "not marked by the cut");
+        assert_eq!(
+            store.identity().batched_through(),
+            0,
+            "not marked by the cut"
+        );
         let highest = store.batch_highest_seq(&batch)?;
         assert_eq!(highest, 4);
         let marks = store.seq_marks();
         marks.mark_batched(highest)?;
         assert_eq!(store.identity().batched_through(), 4);
         store.delete_batch_unmarked(&batch)?;
-        assert_eq!(store.identity().acked_through(), 0, "not marked by the delete");
+        assert_eq!(
+            store.identity().acked_through(),
+            0,
+            "not marked by the delete"
+        );
         assert_eq!(store.pending().events, 6);
         marks.mark_acked(highest);
         assert_eq!(store.identity().acked_through(), 4);
