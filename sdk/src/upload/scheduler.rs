@@ -143,12 +143,13 @@ fn deliver_due(shared: &Shared, transport: &dyn Transport, upload_now: bool) -> 
         match outcome {
             Outcome::Delivered => {
                 store.delete_batch_unmarked(&batch)?;
-                drop(store);
-                marks.mark_acked(highest);
+                // Counted before the lock goes: whoever sees the buffer drained sees it counted.
                 shared
                     .counters
                     .batches_delivered
                     .fetch_add(1, Ordering::Relaxed);
+                drop(store);
+                marks.mark_acked(highest);
             }
             Outcome::Unreachable(reason) => {
                 let delay = connectivity_backoff(policy, batch.attempts + 1);
