@@ -1,13 +1,14 @@
-//! Keeping the SDK's threads alive: a thread that panics is logged, counted and restarted; and
-//! the checkpoint thread, which copies the WAL into the database file off the writer's path.
+//! Keeping the SDK's threads alive: a thread that panics is logged, counted and restarted; the
+//! checkpoint thread, which copies the WAL into the database file off the writer's path; and
+//! the reserving thread, which writes the next `seq` reservation before the writer needs it.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError};
 
 use crate::shared::Shared;
-use crate::store::Checkpointer;
+use crate::store::{Checkpointer, SeqMarks};
 
 /// Pause before restarting an SDK thread after a panic: a panic that repeats costs one log line
 /// a second, not a busy loop.
@@ -90,6 +91,18 @@ pub(crate) fn run_checkpoints(mut checkpointer: Checkpointer, stop: &Receiver<()
             tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
         }
         seen = (Instant::now(), checkpointer.wal_bytes());
+    }
+}
+
+/// Writes each `seq` reservation the writer asks for ahead of its need (see
+/// [`SeqMarks::reserve_ahead`]) until `stop` closes: the identity file's durable write, tens of
+/// milliseconds when the disk is busy, stays off the writer and the store's lock.
+pub(crate) fn run_reservations(marks: &SeqMarks, stop: &Receiver<()>) {
+    loop {
+        select! {
+            recv(stop) -> _ => return,
+            recv(marks.reserve_requests()) -> _ => marks.reserve_ahead(),
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! `track()` validates and stamps an event on the calling thread and hands it to the writer
 //! thread (`writer`) through a bounded queue; the writer commits groups of events to SQLite;
 //! the uploader thread (`upload::scheduler`) cuts batches, sends them and deletes them on
-//! acknowledgement; `supervise` restarts a thread that panicked and runs the checkpoints.
+//! acknowledgement; `supervise` restarts a thread that panicked, runs the checkpoints and
+//! writes the `seq` reservations ahead of the writer's need.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ use crate::json_size;
 use crate::policy::Policy;
 use crate::shared::{lock, read, write, Counters, Identity, Session, Shared};
 use crate::store::{drop_reason, gap_reason, meta_key, Pending, Store};
-use crate::supervise::{run_checkpoints, supervise};
+use crate::supervise::{run_checkpoints, run_reservations, supervise};
 use crate::transport::{self, Transport};
 use crate::upload::scheduler::{latest_next_attempt, run_uploader, LastFailure};
 use crate::writer::{run_writer, Command, Properties, Tracked};
@@ -115,13 +116,13 @@ pub struct Tracker {
     open: RwLock<bool>,
     commands: Sender<Command>,
     wake: Sender<()>,
-    /// Dropped at shutdown, which ends the checkpoint thread.
+    /// Dropped at shutdown, which ends the checkpoint and reserving threads.
     checkpoint_stop: Mutex<Option<Sender<()>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Tracker {
-    /// Opens the buffer and starts the writer, uploader and checkpoint threads.
+    /// Opens the buffer and starts the writer, uploader, checkpoint and reserving threads.
     pub fn new(config: Config) -> Result<Self> {
         if config.endpoint.is_empty() {
             return Err(Error::Config("endpoint is empty".into()));
@@ -138,6 +139,7 @@ impl Tracker {
             })?;
         let mut store = Store::open(&config.db_path)?;
         let checkpointer = store.checkpointer()?;
+        let seq_marks = store.seq_marks();
         store.set_max_file_bytes(config.policy.max_file_bytes)?;
         // A wall clock moved back since the last run must not stall the uploads.
         store.clamp_next_attempts(latest_next_attempt(
@@ -195,14 +197,20 @@ impl Tracker {
         let (checkpoint_stop, checkpoint_stop_rx) = bounded::<()>(0);
         let checkpoint = std::thread::Builder::new()
             .name("tern-checkpoint".into())
-            .spawn(move || run_checkpoints(checkpointer, &checkpoint_stop_rx))?;
+            .spawn({
+                let stop = checkpoint_stop_rx.clone();
+                move || run_checkpoints(checkpointer, &stop)
+            })?;
+        let reserve = std::thread::Builder::new()
+            .name("tern-seq-reserve".into())
+            .spawn(move || run_reservations(&seq_marks, &checkpoint_stop_rx))?;
         Ok(Self {
             shared,
             open: RwLock::new(true),
             commands,
             wake,
             checkpoint_stop: Mutex::new(Some(checkpoint_stop)),
-            threads: Mutex::new(vec![writer, uploader, checkpoint]),
+            threads: Mutex::new(vec![writer, uploader, checkpoint, reserve]),
         })
     }
 

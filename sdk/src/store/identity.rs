@@ -4,17 +4,20 @@
 //! holds survives a corrupt buffer and a power loss: the `install_id`, the user id, the
 //! super-properties, the opt-out choice, and three `seq` marks:
 //! - `seq_reserved_through`: every `seq` ever given out is at most this. The writer takes seqs
-//!   from a reserved block and writes the next reservation only when the block is used up, so
-//!   this file is written once per [`SEQ_RESERVATION`] events (more in a burst, see
-//!   [`reservation`]), not per event.
+//!   from a reserved block, and once half of it is used up asks the reserving thread to write
+//!   the next reservation ([`SeqMarks::reserve_ahead`]), so this file is written once per
+//!   [`SEQ_RESERVATION`] events or so (more in a burst, see [`reservation`]), not per event, and
+//!   not by the writer: it writes a reservation itself only when its block ran out first.
 //! - `batched_through`: the highest `seq` ever cut into a batch, written before the batch is
 //!   first sent. A buffer whose last `seq` is below it lost sent events (a power loss).
 //! - `acked_through`: every `seq` at most this was acknowledged by the collector (as an event
 //!   or in a gap report it wrote). Batches go in `seq` order, so one mark is enough.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crossbeam_channel::{bounded, Receiver, Sender};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::schema::{meta_key, BUSY_TIMEOUT};
@@ -40,6 +43,12 @@ pub fn reservation(events: u64) -> u64 {
         .max(events.saturating_mul(RESERVED_COMMITS))
         .min(MAX_SEQ_RESERVATION)
 }
+
+/// The next reservation is asked for once less than this share of the current one is left
+/// (a divisor: one half). A durable write takes tens of milliseconds when the disk is busy,
+/// during a burst over a hundred; half a block of ten commits leaves the writer five commits
+/// to go on with while the reserving thread writes it.
+pub const RESERVE_AHEAD_DIVISOR: u64 = 2;
 
 /// Schema version of the identity file (`PRAGMA user_version`).
 pub const VERSION: i64 = 1;
@@ -68,7 +77,7 @@ const ACKED_THROUGH: &str = "acked_through";
 pub(super) struct IdentityFile {
     conn: Connection,
     install_id: Option<String>,
-    reserved_through: u64,
+    reserved: Arc<Reserved>,
     batched_through: u64,
     acked_through: u64,
 }
@@ -104,7 +113,7 @@ impl IdentityFile {
         Ok(Self {
             conn,
             install_id,
-            reserved_through,
+            reserved: Arc::new(Reserved::new(reserved_through)),
             batched_through,
             acked_through,
         })
@@ -117,7 +126,12 @@ impl IdentityFile {
 
     /// Every `seq` given out is at most this.
     pub(super) fn reserved_through(&self) -> u64 {
-        self.reserved_through
+        self.reserved.through()
+    }
+
+    /// The reservation, for the writer to read without this file's lock.
+    pub(super) fn reserved(&self) -> Arc<Reserved> {
+        Arc::clone(&self.reserved)
     }
 
     /// The highest `seq` cut into a batch.
@@ -153,7 +167,7 @@ impl IdentityFile {
         ]);
         self.set_all(&all)?;
         self.install_id = Some(install_id.to_owned());
-        self.reserved_through = last;
+        self.reserved.set(last);
         self.acked_through = acked;
         self.batched_through = acked;
         Ok(())
@@ -182,7 +196,7 @@ impl IdentityFile {
         max_seq: u64,
         events: u64,
     ) -> Result<()> {
-        let reserve = max_seq > self.reserved_through;
+        let reserve = max_seq > self.reserved.through();
         if values.is_empty() && !reserve {
             return Ok(());
         }
@@ -194,7 +208,18 @@ impl IdentityFile {
         }
         self.set_all(&all)?;
         if reserve {
-            self.reserved_through = reserved;
+            self.reserved.set(reserved);
+        }
+        Ok(())
+    }
+
+    /// Writes the reservation the writer asked for ahead of its need, if it is still beyond
+    /// the one written.
+    fn reserve_wanted(&mut self) -> Result<()> {
+        let wanted = self.reserved.wanted.swap(0, Ordering::SeqCst);
+        if wanted > self.reserved.through() {
+            self.set_all(&[(SEQ_RESERVED_THROUGH, &wanted.to_string())])?;
+            self.reserved.set(wanted);
         }
         Ok(())
     }
@@ -232,23 +257,79 @@ impl IdentityFile {
     }
 }
 
-/// The identity file's `batched_through` and `acked_through` marks, shared with the store. Each
-/// mark is a durable write (a journal and its fsyncs), and on a filesystem that orders data
-/// before metadata (ext4's default) an fsync waits for the disk's other pending writes too:
-/// during a burst of tracking, 0.1 to 1.5 s, measured. The uploader writes the marks through
-/// this handle after it released the store's lock, so that the writer's commits (and the app's
-/// queue behind them) never wait for them: `batched_through` before a batch is sent,
-/// `acked_through` after its answer is settled.
+/// The `seq` reservation as the writer reads it, without the identity file's lock (which the
+/// uploader's marks hold through their durable writes), and its wish for the next one.
+pub(super) struct Reserved {
+    /// Every `seq` at most this is reserved durably: raised only after the identity file holds
+    /// it.
+    through: AtomicU64,
+    /// The reservation the writer asked for ahead of its need (0 for none).
+    wanted: AtomicU64,
+    /// Wakes the reserving thread ([`SeqMarks::reserve_ahead`]); holds at most one wake-up.
+    wake: Sender<()>,
+    woken: Receiver<()>,
+}
+
+impl Reserved {
+    fn new(through: u64) -> Self {
+        let (wake, woken) = bounded(1);
+        Self {
+            through: AtomicU64::new(through),
+            wanted: AtomicU64::new(0),
+            wake,
+            woken,
+        }
+    }
+
+    /// Every `seq` at most this is reserved durably.
+    pub(super) fn through(&self) -> u64 {
+        self.through.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, through: u64) {
+        self.through.fetch_max(through, Ordering::SeqCst);
+    }
+
+    /// Whether `max_seq` (the highest `seq` of a commit of `events` events) is reserved already;
+    /// when less than half the block is left beyond it, asks the reserving thread for the next
+    /// block ([`reservation`] beyond `max_seq`), so that the writer rarely writes one itself.
+    pub(super) fn covers(&self, max_seq: u64, events: u64) -> bool {
+        let through = self.through();
+        if max_seq > through {
+            return false;
+        }
+        let block = reservation(events);
+        if through - max_seq < block / RESERVE_AHEAD_DIVISOR {
+            self.wanted
+                .fetch_max(max_seq.saturating_add(block), Ordering::SeqCst);
+            // A full channel has a wake-up waiting already.
+            let _ = self.wake.try_send(());
+        }
+        true
+    }
+}
+
+/// The identity file's `seq` marks, shared with the store. Each mark is a durable write (a
+/// journal and its fsyncs), and on a filesystem that orders data before metadata (ext4's
+/// default) an fsync waits for the disk's other pending writes too: during a burst of
+/// tracking, 0.1 to 1.5 s, measured. They are written through this handle by threads that do
+/// not hold the store's lock, so that the writer's commits (and the app's queue behind them)
+/// rarely wait for them: the uploader writes `batched_through` before a batch is sent and
+/// `acked_through` after its answer is settled; the reserving thread writes the next
+/// `seq_reserved_through` when the writer asks for it.
 #[derive(Clone)]
-pub struct SeqMarks(Arc<Mutex<IdentityFile>>);
+pub struct SeqMarks {
+    file: Arc<Mutex<IdentityFile>>,
+    reserved: Arc<Reserved>,
+}
 
 impl SeqMarks {
-    pub(super) fn new(file: Arc<Mutex<IdentityFile>>) -> Self {
-        Self(file)
+    pub(super) fn new(file: Arc<Mutex<IdentityFile>>, reserved: Arc<Reserved>) -> Self {
+        Self { file, reserved }
     }
 
     fn file(&self) -> MutexGuard<'_, IdentityFile> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Raises `batched_through` to `seq`, durably, before a batch accounting for `seq` is sent
@@ -262,6 +343,22 @@ impl SeqMarks {
     pub fn mark_acked(&self, seq: u64) {
         if let Err(e) = self.file().mark_acked(seq) {
             tracing::warn!(error = %e, "could not write the acknowledged-through mark");
+        }
+    }
+
+    /// Where the writer's requests for a reservation ahead of its need arrive (one waits at
+    /// most): the reserving thread waits on it, then calls [`SeqMarks::reserve_ahead`].
+    pub fn reserve_requests(&self) -> &Receiver<()> {
+        &self.reserved.woken
+    }
+
+    /// Writes the reservation the writer asked for, if it is still beyond the one written: the
+    /// reserving thread's work, so that the reservation's durable write is off the writer's
+    /// path and the store's lock. A failure is only logged: the writer writes the reservation
+    /// itself when its block runs out.
+    pub fn reserve_ahead(&self) {
+        if let Err(e) = self.file().reserve_wanted() {
+            tracing::debug!(error = %e, "could not reserve seqs ahead; the writer will");
         }
     }
 }

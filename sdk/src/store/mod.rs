@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 pub use identity::SeqMarks;
-use identity::{IdentityFile, IDENTITY_KEYS};
+use identity::{IdentityFile, Reserved, IDENTITY_KEYS};
 use schema::{meta_set, BUSY_TIMEOUT};
 
 const INSERT_EVENT: &str = include_str!("../../sql/insert_event.sql");
@@ -105,6 +105,8 @@ pub struct Store {
     /// Who the install is and what the user chose, beside the buffer (see `identity`); shared
     /// with the uploader's [`SeqMarks`], which write their marks without the store's lock.
     identity: Arc<Mutex<IdentityFile>>,
+    /// The identity file's `seq` reservation, read by the writer without its lock.
+    reserved: Arc<Reserved>,
     /// The file ceiling set with [`Store::set_max_file_bytes`], set again on a fresh buffer.
     max_file_bytes: Option<u64>,
     /// How many times the buffer was replaced while open (corruption found at run time), so
@@ -128,6 +130,7 @@ impl Store {
             in_flight: None,
             _lock: lock,
             path: path.to_owned(),
+            reserved: identity.reserved(),
             identity: Arc::new(Mutex::new(identity)),
             max_file_bytes: None,
             generation: Arc::new(AtomicU64::new(0)),
@@ -139,10 +142,10 @@ impl Store {
         self.identity.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The identity file's `seq` marks, for the uploader to write after it released the store's
-    /// lock (see [`SeqMarks`]).
+    /// The identity file's `seq` marks, for the uploader and the reserving thread to write
+    /// without the store's lock (see [`SeqMarks`]).
     pub fn seq_marks(&self) -> SeqMarks {
-        SeqMarks::new(Arc::clone(&self.identity))
+        SeqMarks::new(Arc::clone(&self.identity), Arc::clone(&self.reserved))
     }
 
     /// A second connection that checkpoints this buffer's WAL (see [`Checkpointer`]).
@@ -221,8 +224,9 @@ impl Store {
 
     /// Stores `events` in one transaction (group commit), with `meta` updates and drop counts
     /// (reason, events) riding along: either all of it is committed or none. The identity file
-    /// is written first (the values that live there, and a new `seq` reservation when the
-    /// block is used up): a failed buffer commit leaves it ahead, never behind.
+    /// is written first when it must be (the values that live there, and a new `seq`
+    /// reservation when the block ran out before the reserving thread wrote the next one): a
+    /// failed buffer commit leaves it ahead, never behind.
     pub fn insert_events(
         &mut self,
         events: &[StoredEvent],
@@ -233,8 +237,10 @@ impl Store {
             .iter()
             .partition(|(key, _)| IDENTITY_KEYS.contains(key));
         let highest = events.iter().map(|e| e.seq).max().unwrap_or(0);
-        self.identity()
-            .write(&identity_meta, highest, events.len() as u64)?;
+        let count = events.len() as u64;
+        if !identity_meta.is_empty() || !self.reserved.covers(highest, count) {
+            self.identity().write(&identity_meta, highest, count)?;
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -426,6 +426,58 @@ fn seqs_are_reserved_in_blocks_not_per_event() -> Result<()> {
 }
 
 #[test]
+fn the_next_reservation_is_asked_for_at_half_the_block_and_written_off_the_writer() -> Result<()> {
+    let buffer = TempBuffer::new()?;
+    let block = SEQ_RESERVATION;
+    // Commits of 100 events, as the writer makes them when the app tracks steadily.
+    let insert = |store: &mut Store, seqs: std::ops::RangeInclusive<u64>| -> Result<()> {
+        let seqs: Vec<u64> = seqs.collect();
+        for chunk in seqs.chunks(100) {
+            store.insert_events(&events(chunk[0]..=chunk[chunk.len() - 1]), &[], &[])?;
+        }
+        Ok(())
+    };
+    let half = block / 2;
+    let ahead = half + 2 + block;
+    let last = ahead + 1 + block;
+    {
+        let mut store = buffer.open()?;
+        let marks = store.seq_marks();
+        insert(&mut store, 1..=1)?;
+        assert!(
+            marks.reserve_requests().try_recv().is_err(),
+            "a whole block left"
+        );
+        // Less than half the block left beyond seq `half + 2`: the writer asks ahead.
+        insert(&mut store, 2..=half + 2)?;
+        assert!(marks.reserve_requests().try_recv().is_ok());
+        assert_eq!(
+            store.identity().reserved_through(),
+            1 + block,
+            "the writer did not write it"
+        );
+        // The reserving thread's work, as `run_reservations` does it.
+        marks.reserve_ahead();
+        assert_eq!(store.identity().reserved_through(), ahead);
+        // The writer goes past its old block without a reservation of its own.
+        insert(&mut store, half + 3..=block + 10)?;
+        assert_eq!(store.identity().reserved_through(), ahead);
+        // A request nobody served leaves the writer to reserve when its block runs out.
+        insert(&mut store, block + 11..=ahead)?;
+        assert!(marks.reserve_requests().try_recv().is_ok());
+        insert(&mut store, ahead + 1..=ahead + 1)?;
+        assert_eq!(store.identity().reserved_through(), last);
+        // A request served late writes nothing below the mark.
+        marks.reserve_ahead();
+        assert_eq!(store.identity().reserved_through(), last);
+    }
+    // What the reserving thread and the writer wrote is in the file.
+    let store = buffer.open()?;
+    assert_eq!(store.identity().reserved_through(), last);
+    Ok(())
+}
+
+#[test]
 fn a_power_loss_never_reuses_a_seq_and_reports_the_lost_range() -> Result<()> {
     let buffer = TempBuffer::new()?;
     let copy = buffer.dir.path().join("copy");
