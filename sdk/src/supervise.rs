@@ -1,11 +1,11 @@
-//! Keeping the SDK's threads alive: a thread that panics is logged, counted and restarted; the
-//! checkpoint thread, which copies the WAL into the database file off the writer's path; and
-//! the reserving thread, which writes the next `seq` reservation before the writer needs it.
+//! Keeping the SDK's threads alive: a thread that panics is logged, counted and restarted; and
+//! the checkpoint thread, which copies the WAL into the database file off the writer's path and
+//! writes the next `seq` reservation before the writer needs it.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::shared::Shared;
 use crate::store::{Checkpointer, SeqMarks};
@@ -73,36 +73,41 @@ fn restart_on_panic(name: &str, delay: Duration, run: impl Fn(), on_panic: impl 
 /// [`MAX_CHECKPOINT_DEFERRAL`]): then the first checkpoint comes as soon as the burst ends.
 /// Failures are only logged: the WAL keeps every commit until a later checkpoint succeeds, and
 /// SQLite checkpoints once more when the store's connection closes.
-pub(crate) fn run_checkpoints(mut checkpointer: Checkpointer, stop: &Receiver<()>) {
-    let mut wait = CHECKPOINT_INTERVAL;
+///
+/// Between checkpoints it writes each `seq` reservation the writer asks for ahead of its need
+/// ([`SeqMarks::reserve_ahead`]): the identity file's durable write, tens of milliseconds when
+/// the disk is busy, stays off the writer and the store's lock. The tracker's shutdown closes
+/// `stop`, then wakes the thread ([`SeqMarks::wake_checkpoint_thread`]).
+pub(crate) fn run_checkpoints(
+    mut checkpointer: Checkpointer,
+    marks: &SeqMarks,
+    stop: &Receiver<()>,
+) {
+    let mut next_look = Instant::now() + CHECKPOINT_INTERVAL;
     let mut seen = (Instant::now(), checkpointer.wal_bytes());
     let mut burst_since: Option<Instant> = None;
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
+    loop {
+        let asked = marks.reserve_requests().recv_deadline(next_look).is_ok();
+        if let Err(TryRecvError::Disconnected) = stop.try_recv() {
+            return;
+        }
+        if asked {
+            marks.reserve_ahead();
+            continue;
+        }
         let now = (Instant::now(), checkpointer.wal_bytes());
         let in_burst = in_burst(seen, now);
         seen = now;
         if in_burst && burst_since.get_or_insert(now.0).elapsed() < MAX_CHECKPOINT_DEFERRAL {
-            wait = BURST_CHECK_INTERVAL;
+            next_look = now.0 + BURST_CHECK_INTERVAL;
             continue;
         }
         burst_since = None;
-        wait = CHECKPOINT_INTERVAL;
         if let Err(e) = checkpointer.checkpoint() {
             tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
         }
         seen = (Instant::now(), checkpointer.wal_bytes());
-    }
-}
-
-/// Writes each `seq` reservation the writer asks for ahead of its need (see
-/// [`SeqMarks::reserve_ahead`]) until `stop` closes: the identity file's durable write, tens of
-/// milliseconds when the disk is busy, stays off the writer and the store's lock.
-pub(crate) fn run_reservations(marks: &SeqMarks, stop: &Receiver<()>) {
-    loop {
-        select! {
-            recv(stop) -> _ => return,
-            recv(marks.reserve_requests()) -> _ => marks.reserve_ahead(),
-        }
+        next_look = seen.0 + CHECKPOINT_INTERVAL;
     }
 }
 

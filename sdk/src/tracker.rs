@@ -5,7 +5,7 @@
 //! thread (`writer`) through a bounded queue; the writer commits groups of events to SQLite;
 //! the uploader thread (`upload::scheduler`) cuts batches, sends them and deletes them on
 //! acknowledgement; `supervise` restarts a thread that panicked, runs the checkpoints and
-//! writes the `seq` reservations ahead of the writer's need.
+//! writes the `seq` reservations ahead of the writer's need (on the checkpoint thread).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,8 +30,8 @@ use crate::error::{Error, Result};
 use crate::json_size;
 use crate::policy::Policy;
 use crate::shared::{lock, read, write, Counters, Identity, Session, Shared};
-use crate::store::{drop_reason, gap_reason, meta_key, Pending, Store};
-use crate::supervise::{run_checkpoints, run_reservations, supervise};
+use crate::store::{drop_reason, gap_reason, meta_key, Pending, SeqMarks, Store};
+use crate::supervise::{run_checkpoints, supervise};
 use crate::transport::{self, Transport};
 use crate::upload::scheduler::{latest_next_attempt, run_uploader, LastFailure};
 use crate::writer::{run_writer, Command, Properties, Tracked};
@@ -116,13 +116,15 @@ pub struct Tracker {
     open: RwLock<bool>,
     commands: Sender<Command>,
     wake: Sender<()>,
-    /// Dropped at shutdown, which ends the checkpoint and reserving threads.
+    /// Dropped at shutdown, which ends the checkpoint thread.
     checkpoint_stop: Mutex<Option<Sender<()>>>,
+    /// Wakes the checkpoint thread at shutdown, after `checkpoint_stop` is dropped.
+    seq_marks: SeqMarks,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Tracker {
-    /// Opens the buffer and starts the writer, uploader, checkpoint and reserving threads.
+    /// Opens the buffer and starts the writer, uploader and checkpoint threads.
     pub fn new(config: Config) -> Result<Self> {
         if config.endpoint.is_empty() {
             return Err(Error::Config("endpoint is empty".into()));
@@ -198,19 +200,17 @@ impl Tracker {
         let checkpoint = std::thread::Builder::new()
             .name("tern-checkpoint".into())
             .spawn({
-                let stop = checkpoint_stop_rx.clone();
-                move || run_checkpoints(checkpointer, &stop)
+                let seq_marks = seq_marks.clone();
+                move || run_checkpoints(checkpointer, &seq_marks, &checkpoint_stop_rx)
             })?;
-        let reserve = std::thread::Builder::new()
-            .name("tern-seq-reserve".into())
-            .spawn(move || run_reservations(&seq_marks, &checkpoint_stop_rx))?;
         Ok(Self {
             shared,
             open: RwLock::new(true),
             commands,
             wake,
             checkpoint_stop: Mutex::new(Some(checkpoint_stop)),
-            threads: Mutex::new(vec![writer, uploader, checkpoint, reserve]),
+            seq_marks,
+            threads: Mutex::new(vec![writer, uploader, checkpoint]),
         })
     }
 
@@ -614,6 +614,7 @@ impl Tracker {
         let _ = self.commands.send(Command::Stop);
         let _ = self.wake.try_send(());
         lock(&self.checkpoint_stop).take();
+        self.seq_marks.wake_checkpoint_thread();
         let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
             let _ = t.join();

@@ -4,7 +4,7 @@
 //! holds survives a corrupt buffer and a power loss: the `install_id`, the user id, the
 //! super-properties, the opt-out choice, and three `seq` marks:
 //! - `seq_reserved_through`: every `seq` ever given out is at most this. The writer takes seqs
-//!   from a reserved block, and once half of it is used up asks the reserving thread to write
+//!   from a reserved block, and once half of it is used up asks the checkpoint thread to write
 //!   the next reservation ([`SeqMarks::reserve_ahead`]), so this file is written once per
 //!   [`SEQ_RESERVATION`] events or so (more in a burst, see [`reservation`]), not per event, and
 //!   not by the writer: it writes a reservation itself only when its block ran out first.
@@ -47,7 +47,7 @@ pub fn reservation(events: u64) -> u64 {
 /// The next reservation is asked for once less than this share of the current one is left
 /// (a divisor: one half). A durable write takes tens of milliseconds when the disk is busy,
 /// during a burst over a hundred; half a block of ten commits leaves the writer five commits
-/// to go on with while the reserving thread writes it.
+/// to go on with while the checkpoint thread writes it.
 pub const RESERVE_AHEAD_DIVISOR: u64 = 2;
 
 /// Schema version of the identity file (`PRAGMA user_version`).
@@ -265,7 +265,7 @@ pub(super) struct Reserved {
     through: AtomicU64,
     /// The reservation the writer asked for ahead of its need (0 for none).
     wanted: AtomicU64,
-    /// Wakes the reserving thread ([`SeqMarks::reserve_ahead`]); holds at most one wake-up.
+    /// Wakes the checkpoint thread ([`SeqMarks::reserve_ahead`]); holds at most one wake-up.
     wake: Sender<()>,
     woken: Receiver<()>,
 }
@@ -291,7 +291,7 @@ impl Reserved {
     }
 
     /// Whether `max_seq` (the highest `seq` of a commit of `events` events) is reserved already;
-    /// when less than half the block is left beyond it, asks the reserving thread for the next
+    /// when less than half the block is left beyond it, asks the checkpoint thread for the next
     /// block ([`reservation`] beyond `max_seq`), so that the writer rarely writes one itself.
     pub(super) fn covers(&self, max_seq: u64, events: u64) -> bool {
         let through = self.through();
@@ -315,7 +315,7 @@ impl Reserved {
 /// tracking, 0.1 to 1.5 s, measured. They are written through this handle by threads that do
 /// not hold the store's lock, so that the writer's commits (and the app's queue behind them)
 /// rarely wait for them: the uploader writes `batched_through` before a batch is sent and
-/// `acked_through` after its answer is settled; the reserving thread writes the next
+/// `acked_through` after its answer is settled; the checkpoint thread writes the next
 /// `seq_reserved_through` when the writer asks for it.
 #[derive(Clone)]
 pub struct SeqMarks {
@@ -347,19 +347,24 @@ impl SeqMarks {
     }
 
     /// Where the writer's requests for a reservation ahead of its need arrive (one waits at
-    /// most): the reserving thread waits on it, then calls [`SeqMarks::reserve_ahead`].
+    /// most): the checkpoint thread waits on it, then calls [`SeqMarks::reserve_ahead`].
     pub fn reserve_requests(&self) -> &Receiver<()> {
         &self.reserved.woken
     }
 
+    /// Wakes the checkpoint thread as a request would (one that finds nothing to write writes
+    /// nothing): how the tracker's shutdown makes it look at its stop signal.
+    pub fn wake_checkpoint_thread(&self) {
+        // A full channel has a wake-up waiting already.
+        let _ = self.reserved.wake.try_send(());
+    }
+
     /// Writes the reservation the writer asked for, if it is still beyond the one written: the
-    /// reserving thread's work, so that the reservation's durable write is off the writer's
-    /// path and the store's lock. A failure is only logged: the writer writes the reservation
-    /// itself when its block runs out.
+    /// checkpoint thread's work, so that the reservation's durable write is off the writer's
+    /// path and the store's lock. A failure is left to the writer: it writes the reservation
+    /// itself when its block runs out, and a failure then fails its commit, which it reports.
     pub fn reserve_ahead(&self) {
-        if let Err(e) = self.file().reserve_wanted() {
-            tracing::debug!(error = %e, "could not reserve seqs ahead; the writer will");
-        }
+        let _ = self.file().reserve_wanted();
     }
 }
 

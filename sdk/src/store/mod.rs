@@ -142,7 +142,7 @@ impl Store {
         self.identity.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The identity file's `seq` marks, for the uploader and the reserving thread to write
+    /// The identity file's `seq` marks, for the uploader and the checkpoint thread to write
     /// without the store's lock (see [`SeqMarks`]).
     pub fn seq_marks(&self) -> SeqMarks {
         SeqMarks::new(Arc::clone(&self.identity), Arc::clone(&self.reserved))
@@ -225,7 +225,7 @@ impl Store {
     /// Stores `events` in one transaction (group commit), with `meta` updates and drop counts
     /// (reason, events) riding along: either all of it is committed or none. The identity file
     /// is written first when it must be (the values that live there, and a new `seq`
-    /// reservation when the block ran out before the reserving thread wrote the next one): a
+    /// reservation when the block ran out before the checkpoint thread wrote the next one): a
     /// failed buffer commit leaves it ahead, never behind.
     pub fn insert_events(
         &mut self,

@@ -456,7 +456,7 @@ fn the_next_reservation_is_asked_for_at_half_the_block_and_written_off_the_write
             1 + block,
             "the writer did not write it"
         );
-        // The reserving thread's work, as `run_reservations` does it.
+        // The checkpoint thread's work, as `run_checkpoints` does it.
         marks.reserve_ahead();
         assert_eq!(store.identity().reserved_through(), ahead);
         // The writer goes past its old block without a reservation of its own.
@@ -471,7 +471,7 @@ fn the_next_reservation_is_asked_for_at_half_the_block_and_written_off_the_write
         marks.reserve_ahead();
         assert_eq!(store.identity().reserved_through(), last);
     }
-    // What the reserving thread and the writer wrote is in the file.
+    // What the checkpoint thread and the writer wrote is in the file.
     let store = buffer.open()?;
     assert_eq!(store.identity().reserved_through(), last);
     Ok(())
