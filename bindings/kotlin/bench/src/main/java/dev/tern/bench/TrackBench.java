@@ -50,6 +50,12 @@ public class TrackBench {
 
     @TearDown(Level.Trial)
     public void close() throws IOException {
+        // JMH calls flat out for its whole fork (14 s) and counts no deliveries: say what the
+        // peer did not keep, so that a drop here is seen (PeerRun counts the loss of its runs).
+        java.util.Map<String, Long> notes = sdk.notes();
+        if (!notes.isEmpty()) {
+            System.err.println("JMH fork of " + peer + ": " + notes);
+        }
         sdk.shutdown();
         sdk.close();
         try (Stream<Path> files = Files.walk(dir)) {
