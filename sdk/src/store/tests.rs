@@ -478,6 +478,44 @@ fn the_next_reservation_is_asked_for_at_half_the_block_and_written_off_the_write
 }
 
 #[test]
+fn the_checkpoint_thread_writes_the_reservation_asked_for_and_stops_when_woken() -> Result<()> {
+    let (_buffer, mut store) = temp_store()?;
+    let marks = store.seq_marks();
+    let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let thread = {
+        let (checkpointer, marks) = (store.checkpointer()?, marks.clone());
+        std::thread::spawn(move || {
+            crate::supervise::run_checkpoints(checkpointer, &marks, &stop_rx)
+        })
+    };
+    let half = SEQ_RESERVATION / 2;
+    // One event reserves through `1 + SEQ_RESERVATION`; past `half + 1`, less than half is left.
+    store.insert_events(&events(1..=1), &[], &[])?;
+    for first in (2..=half + 2).step_by(100) {
+        store.insert_events(&events(first..=(first + 99).min(half + 2)), &[], &[])?;
+    }
+    let wanted = half + 2 + SEQ_RESERVATION;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.identity().reserved_through() != wanted && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(store.identity().reserved_through(), wanted);
+    // As the tracker's shutdown does it: close the stop channel, then wake the thread.
+    drop(stop);
+    marks.wake_checkpoint_thread();
+    let (done, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = thread.join();
+        let _ = done.send(());
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(500)).is_ok(),
+        "woken, it stops without waiting for its next look at the WAL (1 s)"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_power_loss_never_reuses_a_seq_and_reports_the_lost_range() -> Result<()> {
     let buffer = TempBuffer::new()?;
     let copy = buffer.dir.path().join("copy");
