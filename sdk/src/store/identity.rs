@@ -302,10 +302,15 @@ impl Reserved {
         if through - max_seq < block / RESERVE_AHEAD_DIVISOR {
             self.wanted
                 .fetch_max(max_seq.saturating_add(block), Ordering::SeqCst);
-            // A full channel has a wake-up waiting already.
-            let _ = self.wake.try_send(());
+            self.wake();
         }
         true
+    }
+
+    /// Wakes the checkpoint thread.
+    fn wake(&self) {
+        // A full channel has a wake-up waiting already.
+        let _ = self.wake.try_send(());
     }
 }
 
@@ -355,8 +360,7 @@ impl SeqMarks {
     /// Wakes the checkpoint thread as a request would (one that finds nothing to write writes
     /// nothing): how the tracker's shutdown makes it look at its stop signal.
     pub fn wake_checkpoint_thread(&self) {
-        // A full channel has a wake-up waiting already.
-        let _ = self.reserved.wake.try_send(());
+        self.reserved.wake();
     }
 
     /// Writes the reservation the writer asked for, if it is still beyond the one written: the

@@ -425,31 +425,33 @@ fn seqs_are_reserved_in_blocks_not_per_event() -> Result<()> {
     Ok(())
 }
 
+/// Stores the events `seqs` in commits of 100, as the writer makes them when the app tracks
+/// steadily.
+fn insert_in_commits_of_100(store: &mut Store, seqs: std::ops::RangeInclusive<u64>) -> Result<()> {
+    let seqs: Vec<u64> = seqs.collect();
+    for chunk in seqs.chunks(100) {
+        store.insert_events(&events(chunk[0]..=chunk[chunk.len() - 1]), &[], &[])?;
+    }
+    Ok(())
+}
+
 #[test]
 fn the_next_reservation_is_asked_for_at_half_the_block_and_written_off_the_writer() -> Result<()> {
     let buffer = TempBuffer::new()?;
     let block = SEQ_RESERVATION;
-    // Commits of 100 events, as the writer makes them when the app tracks steadily.
-    let insert = |store: &mut Store, seqs: std::ops::RangeInclusive<u64>| -> Result<()> {
-        let seqs: Vec<u64> = seqs.collect();
-        for chunk in seqs.chunks(100) {
-            store.insert_events(&events(chunk[0]..=chunk[chunk.len() - 1]), &[], &[])?;
-        }
-        Ok(())
-    };
     let half = block / 2;
     let ahead = half + 2 + block;
     let last = ahead + 1 + block;
     {
         let mut store = buffer.open()?;
         let marks = store.seq_marks();
-        insert(&mut store, 1..=1)?;
+        insert_in_commits_of_100(&mut store, 1..=1)?;
         assert!(
             marks.reserve_requests().try_recv().is_err(),
             "a whole block left"
         );
         // Less than half the block left beyond seq `half + 2`: the writer asks ahead.
-        insert(&mut store, 2..=half + 2)?;
+        insert_in_commits_of_100(&mut store, 2..=half + 2)?;
         assert!(marks.reserve_requests().try_recv().is_ok());
         assert_eq!(
             store.identity().reserved_through(),
@@ -460,12 +462,12 @@ fn the_next_reservation_is_asked_for_at_half_the_block_and_written_off_the_write
         marks.reserve_ahead();
         assert_eq!(store.identity().reserved_through(), ahead);
         // The writer goes past its old block without a reservation of its own.
-        insert(&mut store, half + 3..=block + 10)?;
+        insert_in_commits_of_100(&mut store, half + 3..=block + 10)?;
         assert_eq!(store.identity().reserved_through(), ahead);
         // A request nobody served leaves the writer to reserve when its block runs out.
-        insert(&mut store, block + 11..=ahead)?;
+        insert_in_commits_of_100(&mut store, block + 11..=ahead)?;
         assert!(marks.reserve_requests().try_recv().is_ok());
-        insert(&mut store, ahead + 1..=ahead + 1)?;
+        insert_in_commits_of_100(&mut store, ahead + 1..=ahead + 1)?;
         assert_eq!(store.identity().reserved_through(), last);
         // A request served late writes nothing below the mark.
         marks.reserve_ahead();
@@ -491,9 +493,7 @@ fn the_checkpoint_thread_writes_the_reservation_asked_for_and_stops_at_shutdown(
     let half = SEQ_RESERVATION / 2;
     // One event reserves through `1 + SEQ_RESERVATION`; past `half + 1`, less than half is left.
     store.insert_events(&events(1..=1), &[], &[])?;
-    for first in (2..=half + 2).step_by(100) {
-        store.insert_events(&events(first..=(first + 99).min(half + 2)), &[], &[])?;
-    }
+    insert_in_commits_of_100(&mut store, 2..=half + 2)?;
     let wanted = half + 2 + SEQ_RESERVATION;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while store.identity().reserved_through() != wanted && std::time::Instant::now() < deadline {
