@@ -39,7 +39,7 @@ pub fn dead_letter_entry(
     let fits = |data: &[u8]| data.len() + partition_key.len() <= max_bytes;
     let entry = |data: Vec<u8>| Entry {
         data: data.into(),
-        partition_key: partition_key.to_owned(),
+        partition_key: partition_key.into(),
     };
     let data = to_json(&letter)?;
     if fits(&data) {

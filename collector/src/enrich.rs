@@ -2,6 +2,7 @@
 //! and the event time corrected for the device clock's offset.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -298,9 +299,10 @@ pub fn prepare<E: EventFields>(
         buffer.shrink_to_fit();
     }
     let buffer = Bytes::from(buffer);
+    let partition_key: Arc<str> = batch.install_id.as_str().into();
     records.extend(spans.into_iter().map(|span| Entry {
         data: buffer.slice(span),
-        partition_key: batch.install_id.clone(),
+        partition_key: Arc::clone(&partition_key),
     }));
     let mut gap_records = Vec::with_capacity(batch.gaps.len());
     let mut gap_events = BTreeMap::new();
@@ -308,7 +310,7 @@ pub fn prepare<E: EventFields>(
         // At most 256 ranges and a few ids: far below a Kinesis record (checked at parse time).
         gap_records.push(Entry {
             data: to_json(&gap_record(batch, gap, upload))?.into(),
-            partition_key: batch.install_id.clone(),
+            partition_key: Arc::clone(&partition_key),
         });
         let total: &mut u64 = gap_events.entry(gap.reason.clone()).or_default();
         *total = total.saturating_add(gap.count);

@@ -181,7 +181,7 @@ fn each_gap_becomes_one_gap_record_keyed_by_install() {
     };
     let prepared = prepare(&b, &upload, false).unwrap();
     assert_eq!(prepared.gap_records.len(), 1);
-    assert_eq!(prepared.gap_records[0].partition_key, "i");
+    assert_eq!(&*prepared.gap_records[0].partition_key, "i");
     let record: serde_json::Value = serde_json::from_slice(&prepared.gap_records[0].data).unwrap();
     assert_eq!(record["kind"], "gap");
     assert_eq!(record["gap_id"], b.gaps[0].gap_id.to_string());

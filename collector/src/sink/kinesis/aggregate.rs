@@ -4,6 +4,8 @@
 //!
 //! The format itself (and [`deaggregate`]) is defined once, in `tern_protocol::aggregate`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 pub use tern_protocol::aggregate::{deaggregate, MAGIC};
 use tern_protocol::aggregate::{seal_records, sealed_data_len, Record};
@@ -28,7 +30,7 @@ pub fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
     }
     let mut out = Vec::new();
     let mut group: Vec<Record> = Vec::new();
-    let mut group_key = String::new();
+    let mut group_key: Arc<str> = Arc::from("");
     let mut group_fields = 0;
     for entry in entries {
         let record = Record::user(entry.data.clone());
@@ -63,7 +65,7 @@ pub fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
 fn seal(partition_key: &str, records: Vec<Record>) -> Entry {
     Entry {
         data: Bytes::from(seal_records(partition_key, records)),
-        partition_key: partition_key.to_owned(),
+        partition_key: partition_key.into(),
     }
 }
 
@@ -75,7 +77,7 @@ mod tests {
     fn entry(key: &str, len: usize) -> Entry {
         Entry {
             data: Bytes::from(vec![b'x'; len]),
-            partition_key: key.to_owned(),
+            partition_key: key.into(),
         }
     }
 
@@ -94,7 +96,7 @@ mod tests {
         assert_eq!(
             two_keys
                 .iter()
-                .map(|e| e.partition_key.as_str())
+                .map(|e| &*e.partition_key)
                 .collect::<Vec<_>>(),
             ["a", "b"]
         );
@@ -159,7 +161,7 @@ mod tests {
                     "{{\"i\":{i},\"pad\":\"{}\"}}",
                     "x".repeat(i % 1_000)
                 )),
-                partition_key: "install".to_owned(),
+                partition_key: "install".into(),
             })
             .collect();
         let packed = aggregate(entries.clone());

@@ -150,8 +150,6 @@ async fn run(mut rx: mpsc::Receiver<Submission>, client: Client, metrics: Arc<Me
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use aws_sdk_kinesis::config::retry::RetryConfig;
-    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
     use axum::body::Bytes as Body;
     use axum::http::StatusCode;
     use bytes::Bytes;
@@ -159,6 +157,8 @@ mod tests {
 
     use super::*;
     use std::time::Duration;
+
+    use crate::sink::kinesis::test_client as client;
 
     use crate::in_flight::InFlightBudget;
     use crate::metrics::CodeLabel;
@@ -192,22 +192,11 @@ mod tests {
         url
     }
 
-    fn client(endpoint: &str) -> Client {
-        let config = aws_sdk_kinesis::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(RetryConfig::disabled())
-            .build();
-        Client::from_conf(config)
-    }
-
     fn entries(key: &str, n: usize) -> Vec<Entry> {
         (0..n)
             .map(|i| Entry {
                 data: Bytes::from(format!("{{\"i\":{i}}}")),
-                partition_key: key.to_owned(),
+                partition_key: key.into(),
             })
             .collect()
     }

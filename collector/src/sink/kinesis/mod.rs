@@ -26,6 +26,22 @@ pub use self::config::KinesisSinkConfig;
 pub use self::record::Entry;
 use self::service::EntryResult;
 
+/// A client of the Kinesis endpoint at `endpoint` (a test server), without the SDK's retries as
+/// in [`KinesisSinkConfig::client`].
+#[cfg(test)]
+pub(crate) fn test_client(endpoint: &str) -> Client {
+    use aws_sdk_kinesis::config::retry::RetryConfig;
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .retry_config(RetryConfig::disabled())
+        .build();
+    Client::from_conf(config)
+}
+
 /// Why records are not all in the stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{pending} of {total} records not written before the deadline; last error: {last_error}")]

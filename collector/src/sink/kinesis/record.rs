@@ -1,5 +1,7 @@
 //! One Kinesis record to write.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// A record: its data and partition key.
@@ -7,8 +9,9 @@ use bytes::Bytes;
 pub struct Entry {
     /// Record data (a JSON stream record).
     pub data: Bytes,
-    /// Partition key (the install id).
-    pub partition_key: String,
+    /// Partition key (the install id): shared by the records of an upload, and by the copies
+    /// of a record that its retries and shared calls hold.
+    pub partition_key: Arc<str>,
 }
 
 impl Entry {
