@@ -192,9 +192,16 @@ mod tests {
     use super::*;
     use crate::sink::kinesis::test_client;
 
-    /// A Kinesis endpoint that keeps every request body and writes every record; a request whose
+    /// A request as the endpoint received it.
+    struct Seen {
+        json: Value,
+        headers: HeaderMap,
+        body: Body,
+    }
+
+    /// A Kinesis endpoint that keeps every request and writes every record; a request whose
     /// `Content-Length` is not its body's length is refused.
-    async fn recording_kinesis(seen: Arc<Mutex<Vec<Value>>>) -> String {
+    async fn recording_kinesis(seen: Arc<Mutex<Vec<Seen>>>) -> String {
         let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Body| {
             let seen = Arc::clone(&seen);
             async move {
@@ -203,9 +210,13 @@ mod tests {
                     let error = json!({ "__type": "ValidationException", "message": "length" });
                     return (StatusCode::BAD_REQUEST, error.to_string());
                 }
-                let request: Value = serde_json::from_slice(&body).unwrap_or_default();
-                let n = request["Records"].as_array().map_or(0, Vec::len);
-                seen.lock().unwrap().push(request);
+                let json: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let n = json["Records"].as_array().map_or(0, Vec::len);
+                seen.lock().unwrap().push(Seen {
+                    json,
+                    headers,
+                    body,
+                });
                 let results = vec![json!({ "SequenceNumber": "1", "ShardId": "shardId-0" }); n];
                 let answer = json!({ "FailedRecordCount": 0, "Records": results });
                 (StatusCode::OK, answer.to_string())
@@ -217,10 +228,47 @@ mod tests {
         url
     }
 
+    /// The SigV4 signature of a request with these headers (those its `Authorization` header
+    /// names as signed) and this body, made with the test client's credentials at its time.
+    fn signature(url: &str, request: &Seen, body: &[u8]) -> String {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        let header = |name: &str| request.headers[name].to_str().unwrap();
+        let authorization = header("authorization");
+        let signed = authorization
+            .split("SignedHeaders=")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap();
+        let headers: Vec<(&str, &str)> = signed.split(';').map(|h| (h, header(h))).collect();
+        let time = chrono::NaiveDateTime::parse_from_str(header("x-amz-date"), "%Y%m%dT%H%M%SZ")
+            .unwrap()
+            .and_utc();
+        let identity =
+            aws_sdk_kinesis::config::Credentials::new("test", "test", None, None, "test").into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("kinesis")
+            .time(time.into())
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            format!("{url}/"),
+            headers.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .unwrap();
+        sign(signable, &params).unwrap().signature().to_owned()
+    }
+
     #[tokio::test]
     async fn the_body_written_from_the_record_buffer_is_the_request_the_sdk_would_send() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let client = test_client(&recording_kinesis(Arc::clone(&seen)).await);
+        let url = recording_kinesis(Arc::clone(&seen)).await;
+        let client = test_client(&url);
         // Every base64 padding (lengths 1, 2, 3), bytes that are not UTF-8, and a key and a
         // stream name that need JSON escapes.
         let entries: Vec<Entry> = [
@@ -261,7 +309,17 @@ mod tests {
 
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2);
-        assert_eq!(seen[0], seen[1], "ours, then the SDK's own");
-        assert_eq!(seen[0]["Records"][2]["Data"], "YWJj");
+        let (ours, sdk) = (&seen[0], &seen[1]);
+        assert_eq!(ours.json, sdk.json, "ours, then the SDK's own");
+        assert_eq!(ours.json["Records"][2]["Data"], "YWJj");
+
+        // The SDK signed the body that was sent (and its length), not the empty request it
+        // serialized first: Kinesis checks the signature (the test server does not).
+        let sent = ours.headers["authorization"].to_str().unwrap();
+        assert!(sent.ends_with(&format!("Signature={}", signature(&url, ours, &ours.body))));
+        let empty = format!(r#"{{"StreamName":{},"Records":[]}}"#, json!(stream));
+        assert!(!sent.ends_with(&signature(&url, ours, empty.as_bytes())));
+        let sent = sdk.headers["authorization"].to_str().unwrap();
+        assert!(sent.ends_with(&format!("Signature={}", signature(&url, sdk, &sdk.body))));
     }
 }
