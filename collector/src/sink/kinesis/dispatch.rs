@@ -158,7 +158,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use crate::sink::kinesis::test_client as client;
+    use crate::sink::kinesis::{all_written, serve_test_endpoint, test_client as client};
 
     use crate::in_flight::InFlightBudget;
     use crate::metrics::CodeLabel;
@@ -178,18 +178,10 @@ mod tests {
                     let error = json!({ "__type": "ValidationException", "message": "poisoned" });
                     return (StatusCode::BAD_REQUEST, error.to_string());
                 }
-                let results: Vec<Value> = records
-                    .iter()
-                    .map(|_| json!({ "SequenceNumber": "1", "ShardId": "shardId-000000000000" }))
-                    .collect();
-                let answer = json!({ "FailedRecordCount": 0, "Records": results });
-                (StatusCode::OK, answer.to_string())
+                (StatusCode::OK, all_written(records.len()))
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
+        serve_test_endpoint(app).await
     }
 
     fn entries(key: &str, n: usize) -> Vec<Entry> {
@@ -237,17 +229,10 @@ mod tests {
                 let _permit = release.acquire().await;
                 let request: Value = serde_json::from_slice(&body).unwrap_or_default();
                 let records = request["Records"].as_array().cloned().unwrap_or_default();
-                let results: Vec<Value> = records
-                    .iter()
-                    .map(|_| json!({ "SequenceNumber": "1", "ShardId": "shardId-000000000000" }))
-                    .collect();
-                json!({ "FailedRecordCount": 0, "Records": results }).to_string()
+                all_written(records.len())
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
+        serve_test_endpoint(app).await
     }
 
     /// An upload dropped at its ack deadline while its records are in a PutRecords call used to

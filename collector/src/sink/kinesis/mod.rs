@@ -42,6 +42,22 @@ pub(crate) fn test_client(endpoint: &str) -> Client {
     Client::from_conf(config)
 }
 
+/// Serves `app` on a free local port (a test Kinesis endpoint); its URL.
+#[cfg(test)]
+pub(crate) async fn serve_test_endpoint(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// A PutRecords answer that writes all of a call's `n` records.
+#[cfg(test)]
+pub(crate) fn all_written(n: usize) -> String {
+    let result = serde_json::json!({ "SequenceNumber": "1", "ShardId": "shardId-000000000000" });
+    serde_json::json!({ "FailedRecordCount": 0, "Records": vec![result; n] }).to_string()
+}
+
 /// Why records are not all in the stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{pending} of {total} records not written before the deadline; last error: {last_error}")]

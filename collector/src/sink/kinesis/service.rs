@@ -190,7 +190,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::sink::kinesis::test_client;
+    use crate::sink::kinesis::{all_written, serve_test_endpoint, test_client};
 
     /// A request as the endpoint received it.
     struct Seen {
@@ -217,15 +217,10 @@ mod tests {
                     headers,
                     body,
                 });
-                let results = vec![json!({ "SequenceNumber": "1", "ShardId": "shardId-0" }); n];
-                let answer = json!({ "FailedRecordCount": 0, "Records": results });
-                (StatusCode::OK, answer.to_string())
+                (StatusCode::OK, all_written(n))
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
+        serve_test_endpoint(app).await
     }
 
     /// The SigV4 signature of a request with these headers (those its `Authorization` header
