@@ -143,7 +143,7 @@ async fn call(
 /// The SDK's serializer copies each record into a `Blob`, encodes it into a `String` of its own
 /// and grows its output as it goes: 12 % of the collector's CPU at saturation (profile in
 /// docs/BENCHMARKS.md). The JSON means the same as the SDK's (a test compares the two).
-pub fn request_body(stream: &str, entries: &[Entry]) -> Vec<u8> {
+fn request_body(stream: &str, entries: &[Entry]) -> Vec<u8> {
     let size = entries
         .iter()
         .map(|e| e.data.len().div_ceil(3) * 4 + e.partition_key.len() + ENTRY_JSON_OVERHEAD)
