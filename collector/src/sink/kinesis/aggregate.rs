@@ -37,7 +37,7 @@ pub fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
         let field = record.field_len();
         if sealed_size(entry.partition_key.len(), field) > MAX_RECORD_BYTES {
             if !group.is_empty() {
-                out.push(seal(&group_key, std::mem::take(&mut group)));
+                out.push(seal(Arc::clone(&group_key), std::mem::take(&mut group)));
                 group_fields = 0;
             }
             out.push(entry);
@@ -47,7 +47,7 @@ pub fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
             && (entry.partition_key != group_key
                 || sealed_size(group_key.len(), group_fields + field) > MAX_RECORD_BYTES);
         if switch {
-            out.push(seal(&group_key, std::mem::take(&mut group)));
+            out.push(seal(Arc::clone(&group_key), std::mem::take(&mut group)));
             group_fields = 0;
         }
         if group.is_empty() {
@@ -57,15 +57,15 @@ pub fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
         group.push(record);
     }
     if !group.is_empty() {
-        out.push(seal(&group_key, group));
+        out.push(seal(group_key, group));
     }
     out
 }
 
-fn seal(partition_key: &str, records: Vec<Record>) -> Entry {
+fn seal(partition_key: Arc<str>, records: Vec<Record>) -> Entry {
     Entry {
-        data: Bytes::from(seal_records(partition_key, records)),
-        partition_key: partition_key.into(),
+        data: Bytes::from(seal_records(&partition_key, records)),
+        partition_key,
     }
 }
 
@@ -142,7 +142,7 @@ mod tests {
             for key in ["k", &"p".repeat(256)] {
                 let record = Record::user(Bytes::from(vec![b'x'; len]));
                 let predicted = sealed_size(key.len(), record.field_len());
-                let sealed = seal(key, vec![record]);
+                let sealed = seal(key.into(), vec![record]);
                 assert_eq!(sealed.size(), predicted, "len {len}, key {}", key.len());
             }
         }
