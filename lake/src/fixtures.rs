@@ -7,3 +7,44 @@ pub const GOOD_RECORD: &str = r#"{"v":1,"event_id":"019ab7b2-4b00-7aaa-8bbb-cccc
         "received_at":"2026-11-24T21:34:57.190Z","properties":{"total":59.9},
         "context":{"app":{"version":"4.2.0"}},"batch_id":"019ab7b2-4c1e-7d2a-9f3e-5a1b2c3d4e5f",
         "sdk":{"name":"tern-sdk-kotlin","version":"0.1.0"},"collector_id":"c-1"}"#;
+
+/// [`GOOD_RECORD`], parsed.
+pub fn good_record() -> tern_protocol::StreamRecord {
+    serde_json::from_str(GOOD_RECORD).expect("GOOD_RECORD is a stream record v1")
+}
+
+/// A v1 record split into the v2 records a collector writes for it: the event record and its
+/// upload's batch record (of one event).
+pub fn v2_parts(
+    r: &tern_protocol::StreamRecord,
+) -> (tern_protocol::EventRecordV2, tern_protocol::BatchRecord) {
+    use tern_protocol::{BatchRecord, EventRecordV2, BATCH_KIND, RECORD_VERSION_2};
+    let event = EventRecordV2 {
+        v: RECORD_VERSION_2,
+        event_id: r.event_id,
+        app_id: r.app_id.clone(),
+        install_id: r.install_id.clone(),
+        seq: r.seq,
+        name: r.name.clone(),
+        created_at: r.created_at,
+        event_time: r.event_time,
+        properties: r.properties.clone(),
+        user_id: r.user_id.clone(),
+        session_id: r.session_id.clone(),
+        batch_id: r.batch_id,
+    };
+    let batch = BatchRecord {
+        v: RECORD_VERSION_2,
+        kind: BATCH_KIND.to_owned(),
+        batch_id: r.batch_id,
+        app_id: r.app_id.clone(),
+        install_id: r.install_id.clone(),
+        sent_at: r.sent_at,
+        received_at: r.received_at,
+        context: r.context.clone(),
+        sdk: r.sdk.clone(),
+        collector_id: r.collector_id.clone(),
+        events: 1,
+    };
+    (event, batch)
+}

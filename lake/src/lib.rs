@@ -2,8 +2,9 @@
 //! `event_id`, late events in their true day, and SQL over it.
 //!
 //! Stages, one module each: [`source`] (shards, iterators, backoff) → [`decode`]
-//! (de-aggregation, parsing, checks) → [`dedup`] (the `event_id` window) → [`table`] (Delta
-//! schemas and commits, with the shards' [`checkpoint`]s in the same commit) → [`query`] and
+//! (de-aggregation, parsing, checks) → [`join`] (v2 events with their batch records) →
+//! [`dedup`] (the `event_id` window) → [`table`] (Delta schemas and commits, with the shards'
+//! [`checkpoint`]s in the same commit) → [`query`] and
 //! [`sql`] (DataFusion). [`ingest`] runs the loop; [`limits`] holds every limit with its reason.
 //! Feeds beside the table: [`clean`] (the cleansed stream), the `raw` archive and [`backfill`]
 //! from it under today's [`rules`].
@@ -22,6 +23,7 @@ pub mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod ingest;
+pub mod join;
 pub mod limits;
 pub mod metrics;
 pub mod query;

@@ -112,3 +112,11 @@ pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Longest snapshot name: a file name (`_snapshots/NAME.json`) on every object store.
 pub const SNAPSHOT_NAME_MAX: usize = 128;
+
+/// Batch records (stream record v2) held in memory for the event records that join on them,
+/// the oldest read forgotten first. The collector writes an upload's events right after its
+/// batch record, on the same shard, so a batch record is needed for as long as the records of
+/// the uploads in flight at once on the shards of one worker come between it and its last
+/// event: far fewer than 50 000. A record is about 0.5 KiB with its context, so about 25 MiB;
+/// one forgotten too early is found again in `batches`, only slower.
+pub const BATCH_CACHE_RECORDS: usize = 50_000;

@@ -3,7 +3,8 @@
 //!
 //! Accounting rule: every stream record document read (`documents_read`) leaves through exactly
 //! one of `rows_written` (first copy of its `event_id`), `gap_records_written` (first copy of
-//! its `gap_id`), `duplicates_removed` or `rejected` (by reason).
+//! its `gap_id`), `batch_records_written` (every batch record of stream record v2),
+//! `duplicates_removed` or `rejected` (by reason).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabel, Counter>,
     /// Gap records committed to `gaps` (first copies).
     pub gap_records_written: Counter,
+    /// Batch records (stream record v2) committed to `batches`, resends included.
+    pub batch_records_written: Counter,
     /// Commits to `events`.
     pub commits: Counter,
     /// Commit attempts that failed (storage error, or another writer got in first) and were
@@ -115,6 +118,12 @@ impl Default for Metrics {
             "gap_records_written",
             "Gap records committed to gaps (first copy of each gap_id)",
             gap_records_written.clone(),
+        );
+        let batch_records_written = Counter::default();
+        registry.register(
+            "batch_records_written",
+            "Batch records (stream record v2) committed to batches",
+            batch_records_written.clone(),
         );
         let commits = Counter::default();
         registry.register("commits", "Commits to events", commits.clone());
@@ -205,6 +214,7 @@ impl Default for Metrics {
             duplicates_removed,
             rejected,
             gap_records_written,
+            batch_records_written,
             commits,
             commit_retries,
             commit_duration,

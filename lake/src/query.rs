@@ -11,7 +11,7 @@ use deltalake::DeltaTable;
 
 use crate::dedup::DedupWindow;
 use crate::error::Result;
-use crate::table::{self, EVENTS, GAPS, RAW, REJECTED};
+use crate::table::{self, BATCHES, EVENTS, GAPS, RAW, REJECTED};
 
 /// Which version of the tables to read.
 #[derive(Debug, Clone, Default)]
@@ -41,11 +41,11 @@ pub async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> R
     Ok(())
 }
 
-/// A session over the lake under `lake` with `events`, `gaps`, `rejected` and `raw` registered (those
-/// that exist), as of `as_of` (for `events`; the others at their latest).
+/// A session over the lake under `lake` with `events`, `gaps`, `batches`, `rejected` and `raw`
+/// registered (those that exist), as of `as_of` (for `events`; the others at their latest).
 pub async fn lake_session(lake: &str, as_of: &AsOf) -> Result<SessionContext> {
     let ctx = new_session()?;
-    for name in [EVENTS, GAPS, REJECTED, RAW] {
+    for name in [EVENTS, GAPS, BATCHES, REJECTED, RAW] {
         let Some(mut table) = table::open(lake, name).await? else {
             continue;
         };

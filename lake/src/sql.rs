@@ -68,7 +68,7 @@ pub async fn repl(ctx: &SessionContext, format: OutputFormat) -> Result<()> {
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
-    println!("tern-lake sql: tables events, gaps, rejected. End a statement with ';'. \\d lists tables, \\q quits.");
+    println!("tern-lake sql: tables events, gaps, batches, rejected, raw. End a statement with ';'. \\d lists tables, \\q quits.");
     let mut statement = String::new();
     loop {
         let prompt = if statement.is_empty() {

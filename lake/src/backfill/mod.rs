@@ -12,6 +12,8 @@
 //! - Copies are removed as ingest does: the first copy by arrival wins, and an event whose copy
 //!   is kept in a day outside the range (its `event_time` moved across midnight) is left there.
 //! - A row that stays keeps its `ingested_at`; a new one takes its raw record's.
+//! - A v2 event record joins its batch record as ingest did: the one of its `batch_id` read
+//!   last before it in `raw`, else (read before the days read) the one it follows in `batches`.
 //! - `--dry-run` prints, per day, the rows that would be added, removed and changed.
 
 mod columns;

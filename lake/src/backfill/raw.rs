@@ -1,4 +1,6 @@
-//! Reading `raw`: the records `events` holds the position of, decoded again with the rules.
+//! Reading `raw`: the records `events` holds the position of, decoded again with the rules; v2
+//! events joined with the batch records read before them (or, for those read before the range,
+//! in `batches`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use super::options::Options;
 use crate::checkpoint::{self, compare_sequence, Position};
 use crate::decode::{self, Decoded};
 use crate::error::Result;
-use crate::limits::BACKFILL_RAW_SLACK_DAYS;
+use crate::join::{self, BatchCache, Candidate, Known};
+use crate::limits::{BACKFILL_RAW_SLACK_DAYS, BATCH_CACHE_RECORDS};
 use crate::query;
 use crate::table::{Provenance, RejectedRow};
 
@@ -27,12 +30,15 @@ pub(super) struct Rebuilt {
 
 /// Reads `raw` from the day before `from` on, in arrival order, and decodes every record with
 /// the rules: the first copy of each event in the range (unless `kept_beside` holds it), and
-/// the rejects that arrived in the range.
+/// the rejects that arrived in the range. A v2 event joins the batch record of its `batch_id`
+/// read last before it, as ingest did; one read before `raw`'s first day is found in
+/// `batches`.
 pub(super) async fn read_raw(
     ctx: &deltalake::datafusion::prelude::SessionContext,
     options: &Options,
     kept_beside: &HashSet<String>,
     held: &HashMap<String, Position>,
+    batches: Option<&DeltaTable>,
 ) -> Result<Rebuilt> {
     let start = options.from - Days::new(BACKFILL_RAW_SLACK_DAYS.unsigned_abs());
     let sql = format!(
@@ -42,6 +48,7 @@ pub(super) async fn read_raw(
     );
     let mut out = Rebuilt::default();
     let mut seen: HashSet<u128> = HashSet::new();
+    let mut cache = BatchCache::new(BATCH_CACHE_RECORDS);
     let in_range = |d: NaiveDate| d >= options.from && d <= options.to;
     for batch in query::collect(ctx, &sql).await? {
         let shard = cast_strings(batch.column(0))?;
@@ -75,7 +82,14 @@ pub(super) async fn read_raw(
                     sub_sequence,
                     arrived_at,
                 };
-                match decode::decode_with(document, &options.rules) {
+                let decoded = match decode::decode_with(document, &options.rules) {
+                    Decoded::EventV2(event) => {
+                        let batch = batch_of(ctx, &mut cache, batches, &event, &from).await?;
+                        decode::join(*event, batch.as_deref(), &options.rules)
+                    }
+                    other => other,
+                };
+                match decoded {
                     Decoded::Event(event) => {
                         if !seen.insert(event.event_id.as_u128()) {
                             continue;
@@ -86,7 +100,21 @@ pub(super) async fn read_raw(
                             out.events.push((*event, from, raw_ingested));
                         }
                     }
+                    Decoded::Batch(batch) => cache.insert(*batch),
                     Decoded::Gap(_) => {}
+                    Decoded::EventV2(event) => {
+                        // `join` never answers with an unjoined event; were it to, it is
+                        // rejected as ingest would.
+                        if in_range(arrived_at.date_naive()) {
+                            out.rejects.push(RejectedRow {
+                                from,
+                                reason: decode::reason::NO_BATCH,
+                                message: format!("batch_id {}: not joined", event.batch_id),
+                                data: document.to_vec(),
+                                ingested_at: Some(timestamp(raw_ingested)?),
+                            });
+                        }
+                    }
                     Decoded::Rejected { reason, message } => {
                         if in_range(arrived_at.date_naive()) {
                             out.rejects.push(RejectedRow {
@@ -103,6 +131,34 @@ pub(super) async fn read_raw(
         }
     }
     Ok(out)
+}
+
+/// The batch record the v2 `event` read at `at` joins: the latest of its id read, else the one
+/// it follows in `batches`.
+async fn batch_of(
+    ctx: &deltalake::datafusion::prelude::SessionContext,
+    cache: &mut BatchCache,
+    batches: Option<&DeltaTable>,
+    event: &tern_protocol::EventRecordV2,
+    at: &Provenance,
+) -> Result<Option<Arc<tern_protocol::BatchRecord>>> {
+    match cache.get(&event.batch_id) {
+        Some(Known::Batch(batch)) => return Ok(Some(Arc::clone(batch))),
+        Some(Known::Missing) => return Ok(None),
+        None => {}
+    }
+    let stored = match batches {
+        Some(batches) => join::stored(ctx, batches, &event.batch_id).await?,
+        None => Vec::new(),
+    };
+    let candidates: Vec<Candidate<'_>> = stored.iter().map(Candidate::from).collect();
+    let found = join::pick(&candidates, at).cloned().map(Arc::new);
+    let known = match &found {
+        Some(batch) => Known::Batch(Arc::clone(batch)),
+        None => Known::Missing,
+    };
+    cache.put(event.batch_id, known);
+    Ok(found)
 }
 
 /// How far `events` holds each shard that `raw` has records of.

@@ -80,7 +80,10 @@ async fn attempt_once(options: &Options) -> Result<Report> {
     .flat_map(strings_of_first)
     .collect();
     let held = held_positions(&ctx, &events, &options.stream).await?;
-    let rebuilt = read_raw(&ctx, options, &kept_beside, &held).await?;
+    // Ingest commits a batch record to `batches` before the `events` commit that holds its
+    // position: every one that a held v2 event joined is there.
+    let batches = table::open(&options.lake, table::BATCHES).await?;
+    let rebuilt = read_raw(&ctx, options, &kept_beside, &held, batches.as_ref()).await?;
 
     // `events`: the rows there now, and the rows rebuilt.
     let old = conformed(

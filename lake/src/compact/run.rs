@@ -14,10 +14,10 @@ use crate::error::Result;
 use crate::limits::DEFAULT_VACUUM_RETENTION;
 use crate::query;
 use crate::snapshot;
-use crate::table::{self, EVENTS, GAPS, RAW, REJECTED};
+use crate::table::{self, BATCHES, EVENTS, GAPS, RAW, REJECTED};
 
 /// The tables `compact` looks after (those that exist).
-pub const TABLES: [&str; 4] = [EVENTS, GAPS, REJECTED, RAW];
+pub const TABLES: [&str; 5] = [EVENTS, GAPS, BATCHES, REJECTED, RAW];
 
 /// Flags of `tern-lake compact`.
 #[derive(Debug, Args)]

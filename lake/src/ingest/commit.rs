@@ -1,4 +1,4 @@
-//! Commits: the side tables (`raw`, `gaps`, `rejected`), then `events` with every shard's
+//! Commits: the side tables (`raw`, `gaps`, `batches`, `rejected`), then `events` with every shard's
 //! position in the same version, tried again until it lands; the bookkeeping after each.
 
 use std::collections::{HashMap, HashSet};
@@ -18,9 +18,9 @@ use crate::query;
 use crate::table::{self, EventColumns};
 
 impl Ingest {
-    /// Commits the buffered raw records, gap records and rejects to their tables, each with
-    /// the positions of its shards; the three commits run at once (they are independent
-    /// tables), and each one that lands is taken in even when another fails.
+    /// Commits the buffered raw records, gap records, batch records and rejects to their
+    /// tables, each with the positions of its shards; the four commits run at once (they are
+    /// independent tables), and each one that lands is taken in even when another fails.
     async fn commit_sides(
         &mut self,
         progress: &[(String, Position)],
@@ -34,10 +34,13 @@ impl Ingest {
         let gaps_batch = (!buffer.gaps.is_empty())
             .then(|| table::gaps_batch(&buffer.gaps, now))
             .transpose()?;
+        let batches_batch = (!buffer.batches.is_empty())
+            .then(|| table::batches_batch(&buffer.batches, now))
+            .transpose()?;
         let rejected_batch = (!buffer.rejects.is_empty())
             .then(|| table::rejected_batch(&buffer.rejects, now))
             .transpose()?;
-        let (raw, gaps, rejected) = tokio::join!(
+        let (raw, gaps, batches, rejected) = tokio::join!(
             commit_side(
                 &mut self.raw,
                 raw_batch,
@@ -50,6 +53,14 @@ impl Ingest {
                 &mut self.gaps,
                 gaps_batch,
                 buffer.gaps.iter().map(|(_, f)| &*f.shard_id).collect(),
+                progress,
+                &stream,
+                now
+            ),
+            commit_side(
+                &mut self.batches,
+                batches_batch,
+                buffer.batches.iter().map(|(_, f)| &*f.shard_id).collect(),
                 progress,
                 &stream,
                 now
@@ -82,6 +93,17 @@ impl Ingest {
                 self.summary.gaps += n;
                 self.buffer.gaps.clear();
                 self.gaps_to.extend(positions);
+            }
+            Some(Err(error)) => failed = failed.or(Some(error)),
+            None => {}
+        }
+        match batches {
+            Some(Ok(positions)) => {
+                let n = self.buffer.batches.len() as u64;
+                self.metrics.batch_records_written.inc_by(n);
+                self.summary.batches += n;
+                self.buffer.batches.clear();
+                self.batches_to.extend(positions);
             }
             Some(Err(error)) => failed = failed.or(Some(error)),
             None => {}
@@ -132,6 +154,7 @@ impl Ingest {
         // writer's commit to them conflicts with this one's until it is taken in.
         self.rejected.update_state().await?;
         self.gaps.update_state().await?;
+        self.batches.update_state().await?;
         self.raw.update_state().await?;
         let files: HashSet<String> = self.events.get_file_uris()?.collect();
         let new: Vec<String> = files.difference(&self.known_files).cloned().collect();
@@ -153,8 +176,9 @@ impl Ingest {
         let now = Utc::now();
         let now_ms = now.timestamp_millis();
         let worker = self.config.worker()?;
-        // Raw records, gaps and rejects first: a crash before the `events` commit re-reads
-        // them, and `raw_to`/`gaps_to`/`rejected_to` keep them from being written twice.
+        // Raw records, gaps, batch records and rejects first: a crash before the `events`
+        // commit re-reads them, and `raw_to`/`gaps_to`/`batches_to`/`rejected_to` keep them
+        // from being written twice.
         self.commit_sides(&progress, now).await?;
         let mut columns = EventColumns::default();
         for (event, from) in &self.buffer.events {
@@ -241,7 +265,7 @@ fn positions_of(
         .collect()
 }
 
-/// Commits `batch` (if any) to a side table (`raw`, `gaps`, `rejected`) with the positions of
+/// Commits `batch` (if any) to a side table (`raw`, `gaps`, `batches`, `rejected`) with the positions of
 /// the shards its rows came from; returns those positions, now held by that table.
 async fn commit_side(
     table: &mut DeltaTable,

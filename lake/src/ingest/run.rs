@@ -59,7 +59,7 @@ pub async fn run(
         }
         let reads = ingest.source.poll(&ingest.metrics).await;
         for read in reads {
-            ingest.take(read);
+            ingest.take(read).await;
         }
         let interval = ingest.config.commit_interval();
         let unsaved = ingest.unsaved();

@@ -8,13 +8,15 @@ use std::time::Instant;
 
 use chrono::Utc;
 use deltalake::DeltaTable;
-use tern_protocol::{GapRecord, StreamRecord};
+use tern_protocol::{BatchRecord, GapRecord, StreamRecord};
 
 use crate::checkpoint::{self, Position};
 use crate::clean::{self, CleanStream};
 use crate::config::IngestConfig;
 use crate::dedup::DedupWindow;
 use crate::error::Result;
+use crate::join::BatchCache;
+use crate::limits::BATCH_CACHE_RECORDS;
 use crate::metrics::Metrics;
 use crate::query;
 use crate::rules::Rules;
@@ -34,6 +36,8 @@ pub struct Summary {
     pub rejected: u64,
     /// Gap records committed to `gaps`.
     pub gaps: u64,
+    /// Batch records (stream record v2) committed to `batches`.
+    pub batches: u64,
     /// Commits to `events`.
     pub commits: u64,
     /// Rows published to the cleansed stream, republished ones included.
@@ -49,6 +53,7 @@ pub(super) struct Buffer {
     pub(super) ids: HashSet<u128>,
     pub(super) rejects: Vec<RejectedRow>,
     pub(super) gaps: Vec<(GapRecord, Provenance)>,
+    pub(super) batches: Vec<(BatchRecord, Provenance)>,
     pub(super) raw: Vec<RawRow>,
     pub(super) since: Option<Instant>,
 }
@@ -58,11 +63,12 @@ impl Buffer {
         self.events.is_empty()
             && self.rejects.is_empty()
             && self.gaps.is_empty()
+            && self.batches.is_empty()
             && self.raw.is_empty()
     }
 
     pub(super) fn rows(&self) -> usize {
-        self.events.len() + self.rejects.len() + self.gaps.len()
+        self.events.len() + self.rejects.len() + self.gaps.len() + self.batches.len()
     }
 }
 
@@ -79,6 +85,11 @@ pub(super) struct Ingest {
     pub(super) gaps_to: HashMap<String, Position>,
     /// Every `gap_id` in `gaps` (few: one per SDK give-up, not per event) and in the buffer.
     pub(super) gap_ids: HashSet<u128>,
+    pub(super) batches: DeltaTable,
+    /// How far `batches` holds each shard's batch records (as `rejected_to`).
+    pub(super) batches_to: HashMap<String, Position>,
+    /// The latest batch record of each `batch_id` read (bounded), for the v2 events that follow.
+    pub(super) batch_cache: BatchCache,
     pub(super) raw: DeltaTable,
     /// How far `raw` holds each shard's records (as `rejected_to`).
     pub(super) raw_to: HashMap<String, Position>,
@@ -136,13 +147,19 @@ impl Ingest {
         };
         let source = Source::open(client, &config.stream, config.worker()?, &events).await?;
         let gaps = table::open_gaps(&config.lake).await?;
+        let batches = table::open_batches(&config.lake).await?;
         let raw = table::open_raw(&config.lake).await?;
-        let (mut rejected_to, mut gaps_to, mut raw_to) =
-            (HashMap::new(), HashMap::new(), HashMap::new());
+        let (mut rejected_to, mut gaps_to, mut batches_to, mut raw_to) = (
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+        );
         for shard in source.shard_ids() {
             for (table, to) in [
                 (&rejected, &mut rejected_to),
                 (&gaps, &mut gaps_to),
+                (&batches, &mut batches_to),
                 (&raw, &mut raw_to),
             ] {
                 if let Some(position) = checkpoint::read(table, &config.stream, &shard).await? {
@@ -162,6 +179,9 @@ impl Ingest {
             gaps,
             gaps_to,
             gap_ids,
+            batches,
+            batches_to,
+            batch_cache: BatchCache::new(BATCH_CACHE_RECORDS),
             raw,
             raw_to,
             source,

@@ -212,7 +212,11 @@ impl EventColumns {
 }
 
 /// Appends `value` serialized as JSON, through the reused buffer `json`.
-fn append_json(column: &mut StringBuilder, json: &mut Vec<u8>, value: &impl serde::Serialize) {
+pub(super) fn append_json(
+    column: &mut StringBuilder,
+    json: &mut Vec<u8>,
+    value: &impl serde::Serialize,
+) {
     json.clear();
     // Serializing a parsed JSON map or a plain struct into memory cannot fail, and serde_json
     // writes UTF-8 only.

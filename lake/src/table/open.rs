@@ -8,7 +8,8 @@ use deltalake::{DeltaTable, DeltaTableBuilder};
 use url::Url;
 
 use super::schema::{
-    event_columns, gap_columns, raw_columns, rejected_columns, Column, EVENTS_INDEXED_COLUMNS,
+    batch_columns, event_columns, gap_columns, raw_columns, rejected_columns, Column,
+    BATCHES_INDEXED_COLUMNS, EVENTS_INDEXED_COLUMNS,
 };
 use crate::error::{Error, Result};
 
@@ -18,6 +19,8 @@ pub const EVENTS: &str = "events";
 pub const REJECTED: &str = "rejected";
 /// Name of the gaps table under the lake.
 pub const GAPS: &str = "gaps";
+/// Name of the batch records table (stream record v2) under the lake.
+pub const BATCHES: &str = "batches";
 /// Name of the raw archive under the lake: every Kinesis record exactly as read.
 pub const RAW: &str = "raw";
 
@@ -122,6 +125,22 @@ pub async fn open_rejected(lake: &str) -> Result<DeltaTable> {
 /// Opens (creating if needed) `gaps` under `lake`.
 pub async fn open_gaps(lake: &str) -> Result<DeltaTable> {
     open_or_create(lake, GAPS, gap_columns(), "received_date", HashMap::new()).await
+}
+
+/// Opens (creating if needed) `batches` under `lake`.
+pub async fn open_batches(lake: &str) -> Result<DeltaTable> {
+    let configuration = HashMap::from([(
+        "delta.dataSkippingNumIndexedCols".to_owned(),
+        Some(BATCHES_INDEXED_COLUMNS.to_string()),
+    )]);
+    open_or_create(
+        lake,
+        BATCHES,
+        batch_columns(),
+        "received_date",
+        configuration,
+    )
+    .await
 }
 
 /// Opens (creating if needed) `raw` under `lake`.

@@ -97,6 +97,44 @@ pub(super) fn gap_columns() -> Vec<Column> {
     ]
 }
 
+/// The `batches` columns: one row per batch record (stream record v2) read, resends included;
+/// the context and SDK as `events` has them (typed columns and the `context` JSON), so that a
+/// v2 event joined with a row is the event as `events` holds it.
+pub(super) fn batch_columns() -> Vec<Column> {
+    vec![
+        ("batch_id", DataType::STRING, false),
+        ("install_id", DataType::STRING, false),
+        ("app_id", DataType::STRING, false),
+        ("received_at", DataType::TIMESTAMP, false),
+        ("sent_at", DataType::TIMESTAMP, false),
+        ("collector_id", DataType::STRING, false),
+        ("events", DataType::LONG, false),
+        ("app_package", DataType::STRING, true),
+        ("app_version", DataType::STRING, true),
+        ("app_build", DataType::STRING, true),
+        ("os_name", DataType::STRING, true),
+        ("os_version", DataType::STRING, true),
+        ("device_manufacturer", DataType::STRING, true),
+        ("device_model", DataType::STRING, true),
+        ("locale", DataType::STRING, true),
+        ("timezone", DataType::STRING, true),
+        ("sdk_name", DataType::STRING, false),
+        ("sdk_version", DataType::STRING, false),
+        ("v", DataType::INTEGER, false),
+        ("shard_id", DataType::STRING, false),
+        ("sequence_number", DataType::STRING, false),
+        ("sub_sequence", DataType::INTEGER, true),
+        ("arrived_at", DataType::TIMESTAMP, false),
+        ("ingested_at", DataType::TIMESTAMP, false),
+        ("context", DataType::STRING, false),
+        ("received_date", DataType::DATE, false),
+    ]
+}
+
+/// Columns of `batches` with file statistics: `batch_id` first (a UUIDv7, so files of other
+/// days are skipped by the lookup of one), up to `collector_id`.
+pub const BATCHES_INDEXED_COLUMNS: usize = 6;
+
 /// The `raw` columns: a Kinesis record as read, so that any day can be replayed after the
 /// stream's retention has dropped it (`tern-lake backfill`).
 pub(super) fn raw_columns() -> Vec<Column> {
