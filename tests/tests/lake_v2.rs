@@ -267,12 +267,18 @@ fn a_v2_stream_gives_the_events_rows_of_the_v1_stream_of_the_same_uploads() {
     put(
         &kinesis,
         &v1_stream,
-        &[("install-1".into(), gap(RECORD_VERSION, "install-1", now, gap_id))],
+        &[(
+            "install-1".into(),
+            gap(RECORD_VERSION, "install-1", now, gap_id),
+        )],
     );
     put(
         &kinesis,
         &v2_stream,
-        &[("install-1".into(), gap(RECORD_VERSION_2, "install-1", now, gap_id))],
+        &[(
+            "install-1".into(),
+            gap(RECORD_VERSION_2, "install-1", now, gap_id),
+        )],
     );
     put(
         &kinesis,
