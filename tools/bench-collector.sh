@@ -8,10 +8,14 @@
 #   MODES="fake kinesalite"   which saturation runs (fake: tern-fault-proxy --fake-writes).
 #   HALF_RATE=n   rate of the half-load runs (default: half the median events/s of this
 #                 collector's fake-writes saturation runs of this run, or 60000 without any).
+#   ARGS="..."    extra flags for this build's collector (e.g. ARGS="--record-version 2");
+#                 OLD_ARGS the same for OLD_BIN's.
 #   PIN=0         do not pin the half-load runs (default: collector on CPU 0, load generator,
 #                 proxy and kinesalite on CPU 1, so the ack latency is the collector's own).
 # Prints one JSON line per run; bytes_per_record is the stream data per record (aggregation
-# off: one record per event), json_bytes_per_event the event's own JSON inside its batch.
+# off: one record per event), bytes_per_event the stream data per event acknowledged (with
+# record v2 the batch records count too), json_bytes_per_event the event's own JSON inside its
+# batch, stream_to_json the ratio of the last two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -62,12 +66,13 @@ create_stream() { # kinesalite checks the form of the signature, not its value
 create_stream "$stream"; sleep 1
 
 run() { # collector-bin-dir mode(fake|kinesalite) rate → one JSON line
-  local cbin=$1 mode=$2 rate=$3 upstream args=()
+  local cbin=$1 mode=$2 rate=$3 upstream args=() extra=()
+  if [ "$cbin" = "$BIN" ]; then read -r -a extra <<< "${ARGS:-}"; else read -r -a extra <<< "${OLD_ARGS:-}"; fi
   if [ "$mode" = fake ]; then args=(--fake-writes); fi
   listen upstream "${pin_load[@]}" "$BIN/tern-fault-proxy" --upstream "http://$kin" "${args[@]}"
   local proxy_pid=$LAST_PID
   local col; listen col "${pin_collector[@]}" "$cbin/tern-collector" --listen 127.0.0.1:0 \
-    --stream "$stream" --kinesis-endpoint "http://$upstream" --write-key bench --app-id bench
+    --stream "$stream" --kinesis-endpoint "http://$upstream" --write-key bench --app-id bench "${extra[@]}"
   local cpid=$LAST_PID
   local t0; t0=$(cpu_ticks "$cpid")
   local rate_args=()
@@ -90,6 +95,7 @@ acked = r["events_acked"]
 records, data = stats.get("records", 0), stats.get("record_data_bytes", 0)
 record_bytes = data / records if records else None
 json_bytes = r.get("event_json_bytes_acked", 0) / acked if acked else None
+event_bytes = data / acked if acked and data else None
 print(json.dumps({"collector": sys.argv[9], "mode": sys.argv[6], "rate": sys.argv[7], "pinned": sys.argv[10],
   "events": acked, "lost": r["lost"],
   "events_per_s": round(r["events_per_s"]), "collector_cpu_s": round(cpu, 2),
@@ -97,7 +103,9 @@ print(json.dumps({"collector": sys.argv[9], "mode": sys.argv[6], "rate": sys.arg
   "ack_p50_ms": round(r["ack_latency_ms_p50"], 2), "ack_p99_ms": round(r["ack_latency_ms_p99"], 2), "rss_hwm_mib": round(hwm / 1024, 1),
   "bytes_per_record": round(record_bytes, 1) if record_bytes else None,
   "json_bytes_per_event": round(json_bytes, 1) if json_bytes else None,
-  "record_to_json": round(record_bytes / json_bytes, 2) if record_bytes and json_bytes else None}))
+  "record_to_json": round(record_bytes / json_bytes, 2) if record_bytes and json_bytes else None,
+  "bytes_per_event": round(event_bytes, 1) if event_bytes else None,
+  "stream_to_json": round(event_bytes / json_bytes, 3) if event_bytes and json_bytes else None}))
 PY
   kill "$cpid" "$proxy_pid"; wait "$cpid" "$proxy_pid" 2>/dev/null || true
 }

@@ -104,6 +104,11 @@ pub struct KinesisArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<bool>,
+    /// Stream record version to write: 1 (default) or 2 (shared fields once per upload, in a
+    /// batch record; every reader of the stream must read v2).
+    #[arg(long, env = "TERN_RECORD_VERSION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_version: Option<u32>,
 }
 
 /// Flags of the `[keys]` section: one more write key, added to those of the file.

@@ -170,6 +170,13 @@ impl Config {
         if self.kinesis.stream.is_empty() {
             return Err(Error::Config("stream: no Kinesis stream is set".into()));
         }
+        if !tern_protocol::RECORD_VERSIONS.contains(&self.kinesis.record_version) {
+            return Err(Error::Config(format!(
+                "record_version: {} is not a stream record version; write one of {:?}",
+                self.kinesis.record_version,
+                tern_protocol::RECORD_VERSIONS
+            )));
+        }
         let write_keys = &self.keys.write_keys;
         if write_keys.is_empty() {
             return Err(Error::Config("write_keys: no write key is set".into()));

@@ -10,8 +10,8 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
 use tern_protocol::limits;
 use tern_protocol::{
-    Batch, DeadLetterRecord, Event, Gap, GapRecord, RefusedEvent, StreamRecord, GAP_KIND,
-    RECORD_VERSION,
+    Batch, BatchRecord, DeadLetterRecord, Event, Gap, GapRecord, RefusedEvent, StreamRecord,
+    BATCH_KIND, GAP_KIND, RECORD_VERSION, RECORD_VERSION_2,
 };
 use uuid::Uuid;
 
@@ -38,6 +38,8 @@ pub struct Upload<'a> {
     pub received_at: DateTime<Utc>,
     /// This collector instance.
     pub collector_id: &'a str,
+    /// Stream record version to write ([`RECORD_VERSION`] or [`RECORD_VERSION_2`]).
+    pub record_version: u32,
 }
 
 /// The event time corrected for the device clock (see `docs/protocol.md`, clocks), or `None`
@@ -144,7 +146,7 @@ pub fn stream_record(
 /// The gap record of one gap report of the batch.
 pub fn gap_record<E>(batch: &Batch<E>, gap: &Gap, upload: &Upload<'_>) -> GapRecord {
     GapRecord {
-        v: RECORD_VERSION,
+        v: upload.record_version,
         kind: GAP_KIND.to_owned(),
         gap_id: gap.gap_id,
         app_id: upload.app_id.to_owned(),
@@ -157,6 +159,23 @@ pub fn gap_record<E>(batch: &Batch<E>, gap: &Gap, upload: &Upload<'_>) -> GapRec
         batch_id: batch.batch_id,
         sdk: batch.sdk.clone(),
         collector_id: upload.collector_id.to_owned(),
+    }
+}
+
+/// The v2 batch record of an upload whose `events` valid events follow it.
+pub fn batch_record<E>(batch: &Batch<E>, events: u64, upload: &Upload<'_>) -> BatchRecord {
+    BatchRecord {
+        v: RECORD_VERSION_2,
+        kind: BATCH_KIND.to_owned(),
+        batch_id: batch.batch_id,
+        app_id: upload.app_id.to_owned(),
+        install_id: batch.install_id.clone(),
+        sent_at: batch.sent_at,
+        received_at: upload.received_at,
+        context: batch.context.clone(),
+        sdk: batch.sdk.clone(),
+        collector_id: upload.collector_id.to_owned(),
+        events,
     }
 }
 
@@ -189,6 +208,9 @@ pub struct Prepared {
     pub batch_id: Uuid,
     /// Events in the batch.
     pub events: u64,
+    /// With stream record v2 and valid events, the upload's batch record: it must be in the
+    /// stream before any of [`Self::records`] (see [`Self::into_writes`]).
+    pub batch_record: Option<Entry>,
     /// Records of the valid events, in order.
     pub records: Vec<Entry>,
     /// Gap records of the batch's gap reports (checked at parse time), for the same stream.
@@ -206,8 +228,9 @@ pub struct Prepared {
 impl Prepared {
     /// Memory this upload holds until it is answered.
     pub fn bytes(&self) -> usize {
-        self.records
+        self.batch_record
             .iter()
+            .chain(&self.records)
             .chain(&self.gap_records)
             .chain(&self.dead_letters)
             .map(Entry::size)
@@ -304,6 +327,16 @@ pub fn prepare<E: EventFields>(
         data: buffer.slice(span),
         partition_key: Arc::clone(&partition_key),
     }));
+    // The batch record only when events join on it (a batch of refused events or of gap
+    // reports only has none: gap records carry their own provenance).
+    let batch_record = if upload.record_version == RECORD_VERSION_2 && !records.is_empty() {
+        Some(Entry {
+            data: to_json(&batch_record(batch, records.len() as u64, upload))?.into(),
+            partition_key: Arc::clone(&partition_key),
+        })
+    } else {
+        None
+    };
     let mut gap_records = Vec::with_capacity(batch.gaps.len());
     let mut gap_events = BTreeMap::new();
     for gap in &batch.gaps {
@@ -318,6 +351,7 @@ pub fn prepare<E: EventFields>(
     Ok(Prepared {
         batch_id: batch.batch_id,
         events: batch.events.len() as u64,
+        batch_record,
         records,
         gap_records,
         gap_events,

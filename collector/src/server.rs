@@ -31,7 +31,7 @@ use crate::limits::{
 };
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel, UploadEvents};
 use crate::sink::kinesis::aggregate::aggregate;
-use crate::sink::kinesis::KinesisSink;
+use crate::sink::kinesis::{Entry, KinesisSink};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -269,7 +269,7 @@ async fn handle_batch(
             reservation,
             acked_key,
             digest,
-        } => (prepared, reservation, acked_key, digest),
+        } => (*prepared, reservation, acked_key, digest),
         Outcome::Resent(ack) => {
             // A resend of a batch this instance acknowledged: its ack was lost on the way back.
             events.duplicate();
@@ -295,20 +295,35 @@ async fn handle_batch(
     let delivered = prepared.records.len() as u64;
     let gaps = prepared.gap_records.len();
     // Gap records go with the events, after them: same stream, same partition key, same
-    // PutRecords flow, and the ack waits for them too.
-    let mut records = prepared.records;
+    // PutRecords flow, and the ack waits for them too. A v2 batch record goes before them all.
+    let ordered = prepared.batch_record.is_some();
+    let mut records: Vec<Entry> = prepared.batch_record.into_iter().collect();
+    records.extend(prepared.records);
     records.extend(prepared.gap_records);
-    let records = if state.config.kinesis.aggregate {
+    let mut records = if state.config.kinesis.aggregate {
         aggregate(records)
     } else {
         records
     };
-    let main = state.sink.put_all(
-        &state.config.kinesis.stream,
-        records,
-        deadline,
-        &reservation,
-    );
+    let main = async {
+        let stream = &state.config.kinesis.stream;
+        if ordered && records.len() > 1 {
+            // The first Kinesis record holds the v2 batch record (alone, or first in an
+            // aggregate): it must be in the stream before any event record that joins on it,
+            // so it is written, and acknowledged, first. The same partition key puts them all
+            // on one shard, where readers meet it first.
+            let rest = records.split_off(1);
+            state
+                .sink
+                .put_all(stream, records, deadline, &reservation)
+                .await?;
+            records = rest;
+        }
+        state
+            .sink
+            .put_all(stream, records, deadline, &reservation)
+            .await
+    };
     let dlq = async {
         match &state.config.kinesis.dead_letter_stream {
             Some(stream) if dead_lettered > 0 => {
@@ -381,7 +396,7 @@ enum Outcome {
     /// Its records, with the reservation that holds their bytes and what identifies the batch
     /// among the acknowledged ones.
     Prepared {
-        prepared: Prepared,
+        prepared: Box<Prepared>,
         reservation: Reservation,
         acked_key: (String, Uuid),
         digest: ContentDigest,
@@ -458,11 +473,12 @@ fn prepare_decoded(
         app_id,
         received_at,
         collector_id: &state.collector_id,
+        record_version: state.config.kinesis.record_version,
     };
     let has_dead_letter_stream = state.config.kinesis.dead_letter_stream.is_some();
     match enrich::prepare(&batch, &upload, has_dead_letter_stream) {
         Ok(prepared) => decoded(Outcome::Prepared {
-            prepared,
+            prepared: Box::new(prepared),
             reservation,
             acked_key,
             digest,

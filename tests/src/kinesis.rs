@@ -8,9 +8,10 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
 use chrono::{DateTime, Utc};
-use tern_protocol::{GapRecord, StreamRecord, GAP_KIND};
+use tern_protocol::{GapRecord, StreamRecord};
 
 use crate::process::Listening;
+use crate::records::{Document, Joiner};
 use crate::workspace_root;
 
 /// A kinesalite server on a free 127.0.0.1 port, with a client for it.
@@ -215,6 +216,8 @@ pub struct StreamReader<'a> {
     shards: ShardReader,
     /// Gap records read so far (every copy), kept apart from the events.
     gaps: Vec<GapRecord>,
+    /// Joins v2 events with their batch records.
+    joiner: Joiner,
 }
 
 impl<'a> StreamReader<'a> {
@@ -224,6 +227,7 @@ impl<'a> StreamReader<'a> {
             kinesis,
             shards,
             gaps: Vec::new(),
+            joiner: Joiner::default(),
         })
     }
 
@@ -237,7 +241,9 @@ impl<'a> StreamReader<'a> {
         self.kinesis.block_on(self.shards.read_raw())
     }
 
-    /// Every event record added since the last call; gap records go to [`Self::gaps`].
+    /// Every event record added since the last call (v2 events joined with their batch
+    /// records); gap records go to [`Self::gaps`]. A document that is not a stream record, or a
+    /// v2 event read before its batch record, is an error.
     pub fn read(&mut self) -> Result<Vec<ReadRecord>> {
         let mut events = Vec::new();
         for raw in self.read_raw()? {
@@ -247,15 +253,14 @@ impl<'a> StreamReader<'a> {
                 data,
                 arrived_at,
             } = raw;
-            if let Ok(gap) = serde_json::from_slice::<GapRecord>(&data) {
-                if gap.kind == GAP_KIND {
-                    self.gaps.push(gap);
+            let record = match self.joiner.document(&data)? {
+                Document::Gap(gap) => {
+                    self.gaps.push(*gap);
                     continue;
                 }
-            }
-            let record: StreamRecord = serde_json::from_slice(&data).with_context(|| {
-                format!("not a stream record: {}", String::from_utf8_lossy(&data))
-            })?;
+                Document::Batch(_) => continue,
+                Document::Event(record) => *record,
+            };
             events.push(ReadRecord {
                 record,
                 arrived_at,

@@ -10,6 +10,7 @@ pub mod lake;
 pub mod lb;
 pub mod loadgen;
 pub mod process;
+pub mod records;
 pub mod scenario;
 pub mod scenarios;
 

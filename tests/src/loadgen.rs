@@ -10,7 +10,7 @@ use anyhow::Result;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tern_protocol::{Batch, Context, Event, SdkInfo, StreamRecord, BATCH_PATH};
+use tern_protocol::{Batch, Context, Event, SdkInfo, BATCH_PATH};
 use uuid::Uuid;
 
 use tern_collector::sink::kinesis::aggregate::deaggregate;
@@ -142,13 +142,16 @@ pub async fn run(options: Options) -> Result<Report> {
         let acked: HashSet<Uuid> = s.acked.iter().copied().collect();
         let mut copies: HashMap<Uuid, u64> = HashMap::new();
         let mut latencies = Vec::new();
+        let mut joiner = crate::records::Joiner::default();
         let read_deadline = Instant::now() + options.read_timeout;
         loop {
             for raw in reader.read_raw().await? {
                 // A collector running with --aggregate packs many events in one record.
                 let events = deaggregate(&raw.data).unwrap_or_else(|| vec![&raw.data[..]]);
                 for data in events {
-                    let Ok(record) = serde_json::from_slice::<StreamRecord>(data) else {
+                    // Gap and batch records are not events; an event that cannot be read
+                    // (nor joined) is not delivered.
+                    let Ok(crate::records::Document::Event(record)) = joiner.document(data) else {
                         continue;
                     };
                     let n = copies.entry(record.event_id).or_default();

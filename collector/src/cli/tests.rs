@@ -53,7 +53,7 @@ fn every_field_is_settable_from_file_environment_and_flag() {
     let _env = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     // (section, field, file value, environment variable, environment value, flag, flag value)
-    let fields: [(&str, &str, &str, &str, &str, &str, &str); 13] = [
+    let fields: [(&str, &str, &str, &str, &str, &str, &str); 14] = [
         (
             "server",
             "listen",
@@ -152,6 +152,15 @@ fn every_field_is_settable_from_file_environment_and_flag() {
             "false",
             "--aggregate",
             "true",
+        ),
+        (
+            "kinesis",
+            "record_version",
+            "2",
+            "TERN_RECORD_VERSION",
+            "1",
+            "--record-version",
+            "2",
         ),
         (
             "limits",

@@ -63,6 +63,7 @@ fn every_section_is_read_from_the_file() {
         endpoint = "http://127.0.0.1:4567"
         region = "eu-west-1"
         aggregate = true
+        record_version = 2
 
         [limits]
         max_in_flight_bytes = 33554432
@@ -89,6 +90,7 @@ fn every_section_is_read_from_the_file() {
             endpoint: Some("http://127.0.0.1:4567".into()),
             region: "eu-west-1".into(),
             aggregate: true,
+            record_version: 2,
         },
         limits: LimitsConfig {
             max_in_flight_bytes: 32 * 1024 * 1024,
@@ -114,6 +116,16 @@ fn every_section_is_read_from_the_file() {
 fn the_example_file_is_valid() {
     let text = include_str!("../../collector.example.toml");
     Config::from_toml(text).unwrap().validate().unwrap();
+}
+
+#[test]
+fn an_unknown_record_version_is_refused() {
+    let mut config = valid();
+    config.kinesis.record_version = 3;
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("record_version"), "{err}");
+    config.kinesis.record_version = 2;
+    config.validate().unwrap();
 }
 
 #[test]

@@ -7,32 +7,45 @@
 //! The bytes are the same as `serde_json::to_vec(&StreamRecord)`, field for field and in the
 //! same order (a test below holds it to that), so readers see no difference.
 //!
+//! With stream record v2 ([`EventRecordV2`]) the upload's shared parts are left out but for the
+//! ids and `batch_id` (they are in the upload's batch record), in the same way.
+//!
 //! [`StreamRecord`]: tern_protocol::StreamRecord
+//! [`EventRecordV2`]: tern_protocol::EventRecordV2
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
-use tern_protocol::{Batch, RECORD_VERSION};
+use tern_protocol::{Batch, RECORD_VERSION_2};
 
 use super::Upload;
 use crate::decode::EventFields;
 use crate::error::RequestError;
 
+// The version numbers `RecordJson::head` writes.
+const _: () = assert!(tern_protocol::RECORD_VERSION == 1 && RECORD_VERSION_2 == 2);
+
 /// The upload's shared parts of a stream record, serialized once.
 #[derive(Debug)]
 pub struct RecordJson {
+    /// `{"v":1,"event_id":"` (or `"v":2`): the start of every record.
+    head: &'static [u8],
     /// `,"app_id":…,"install_id":…,"seq":` — between `event_id` and the event's `seq`.
     ids: Vec<u8>,
-    /// `,"sent_at":…,"received_at":…,"properties":` — between `event_time` and `properties`.
+    /// `,"sent_at":…,"received_at":…,"properties":` — between `event_time` and `properties`
+    /// (v2: `,"properties":`).
     clocks: Vec<u8>,
-    /// `,"context":{…}` — after `properties`.
+    /// `,"context":{…}` — after `properties` (v2: nothing).
     context: Vec<u8>,
-    /// `,"batch_id":…,"sdk":{…},"collector_id":…}` — the end of every record.
+    /// `,"batch_id":…,"sdk":{…},"collector_id":…}` — the end of every record (v2:
+    /// `,"batch_id":…}`).
     tail: Vec<u8>,
 }
 
 impl RecordJson {
-    /// Serializes the parts every record of `batch` shares.
+    /// Serializes the parts every record of `batch` shares, for the stream record version
+    /// `upload.record_version`.
     pub fn new<E>(batch: &Batch<E>, upload: &Upload<'_>) -> Result<Self, RequestError> {
+        let v2 = upload.record_version == RECORD_VERSION_2;
         let mut ids = Vec::with_capacity(64 + batch.install_id.len() + upload.app_id.len());
         ids.extend_from_slice(b",\"app_id\":");
         write_json(&mut ids, upload.app_id)?;
@@ -41,25 +54,37 @@ impl RecordJson {
         ids.extend_from_slice(b",\"seq\":");
 
         let mut clocks = Vec::with_capacity(96);
-        clocks.extend_from_slice(b",\"sent_at\":");
-        write_timestamp(&mut clocks, &batch.sent_at);
-        clocks.extend_from_slice(b",\"received_at\":");
-        write_timestamp(&mut clocks, &upload.received_at);
+        if !v2 {
+            clocks.extend_from_slice(b",\"sent_at\":");
+            write_timestamp(&mut clocks, &batch.sent_at);
+            clocks.extend_from_slice(b",\"received_at\":");
+            write_timestamp(&mut clocks, &upload.received_at);
+        }
         clocks.extend_from_slice(b",\"properties\":");
 
-        let mut context = Vec::with_capacity(256);
-        context.extend_from_slice(b",\"context\":");
-        write_json(&mut context, &batch.context)?;
+        let mut context = Vec::new();
+        if !v2 {
+            context.reserve(256);
+            context.extend_from_slice(b",\"context\":");
+            write_json(&mut context, &batch.context)?;
+        }
 
         let mut tail = Vec::with_capacity(160);
         tail.extend_from_slice(b",\"batch_id\":");
         write_json(&mut tail, &batch.batch_id)?;
-        tail.extend_from_slice(b",\"sdk\":");
-        write_json(&mut tail, &batch.sdk)?;
-        tail.extend_from_slice(b",\"collector_id\":");
-        write_json(&mut tail, upload.collector_id)?;
+        if !v2 {
+            tail.extend_from_slice(b",\"sdk\":");
+            write_json(&mut tail, &batch.sdk)?;
+            tail.extend_from_slice(b",\"collector_id\":");
+            write_json(&mut tail, upload.collector_id)?;
+        }
         tail.push(b'}');
         Ok(Self {
+            head: if v2 {
+                b"{\"v\":2,\"event_id\":\""
+            } else {
+                b"{\"v\":1,\"event_id\":\""
+            },
             ids,
             clocks,
             context,
@@ -69,7 +94,7 @@ impl RecordJson {
 
     /// Bytes a record holds besides its event's own fields: what the upload's parts add.
     pub fn shared_len(&self) -> usize {
-        self.ids.len() + self.clocks.len() + self.context.len() + self.tail.len()
+        self.head.len() + self.ids.len() + self.clocks.len() + self.context.len() + self.tail.len()
     }
 
     /// The record of `event`, whose `properties` are already serialized in `properties`.
@@ -98,9 +123,7 @@ impl RecordJson {
         event_time: &DateTime<Utc>,
         properties: &[u8],
     ) -> Result<(), RequestError> {
-        out.extend_from_slice(b"{\"v\":");
-        out.extend_from_slice(itoa::Buffer::new().format(RECORD_VERSION).as_bytes());
-        out.extend_from_slice(b",\"event_id\":\"");
+        out.extend_from_slice(self.head);
         out.extend_from_slice(
             event
                 .event_id()

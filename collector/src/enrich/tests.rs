@@ -140,6 +140,7 @@ fn prepare_lists_absurd_clocks_as_refused_and_dead_letters_them_with_a_dead_lett
         app_id: "app",
         received_at: received,
         collector_id: "c",
+        record_version: RECORD_VERSION,
     };
     let prepared = prepare(&b, &upload, true).unwrap();
     assert_eq!(
@@ -178,6 +179,7 @@ fn each_gap_becomes_one_gap_record_keyed_by_install() {
         app_id: "app",
         received_at: received,
         collector_id: "c",
+        record_version: RECORD_VERSION,
     };
     let prepared = prepare(&b, &upload, false).unwrap();
     assert_eq!(prepared.gap_records.len(), 1);
@@ -214,6 +216,7 @@ fn every_dead_letter_fits_a_kinesis_record_whatever_the_event_holds() {
         app_id: &app_id,
         received_at: received,
         collector_id: &collector_id,
+        record_version: RECORD_VERSION,
     };
     let big = 2 * 1024 * 1024;
     let properties = |bytes: usize| {
@@ -344,10 +347,35 @@ fn unknown_drop_reasons_are_summed_under_other() {
     );
 }
 
+/// The v2 event record of a v1 record: what `EventRecordV2` serializes for the same event.
+fn v2_of(r: StreamRecord) -> tern_protocol::EventRecordV2 {
+    tern_protocol::EventRecordV2 {
+        v: RECORD_VERSION_2,
+        event_id: r.event_id,
+        app_id: r.app_id,
+        install_id: r.install_id,
+        seq: r.seq,
+        name: r.name,
+        created_at: r.created_at,
+        event_time: r.event_time,
+        properties: r.properties,
+        user_id: r.user_id,
+        session_id: r.session_id,
+        batch_id: r.batch_id,
+    }
+}
+
 /// `prepare` writes records by splicing the upload's shared parts (`record_json`); they must be
-/// byte for byte what serializing a `StreamRecord` gives, whatever the fields hold.
+/// byte for byte what serializing a `StreamRecord` (v1) or an `EventRecordV2` (v2) gives,
+/// whatever the fields hold.
 #[test]
 fn spliced_records_are_the_serialized_stream_record_byte_for_byte() {
+    for record_version in tern_protocol::RECORD_VERSIONS {
+        spliced_records_are_serialized_records(record_version);
+    }
+}
+
+fn spliced_records_are_serialized_records(record_version: u32) {
     use tern_protocol::wire::{AppInfo, DeviceInfo, OsInfo};
     let received = Utc::now();
     let mut b = batch(received - ChronoDuration::milliseconds(1234), Some(9_000));
@@ -377,6 +405,7 @@ fn spliced_records_are_the_serialized_stream_record_byte_for_byte() {
         app_id: "app/ü",
         received_at: received,
         collector_id: "collector-1",
+        record_version,
     };
     let shared = record_json::RecordJson::new(&b, &upload).unwrap();
     let times = [
@@ -410,7 +439,12 @@ fn spliced_records_are_the_serialized_stream_record_byte_for_byte() {
         .unwrap()
         .clone();
         for event_time in [t, received] {
-            let expected = serde_json::to_vec(&stream_record(&b, &e, event_time, &upload)).unwrap();
+            let record = stream_record(&b, &e, event_time, &upload);
+            let expected = if record_version == RECORD_VERSION_2 {
+                serde_json::to_vec(&v2_of(record)).unwrap()
+            } else {
+                serde_json::to_vec(&record).unwrap()
+            };
             let properties = serde_json::to_vec(&e.properties).unwrap();
             let spliced = shared.record(&e, &event_time, &properties).unwrap();
             assert_eq!(

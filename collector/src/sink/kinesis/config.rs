@@ -21,6 +21,10 @@ pub struct KinesisSinkConfig {
     /// Pack each upload's events into KPL aggregated records (consumers must de-aggregate:
     /// KCL and the AWS Lambda de-aggregation libraries do).
     pub aggregate: bool,
+    /// Stream record version to write: 1 (one self-contained record per event, the default) or
+    /// 2 (an upload's shared fields once, in a batch record written before its events; see
+    /// `docs/stream-record.md`). Every reader of the stream must read the version written.
+    pub record_version: u32,
 }
 
 impl Default for KinesisSinkConfig {
@@ -31,6 +35,7 @@ impl Default for KinesisSinkConfig {
             endpoint: None,
             region: "us-east-1".to_owned(),
             aggregate: false,
+            record_version: tern_protocol::RECORD_VERSION,
         }
     }
 }
