@@ -6,11 +6,12 @@ import copy
 import json
 import uuid
 from collections import Counter
+from datetime import datetime
 
 import pytest
 import requests
 
-from local_pipeline import ROOT, local_pipeline
+from local_pipeline import ROOT, collector, kinesis_stream, local_pipeline
 from tern_consumer import (
     BatchRecords,
     Deduper,
@@ -18,6 +19,7 @@ from tern_consumer import (
     consume,
     missing_seqs,
     read_records,
+    records,
 )
 
 KEY = "consumer-test-key"
@@ -161,6 +163,8 @@ def v1_event(seq: int, **fields) -> dict:
 
 
 def schema(version: int):
+    """A validator of record.v{version}.schema.json. jsonschema comes with moto[server]
+    (tools/requirements-dev.txt); without it the tests that need it skip."""
     jsonschema = pytest.importorskip("jsonschema")
     path = ROOT / f"protocol/schema/record.v{version}.schema.json"
     return jsonschema.Draft202012Validator(json.loads(path.read_text()))
@@ -282,3 +286,112 @@ def test_unknown_versions_and_kinds_are_skipped_and_counted_gaps_of_both_version
     assert gaps == [gap, gap2]
     assert skipped == {"v=3": 1, "kind=session": 1, "kind=batch": 1, "v='1'": 1}
     assert problems.total() == 0
+
+
+# --- v2 through the real collector ----------------------------------------------------------------
+
+def uploads():
+    """Uploads with all that an event record can hold: user and session ids, a full context, a gap."""
+    full = batch("install-a", 1, 20)
+    full["context"] = {"app": {"id": "com.example.shop", "version": "4.2.0", "build": "420"},
+                       "device": {"manufacturer": "Google", "model": "Pixel 9"},
+                       "os": {"name": "Android", "version": "15"}, "locale": "de-CH",
+                       "timezone": "Europe/Zurich"}
+    for e in full["events"][10:]:
+        e.update(user_id="u-1", session_id=str(uuid.uuid4()))
+    full["gaps"] = [{"gap_id": str(uuid.uuid4()), "reason": "cap_count", "ranges": [{"first": 30, "last": 31}],
+                     "count": 2, "at": "2026-11-24T09:59:00.000Z"}]
+    return [full, batch("install-a", 21, 5), batch("install-b", 1, 7)]
+
+
+def send(urls, bodies):
+    """Each upload to the first collector, again to it (answered from its memory), and again to
+    the second (no such memory: written again, same batch_id and event_ids), as the SDK resends a
+    batch whose acknowledgement was lost."""
+    first, other = urls
+    for body in bodies:
+        post(first, body)
+        post(first, body)
+        post(other, body)
+
+
+def run(bodies, *collector_args):
+    """The uploads through two collectors (instances c-1 and c-2) into a fresh two-shard stream:
+    (events and gaps consumed, the stream's documents as read, problems, skipped)."""
+    with kinesis_stream(shards=2) as (client, stream, endpoint):
+        with collector(endpoint, stream, KEY, "shop", "--instance-id", "c-1", *collector_args) as a, \
+                collector(endpoint, stream, KEY, "shop", "--instance-id", "c-2", *collector_args) as b:
+            send((a, b), bodies)
+        events, gaps, lines, skipped = [], [], [], Counter()
+        problems = Problems(report=lines.append)
+        deduper = consume(client, stream, events.append, Deduper(), handle_gap=gaps.append,
+                          problems=problems, skipped=skipped, poll_interval=0.05)
+        documents = list(records(client, stream, poll_interval=0.05))
+    return events, gaps, deduper, documents, problems, lines, skipped
+
+
+def at(timestamp):
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+def test_a_v2_stream_gives_the_events_a_v1_stream_gives_each_once():
+    bodies = uploads()
+    v1_events, v1_gaps, v1_dedup, v1_docs, v1_problems, _, v1_skipped = run(bodies)
+    events, gaps, dedup, docs, problems, lines, skipped = run(bodies, "--record-version", "2")
+
+    # The v2 stream really is v2: a batch record per upload written (twice: two collectors),
+    # slim event records, valid by the v2 schema.
+    v2_schema = schema(2)
+    for doc in docs:
+        v2_schema.validate(doc)
+    batch_records = [d for d in docs if d.get("kind") == "batch"]
+    assert sorted(d["batch_id"] for d in batch_records) == sorted(b["batch_id"] for b in bodies for _ in "ab")
+    assert {d["collector_id"] for d in batch_records} == {"c-1", "c-2"}
+    assert all("context" not in d and "received_at" not in d for d in docs if "event_id" in d)
+    # Each batch record precedes its events in its shard (the order read is shard by shard).
+    met = set()
+    for d in docs:
+        if d.get("kind") == "batch":
+            met.add(d["batch_id"])
+        elif "event_id" in d:
+            assert d["batch_id"] in met, d
+
+    assert problems.total() == 0 and not skipped, lines
+    assert v1_problems.total() == 0 and not v1_skipped
+    # Every upload was written twice: 32 events and one gap record again.
+    assert len(events) == len(v1_events) == 32 and dedup.duplicates == v1_dedup.duplicates == 32 + 1
+    assert len({e["event_id"] for e in events}) == 32
+    assert [g["gap_id"] for g in gaps] == [g["gap_id"] for g in v1_gaps] and gaps[0]["v"] == 2
+
+    v1_by_id = {e["event_id"]: e for e in v1_events}
+    clocks = {"v", "received_at", "event_time", "collector_id"}  # differ from run to run
+    for e in events:
+        old = v1_by_id[e["event_id"]]
+        assert e.keys() == old.keys(), e["event_id"]
+        assert e["v"] == 2 and old["v"] == 1
+        for field in e.keys() - clocks:
+            assert e[field] == old[field], (field, e["event_id"])
+        # event_time is created_at moved by the same device-clock offset (received_at - sent_at).
+        assert at(e["event_time"]) - at(e["received_at"]) == at(old["event_time"]) - at(old["received_at"])
+        # The first arrival's provenance: the collector that wrote the batch first.
+        assert e["collector_id"] == old["collector_id"] == "c-1"
+    by_install = {}
+    for e in events:
+        by_install.setdefault(e["install_id"], []).append(e["seq"])
+    assert by_install == {"install-a": list(range(1, 26)), "install-b": list(range(1, 8))}
+    assert sum(1 for e in events if "session_id" in e) == 10
+
+
+def test_a_v2_event_read_without_its_batch_record_is_reported_not_dropped(capsys):
+    with local_pipeline(KEY, "shop", collector_args=("--record-version", "2")) as (client, stream, url):
+        body = batch("install-o", 1, 3)
+        post(url, body)
+        documents = list(records(client, stream, poll_interval=0.05))
+    # A reader that starts after the batch record (mid-stream): its events are reported by id.
+    assert documents[0]["kind"] == "batch" and len(documents) == 4
+    events = []
+    read_records(documents[1:], events.append)
+    err = capsys.readouterr().err
+    assert events == []
+    for e in body["events"]:
+        assert e["event_id"] in err
