@@ -3,21 +3,28 @@
 //! record whose events arrive after a restart whose checkpoint fell between them, an orphan
 //! event and one whose batch record is another install's) give the same `events` rows but for
 //! `v` and provenance; the orphan and the mismatch are in `rejected`, every batch record in
-//! `batches`; and a backfill from `raw` joins the v2 events as ingest did.
+//! `batches`; a backfill from `raw` joins the v2 events as ingest did; and SIGKILLs while v2
+//! uploads arrive (checkpoints between batch records and their events, crashes between the
+//! `batches` and `events` commits) change none of it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use rand::Rng;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tern_protocol::{
     BatchRecord, EventRecordV2, GapRecord, SeqRange, StreamRecord, BATCH_KIND, GAP_KIND,
     RECORD_VERSION, RECORD_VERSION_2,
 };
-use tern_tests::lake::{ingest_until_caught_up, sql, stream_record};
+use tern_tests::lake::{ingest_until_caught_up, sql, start_ingest, stream_record};
 use tern_tests::process::binary;
 use tern_tests::{unique_stream, workspace_root, Kinesalite};
 use uuid::Uuid;
@@ -145,43 +152,77 @@ fn gap(v: u32, install: &str, received_at: DateTime<Utc>, gap_id: Uuid) -> GapRe
 }
 
 /// Writes `records` to `stream` in one PutRecords call, each with its install as partition key.
-fn put<T: Serialize>(kinesis: &Kinesalite, stream: &str, records: &[(String, T)]) {
+async fn put_with<T: Serialize>(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: &[(String, T)],
+) {
     if records.is_empty() {
         return;
     }
-    kinesis.block_on(async {
-        let entries = records
-            .iter()
-            .map(|(key, r)| {
-                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                    .data(aws_sdk_kinesis::primitives::Blob::new(
-                        serde_json::to_vec(r).unwrap(),
-                    ))
-                    .partition_key(key)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let out = kinesis
-            .client()
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(out.failed_record_count(), Some(0));
-    });
+    let entries = records
+        .iter()
+        .map(|(key, r)| {
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .data(aws_sdk_kinesis::primitives::Blob::new(
+                    serde_json::to_vec(r).unwrap(),
+                ))
+                .partition_key(key)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let out = client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.failed_record_count(), Some(0));
 }
 
-/// An upload as a v2 collector writes it: the batch record accepted first, then the events.
-fn put_v2(kinesis: &Kinesalite, stream: &str, upload: &Upload) {
-    put(
-        kinesis,
+fn put<T: Serialize>(kinesis: &Kinesalite, stream: &str, records: &[(String, T)]) {
+    kinesis.block_on(put_with(kinesis.client(), stream, records));
+}
+
+/// An upload as a v2 collector writes it: the batch record accepted first, then (after
+/// `pause`) the events.
+async fn put_v2_with(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    upload: &Upload,
+    pause: Duration,
+) {
+    put_with(
+        client,
         stream,
         &[(upload.batch.install_id.clone(), &upload.batch)],
-    );
-    put_v2_events(kinesis, stream, &upload.v2_events());
+    )
+    .await;
+    tokio::time::sleep(pause).await;
+    let events = upload.v2_events();
+    let keyed: Vec<(String, &EventRecordV2)> =
+        events.iter().map(|e| (e.install_id.clone(), e)).collect();
+    put_with(client, stream, &keyed).await;
+}
+
+async fn put_v1_with(client: &aws_sdk_kinesis::Client, stream: &str, upload: &Upload) {
+    let keyed: Vec<(String, &StreamRecord)> = upload
+        .events
+        .iter()
+        .map(|e| (e.install_id.clone(), e))
+        .collect();
+    put_with(client, stream, &keyed).await;
+}
+
+fn put_v2(kinesis: &Kinesalite, stream: &str, upload: &Upload) {
+    kinesis.block_on(put_v2_with(
+        kinesis.client(),
+        stream,
+        upload,
+        Duration::ZERO,
+    ));
 }
 
 fn put_v2_events(kinesis: &Kinesalite, stream: &str, events: &[EventRecordV2]) {
@@ -191,12 +232,7 @@ fn put_v2_events(kinesis: &Kinesalite, stream: &str, events: &[EventRecordV2]) {
 }
 
 fn put_v1(kinesis: &Kinesalite, stream: &str, upload: &Upload) {
-    let keyed: Vec<(String, &StreamRecord)> = upload
-        .events
-        .iter()
-        .map(|e| (e.install_id.clone(), e))
-        .collect();
-    put(kinesis, stream, &keyed);
+    kinesis.block_on(put_v1_with(kinesis.client(), stream, upload));
 }
 
 /// The columns of `events` that say where and when a row was read and written, or its version:
@@ -415,4 +451,99 @@ fn a_v2_stream_gives_the_events_rows_of_the_v1_stream_of_the_same_uploads() {
     assert!(v2_rows
         .iter()
         .all(|r| r["name"].as_str().unwrap().starts_with("view_")));
+}
+
+/// SIGKILLs at random moments while v2 uploads (and resends) keep arriving: every checkpoint
+/// that falls between a batch record and its events, and every crash between the `batches`
+/// commit and the `events` commit, still give the rows of the v1 stream of the same uploads,
+/// and every batch record once in `batches`.
+#[test]
+fn sigkill_while_reading_v2_gives_the_v1_rows_and_every_batch_record_once() {
+    let kinesis = Kinesalite::start().unwrap();
+    let (v1_stream, v2_stream) = (unique_stream("lake-v1-kill"), unique_stream("lake-v2-kill"));
+    kinesis.create_stream(&v1_stream, 2).unwrap();
+    kinesis.create_stream(&v2_stream, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (v1_lake, v2_lake) = (dir.path().join("v1"), dir.path().join("v2"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let stop = Arc::clone(&stop);
+        let endpoint = kinesis.endpoint.clone();
+        let (v1_stream, v2_stream) = (v1_stream.clone(), v2_stream.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let client = tern_tests::kinesis::client(&endpoint).await;
+                let mut earlier = VecDeque::new();
+                let (mut uploads, mut batch_records) = (0u64, 0u64);
+                while !stop.load(Ordering::SeqCst) {
+                    let install = format!("install-{}", uploads % 5);
+                    let upload = Upload::new(&install, uploads * 10 + 1, 10, Utc::now());
+                    // A pause between the batch record and the events (a collector under
+                    // load): ingest's checkpoints, and so its restarts, often fall in it.
+                    put_v2_with(&client, &v2_stream, &upload, Duration::from_millis(60)).await;
+                    put_v1_with(&client, &v1_stream, &upload).await;
+                    batch_records += 1;
+                    // A lost acknowledgement: the upload again a while later, in another
+                    // commit than the first copies.
+                    earlier.push_back(upload);
+                    if earlier.len() > 15 {
+                        let old: Upload = earlier.pop_front().unwrap();
+                        let resent = old.resent(Utc::now());
+                        put_v2_with(&client, &v2_stream, &resent, Duration::ZERO).await;
+                        put_v1_with(&client, &v1_stream, &resent).await;
+                        batch_records += 1;
+                    }
+                    uploads += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                (uploads, batch_records)
+            })
+        })
+    };
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while kills < 8 && Instant::now() < deadline {
+        let mut ingest = start_ingest(
+            &kinesis.endpoint,
+            &v2_stream,
+            &v2_lake,
+            &["--commit-interval-ms", "100"],
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+        ingest.kill();
+        kills += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (uploads, batch_records) = producer.join().unwrap();
+    assert!(kills >= 6, "only {kills} kills in time");
+    assert!(uploads > 25, "only {uploads} uploads");
+    eprintln!("{kills} SIGKILLs, {uploads} uploads, {batch_records} batch records");
+    ingest_until_caught_up(&kinesis.endpoint, &v2_stream, &v2_lake, &[]).unwrap();
+    ingest_until_caught_up(&kinesis.endpoint, &v1_stream, &v1_lake, &[]).unwrap();
+
+    let (v1_rows, v2_rows) = (event_rows(&v1_lake), event_rows(&v2_lake));
+    assert_eq!(v1_rows.len() as u64, uploads * 10);
+    assert_eq!(v1_rows.len(), v2_rows.len());
+    for (v1, v2) in v1_rows.iter().zip(&v2_rows) {
+        assert_eq!(v1, v2);
+    }
+    assert!(sql(&v2_lake, "SELECT * FROM rejected", None)
+        .unwrap()
+        .is_empty());
+    let counts = sql(
+        &v2_lake,
+        "SELECT count(*) AS n, count(DISTINCT concat(shard_id, '/', sequence_number)) AS d \
+         FROM batches",
+        None,
+    )
+    .unwrap();
+    assert_eq!(counts[0]["n"], batch_records, "{counts:?}");
+    assert_eq!(counts[0]["d"], batch_records, "{counts:?}");
 }
