@@ -25,8 +25,8 @@ use tern_protocol::{
     RECORD_VERSION, RECORD_VERSION_2,
 };
 use tern_tests::lake::{ingest_until_caught_up, sql, start_ingest, stream_record};
-use tern_tests::process::binary;
-use tern_tests::{unique_stream, workspace_root, Kinesalite};
+use tern_tests::process::{binary, CollectorOptions};
+use tern_tests::{unique_stream, workspace_root, Collector, Kinesalite};
 use uuid::Uuid;
 
 /// One upload: its batch record and its events as v1 records (which carry the batch's fields).
@@ -546,4 +546,95 @@ fn sigkill_while_reading_v2_gives_the_v1_rows_and_every_batch_record_once() {
     .unwrap();
     assert_eq!(counts[0]["n"], batch_records, "{counts:?}");
     assert_eq!(counts[0]["d"], batch_records, "{counts:?}");
+}
+
+/// Collectors writing `stream`: a plain one and one writing KPL aggregates, each with `extra`.
+fn collectors(kinesis: &Kinesalite, stream: &str, extra: &[&str]) -> [Collector; 2] {
+    [Vec::new(), vec!["--aggregate".to_owned()]].map(|mut args| {
+        let mut options = CollectorOptions::new(&kinesis.endpoint, stream);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        options.extra_args = args;
+        Collector::start(&options).unwrap()
+    })
+}
+
+/// The real collector with `--record-version 2` (plain and aggregating, every upload through
+/// both) and with the default v1: the lake holds the same events with the same values, but for
+/// what the collector itself sets on each copy (`received_at`, the `event_time` corrected with
+/// it, `collector_id`) and `v`; each v2 row carries the fields of a batch record of its upload.
+#[test]
+fn the_collectors_v2_records_give_the_rows_of_its_v1_records() {
+    let kinesis = Kinesalite::start().unwrap();
+    let (v1_stream, v2_stream) = (unique_stream("lake-v1-real"), unique_stream("lake-v2-real"));
+    kinesis.create_stream(&v1_stream, 2).unwrap();
+    kinesis.create_stream(&v2_stream, 2).unwrap();
+    let v1 = collectors(&kinesis, &v1_stream, &[]);
+    let v2 = collectors(&kinesis, &v2_stream, &["--record-version", "2"]);
+    let client = reqwest::blocking::Client::new();
+    let mut sent = 0;
+    let mut uploads = 0;
+    let three_days_ago = Utc::now() - chrono::Duration::days(3);
+    for install in 0..8 {
+        let created = if install == 7 {
+            three_days_ago
+        } else {
+            Utc::now()
+        };
+        let (body, ids) = tern_tests::lake::batch(&format!("install-{install}"), 1, 15, created);
+        for collector in v1.iter().chain(&v2) {
+            assert_eq!(
+                tern_tests::lake::post(&client, &collector.url, &body).unwrap(),
+                200
+            );
+        }
+        sent += ids.len();
+        uploads += 1;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (v1_lake, v2_lake) = (dir.path().join("v1"), dir.path().join("v2"));
+    let v1_summary = ingest_until_caught_up(&kinesis.endpoint, &v1_stream, &v1_lake, &[]).unwrap();
+    let v2_summary = ingest_until_caught_up(&kinesis.endpoint, &v2_stream, &v2_lake, &[]).unwrap();
+    for summary in [&v1_summary, &v2_summary] {
+        assert_eq!(summary["rows_written"], sent, "{summary}");
+        assert_eq!(summary["duplicates_removed"], sent, "{summary}");
+        assert_eq!(summary["rejected"], 0, "{summary}");
+    }
+    // A batch record per upload and collector.
+    assert_eq!(v2_summary["batches"], 2 * uploads, "{v2_summary}");
+
+    let set_by_collector = ["received_at", "event_time", "event_date", "collector_id"];
+    let rows = |lake: &Path| {
+        let mut rows = event_rows(lake);
+        for row in &mut rows {
+            for column in set_by_collector {
+                row.remove(column);
+            }
+        }
+        rows
+    };
+    let (v1_rows, v2_rows) = (rows(&v1_lake), rows(&v2_lake));
+    assert_eq!(v1_rows.len(), sent);
+    for (v1, v2) in v1_rows.iter().zip(&v2_rows) {
+        assert_eq!(v1, v2);
+    }
+    let unjoined = sql(
+        &v2_lake,
+        "SELECT count(*) AS n FROM events e LEFT JOIN batches b \
+         ON e.batch_id = b.batch_id AND e.received_at = b.received_at \
+         AND e.sent_at = b.sent_at AND e.collector_id = b.collector_id \
+         AND e.app_version = b.app_version AND e.sdk_name = b.sdk_name \
+         WHERE b.batch_id IS NULL",
+        None,
+    )
+    .unwrap();
+    assert_eq!(unjoined[0]["n"], 0, "{unjoined:?}");
+    // The late upload's events are in the day they happened, as from v1.
+    let late = sql(
+        &v2_lake,
+        "SELECT DISTINCT CAST(event_date AS VARCHAR) AS d FROM events WHERE install_id = 'install-7'",
+        None,
+    )
+    .unwrap();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0]["d"], three_days_ago.date_naive().to_string());
 }
