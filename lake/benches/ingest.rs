@@ -1,5 +1,6 @@
 //! Ingest cost per stage, in CPU time, so that a noisy machine still gives comparable numbers:
-//! decode (de-aggregation check, JSON parse, checks), dedup (window and commit-set lookups),
+//! decode (de-aggregation check, JSON parse, checks; and the same events as stream record v2,
+//! decoded and joined with their batch records), dedup (window and commit-set lookups),
 //! write (Arrow columns, Parquet files, the Delta commit). Also writes the same rows as Parquet
 //! for `tools/lake/bench_write.py` (Python `deltalake.write_deltalake`, the anchor), and
 //! measures the peak RSS of loading a dedup window of N ids in a fresh process.
@@ -21,9 +22,10 @@ use chrono::Utc;
 use serde_json::json;
 use tern_lake::decode::{self, Decoded};
 use tern_lake::dedup::DedupWindow;
-use tern_lake::limits::{DEFAULT_COMMIT_ROWS, DEFAULT_DEDUP_WINDOW};
+use tern_lake::join::{BatchCache, Known};
+use tern_lake::limits::{BATCH_CACHE_RECORDS, DEFAULT_COMMIT_ROWS, DEFAULT_DEDUP_WINDOW};
 use tern_lake::table::{self, EventColumns, Provenance};
-use tern_protocol::StreamRecord;
+use tern_protocol::{BatchRecord, EventRecordV2, StreamRecord, BATCH_KIND, RECORD_VERSION_2};
 use uuid::Uuid;
 
 /// CPU seconds (user + system) of this process so far, all threads.
@@ -84,6 +86,48 @@ fn document(i: usize) -> Vec<u8> {
     .unwrap()
 }
 
+/// `events` as the stream record v2 documents a collector writes: a batch record for every 100
+/// events (one upload), then their event records.
+fn v2_documents(events: &[StreamRecord]) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(events.len() + events.len() / 100 + 1);
+    for upload in events.chunks(100) {
+        let first = &upload[0];
+        let batch_id = Uuid::now_v7();
+        let batch = BatchRecord {
+            v: RECORD_VERSION_2,
+            kind: BATCH_KIND.to_owned(),
+            batch_id,
+            app_id: first.app_id.clone(),
+            install_id: first.install_id.clone(),
+            sent_at: first.sent_at,
+            received_at: first.received_at,
+            context: first.context.clone(),
+            sdk: first.sdk.clone(),
+            collector_id: first.collector_id.clone(),
+            events: upload.len() as u64,
+        };
+        out.push(serde_json::to_vec(&batch).unwrap());
+        for e in upload {
+            let event = EventRecordV2 {
+                v: RECORD_VERSION_2,
+                event_id: e.event_id,
+                app_id: e.app_id.clone(),
+                install_id: first.install_id.clone(),
+                seq: e.seq,
+                name: e.name.clone(),
+                created_at: e.created_at,
+                event_time: e.event_time,
+                properties: e.properties.clone(),
+                user_id: e.user_id.clone(),
+                session_id: e.session_id.clone(),
+                batch_id,
+            };
+            out.push(serde_json::to_vec(&event).unwrap());
+        }
+    }
+    out
+}
+
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
         .position(|a| a == name)
@@ -139,6 +183,32 @@ async fn stages(rows: usize, out: &std::path::Path) {
     let decode_cpu = cpu_seconds() - cpu;
     let decode_wall = wall.elapsed().as_secs_f64();
     assert_eq!(events.len(), rows);
+
+    // The same events as stream record v2: a batch record per upload of 100, then its events;
+    // decoded and joined from the batch record cache, as ingest does.
+    let v2_documents = v2_documents(&events);
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    let mut cache = BatchCache::new(BATCH_CACHE_RECORDS);
+    let rules = tern_lake::rules::Rules::default();
+    let mut joined = 0;
+    for doc in &v2_documents {
+        match decode::decode(doc) {
+            Decoded::Batch(b) => cache.insert(*b),
+            Decoded::EventV2(e) => {
+                let batch = match cache.get(&e.batch_id) {
+                    Some(Known::Batch(b)) => Some(Arc::clone(b)),
+                    _ => None,
+                };
+                if let Decoded::Event(_) = decode::join(*e, batch.as_deref(), &rules) {
+                    joined += 1;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let decode_v2_cpu = cpu_seconds() - cpu;
+    let decode_v2_wall = wall.elapsed().as_secs_f64();
+    assert_eq!(joined, rows);
 
     // The window already holds a day of other ids, as in steady state.
     let mut window = DedupWindow::new(DEFAULT_DEDUP_WINDOW);
@@ -203,6 +273,7 @@ async fn stages(rows: usize, out: &std::path::Path) {
             "document_bytes_avg": bytes / rows,
             "commit_rows": DEFAULT_COMMIT_ROWS,
             "decode": { "cpu_s": decode_cpu, "wall_s": decode_wall, "rows_per_cpu_s": per_core(decode_cpu) },
+            "decode_v2": { "cpu_s": decode_v2_cpu, "wall_s": decode_v2_wall, "rows_per_cpu_s": per_core(decode_v2_cpu) },
             "dedup": { "cpu_s": dedup_cpu, "wall_s": dedup_wall, "rows_per_cpu_s": per_core(dedup_cpu) },
             "write": { "cpu_s": write_cpu, "wall_s": write_wall, "rows_per_cpu_s": per_core(write_cpu) },
             "total": { "cpu_s": total, "rows_per_cpu_s": per_core(total) },
