@@ -335,13 +335,10 @@ mod tests {
 
     #[test]
     fn v2_records_validate_against_the_v2_schema_and_not_the_v1_schema() {
-        let v2 = jsonschema::validator_for(
-            &serde_json::from_str(crate::RECORD_V2_SCHEMA).unwrap(),
-        )
-        .unwrap();
-        let v1 =
-            jsonschema::validator_for(&serde_json::from_str(crate::RECORD_SCHEMA).unwrap())
-                .unwrap();
+        let v2 = jsonschema::validator_for(&serde_json::from_str(crate::RECORD_V2_SCHEMA).unwrap())
+            .unwrap();
+        let v1 = jsonschema::validator_for(&serde_json::from_str(crate::RECORD_SCHEMA).unwrap())
+            .unwrap();
         let record = v1_record();
         let (event, batch) = split(&record);
         let event = serde_json::to_value(&event).unwrap();

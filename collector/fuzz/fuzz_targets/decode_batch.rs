@@ -1,8 +1,8 @@
 //! Fuzzes the collector's path from request body to records: decompression within limits, the
 //! JSON depth check, parsing into the wire format, the batch-level limits, per-event validation
 //! and enrichment (clock correction, stream and dead-letter records). Any panic, overflow or
-//! runaway allocation is a finding. The first input byte picks the Content-Encoding and whether
-//! a dead-letter stream is configured.
+//! runaway allocation is a finding. The first input byte picks the Content-Encoding, whether
+//! a dead-letter stream is configured and the stream record version.
 
 #![no_main]
 
@@ -20,6 +20,11 @@ fuzz_target!(|data: &[u8]| {
         _ => Encoding::Identity,
     };
     let has_dead_letter_stream = selector & 0x80 != 0;
+    let record_version = if selector & 0x40 != 0 {
+        tern_protocol::RECORD_VERSION_2
+    } else {
+        tern_protocol::RECORD_VERSION
+    };
     if let Ok(json) = decompress(encoding, body) {
         if let Ok(batch) = parse(&json) {
             for event in &batch.events {
@@ -32,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
                 app_id: "fuzz-app",
                 received_at,
                 collector_id: "fuzz-collector",
+                record_version,
             };
             if let Ok(prepared) = prepare(&batch, &upload, has_dead_letter_stream) {
                 assert_eq!(
@@ -39,6 +45,12 @@ fuzz_target!(|data: &[u8]| {
                     batch.events.len()
                 );
                 assert_eq!(prepared.gap_records.len(), batch.gaps.len());
+                // v2: a batch record exactly when events join on it.
+                assert_eq!(
+                    prepared.batch_record.is_some(),
+                    record_version == tern_protocol::RECORD_VERSION_2
+                        && !prepared.records.is_empty()
+                );
             }
         }
     }
