@@ -18,33 +18,5 @@ pub fn good_record() -> tern_protocol::StreamRecord {
 pub fn v2_parts(
     r: &tern_protocol::StreamRecord,
 ) -> (tern_protocol::EventRecordV2, tern_protocol::BatchRecord) {
-    use tern_protocol::{BatchRecord, EventRecordV2, BATCH_KIND, RECORD_VERSION_2};
-    let event = EventRecordV2 {
-        v: RECORD_VERSION_2,
-        event_id: r.event_id,
-        app_id: r.app_id.clone(),
-        install_id: r.install_id.clone(),
-        seq: r.seq,
-        name: r.name.clone(),
-        created_at: r.created_at,
-        event_time: r.event_time,
-        properties: r.properties.clone(),
-        user_id: r.user_id.clone(),
-        session_id: r.session_id.clone(),
-        batch_id: r.batch_id,
-    };
-    let batch = BatchRecord {
-        v: RECORD_VERSION_2,
-        kind: BATCH_KIND.to_owned(),
-        batch_id: r.batch_id,
-        app_id: r.app_id.clone(),
-        install_id: r.install_id.clone(),
-        sent_at: r.sent_at,
-        received_at: r.received_at,
-        context: r.context.clone(),
-        sdk: r.sdk.clone(),
-        collector_id: r.collector_id.clone(),
-        events: 1,
-    };
-    (event, batch)
+    r.to_v2(1)
 }

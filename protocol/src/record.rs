@@ -224,6 +224,42 @@ impl EventRecordV2 {
     }
 }
 
+impl StreamRecord {
+    /// This event as stream record v2: its event record, and the batch record of an upload of
+    /// `events` events whose shared fields are this record's (the inverse of
+    /// [`EventRecordV2::join`], but for `v`).
+    pub fn to_v2(&self, events: u64) -> (EventRecordV2, BatchRecord) {
+        let event = EventRecordV2 {
+            v: RECORD_VERSION_2,
+            event_id: self.event_id,
+            app_id: self.app_id.clone(),
+            install_id: self.install_id.clone(),
+            seq: self.seq,
+            name: self.name.clone(),
+            created_at: self.created_at,
+            event_time: self.event_time,
+            properties: self.properties.clone(),
+            user_id: self.user_id.clone(),
+            session_id: self.session_id.clone(),
+            batch_id: self.batch_id,
+        };
+        let batch = BatchRecord {
+            v: RECORD_VERSION_2,
+            kind: BATCH_KIND.to_owned(),
+            batch_id: self.batch_id,
+            app_id: self.app_id.clone(),
+            install_id: self.install_id.clone(),
+            sent_at: self.sent_at,
+            received_at: self.received_at,
+            context: self.context.clone(),
+            sdk: self.sdk.clone(),
+            collector_id: self.collector_id.clone(),
+            events,
+        };
+        (event, batch)
+    }
+}
+
 /// What the collector writes to the dead-letter stream for an event it could not accept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetterRecord {
@@ -267,42 +303,10 @@ mod tests {
         .unwrap()
     }
 
-    /// The v1 record split into its v2 parts.
-    fn split(r: &StreamRecord) -> (EventRecordV2, BatchRecord) {
-        let event = EventRecordV2 {
-            v: RECORD_VERSION_2,
-            event_id: r.event_id,
-            app_id: r.app_id.clone(),
-            install_id: r.install_id.clone(),
-            seq: r.seq,
-            name: r.name.clone(),
-            created_at: r.created_at,
-            event_time: r.event_time,
-            properties: r.properties.clone(),
-            user_id: r.user_id.clone(),
-            session_id: r.session_id.clone(),
-            batch_id: r.batch_id,
-        };
-        let batch = BatchRecord {
-            v: RECORD_VERSION_2,
-            kind: BATCH_KIND.to_owned(),
-            batch_id: r.batch_id,
-            app_id: r.app_id.clone(),
-            install_id: r.install_id.clone(),
-            sent_at: r.sent_at,
-            received_at: r.received_at,
-            context: r.context.clone(),
-            sdk: r.sdk.clone(),
-            collector_id: r.collector_id.clone(),
-            events: 1,
-        };
-        (event, batch)
-    }
-
     #[test]
     fn a_v2_event_joined_with_its_batch_record_is_the_v1_record_but_for_v() {
         let v1 = v1_record();
-        let (event, batch) = split(&v1);
+        let (event, batch) = v1.to_v2(1);
         let joined = event.join(&batch).unwrap();
         assert_eq!(joined.v, RECORD_VERSION_2);
         assert_eq!(StreamRecord { v: 1, ..joined }, v1);
@@ -310,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_batch_record_of_another_upload_install_or_app_does_not_join() {
-        let (event, batch) = split(&v1_record());
+        let (event, batch) = v1_record().to_v2(1);
         let other_batch = BatchRecord {
             batch_id: Uuid::nil(),
             ..batch.clone()
@@ -340,7 +344,7 @@ mod tests {
         let v1 = jsonschema::validator_for(&serde_json::from_str(crate::RECORD_SCHEMA).unwrap())
             .unwrap();
         let record = v1_record();
-        let (event, batch) = split(&record);
+        let (event, batch) = record.to_v2(1);
         let event = serde_json::to_value(&event).unwrap();
         let batch = serde_json::to_value(&batch).unwrap();
         for doc in [&event, &batch] {

@@ -111,20 +111,7 @@ impl Upload {
 
 /// The v2 event record of a v1 record.
 fn v2_event(r: &StreamRecord) -> EventRecordV2 {
-    EventRecordV2 {
-        v: RECORD_VERSION_2,
-        event_id: r.event_id,
-        app_id: r.app_id.clone(),
-        install_id: r.install_id.clone(),
-        seq: r.seq,
-        name: r.name.clone(),
-        created_at: r.created_at,
-        event_time: r.event_time,
-        properties: r.properties.clone(),
-        user_id: r.user_id.clone(),
-        session_id: r.session_id.clone(),
-        batch_id: r.batch_id,
-    }
+    r.to_v2(1).0
 }
 
 fn gap(v: u32, install: &str, received_at: DateTime<Utc>, gap_id: Uuid) -> GapRecord {

@@ -347,24 +347,6 @@ fn unknown_drop_reasons_are_summed_under_other() {
     );
 }
 
-/// The v2 event record of a v1 record: what `EventRecordV2` serializes for the same event.
-fn v2_of(r: StreamRecord) -> tern_protocol::EventRecordV2 {
-    tern_protocol::EventRecordV2 {
-        v: RECORD_VERSION_2,
-        event_id: r.event_id,
-        app_id: r.app_id,
-        install_id: r.install_id,
-        seq: r.seq,
-        name: r.name,
-        created_at: r.created_at,
-        event_time: r.event_time,
-        properties: r.properties,
-        user_id: r.user_id,
-        session_id: r.session_id,
-        batch_id: r.batch_id,
-    }
-}
-
 /// `prepare` writes records by splicing the upload's shared parts (`record_json`); they must be
 /// byte for byte what serializing a `StreamRecord` (v1) or an `EventRecordV2` (v2) gives,
 /// whatever the fields hold.
@@ -441,7 +423,7 @@ fn spliced_records_are_serialized_records(record_version: u32) {
         for event_time in [t, received] {
             let record = stream_record(&b, &e, event_time, &upload);
             let expected = if record_version == RECORD_VERSION_2 {
-                serde_json::to_vec(&v2_of(record)).unwrap()
+                serde_json::to_vec(&record.to_v2(1).0).unwrap()
             } else {
                 serde_json::to_vec(&record).unwrap()
             };
