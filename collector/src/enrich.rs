@@ -209,7 +209,7 @@ pub struct Prepared {
     /// Events in the batch.
     pub events: u64,
     /// With stream record v2 and valid events, the upload's batch record: it must be in the
-    /// stream before any of [`Self::records`] (see [`Self::into_writes`]).
+    /// stream before any of [`Self::records`] (the server writes it first and waits for it).
     pub batch_record: Option<Entry>,
     /// Records of the valid events, in order.
     pub records: Vec<Entry>,
