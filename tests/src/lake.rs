@@ -224,6 +224,35 @@ pub fn tern_lake(args: &[&OsStr]) -> Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
+/// `tern-lake backfill --lake LAKE --stream STREAM --from FROM --to TO EXTRA...`, run from the
+/// workspace root (rule files are named relative to it); the JSON report it prints last.
+pub fn backfill(
+    lake: &Path,
+    stream: &str,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    extra: &[&str],
+) -> Result<Value> {
+    let output = Command::new(binary("tern-lake")?)
+        .current_dir(workspace_root())
+        .arg("backfill")
+        .arg("--lake")
+        .arg(lake)
+        .args(["--stream", stream])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .args(extra)
+        .env("TERN_LAKE_LOG", "warn,deltalake_core=off")
+        .output()
+        .context("tern-lake backfill")?;
+    if !output.status.success() {
+        bail!("backfill: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let stdout = String::from_utf8(output.stdout)?;
+    Ok(serde_json::from_str(
+        stdout.lines().last().context("backfill printed nothing")?,
+    )?)
+}
+
 /// `tern-lake compact --lake LAKE EXTRA...`; the JSON summary it prints.
 pub fn compact(lake: &Path, extra: &[&str]) -> Result<Value> {
     let mut args: Vec<&OsStr> = vec!["compact".as_ref(), "--lake".as_ref(), lake.as_os_str()];

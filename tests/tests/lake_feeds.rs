@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,11 +14,11 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, Utc};
 use serde_json::Value;
 use tern_tests::lake::{
-    batch, ingest_until_caught_up, latest_version, post, put_records, sql, sql_number,
+    backfill, batch, ingest_until_caught_up, latest_version, post, put_records, sql, sql_number,
     start_ingest, stream_record,
 };
-use tern_tests::process::{binary, CollectorOptions, FaultProxyProcess};
-use tern_tests::{unique_stream, workspace_root, Collector, Kinesalite};
+use tern_tests::process::{CollectorOptions, FaultProxyProcess};
+use tern_tests::{unique_stream, Collector, Kinesalite};
 
 /// Every record of the cleansed stream `stream` read so far: (event_id, partition key, JSON).
 fn clean_records(kinesis: &Kinesalite, stream: &str) -> Vec<(String, String, Value)> {
@@ -217,27 +216,6 @@ fn try_names_on(lake: &Path, day: NaiveDate) -> anyhow::Result<BTreeMap<String, 
     .collect())
 }
 
-fn backfill(lake: &Path, stream: &str, from: NaiveDate, to: NaiveDate, extra: &[&str]) -> Value {
-    let output = Command::new(binary("tern-lake").unwrap())
-        .current_dir(workspace_root())
-        .arg("backfill")
-        .arg("--lake")
-        .arg(lake)
-        .args(["--stream", stream])
-        .args(["--from", &from.to_string(), "--to", &to.to_string()])
-        .args(extra)
-        .env("TERN_LAKE_LOG", "warn,deltalake_core=off")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "backfill: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
-}
-
 /// The partitions a table version's commit touched (added or removed files in).
 fn partitions_touched(lake: &Path, version: i64) -> HashSet<String> {
     let log = std::fs::read_to_string(lake.join(format!("events/_delta_log/{version:020}.json")))
@@ -300,7 +278,8 @@ fn a_backfill_after_a_rule_change_rewrites_exactly_the_affected_days_once() {
         from,
         to,
         &["--rules", rules_arg, "--dry-run"],
-    );
+    )
+    .unwrap();
     assert_eq!(latest_version(&lake).unwrap(), version, "a dry run wrote");
     let days = dry["events"].as_array().unwrap();
     assert_eq!(days.len(), 3, "{dry}");
@@ -372,7 +351,7 @@ fn a_backfill_after_a_rule_change_rewrites_exactly_the_affected_days_once() {
         })
     };
     std::thread::sleep(Duration::from_secs(2));
-    let report = backfill(&lake, &stream, from, to, &["--rules", rules_arg]);
+    let report = backfill(&lake, &stream, from, to, &["--rules", rules_arg]).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     reader.join().unwrap();
@@ -419,7 +398,7 @@ fn a_backfill_after_a_rule_change_rewrites_exactly_the_affected_days_once() {
 
     // The second run changes nothing.
     let version = latest_version(&lake).unwrap();
-    let again = backfill(&lake, &stream, from, to, &["--rules", rules_arg]);
+    let again = backfill(&lake, &stream, from, to, &["--rules", rules_arg]).unwrap();
     assert_eq!(again["events_version"], Value::Null, "{again}");
     assert_eq!(latest_version(&lake).unwrap(), version);
     for d in again["events"].as_array().unwrap() {

@@ -11,12 +11,11 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -24,9 +23,9 @@ use tern_protocol::{
     BatchRecord, EventRecordV2, GapRecord, SeqRange, StreamRecord, BATCH_KIND, GAP_KIND,
     RECORD_VERSION, RECORD_VERSION_2,
 };
-use tern_tests::lake::{ingest_until_caught_up, sql, start_ingest, stream_record};
-use tern_tests::process::{binary, CollectorOptions};
-use tern_tests::{unique_stream, workspace_root, Collector, Kinesalite};
+use tern_tests::lake::{backfill, ingest_until_caught_up, sql, start_ingest, stream_record};
+use tern_tests::process::CollectorOptions;
+use tern_tests::{unique_stream, Collector, Kinesalite};
 use uuid::Uuid;
 
 /// One upload: its batch record and its events as v1 records (which carry the batch's fields).
@@ -244,27 +243,6 @@ fn event_rows(lake: &Path) -> Vec<Map<String, Value>> {
     rows
 }
 
-fn backfill(lake: &Path, stream: &str, day: NaiveDate, extra: &[&str]) -> Value {
-    let output = Command::new(binary("tern-lake").unwrap())
-        .current_dir(workspace_root())
-        .arg("backfill")
-        .arg("--lake")
-        .arg(lake)
-        .args(["--stream", stream])
-        .args(["--from", &day.to_string(), "--to", &day.to_string()])
-        .args(extra)
-        .env("TERN_LAKE_LOG", "warn,deltalake_core=off")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "backfill: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
-}
-
 #[test]
 fn a_v2_stream_gives_the_events_rows_of_the_v1_stream_of_the_same_uploads() {
     let kinesis = Kinesalite::start().unwrap();
@@ -416,7 +394,7 @@ fn a_v2_stream_gives_the_events_rows_of_the_v1_stream_of_the_same_uploads() {
     // Backfill from `raw`: without a rule change nothing changes; with one, every v2 event is
     // rebuilt (joined again) and renamed, none removed, and the rows still match v1's.
     let day = restarted.events[0].event_time.date_naive();
-    let dry = backfill(&v2_lake, &v2_stream, day, &["--dry-run"]);
+    let dry = backfill(&v2_lake, &v2_stream, day, day, &["--dry-run"]).unwrap();
     let days = dry["events"].as_array().unwrap();
     assert_eq!(days.len(), 1, "{dry}");
     assert_eq!(days[0]["unchanged"], 12, "{dry}");
@@ -428,7 +406,7 @@ fn a_v2_stream_gives_the_events_rows_of_the_v1_stream_of_the_same_uploads() {
     std::fs::write(&rules, "lowercase_names = true\n").unwrap();
     let rules_arg = rules.to_str().unwrap();
     for (lake, stream) in [(&v1_lake, &v1_stream), (&v2_lake, &v2_stream)] {
-        let report = backfill(lake, stream, day, &["--rules", rules_arg]);
+        let report = backfill(lake, stream, day, day, &["--rules", rules_arg]).unwrap();
         let days = report["events"].as_array().unwrap();
         assert_eq!(days[0]["changed"], 12, "{report}");
         assert_eq!(days[0]["removed"], 0, "{report}");
