@@ -16,7 +16,7 @@ pub(super) type Column = (&'static str, DataType, bool);
 /// The `events` columns, in order. The first [`EVENTS_INDEXED_COLUMNS`] get file statistics
 /// (min/max), so filters on them skip files.
 pub(super) fn event_columns() -> Vec<Column> {
-    vec![
+    [
         ("event_id", DataType::STRING, false),
         ("event_time", DataType::TIMESTAMP, false),
         ("received_at", DataType::TIMESTAMP, false),
@@ -30,6 +30,27 @@ pub(super) fn event_columns() -> Vec<Column> {
         ("arrived_at", DataType::TIMESTAMP, false),
         ("ingested_at", DataType::TIMESTAMP, false),
         ("sent_at", DataType::TIMESTAMP, false),
+    ]
+    .into_iter()
+    .chain(context_columns())
+    .chain([
+        ("batch_id", DataType::STRING, false),
+        ("collector_id", DataType::STRING, false),
+        ("v", DataType::INTEGER, false),
+        ("shard_id", DataType::STRING, false),
+        ("sequence_number", DataType::STRING, false),
+        ("sub_sequence", DataType::INTEGER, true),
+        ("properties", DataType::STRING, false),
+        ("context", DataType::STRING, false),
+        ("event_date", DataType::DATE, false),
+    ])
+    .collect()
+}
+
+/// The typed columns of a batch's context and SDK, in the order `events` and `batches` hold
+/// them.
+fn context_columns() -> [Column; 11] {
+    [
         ("app_package", DataType::STRING, true),
         ("app_version", DataType::STRING, true),
         ("app_build", DataType::STRING, true),
@@ -41,15 +62,6 @@ pub(super) fn event_columns() -> Vec<Column> {
         ("timezone", DataType::STRING, true),
         ("sdk_name", DataType::STRING, false),
         ("sdk_version", DataType::STRING, false),
-        ("batch_id", DataType::STRING, false),
-        ("collector_id", DataType::STRING, false),
-        ("v", DataType::INTEGER, false),
-        ("shard_id", DataType::STRING, false),
-        ("sequence_number", DataType::STRING, false),
-        ("sub_sequence", DataType::INTEGER, true),
-        ("properties", DataType::STRING, false),
-        ("context", DataType::STRING, false),
-        ("event_date", DataType::DATE, false),
     ]
 }
 
@@ -101,7 +113,7 @@ pub(super) fn gap_columns() -> Vec<Column> {
 /// the context and SDK as `events` has them (typed columns and the `context` JSON), so that a
 /// v2 event joined with a row is the event as `events` holds it.
 pub(super) fn batch_columns() -> Vec<Column> {
-    vec![
+    [
         ("batch_id", DataType::STRING, false),
         ("install_id", DataType::STRING, false),
         ("app_id", DataType::STRING, false),
@@ -109,17 +121,10 @@ pub(super) fn batch_columns() -> Vec<Column> {
         ("sent_at", DataType::TIMESTAMP, false),
         ("collector_id", DataType::STRING, false),
         ("events", DataType::LONG, false),
-        ("app_package", DataType::STRING, true),
-        ("app_version", DataType::STRING, true),
-        ("app_build", DataType::STRING, true),
-        ("os_name", DataType::STRING, true),
-        ("os_version", DataType::STRING, true),
-        ("device_manufacturer", DataType::STRING, true),
-        ("device_model", DataType::STRING, true),
-        ("locale", DataType::STRING, true),
-        ("timezone", DataType::STRING, true),
-        ("sdk_name", DataType::STRING, false),
-        ("sdk_version", DataType::STRING, false),
+    ]
+    .into_iter()
+    .chain(context_columns())
+    .chain([
         ("v", DataType::INTEGER, false),
         ("shard_id", DataType::STRING, false),
         ("sequence_number", DataType::STRING, false),
@@ -128,7 +133,8 @@ pub(super) fn batch_columns() -> Vec<Column> {
         ("ingested_at", DataType::TIMESTAMP, false),
         ("context", DataType::STRING, false),
         ("received_date", DataType::DATE, false),
-    ]
+    ])
+    .collect()
 }
 
 /// Columns of `batches` with file statistics: `batch_id` first (a UUIDv7, so files of other
