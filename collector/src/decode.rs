@@ -16,6 +16,7 @@ use crate::error::RequestError;
 use crate::limits::{context_problem, MAX_CLOCK_ID_BYTES, MAX_SDK_FIELD_BYTES};
 
 mod event;
+mod unknown;
 
 pub use event::{DecodedEvent, EventFields, JsonStr, Properties, PropertyValue};
 
@@ -144,19 +145,6 @@ fn zstd_fresh(body: &[u8], limit: u64, out: &mut Vec<u8>) -> std::io::Result<usi
 /// Where an unknown field was found: the `location` label of `unknown_fields_total`.
 pub const UNKNOWN_FIELD_LOCATIONS: [&str; 5] = ["batch", "event", "context", "sdk", "gap"];
 
-/// The location of an ignored field, from its path (`surprise`, `events.3.extra`,
-/// `context.app.x`): one of [`UNKNOWN_FIELD_LOCATIONS`]. Field names come from the internet,
-/// so only the first segment is looked at, and mapped to a fixed label.
-fn unknown_field_location(path: &str) -> &'static str {
-    match path.split_once('.').map(|(top, _)| top) {
-        Some("events") => "event",
-        Some("context") => "context",
-        Some("sdk") => "sdk",
-        Some("gaps") => "gap",
-        _ => "batch",
-    }
-}
-
 /// Parses and checks the batch as a whole. A batch that breaks these rules is refused (400);
 /// single events are checked by [`event_problem`]. Unknown fields are ignored (tolerated
 /// within v1). The events borrow from `json` (see [`DecodedEvent`]).
@@ -278,9 +266,7 @@ fn parse_batch<'a, R: serde_json::de::Read<'a>>(
     mut deserializer: serde_json::Deserializer<R>,
     on_unknown_field: &mut impl FnMut(&'static str),
 ) -> Result<DecodedBatch<'a>, serde_json::Error> {
-    let batch = serde_ignored::deserialize(&mut deserializer, |path| {
-        on_unknown_field(unknown_field_location(&path.to_string()));
-    })?;
+    let batch = unknown::deserialize(&mut deserializer, on_unknown_field)?;
     deserializer.end()?;
     Ok(batch)
 }
@@ -529,6 +515,133 @@ mod tests {
         let mut trailing = batch_json(|_| {});
         trailing.extend_from_slice(b" {}");
         assert_eq!(parse(&trailing).unwrap_err().code(), "malformed_json");
+    }
+
+    /// `serde_ignored`'s path mapped to a location, as the collector counted before
+    /// `unknown.rs`: only the first segment is looked at.
+    fn location_from_path(path: &str) -> &'static str {
+        match path.split_once('.').map(|(top, _)| top) {
+            Some("events") => "event",
+            Some("context") => "context",
+            Some("sdk") => "sdk",
+            Some("gaps") => "gap",
+            _ => "batch",
+        }
+    }
+
+    /// The batch parsed with `serde_ignored` (the counting before `unknown.rs`): the batch's
+    /// debug form or the error's message, and the locations of the ignored fields, sorted.
+    fn parsed_with_serde_ignored(json: &[u8]) -> (Result<String, String>, Vec<&'static str>) {
+        let mut seen = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let parsed: Result<DecodedBatch<'_>, _> =
+            serde_ignored::deserialize(&mut de, |path| seen.push(location_from_path(&path.to_string())))
+                .and_then(|b| de.end().map(|()| b));
+        seen.sort_unstable();
+        (parsed.map(|b| format!("{b:?}")).map_err(|e| e.to_string()), seen)
+    }
+
+    fn parsed_with_unknown(json: &[u8]) -> (Result<String, String>, Vec<&'static str>) {
+        let mut seen = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let parsed: Result<DecodedBatch<'_>, _> =
+            unknown::deserialize(&mut de, &mut |location| seen.push(location))
+                .and_then(|b| de.end().map(|()| b));
+        seen.sort_unstable();
+        (parsed.map(|b| format!("{b:?}")).map_err(|e| e.to_string()), seen)
+    }
+
+    /// Every object of `value`, as JSON pointers (the batch's own, its parts', its events',
+    /// their properties' and nested values').
+    fn object_pointers(value: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                out.push(at.clone());
+                for (k, v) in map {
+                    object_pointers(v, format!("{at}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    object_pointers(v, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_located_as_serde_ignored_located_them() {
+        let gap = serde_json::json!({
+            "gap_id": uuid::Uuid::now_v7(), "reason": "quarantine", "ranges": [[3, 4]],
+            "count": 2, "at": "2026-11-24T10:00:00.000Z"
+        });
+        let base = batch_json(|b| {
+            b["gaps"] = serde_json::json!([gap]);
+            b["dropped"] = serde_json::json!({ "buffer_full": 2 });
+            b["context"]["device"] = serde_json::json!({ "model": "m" });
+            b["context"]["os"] = serde_json::json!({ "name": "Android" });
+            b["events"][0]["properties"] = serde_json::json!({ "a": { "b": [1, { "c": null }] } });
+            let second = b["events"][0].clone();
+            b["events"].as_array_mut().unwrap().push(second);
+        });
+        let base: serde_json::Value = serde_json::from_slice(&base).unwrap();
+        let mut objects = Vec::new();
+        object_pointers(&base, String::new(), &mut objects);
+        assert!(objects.len() > 10, "{objects:?}");
+        // Unknown values of every kind, nested unknown objects among them.
+        let extras = [
+            serde_json::json!(1),
+            serde_json::json!("x"),
+            serde_json::json!(null),
+            serde_json::json!({ "deeper": { "still": [1, { "x": 2 }] } }),
+            serde_json::json!([{ "in": "array" }]),
+        ];
+        // Each object alone, then pairs of them, an unknown field added to each; and a
+        // deterministic walk that adds several at once.
+        let mut cases = Vec::new();
+        for (i, at) in objects.iter().enumerate() {
+            let mut b = base.clone();
+            b.pointer_mut(at).unwrap()[format!("unknown_{i}")] = extras[i % extras.len()].clone();
+            cases.push(b);
+            for (j, other) in objects.iter().enumerate().skip(i + 1) {
+                let mut b = base.clone();
+                b.pointer_mut(at).unwrap()["u\\\"1"] = extras[j % extras.len()].clone();
+                b.pointer_mut(other).unwrap()["u2"] = extras[i % extras.len()].clone();
+                cases.push(b);
+            }
+        }
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..200 {
+            let mut b = base.clone();
+            for _ in 0..4 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let at = &objects[(state % objects.len() as u64) as usize];
+                b.pointer_mut(at).unwrap()[format!("r{}", state % 97)] =
+                    extras[(state % 5) as usize].clone();
+            }
+            cases.push(b);
+        }
+        let (mut parsed, mut located) = (0, 0);
+        for case in &cases {
+            // (A value added to `dropped` or `properties` is no unknown field: it is refused
+            // or kept, the same way by both.)
+            let json = serde_json::to_vec(case).unwrap();
+            let expected = parsed_with_serde_ignored(&json);
+            assert_eq!(parsed_with_unknown(&json), expected, "{}", String::from_utf8_lossy(&json));
+            parsed += usize::from(expected.0.is_ok());
+            located += expected.1.len();
+        }
+        assert!(parsed > cases.len() / 2 && located > cases.len(), "{parsed} {located}");
+        // Malformed bodies get the same error, wherever it is.
+        let good = serde_json::to_vec(&cases[3]).unwrap();
+        for cut in (0..good.len()).step_by(7) {
+            let mut bad = good.clone();
+            bad[cut] = b'}';
+            assert_eq!(parsed_with_unknown(&bad).0, parsed_with_serde_ignored(&bad).0);
+        }
     }
 
     #[test]

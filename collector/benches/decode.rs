@@ -1,0 +1,83 @@
+//! Collector decode benchmarks: `cargo bench -p tern-collector --bench decode` (see
+//! docs/BENCHMARKS.md, *Collector*). One upload of 100 sample events (tern-loadgen's shape),
+//! parsed the collector's way (borrowed, unknown fields counted) and, as the floor, by
+//! serde_json alone into the same types without counting unknown fields.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // benchmark code
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use criterion::{Criterion, Throughput};
+use serde_json::json;
+use tern_collector::decode::{self, DecodedBatch};
+use tern_protocol::{Batch, Event, SdkInfo};
+use uuid::Uuid;
+
+const EVENTS: usize = 100;
+
+fn batch_json() -> Vec<u8> {
+    let events: Vec<Event> = (1..=EVENTS)
+        .map(|seq| {
+            let (name, properties) = tern_sample::event(seq);
+            Event {
+                event_id: Uuid::now_v7(),
+                seq: seq as u64,
+                name: name.to_owned(),
+                created_at: Utc::now(),
+                uptime_ms: None,
+                clock_id: None,
+                properties,
+                user_id: Some("user-1".into()),
+                session_id: None,
+            }
+        })
+        .collect();
+    let batch = Batch {
+        batch_id: Uuid::now_v7(),
+        install_id: Uuid::now_v7().to_string(),
+        sent_at: Utc::now(),
+        sent_uptime_ms: None,
+        clock_id: None,
+        sdk: SdkInfo {
+            name: "tern-bench".into(),
+            version: "1".into(),
+        },
+        context: serde_json::from_value(json!({
+            "app": { "id": "dev.tern.loadgen", "version": "2.3.1", "build": "231" },
+            "device": { "manufacturer": "Tern", "model": "Loadgen" },
+            "os": { "name": "Android", "version": "15" },
+            "locale": "en-GB",
+            "timezone": "Europe/London"
+        }))
+        .unwrap(),
+        events,
+        dropped: BTreeMap::new(),
+        gaps: Vec::new(),
+    };
+    serde_json::to_vec(&batch).unwrap()
+}
+
+fn main() {
+    let json = batch_json();
+    let mut c = Criterion::default().configure_from_args();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    g.bench_function("parse, unknown fields counted", |b| {
+        b.iter(|| {
+            let mut unknown = 0u32;
+            let batch = decode::parse_noting_unknown_fields(&json, |_| unknown += 1).unwrap();
+            assert_eq!(batch.events.len(), EVENTS);
+            unknown
+        })
+    });
+    g.bench_function("serde_json alone (floor)", |b| {
+        b.iter(|| {
+            let text = std::str::from_utf8(&json).unwrap();
+            let batch: DecodedBatch<'_> = serde_json::from_str(text).unwrap();
+            assert_eq!(batch.events.len(), EVENTS);
+        })
+    });
+    g.finish();
+    c.final_summary();
+}
