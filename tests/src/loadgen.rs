@@ -102,6 +102,56 @@ fn context() -> Context {
     .unwrap_or_default()
 }
 
+/// Device `device`'s events `first + 1 ..= first + n` as JSON, their ids, and their JSON's bytes.
+fn batch_events(device: usize, first: u64, n: u64) -> (Vec<Box<RawValue>>, Vec<Uuid>, u64) {
+    let events: Vec<Event> = (first + 1..=first + n)
+        .map(|seq| {
+            let (name, properties) = sample_event((device * 7919) + seq as usize);
+            Event {
+                event_id: Uuid::now_v7(),
+                seq,
+                name: name.to_owned(),
+                created_at: Utc::now(),
+                uptime_ms: None,
+                clock_id: None,
+                properties,
+                user_id: Some(format!("user-{device}")),
+                session_id: None,
+            }
+        })
+        .collect();
+    let ids = events.iter().map(|e| e.event_id).collect();
+    let raw: Vec<Box<RawValue>> = events
+        .iter()
+        .filter_map(|e| serde_json::value::to_raw_value(e).ok())
+        .collect();
+    let json_bytes = raw.iter().map(|r| r.get().len() as u64).sum();
+    (raw, ids, json_bytes)
+}
+
+/// The zstd body of one attempt at a batch (`sent_at` is now).
+fn batch_body(batch_id: Uuid, install_id: String, events: &[Box<RawValue>]) -> Vec<u8> {
+    let batch = Batch {
+        batch_id,
+        install_id,
+        sent_at: Utc::now(),
+        sent_uptime_ms: None,
+        clock_id: None,
+        sdk: SdkInfo {
+            name: "tern-loadgen".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        context: context(),
+        events: events.to_vec(),
+        dropped: BTreeMap::new(),
+        gaps: Vec::new(),
+    };
+    serde_json::to_vec(&batch)
+        .ok()
+        .and_then(|j| zstd::bulk::compress(&j, 3).ok())
+        .unwrap_or_default()
+}
+
 /// Runs the load and, if asked, reads the stream back.
 pub async fn run(options: Options) -> Result<Report> {
     let client = reqwest::Client::builder()
@@ -202,52 +252,27 @@ async fn run_device(
     while seq < o.events_per_device && Instant::now() < deadline {
         let batch_started = Instant::now();
         let n = (o.events_per_device - seq).min(o.batch_size as u64);
-        let events: Vec<Event> = (0..n)
-            .map(|_| {
-                seq += 1;
-                let (name, properties) = sample_event((device * 7919) + seq as usize);
-                Event {
-                    event_id: Uuid::now_v7(),
-                    seq,
-                    name: name.to_owned(),
-                    created_at: Utc::now(),
-                    uptime_ms: None,
-                    clock_id: None,
-                    properties,
-                    user_id: Some(format!("user-{device}")),
-                    session_id: None,
-                }
-            })
-            .collect();
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let raw: Vec<Box<RawValue>> = events
-            .iter()
-            .filter_map(|e| serde_json::value::to_raw_value(e).ok())
-            .collect();
-        let json_bytes: u64 = raw.iter().map(|r| r.get().len() as u64).sum();
+        let first = seq;
+        seq += n;
+        // Building and compressing a batch is most of the load generator's CPU: it runs on the
+        // blocking pool, so that answers from the collector are timed as they arrive, not
+        // after the other devices' batches were built.
+        let Ok((raw, ids, json_bytes)) =
+            tokio::task::spawn_blocking(move || batch_events(device, first, n)).await
+        else {
+            return;
+        };
+        let raw = Arc::new(raw);
         let batch_id = Uuid::now_v7();
         lock().sent += n;
         let mut attempt = 0u32;
         loop {
-            let batch = Batch {
-                batch_id,
-                install_id: install_id.clone(),
-                sent_at: Utc::now(),
-                sent_uptime_ms: None,
-                clock_id: None,
-                sdk: SdkInfo {
-                    name: "tern-loadgen".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                },
-                context: context(),
-                events: raw.clone(),
-                dropped: BTreeMap::new(),
-                gaps: Vec::new(),
+            let body = {
+                let (raw, install_id) = (Arc::clone(&raw), install_id.clone());
+                tokio::task::spawn_blocking(move || batch_body(batch_id, install_id, &raw))
+                    .await
+                    .unwrap_or_default()
             };
-            let body = serde_json::to_vec(&batch)
-                .ok()
-                .and_then(|j| zstd::bulk::compress(&j, 3).ok())
-                .unwrap_or_default();
             let sent = Instant::now();
             let answer = client
                 .post(&url)
