@@ -15,7 +15,8 @@
 # Prints one JSON line per run; bytes_per_record is the stream data per record (aggregation
 # off: one record per event), bytes_per_event the stream data per event acknowledged (with
 # record v2 the batch records count too), json_bytes_per_event the event's own JSON inside its
-# batch, stream_to_json the ratio of the last two.
+# batch, stream_to_json the ratio of the last two; records_per_call the records per PutRecords call,
+# proxy_cpu_s the fault proxy's CPU over the run (with the load generator, the other core's load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -74,7 +75,7 @@ run() { # collector-bin-dir mode(fake|kinesalite) rate → one JSON line
   local col; listen col "${pin_collector[@]}" "$cbin/tern-collector" --listen 127.0.0.1:0 \
     --stream "$stream" --kinesis-endpoint "http://$upstream" --write-key bench --app-id bench "${extra[@]}"
   local cpid=$LAST_PID
-  local t0; t0=$(cpu_ticks "$cpid")
+  local t0; t0=$(cpu_ticks "$cpid") p0; p0=$(cpu_ticks "$proxy_pid")
   local rate_args=()
   if [ "$rate" != max ]; then rate_args=(--rate "$rate"); fi
   local read_args=()
@@ -82,17 +83,18 @@ run() { # collector-bin-dir mode(fake|kinesalite) rate → one JSON line
   local report; report=$("${pin_load[@]}" "$BIN/tern-loadgen" --collector "http://$col" \
     --write-key bench --events "$EVENTS" --devices 64 --batch 100 --max-seconds 120 --json \
     "${rate_args[@]}" "${read_args[@]}")
-  local t1; t1=$(cpu_ticks "$cpid")
+  local t1; t1=$(cpu_ticks "$cpid") p1; p1=$(cpu_ticks "$proxy_pid")
   local hz; hz=$(getconf CLK_TCK)
   local stats; stats=$(curl -s "http://$upstream/_stats")
   local pin=no; if [ ${#pin_collector[@]} -gt 0 ]; then pin=yes; fi
-  python3 - "$report" "$t0" "$t1" "$hz" "$(hwm_kib "$cpid")" "$mode" "$rate" "$stats" "$cbin" "$pin" <<'PY'
+  python3 - "$report" "$t0" "$t1" "$hz" "$(hwm_kib "$cpid")" "$mode" "$rate" "$stats" "$cbin" "$pin" "$((p1 - p0))" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); t0, t1, hz, hwm = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 stats = json.loads(sys.argv[8])
 cpu = (t1 - t0) / hz
 acked = r["events_acked"]
 records, data = stats.get("records", 0), stats.get("record_data_bytes", 0)
+calls = stats.get("put_records_calls", 0)
 record_bytes = data / records if records else None
 json_bytes = r.get("event_json_bytes_acked", 0) / acked if acked else None
 event_bytes = data / acked if acked and data else None
@@ -105,7 +107,9 @@ print(json.dumps({"collector": sys.argv[9], "mode": sys.argv[6], "rate": sys.arg
   "json_bytes_per_event": round(json_bytes, 1) if json_bytes else None,
   "record_to_json": round(record_bytes / json_bytes, 2) if record_bytes and json_bytes else None,
   "bytes_per_event": round(event_bytes, 1) if event_bytes else None,
-  "stream_to_json": round(event_bytes / json_bytes, 3) if event_bytes and json_bytes else None}))
+  "stream_to_json": round(event_bytes / json_bytes, 3) if event_bytes and json_bytes else None,
+  "records_per_call": round(records / calls, 1) if calls else None,
+  "proxy_cpu_s": round(int(sys.argv[11]) / hz, 2)}))
 PY
   kill "$cpid" "$proxy_pid"; wait "$cpid" "$proxy_pid" 2>/dev/null || true
 }

@@ -284,7 +284,9 @@ impl<'de> Visitor<'de> for PropertiesVisitor {
         Ok(Properties::default())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::new();
+        // serde_json gives no size hint: room for a typical event's properties at once, not
+        // grown 0 → 4 → 8 (decode benchmark: ~2 % of the parse).
+        let mut entries = Vec::with_capacity(8);
         while let Some(entry) = access.next_entry()? {
             entries.push(entry);
         }
