@@ -534,11 +534,15 @@ mod tests {
     fn parsed_with_serde_ignored(json: &[u8]) -> (Result<String, String>, Vec<&'static str>) {
         let mut seen = Vec::new();
         let mut de = serde_json::Deserializer::from_slice(json);
-        let parsed: Result<DecodedBatch<'_>, _> =
-            serde_ignored::deserialize(&mut de, |path| seen.push(location_from_path(&path.to_string())))
-                .and_then(|b| de.end().map(|()| b));
+        let parsed: Result<DecodedBatch<'_>, _> = serde_ignored::deserialize(&mut de, |path| {
+            seen.push(location_from_path(&path.to_string()))
+        })
+        .and_then(|b| de.end().map(|()| b));
         seen.sort_unstable();
-        (parsed.map(|b| format!("{b:?}")).map_err(|e| e.to_string()), seen)
+        (
+            parsed.map(|b| format!("{b:?}")).map_err(|e| e.to_string()),
+            seen,
+        )
     }
 
     fn parsed_with_unknown(json: &[u8]) -> (Result<String, String>, Vec<&'static str>) {
@@ -548,7 +552,10 @@ mod tests {
             unknown::deserialize(&mut de, &mut |location| seen.push(location))
                 .and_then(|b| de.end().map(|()| b));
         seen.sort_unstable();
-        (parsed.map(|b| format!("{b:?}")).map_err(|e| e.to_string()), seen)
+        (
+            parsed.map(|b| format!("{b:?}")).map_err(|e| e.to_string()),
+            seen,
+        )
     }
 
     /// Every object of `value`, as JSON pointers (the batch's own, its parts', its events',
@@ -630,17 +637,28 @@ mod tests {
             // or kept, the same way by both.)
             let json = serde_json::to_vec(case).unwrap();
             let expected = parsed_with_serde_ignored(&json);
-            assert_eq!(parsed_with_unknown(&json), expected, "{}", String::from_utf8_lossy(&json));
+            assert_eq!(
+                parsed_with_unknown(&json),
+                expected,
+                "{}",
+                String::from_utf8_lossy(&json)
+            );
             parsed += usize::from(expected.0.is_ok());
             located += expected.1.len();
         }
-        assert!(parsed > cases.len() / 2 && located > cases.len(), "{parsed} {located}");
+        assert!(
+            parsed > cases.len() / 2 && located > cases.len(),
+            "{parsed} {located}"
+        );
         // Malformed bodies get the same error, wherever it is.
         let good = serde_json::to_vec(&cases[3]).unwrap();
         for cut in (0..good.len()).step_by(7) {
             let mut bad = good.clone();
             bad[cut] = b'}';
-            assert_eq!(parsed_with_unknown(&bad).0, parsed_with_serde_ignored(&bad).0);
+            assert_eq!(
+                parsed_with_unknown(&bad).0,
+                parsed_with_serde_ignored(&bad).0
+            );
         }
     }
 

@@ -219,9 +219,8 @@ async fn forward(
         (0..kept)
             .map(|_| {
                 let n = c.fake_sequence.fetch_add(1, Ordering::Relaxed);
-                let entry = format!(
-                    r#"{{"SequenceNumber":"{n:056}","ShardId":"shardId-000000000000"}}"#
-                );
+                let entry =
+                    format!(r#"{{"SequenceNumber":"{n:056}","ShardId":"shardId-000000000000"}}"#);
                 (entry, false)
             })
             .collect()
@@ -298,9 +297,19 @@ const MISSING_ENTRY: &str = r#"{"ErrorCode":"InternalFailure","ErrorMessage":"mi
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct PutRecordsRequest<'a> {
-    #[serde(rename = "StreamName", borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StreamName",
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     stream_name: Option<Cow<'a, str>>,
-    #[serde(rename = "StreamARN", borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StreamARN",
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     stream_arn: Option<Cow<'a, str>>,
     #[serde(rename = "Records", borrow)]
     records: Vec<RequestRecord<'a>>,
@@ -313,7 +322,12 @@ struct RequestRecord<'a> {
     data: Cow<'a, str>,
     #[serde(rename = "PartitionKey", borrow)]
     partition_key: Cow<'a, str>,
-    #[serde(rename = "ExplicitHashKey", borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ExplicitHashKey",
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     explicit_hash_key: Option<Cow<'a, str>>,
 }
 
