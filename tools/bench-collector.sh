@@ -75,7 +75,7 @@ run() { # collector-bin-dir mode(fake|kinesalite) rate → one JSON line
   local col; listen col "${pin_collector[@]}" "$cbin/tern-collector" --listen 127.0.0.1:0 \
     --stream "$stream" --kinesis-endpoint "http://$upstream" --write-key bench --app-id bench "${extra[@]}"
   local cpid=$LAST_PID
-  local t0; t0=$(cpu_ticks "$cpid") p0; p0=$(cpu_ticks "$proxy_pid")
+  local t0 p0; t0=$(cpu_ticks "$cpid"); p0=$(cpu_ticks "$proxy_pid")
   local rate_args=()
   if [ "$rate" != max ]; then rate_args=(--rate "$rate"); fi
   local read_args=()
@@ -83,7 +83,7 @@ run() { # collector-bin-dir mode(fake|kinesalite) rate → one JSON line
   local report; report=$("${pin_load[@]}" "$BIN/tern-loadgen" --collector "http://$col" \
     --write-key bench --events "$EVENTS" --devices 64 --batch 100 --max-seconds 120 --json \
     "${rate_args[@]}" "${read_args[@]}")
-  local t1; t1=$(cpu_ticks "$cpid") p1; p1=$(cpu_ticks "$proxy_pid")
+  local t1 p1; t1=$(cpu_ticks "$cpid"); p1=$(cpu_ticks "$proxy_pid")
   local hz; hz=$(getconf CLK_TCK)
   local stats; stats=$(curl -s "http://$upstream/_stats")
   local pin=no; if [ ${#pin_collector[@]} -gt 0 ]; then pin=yes; fi
