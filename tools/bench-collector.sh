@@ -75,6 +75,9 @@ run() { # collector-bin-dir mode(fake|kinesalite) rate → one JSON line
   local col; listen col "${pin_collector[@]}" "$cbin/tern-collector" --listen 127.0.0.1:0 \
     --stream "$stream" --kinesis-endpoint "http://$upstream" --write-key bench --app-id bench "${extra[@]}"
   local cpid=$LAST_PID
+  # run is always called in $(…), a subshell the script's own cleanup does not see: a round
+  # that fails still stops its collector and proxy.
+  trap "kill $cpid $proxy_pid 2>/dev/null || true" EXIT
   local t0 p0; t0=$(cpu_ticks "$cpid"); p0=$(cpu_ticks "$proxy_pid")
   local rate_args=()
   if [ "$rate" != max ]; then rate_args=(--rate "$rate"); fi
@@ -139,5 +142,5 @@ if [ -z "$half" ]; then
 fi
 pinned on
 for i in $(seq "$RUNS"); do
-  for b in "${bins[@]}"; do run "$b" fake "$half"; done
+  for b in "${bins[@]}"; do line=$(run "$b" fake "$half"); echo "$line"; done
 done
