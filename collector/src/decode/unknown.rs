@@ -87,7 +87,8 @@ macro_rules! deserialize_methods {
             deserialize_option(); deserialize_unit(); deserialize_unit_struct(name: &'static str);
             deserialize_newtype_struct(name: &'static str); deserialize_seq();
             deserialize_tuple(len: usize); deserialize_tuple_struct(name: &'static str, len: usize);
-            deserialize_map(); deserialize_struct(name: &'static str, fields: &'static [&'static str]);
+            deserialize_map();
+            deserialize_struct(name: &'static str, fields: &'static [&'static str]);
             deserialize_enum(name: &'static str, variants: &'static [&'static str]);
             deserialize_identifier();
         }
