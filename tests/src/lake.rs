@@ -206,7 +206,16 @@ pub fn completeness_query() -> Result<String> {
 /// Runs `tern-lake ARGS...` to its end: its stdout if it exits 0, an error holding its stderr
 /// otherwise.
 pub fn tern_lake(args: &[&OsStr]) -> Result<String> {
-    let output = Command::new(binary("tern-lake")?)
+    tern_lake_in(None, args)
+}
+
+/// [`tern_lake`], run from `dir` if given.
+fn tern_lake_in(dir: Option<&Path>, args: &[&OsStr]) -> Result<String> {
+    let mut command = Command::new(binary("tern-lake")?);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = command
         .args(args)
         .env(
             "TERN_LAKE_LOG",
@@ -233,24 +242,17 @@ pub fn backfill(
     to: chrono::NaiveDate,
     extra: &[&str],
 ) -> Result<Value> {
-    let output = Command::new(binary("tern-lake")?)
-        .current_dir(workspace_root())
-        .arg("backfill")
-        .arg("--lake")
-        .arg(lake)
-        .args(["--stream", stream])
-        .args(["--from", &from.to_string(), "--to", &to.to_string()])
-        .args(extra)
-        .env("TERN_LAKE_LOG", "warn,deltalake_core=off")
-        .output()
-        .context("tern-lake backfill")?;
-    if !output.status.success() {
-        bail!("backfill: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    let stdout = String::from_utf8(output.stdout)?;
-    Ok(serde_json::from_str(
-        stdout.lines().last().context("backfill printed nothing")?,
-    )?)
+    let (from, to) = (from.to_string(), to.to_string());
+    let mut args: Vec<&OsStr> = vec!["backfill".as_ref(), "--lake".as_ref(), lake.as_os_str()];
+    args.extend(
+        ["--stream", stream, "--from", &from, "--to", &to]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .map(OsStr::new),
+    );
+    let stdout = tern_lake_in(Some(&workspace_root()), &args)?;
+    let last = stdout.lines().last().context("backfill printed nothing")?;
+    serde_json::from_str(last).with_context(|| format!("backfill report: {stdout:?}"))
 }
 
 /// `tern-lake compact --lake LAKE EXTRA...`; the JSON summary it prints.
