@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput};
-use serde_json::json;
 use tern_collector::decode::{self, DecodedBatch};
 use tern_protocol::{Batch, Event, SdkInfo};
 use uuid::Uuid;
@@ -43,14 +42,7 @@ fn batch_json() -> Vec<u8> {
             name: "tern-bench".into(),
             version: "1".into(),
         },
-        context: serde_json::from_value(json!({
-            "app": { "id": "dev.tern.loadgen", "version": "2.3.1", "build": "231" },
-            "device": { "manufacturer": "Tern", "model": "Loadgen" },
-            "os": { "name": "Android", "version": "15" },
-            "locale": "en-GB",
-            "timezone": "Europe/London"
-        }))
-        .unwrap(),
+        context: serde_json::from_value(tern_sample::context()).unwrap(),
         events,
         dropped: BTreeMap::new(),
         gaps: Vec::new(),

@@ -92,14 +92,7 @@ struct Shared {
 }
 
 fn context() -> Context {
-    serde_json::from_value(serde_json::json!({
-        "app": { "id": "dev.tern.loadgen", "version": "2.3.1", "build": "231" },
-        "device": { "manufacturer": "Tern", "model": "Loadgen" },
-        "os": { "name": "Android", "version": "15" },
-        "locale": "en-GB",
-        "timezone": "Europe/London"
-    }))
-    .unwrap_or_default()
+    serde_json::from_value(tern_sample::context()).unwrap_or_default()
 }
 
 /// Device `device`'s events `first + 1 ..= first + n` as JSON, their ids, and their JSON's bytes.

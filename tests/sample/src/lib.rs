@@ -33,3 +33,16 @@ pub fn event(i: usize) -> (&'static str, Map<String, Value>) {
     };
     (name, properties)
 }
+
+/// The context of tern-loadgen's devices (a `Context` of the wire format, as JSON): the same
+/// for every batch it sends and for the collector's decode benchmark, which measures batches of
+/// its shape.
+pub fn context() -> Value {
+    serde_json::json!({
+        "app": { "id": "dev.tern.loadgen", "version": "2.3.1", "build": "231" },
+        "device": { "manufacturer": "Tern", "model": "Loadgen" },
+        "os": { "name": "Android", "version": "15" },
+        "locale": "en-GB",
+        "timezone": "Europe/London"
+    })
+}
