@@ -15,7 +15,9 @@ internal fun burstProperties(i: Int): Map<String, Any?> = mapOf(
 /**
  * The host app killed by the SIGKILL test (TrackerTest): tracks steadily (one event per
  * millisecond), then a burst as fast as it can, printing `tracked <i> <System.nanoTime()>` after
- * every 50th event and `burst done` at the end, then waits to be killed.
+ * every 50th event. Halfway through the burst it calls `flush()`, which returns once everything
+ * tracked so far is durable, and prints `durable <i> <what flush returned>`; then it tracks the
+ * burst's second half, prints `burst done` and waits to be killed.
  * Arguments: the buffer's path, the collector's URL, the write key, steady events, burst events.
  */
 object BurstChild {
@@ -33,6 +35,10 @@ object BurstChild {
                 out.flush()
             }
             if (i < steady) Thread.sleep(1)
+            if (i == steady + burst / 2 - 1) {
+                out.println("durable $i ${tracker.flush(60_000)}")
+                out.flush()
+            }
         }
         out.println("burst done")
         out.flush()

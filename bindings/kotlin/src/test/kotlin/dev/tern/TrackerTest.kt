@@ -407,8 +407,14 @@ class TrackerTest {
         }
     }
 
+    /**
+     * SIGKILL right after a burst faster than the SDK stores. No timing is asserted (the machine
+     * running the test may stall at any moment): what must hold is what `flush()` promised, and
+     * that events become durable in the order they were tracked. How long before the kill the
+     * youngest survivor was tracked is printed, as a measurement.
+     */
     @Test
-    fun aKilledHostLosesNoEventTrackedMoreThanTheDurabilityBoundBeforeTheKill(@TempDir dir: Path) {
+    fun aKilledHostKeepsWhatFlushCalledDurableAndStoresInTrackingOrder(@TempDir dir: Path) {
         val db = dir.resolve("killed.db").toString()
         val java = File(System.getProperty("java.home"), "bin/java").path
         val child = ProcessBuilder(
@@ -417,32 +423,55 @@ class TrackerTest {
             "dev.tern.BurstChild", db, "http://127.0.0.1:9", key, "1000", "5000",
         ).redirectError(ProcessBuilder.Redirect.DISCARD).start()
         processes += child
-        val tracked = mutableListOf<Pair<Int, Long>>() // last index and when its track() returned
+        val tracked = mutableListOf<Pair<Int, Long>>() // every 50th index and when its track() returned
+        var durableThrough = -1
         child.inputStream.bufferedReader().use { lines ->
             while (true) {
                 val line = lines.readLine() ?: error("the child ended before its burst was done")
                 if (line == "burst done") break
-                val (_, i, at) = line.split(" ")
-                tracked += i.toInt() to at.toLong()
+                val (what, i, value) = line.split(" ")
+                when (what) {
+                    "tracked" -> tracked += i.toInt() to value.toLong()
+                    "durable" -> {
+                        assertEquals("true", value, "flush() in the child reached durability")
+                        durableThrough = i.toInt()
+                    }
+                    else -> error("the child printed $line")
+                }
             }
-            val killedAt = System.nanoTime()
-            child.destroyForcibly() // SIGKILL
-            child.waitFor()
-            Tracker(db, collector, key).use { assertTrue(it.flushAndWait(120_000), "the survivors are delivered") }
-            val seen = readStream().map { it.getJSONObject("properties").getInt("i") }.toSet()
-            val bound = TimeUnit.MILLISECONDS.toNanos(DURABILITY_BOUND_MS)
-            val mustSurvive = tracked.filter { (_, at) -> killedAt - at > bound }.maxOfOrNull { it.first } ?: -1
-            assertTrue(mustSurvive >= 500, "steady events were tracked well before the kill ($mustSurvive)")
-            val missing = (0..mustSurvive).filter { it !in seen }
-            assertEquals(emptyList<Int>(), missing, "events tracked more than $DURABILITY_BOUND_MS ms before the kill")
-            println("SIGKILL after a burst: ${seen.size} of ${tracked.last().first + 1} events survived; " +
-                "all ${mustSurvive + 1} tracked more than $DURABILITY_BOUND_MS ms before the kill did")
         }
-    }
+        val killedAt = System.nanoTime()
+        child.destroyForcibly() // SIGKILL
+        child.waitFor()
+        assertTrue(durableThrough >= 0, "the child flushed halfway through its burst")
+        Tracker(db, collector, key).use { assertTrue(it.flushAndWait(120_000), "the survivors are delivered") }
 
-    private companion object {
-        /** The documented bound (docs/sdk.md): durable within 100 ms of track() returning. */
-        const val DURABILITY_BOUND_MS = 100L
+        val records = readStream()
+        val seqOf = records.filter { !it.has("kind") }
+            .associate { it.getJSONObject("properties").getInt("i") to it.getLong("seq") }
+        // Events dropped on a full hand-off queue are numbered in their place and reported as a
+        // queue_full gap: missing, but never silently.
+        val reportedDropped = records.filter { it.optString("kind") == "gap" && it.getString("reason") == "queue_full" }
+            .associateBy { it.getString("gap_id") }.values.sumOf { it.getInt("count") }
+        val lastSurvivor = seqOf.keys.max()
+        assertTrue(lastSurvivor >= durableThrough, "what flush() called durable survived ($lastSurvivor < $durableThrough)")
+        val missing = (0..lastSurvivor).filter { it !in seqOf }
+        assertTrue(
+            missing.size <= reportedDropped,
+            "${missing.size} events tracked before the last survivor are missing and $reportedDropped were " +
+                "reported dropped; the first missing: ${missing.take(10)}",
+        )
+        val outOfOrder = seqOf.entries.sortedBy { it.key }.zipWithNext().filter { (a, b) -> a.value >= b.value }
+        assertEquals(emptyList<Any>(), outOfOrder.take(5), "seq follows the order of the track() calls")
+
+        val ageMs = { at: Long -> TimeUnit.NANOSECONDS.toMillis(killedAt - at) }
+        val youngestKept = tracked.filter { it.first in seqOf }.minOfOrNull { ageMs(it.second) }
+        val oldestLost = tracked.filter { it.first !in seqOf }.maxOfOrNull { ageMs(it.second) }
+        println(
+            "SIGKILL after a burst: ${seqOf.size} of ${tracked.last().first + 1} events survived, " +
+                "${durableThrough + 1} flushed before the kill; $reportedDropped reported dropped; " +
+                "the youngest kept was tracked $youngestKept ms before the kill, the oldest lost $oldestLost ms",
+        )
     }
 
     @ParameterizedTest
