@@ -1,9 +1,12 @@
 //! The sink's section of the configuration (`[kinesis]`), and building the Kinesis client.
 
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kinesis::Client;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use serde::{Deserialize, Serialize};
+
+use super::answer::AnswerReadingClient;
 
 /// Where the sink writes and how: the `[kinesis]` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +54,35 @@ impl KinesisSinkConfig {
         if let Some(endpoint) = &self.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
-        Client::new(&loader.load().await)
+        client_reading_answers(&loader.load().await)
     }
+}
+
+/// A Kinesis client of `config` whose HTTP client reads PutRecords answers as they arrive
+/// (`answer.rs`): the SDK's default client (or the one `config` names), wrapped.
+pub fn client_reading_answers(config: &SdkConfig) -> Client {
+    let http = config.http_client().unwrap_or_else(default_http_client);
+    let config = aws_sdk_kinesis::config::Builder::from(config)
+        .http_client(AnswerReadingClient::new(http))
+        .build();
+    Client::from_conf(config)
+}
+
+/// The HTTP client the SDK makes when none is given, made the same way (`default_https_client`
+/// of `aws-smithy-runtime`, which does not export it): rustls with aws-lc, the connector
+/// settings and sleep of the client that uses it, the proxy named by the environment.
+fn default_http_client() -> SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }

@@ -1,10 +1,11 @@
 //! The Kinesis sink: writes an upload's records and reports success only when every one has a
 //! sequence number. Split like Vector's sink: [`config`] is its section of the configuration and
 //! builds the client, [`limits`] holds the Kinesis API's limits and the sink's own,
-//! [`request_builder`] packs records into requests, [`service`] makes one call, [`retry`]
-//! decides what is sent again.
+//! [`request_builder`] packs records into requests, [`service`] makes one call, [`answer`] reads
+//! its answer, [`retry`] decides what is sent again.
 
 pub mod aggregate;
+pub mod answer;
 pub mod config;
 pub mod dispatch;
 pub mod limits;

@@ -6,6 +6,7 @@ use aws_sdk_kinesis::Client;
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
 
+use super::answer::{entry_result, AnswerSlot};
 use super::limits::PUT_RECORDS_ATTEMPT_TIMEOUT;
 use crate::metrics::{CodeLabel, Metrics};
 
@@ -72,7 +73,11 @@ async fn call(
     let started = Instant::now();
     // The SDK serializes an empty request (checked as usual), then its own hook puts the body
     // written above in its place, before signing: the SDK still signs (SigV4 hashes this body),
-    // sends, retries nothing (disabled in `config.rs`) and parses the answer.
+    // sends and retries nothing (disabled in `config.rs`). The slot lets the client's HTTP
+    // client read a 200 answer's results as it arrives (`answer.rs`); without it (or when that
+    // reader cannot read the answer) the SDK parses them.
+    let slot = AnswerSlot::default();
+    let call_slot = slot.clone();
     let call = client
         .put_records()
         .stream_name(stream)
@@ -83,6 +88,7 @@ async fn call(
             request
                 .headers_mut()
                 .insert("Content-Length", content_length.clone());
+            request.add_extension(call_slot.clone());
         })
         .send();
     let result = tokio::time::timeout(PUT_RECORDS_ATTEMPT_TIMEOUT, call).await;
@@ -118,7 +124,13 @@ async fn call(
         }
         Ok(Ok(output)) => output,
     };
-    let results = output.records();
+    let results = slot.take().unwrap_or_else(|| {
+        output
+            .records()
+            .iter()
+            .map(|r| entry_result(r.sequence_number().is_some(), r.error_code()))
+            .collect()
+    });
     if results.len() != entries.len() {
         return Err(CallError {
             code: "other".to_owned(),
@@ -129,13 +141,7 @@ async fn call(
             ),
         });
     }
-    Ok(results
-        .iter()
-        .map(|r| match (r.sequence_number(), r.error_code()) {
-            (Some(_), None) => EntryResult::Written,
-            (_, code) => EntryResult::Failed(code.unwrap_or("MissingSequenceNumber").to_owned()),
-        })
-        .collect())
+    Ok(results)
 }
 
 /// The PutRecords request body (the `awsJson1.1` protocol: `{"StreamName": …, "Records": [{"Data":
