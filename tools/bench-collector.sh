@@ -16,7 +16,9 @@
 # off: one record per event), bytes_per_event the stream data per event acknowledged (with
 # record v2 the batch records count too), json_bytes_per_event the event's own JSON inside its
 # batch, stream_to_json the ratio of the last two; records_per_call the records per PutRecords call,
-# proxy_cpu_s the fault proxy's CPU over the run (with the load generator, the other core's load).
+# proxy_cpu_s the fault proxy's CPU over the run (with the load generator, the other core's load);
+# collector_p50_le_ms/collector_p99_le_ms the collector's own view of the ack latency (arrival to
+# answer, from its request_latency_seconds histogram): the upper bound of the bucket holding it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -89,9 +91,10 @@ run() { # collector-bin-dir mode(fake|kinesalite) rate → one JSON line
   local t1 p1; t1=$(cpu_ticks "$cpid"); p1=$(cpu_ticks "$proxy_pid")
   local hz; hz=$(getconf CLK_TCK)
   local stats; stats=$(curl -s "http://$upstream/_stats")
+  local metrics; metrics=$(curl -s "http://$col/metrics" | grep '^tern_collector_request_latency_seconds_bucket' || true)
   local pin=no; if [ ${#pin_collector[@]} -gt 0 ]; then pin=yes; fi
-  python3 - "$report" "$t0" "$t1" "$hz" "$(hwm_kib "$cpid")" "$mode" "$rate" "$stats" "$cbin" "$pin" "$((p1 - p0))" <<'PY'
-import json, sys
+  python3 - "$report" "$t0" "$t1" "$hz" "$(hwm_kib "$cpid")" "$mode" "$rate" "$stats" "$cbin" "$pin" "$((p1 - p0))" "$metrics" <<'PY'
+import json, re, sys
 r = json.loads(sys.argv[1]); t0, t1, hz, hwm = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 stats = json.loads(sys.argv[8])
 cpu = (t1 - t0) / hz
@@ -100,12 +103,21 @@ records, data = stats.get("records", 0), stats.get("record_data_bytes", 0)
 calls = stats.get("put_records_calls", 0)
 record_bytes = data / records if records else None
 json_bytes = r.get("event_json_bytes_acked", 0) / acked if acked else None
+# The collector's own view of the same requests (arrival to answer, without the load
+# generator's side): the upper bound of the request_latency_seconds bucket holding a quantile.
+buckets = sorted((float(le), float(n)) for le, n in
+                 re.findall(r'le="([^"]+)"\}\s+([0-9.e+-]+)', sys.argv[12]))
+def collector_le_ms(q):
+    total = buckets[-1][1] if buckets else 0
+    return next((round(le * 1000, 1) for le, n in buckets if total and n >= q * total), None)
 event_bytes = data / acked if acked and data else None
 print(json.dumps({"collector": sys.argv[9], "mode": sys.argv[6], "rate": sys.argv[7], "pinned": sys.argv[10],
   "events": acked, "lost": r["lost"],
   "events_per_s": round(r["events_per_s"]), "collector_cpu_s": round(cpu, 2),
   "events_per_core_s": round(acked / cpu) if cpu else None, "cpu_us_per_event": round(cpu * 1e6 / acked, 2) if acked else None,
-  "ack_p50_ms": round(r["ack_latency_ms_p50"], 2), "ack_p99_ms": round(r["ack_latency_ms_p99"], 2), "rss_hwm_mib": round(hwm / 1024, 1),
+  "ack_p50_ms": round(r["ack_latency_ms_p50"], 2), "ack_p99_ms": round(r["ack_latency_ms_p99"], 2),
+  "collector_p50_le_ms": collector_le_ms(0.5), "collector_p99_le_ms": collector_le_ms(0.99),
+  "rss_hwm_mib": round(hwm / 1024, 1),
   "bytes_per_record": round(record_bytes, 1) if record_bytes else None,
   "json_bytes_per_event": round(json_bytes, 1) if json_bytes else None,
   "record_to_json": round(record_bytes / json_bytes, 2) if record_bytes and json_bytes else None,

@@ -17,6 +17,7 @@ import sys
 STAGES = [
     ("SigV4 signing (SHA-256 of the body)", ["aws_sigv4", "sha2::"]),
     ("PutRecords body written (base64)", ["request_body"]),
+    ("PutRecords answer read (answer.rs)", ["sink::kinesis::answer"]),
     ("PutRecords answer parsed (SDK)", ["aws_smithy_json", "de_put_records"]),
     ("SDK other (orchestrator, HTTP client, socket writes)",
      ["aws_smithy", "aws_sdk_kinesis", "hyper::client", "hyper_util::client"]),
