@@ -74,11 +74,19 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("put_records");
     group.throughput(Throughput::Elements(RECORDS as u64));
-    for (name, client) in [("answer read by the SDK", &sdk), ("answer read by the collector", &ours)] {
-        let results = rt.block_on(put_records(client, "s", &entries, &metrics)).unwrap();
+    for (name, client) in [
+        ("answer read by the SDK", &sdk),
+        ("answer read by the collector", &ours),
+    ] {
+        let results = rt
+            .block_on(put_records(client, "s", &entries, &metrics))
+            .unwrap();
         assert_eq!(results, vec![EntryResult::Written; RECORDS]);
         group.bench_function(name, |b| {
-            b.iter(|| rt.block_on(put_records(client, "s", &entries, &metrics)).unwrap())
+            b.iter(|| {
+                rt.block_on(put_records(client, "s", &entries, &metrics))
+                    .unwrap()
+            })
         });
     }
     group.finish();

@@ -249,13 +249,16 @@ mod tests {
     #[tokio::test]
     async fn the_answer_is_read_into_the_slot_and_the_sdk_parses_none() {
         let url = answering(StatusCode::OK, mixed_answer()).await;
+        let client = reading_client(&url).await;
+        let call = || {
+            client
+                .put_records()
+                .stream_name("s")
+                .set_records(Some(Vec::new()))
+        };
         let slot = AnswerSlot::default();
         let request_slot = slot.clone();
-        let output = reading_client(&url)
-            .await
-            .put_records()
-            .stream_name("s")
-            .set_records(Some(Vec::new()))
+        let output = call()
             .customize()
             .mutate_request(move |request| request.add_extension(request_slot.clone()))
             .send()
@@ -268,14 +271,7 @@ mod tests {
         assert_eq!(slot.take().map(|r| r.len()), Some(7));
 
         // A request without a slot (every other call of the client) is left to the SDK.
-        let output = reading_client(&url)
-            .await
-            .put_records()
-            .stream_name("s")
-            .set_records(Some(Vec::new()))
-            .send()
-            .await
-            .unwrap();
+        let output = call().send().await.unwrap();
         assert_eq!(output.records().len(), 7);
     }
 
