@@ -7,7 +7,9 @@
 //! calls of `service.rs`), a 200 answer is read borrowed into the slot and the SDK is handed an
 //! answer with no records to parse. Everything else is the SDK's as before: the request, its
 //! signature, the connection, every other status (errors keep their code and message), and any
-//! answer this reader cannot read, which the SDK gets untouched.
+//! answer this reader cannot read, which the SDK gets untouched. A 200 answer whose body breaks
+//! off is counted as a `network` failure (the SDK's own read counted it as `other`): either way
+//! the call failed as a whole and its records are sent again.
 
 use std::sync::{Arc, Mutex};
 
