@@ -153,8 +153,6 @@ impl HttpConnector for AnswerReadingConnector {
 
 #[cfg(test)]
 mod tests {
-    use aws_config::BehaviorVersion;
-    use aws_sdk_kinesis::config::{Credentials, Region};
     use aws_sdk_kinesis::Client;
     use axum::http::StatusCode;
     use bytes::Bytes;
@@ -164,7 +162,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::sink::kinesis::config::client_reading_answers;
     use crate::sink::kinesis::service::put_records;
-    use crate::sink::kinesis::{serve_test_endpoint, test_client, Entry};
+    use crate::sink::kinesis::{serve_test_endpoint, test_client, test_sdk_config, Entry};
 
     /// A Kinesis endpoint that gives every request this status and answer.
     async fn answering(status: StatusCode, answer: Value) -> String {
@@ -172,16 +170,10 @@ mod tests {
         serve_test_endpoint(app).await
     }
 
-    /// The client the collector makes (`KinesisSinkConfig::client`), on the test endpoint.
-    async fn reading_client(url: &str) -> Client {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(url)
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(aws_config::retry::RetryConfig::disabled())
-            .load()
-            .await;
-        client_reading_answers(&config)
+    /// The client the collector makes (`KinesisSinkConfig::client`), of the same configuration
+    /// as [`test_client`]: only the reader of the answers differs.
+    fn reading_client(url: &str) -> Client {
+        client_reading_answers(&test_sdk_config(url))
     }
 
     fn entries(n: usize) -> Vec<Entry> {
@@ -217,7 +209,7 @@ mod tests {
         let url = answering(StatusCode::OK, mixed_answer()).await;
         let entries = entries(7);
         let metrics = Metrics::new();
-        let ours = put_records(&reading_client(&url).await, "s", &entries, &metrics).await;
+        let ours = put_records(&reading_client(&url), "s", &entries, &metrics).await;
         let sdk = put_records(&test_client(&url), "s", &entries, &metrics).await;
         assert_eq!(ours, sdk);
         let failed = |code: &str| EntryResult::Failed(code.to_owned());
@@ -235,13 +227,7 @@ mod tests {
         );
         // Too few results for the records sent: refused the same way by both.
         let (ours, sdk) = (
-            put_records(
-                &reading_client(&url).await,
-                "s",
-                &self::entries(8),
-                &metrics,
-            )
-            .await,
+            put_records(&reading_client(&url), "s", &self::entries(8), &metrics).await,
             put_records(&test_client(&url), "s", &self::entries(8), &metrics).await,
         );
         assert_eq!(ours, sdk);
@@ -251,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn the_answer_is_read_into_the_slot_and_the_sdk_parses_none() {
         let url = answering(StatusCode::OK, mixed_answer()).await;
-        let client = reading_client(&url).await;
+        let client = reading_client(&url);
         let call = || {
             client
                 .put_records()
@@ -295,7 +281,7 @@ mod tests {
             (StatusCode::OK, json!([])),
         ] {
             let url = answering(status, answer.clone()).await;
-            let ours = put_records(&reading_client(&url).await, "s", &entries, &metrics).await;
+            let ours = put_records(&reading_client(&url), "s", &entries, &metrics).await;
             let sdk = put_records(&test_client(&url), "s", &entries, &metrics).await;
             assert_eq!(ours, sdk, "{status} {answer}");
             assert!(ours.is_err(), "{status} {answer}");

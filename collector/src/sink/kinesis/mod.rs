@@ -27,20 +27,28 @@ pub use self::config::KinesisSinkConfig;
 pub use self::record::Entry;
 use self::service::EntryResult;
 
-/// A client of the Kinesis endpoint at `endpoint` (a test server), without the SDK's retries as
-/// in [`KinesisSinkConfig::client`].
+/// The configuration of a client of the Kinesis endpoint at `endpoint` (a test server), without
+/// the SDK's retries as in [`KinesisSinkConfig::client`].
 #[cfg(test)]
-pub(crate) fn test_client(endpoint: &str) -> Client {
+pub(crate) fn test_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    use aws_config::{BehaviorVersion, Region};
     use aws_sdk_kinesis::config::retry::RetryConfig;
-    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_kinesis::Config::builder()
+    use aws_sdk_kinesis::config::{Credentials, SharedCredentialsProvider};
+    aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "test", "test", None, None, "test",
+        )))
         .retry_config(RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
+        .build()
+}
+
+/// A client of [`test_sdk_config`] whose answers the SDK parses.
+#[cfg(test)]
+pub(crate) fn test_client(endpoint: &str) -> Client {
+    Client::new(&test_sdk_config(endpoint))
 }
 
 /// Serves `app` on a free local port (a test Kinesis endpoint); its URL.
