@@ -31,7 +31,7 @@ use crate::limits::{
 };
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel, UploadEvents};
 use crate::sink::kinesis::aggregate::aggregate;
-use crate::sink::kinesis::{Entry, KinesisSink};
+use crate::sink::kinesis::{Entry, KinesisSink, Linger};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -311,17 +311,18 @@ async fn handle_batch(
             // The first Kinesis record holds the v2 batch record (alone, or first in an
             // aggregate): it must be in the stream before any event record that joins on it,
             // so it is written, and acknowledged, first. The same partition key puts them all
-            // on one shard, where readers meet it first.
+            // on one shard, where readers meet it first. Its call does not linger: the events
+            // wait for it, so the upload pays for sharing calls once, not twice.
             let rest = records.split_off(1);
             state
                 .sink
-                .put_all(stream, records, deadline, &reservation)
+                .put_all(stream, records, Linger::Lead, deadline, &reservation)
                 .await?;
             records = rest;
         }
         state
             .sink
-            .put_all(stream, records, deadline, &reservation)
+            .put_all(stream, records, Linger::Share, deadline, &reservation)
             .await
     };
     let dlq = async {
@@ -329,7 +330,13 @@ async fn handle_batch(
             Some(stream) if dead_lettered > 0 => {
                 state
                     .sink
-                    .put_all(stream, prepared.dead_letters, deadline, &reservation)
+                    .put_all(
+                        stream,
+                        prepared.dead_letters,
+                        Linger::Share,
+                        deadline,
+                        &reservation,
+                    )
                     .await
             }
             _ => Ok(()),

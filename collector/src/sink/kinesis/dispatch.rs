@@ -8,10 +8,14 @@
 //! one poisoned upload cannot fail the others.
 
 use aws_sdk_kinesis::Client;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-use super::limits::{DISPATCH_QUEUE, LINGER, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES};
+use super::limits::{
+    DISPATCH_QUEUE, LEAD_MAX_CALLS_IN_FLIGHT, LINGER, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES,
+};
 use super::record::Entry;
 use super::service::{self, CallError, EntryResult};
 use crate::in_flight::Reservation;
@@ -22,10 +26,24 @@ const ISOLATE_ON: &str = "ValidationException";
 
 type Reply = Result<Vec<EntryResult>, CallError>;
 
+/// How long a submission lets its call wait for others to share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linger {
+    /// Up to [`LINGER`]: records that nothing else waits for but their upload's answer.
+    Share,
+    /// Not at all while the collector has time to spare: records that other records wait for
+    /// (a v2 batch record, which must be in the stream before its upload's events are sent). Its
+    /// call leaves at once with what is already waiting, so the upload pays one linger, not
+    /// two. While more than [`LEAD_MAX_CALLS_IN_FLIGHT`] calls are in flight it lingers like
+    /// the others, so that a busy collector keeps its calls full.
+    Lead,
+}
+
 struct Submission {
     stream: String,
     entries: Vec<Entry>,
     bytes: usize,
+    linger: Linger,
     reply: oneshot::Sender<Reply>,
     /// The upload's reservation, held while the entries wait in the queue and while a call
     /// carries them: an upload that gave up (its handler dropped at the ack deadline) has not
@@ -42,18 +60,25 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts the dispatcher task on the current runtime.
     pub fn spawn(client: Client, metrics: Arc<Metrics>) -> Self {
+        Self::spawn_lingering(client, metrics, LINGER)
+    }
+
+    /// [`Dispatcher::spawn`], lingering `linger` instead of [`LINGER`].
+    fn spawn_lingering(client: Client, metrics: Arc<Metrics>, linger: Duration) -> Self {
         let (tx, rx) = mpsc::channel(DISPATCH_QUEUE);
-        tokio::spawn(run(rx, client, metrics));
+        tokio::spawn(run(rx, client, metrics, linger));
         Self { tx }
     }
 
     /// Writes `entries` (at most one request's worth) to `stream` in a shared call; the result
     /// per entry, in order, or the error of the whole call. The submission holds `reservation`
-    /// (the upload's) until its call is over, even if the caller stops waiting.
+    /// (the upload's) until its call is over, even if the caller stops waiting; `linger` says
+    /// whether its call may wait for others.
     pub async fn put(
         &self,
         stream: &str,
         entries: Vec<Entry>,
+        linger: Linger,
         reservation: &Arc<Reservation>,
     ) -> Reply {
         let (reply, answer) = oneshot::channel();
@@ -61,6 +86,7 @@ impl Dispatcher {
             stream: stream.to_owned(),
             bytes: entries.iter().map(Entry::size).sum(),
             entries,
+            linger,
             reply,
             _reservation: Arc::clone(reservation),
         };
@@ -74,8 +100,36 @@ impl Dispatcher {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Submission>, client: Client, metrics: Arc<Metrics>) {
+/// Whether a submission's call leaves at once: a lead submission's does while few calls are in
+/// flight ([`LEAD_MAX_CALLS_IN_FLIGHT`]), and every other submission's lingers.
+fn leads(linger: Linger, calls_in_flight: usize) -> bool {
+    linger == Linger::Lead && calls_in_flight <= LEAD_MAX_CALLS_IN_FLIGHT
+}
+
+/// Counts a call in flight for as long as it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Submission>,
+    client: Client,
+    metrics: Arc<Metrics>,
+    linger: Duration,
+) {
     let mut carry: Option<Submission> = None;
+    let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
         let first = match carry.take() {
             Some(s) => s,
@@ -86,8 +140,13 @@ async fn run(mut rx: mpsc::Receiver<Submission>, client: Client, metrics: Arc<Me
         };
         let stream = first.stream.clone();
         let (mut records, mut bytes) = (first.entries.len(), first.bytes);
+        // A deadline already past still takes what is waiting: `timeout_at` polls the receiver
+        // before it looks at the clock.
+        let mut linger_until = tokio::time::Instant::now();
+        if !leads(first.linger, in_flight.load(Ordering::Relaxed)) {
+            linger_until += linger;
+        }
         let mut group = vec![first];
-        let linger_until = tokio::time::Instant::now() + LINGER;
         while records < MAX_RECORDS_PER_REQUEST {
             let next = match tokio::time::timeout_at(linger_until, rx.recv()).await {
                 Ok(Some(s)) => s,
@@ -102,10 +161,15 @@ async fn run(mut rx: mpsc::Receiver<Submission>, client: Client, metrics: Arc<Me
             }
             records += next.entries.len();
             bytes += next.bytes;
+            if leads(next.linger, in_flight.load(Ordering::Relaxed)) {
+                linger_until = linger_until.min(tokio::time::Instant::now());
+            }
             group.push(next);
         }
         let (client, metrics) = (client.clone(), Arc::clone(&metrics));
+        let calling = InFlight::enter(&in_flight);
         tokio::spawn(async move {
+            let _calling = calling;
             let all: Vec<Entry> = group
                 .iter()
                 .flat_map(|s| s.entries.iter().cloned())
@@ -201,9 +265,9 @@ mod tests {
         let dispatcher = Dispatcher::spawn(client(&endpoint), Arc::clone(&metrics));
         let reservation = Arc::new(Reservation::new(&InFlightBudget::new(0, Gauge::default())));
         let (good, bad, other) = tokio::join!(
-            dispatcher.put("s", entries("install-1", 3), &reservation),
-            dispatcher.put("s", entries("poison", 2), &reservation),
-            dispatcher.put("s", entries("install-2", 1), &reservation),
+            dispatcher.put("s", entries("install-1", 3), Linger::Share, &reservation),
+            dispatcher.put("s", entries("poison", 2), Linger::Share, &reservation),
+            dispatcher.put("s", entries("install-2", 1), Linger::Share, &reservation),
         );
         assert_eq!(good.unwrap(), vec![EntryResult::Written; 3]);
         assert_eq!(other.unwrap(), vec![EntryResult::Written; 1]);
@@ -217,6 +281,67 @@ mod tests {
             })
             .get();
         assert_eq!(failed, 2, "each failed call counted once");
+    }
+
+    /// How long a test waits for an answer that must come at once: a hang guard, far over any
+    /// call's time, far under the linger of the dispatchers that must not wait for it.
+    const AT_ONCE: Duration = Duration::from_secs(60);
+
+    /// A dispatcher whose calls linger an hour: only a lead submission gets an answer.
+    fn lingering_an_hour(endpoint: &str) -> Dispatcher {
+        let metrics = Arc::new(Metrics::new());
+        Dispatcher::spawn_lingering(client(endpoint), metrics, Duration::from_secs(3_600))
+    }
+
+    #[tokio::test]
+    async fn a_lead_submission_does_not_linger_while_the_collector_is_idle() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let endpoint = fake_kinesis(Arc::clone(&calls)).await;
+        let dispatcher = lingering_an_hour(&endpoint);
+        let reservation = Arc::new(Reservation::new(&InFlightBudget::new(0, Gauge::default())));
+        let put = dispatcher.put("s", entries("install-1", 1), Linger::Lead, &reservation);
+        let written = tokio::time::timeout(AT_ONCE, put)
+            .await
+            .expect("the lead submission waited for its call's linger");
+        assert_eq!(written.unwrap(), vec![EntryResult::Written]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lead_submission_sends_the_call_it_joins_with_the_records_already_in_it() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let endpoint = fake_kinesis(Arc::clone(&calls)).await;
+        let dispatcher = lingering_an_hour(&endpoint);
+        let reservation = Arc::new(Reservation::new(&InFlightBudget::new(0, Gauge::default())));
+        // `join!` polls in order: the shared submission is queued first and starts the call
+        // (an hour's linger), then the lead joins it.
+        let both = async {
+            tokio::join!(
+                dispatcher.put("s", entries("install-1", 3), Linger::Share, &reservation),
+                dispatcher.put("s", entries("install-2", 1), Linger::Lead, &reservation),
+            )
+        };
+        let (shared, lead) = tokio::time::timeout(AT_ONCE, both)
+            .await
+            .expect("the call a lead submission joined went on lingering");
+        assert_eq!(shared.unwrap(), vec![EntryResult::Written; 3]);
+        assert_eq!(lead.unwrap(), vec![EntryResult::Written]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one call for both");
+    }
+
+    #[test]
+    fn a_lead_submission_lingers_like_the_others_while_calls_keep_the_collector_busy() {
+        for in_flight in 0..=LEAD_MAX_CALLS_IN_FLIGHT {
+            assert!(
+                leads(Linger::Lead, in_flight),
+                "{in_flight} calls in flight"
+            );
+            assert!(
+                !leads(Linger::Share, in_flight),
+                "{in_flight} calls in flight"
+            );
+        }
+        assert!(!leads(Linger::Lead, LEAD_MAX_CALLS_IN_FLIGHT + 1));
     }
 
     /// A Kinesis endpoint that tells `arrived` of every PutRecords call, holds it until `release`
@@ -252,7 +377,7 @@ mod tests {
             let dispatcher = dispatcher.clone();
             async move {
                 dispatcher
-                    .put("s", entries("install-1", 3), &reservation)
+                    .put("s", entries("install-1", 3), Linger::Share, &reservation)
                     .await
             }
         });

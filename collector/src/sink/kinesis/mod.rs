@@ -24,6 +24,7 @@ use crate::in_flight::Reservation;
 use crate::metrics::Metrics;
 
 pub use self::config::KinesisSinkConfig;
+pub use self::dispatch::Linger;
 pub use self::record::Entry;
 use self::service::EntryResult;
 
@@ -105,13 +106,15 @@ impl KinesisSink {
     }
 
     /// Writes every entry to `stream`, retrying failed records (and failed calls) with backoff
-    /// until `deadline`. `Ok` means every record has a sequence number. Every submission and call
+    /// until `deadline`; `linger` is how long their calls may wait to share (retries too).
+    /// `Ok` means every record has a sequence number. Every submission and call
     /// carrying the entries holds `reservation` (the upload's), so their bytes stay counted
     /// until nothing references them, also when this future is dropped.
     pub async fn put_all(
         &self,
         stream: &str,
         entries: Vec<Entry>,
+        linger: Linger,
         deadline: Instant,
         reservation: &Arc<Reservation>,
     ) -> Result<(), SinkError> {
@@ -141,7 +144,10 @@ impl KinesisSink {
             let requests = request_builder::build_requests(std::mem::take(&mut pending));
             let calls = requests.into_iter().map(|request| async move {
                 let entries: Vec<Entry> = request.iter().map(|(_, e)| e.clone()).collect();
-                let result = self.dispatcher.put(stream, entries, reservation).await;
+                let result = self
+                    .dispatcher
+                    .put(stream, entries, linger, reservation)
+                    .await;
                 (request, result)
             });
             for (request, result) in futures_util::future::join_all(calls).await {
