@@ -311,8 +311,10 @@ async fn handle_batch(
             // The first Kinesis record holds the v2 batch record (alone, or first in an
             // aggregate): it must be in the stream before any event record that joins on it,
             // so it is written, and acknowledged, first. The same partition key puts them all
-            // on one shard, where readers meet it first. Its call does not linger: the events
-            // wait for it, so the upload pays for sharing calls once, not twice.
+            // on one shard, where readers meet it first. Neither call lingers while the
+            // collector is idle: the events wait for the batch record, and when its call
+            // returns, the events of every upload it carried are ready at once to share the
+            // next call, so the upload waits to share a call once, not twice.
             let rest = records.split_off(1);
             state
                 .sink
@@ -322,7 +324,13 @@ async fn handle_batch(
         }
         state
             .sink
-            .put_all(stream, records, Linger::Share, deadline, &reservation)
+            .put_all(
+                stream,
+                records,
+                if ordered { Linger::Lead } else { Linger::Share },
+                deadline,
+                &reservation,
+            )
             .await
     };
     let dlq = async {

@@ -31,11 +31,13 @@ type Reply = Result<Vec<EntryResult>, CallError>;
 pub enum Linger {
     /// Up to [`LINGER`]: records that nothing else waits for but their upload's answer.
     Share,
-    /// Not at all while the collector has time to spare: records that other records wait for
-    /// (a v2 batch record, which must be in the stream before its upload's events are sent). Its
-    /// call leaves at once with what is already waiting, so the upload pays one linger, not
-    /// two. While more than [`LEAD_MAX_CALLS_IN_FLIGHT`] calls are in flight it lingers like
-    /// the others, so that a busy collector keeps its calls full.
+    /// Not at all while the collector has time to spare: the records of a v2 upload, which
+    /// writes its batch record and then its events in two rounds. The events wait for the
+    /// batch record, so its call must not wait for others; and when that call returns, the
+    /// events of every upload it carried are ready together and share the next call without
+    /// waiting. So the upload waits once to share, not twice. A lead submission's call leaves at
+    /// once with what is already waiting; while more than [`LEAD_MAX_CALLS_IN_FLIGHT`] calls
+    /// are in flight it lingers like the others, so that a busy collector keeps its calls full.
     Lead,
 }
 

@@ -34,13 +34,14 @@ pub const PUT_RETRY_MAX_DELAY_THROTTLED: Duration = Duration::from_millis(200);
 /// against a PutRecords round trip (tens of ms), long enough to gather concurrent uploads.
 pub const LINGER: Duration = Duration::from_millis(2);
 
-/// Most PutRecords calls in flight for a lead submission (a v2 batch record, which its upload's
-/// events wait for) to send its call without lingering. One call in flight is a collector with
-/// time to spare; more is a busy one, whose calls must stay full. Measured at saturation (v2,
-/// fake writes): leads that never linger made calls 5 % smaller (385-397 against 412-419
-/// records) and gave 0.84-1.12 times the events per CPU-second (median 0.92 of six rounds); with
-/// this bound the calls keep their size (409-416) and the
-/// half-load ack p50 drops from 7.0-7.2 to 4.7-5.2 ms all the same (`docs/BENCHMARKS.md`).
+/// Most PutRecords calls in flight for a lead submission (a v2 upload's batch record, then its
+/// events: `dispatch::Linger::Lead`) to send its call without lingering. One call in flight is
+/// a collector with time to spare; more is a busy one, whose calls must stay full. Measured at
+/// saturation (v2, fake writes): batch records that never linger made calls 5 % smaller
+/// (385-397 against 412-419 records) and gave 0.84-1.12 times the events per CPU-second (median
+/// 0.92 of six rounds); with this bound the calls keep their size (401-416 records) and the
+/// half-load ack p50 drops from 6.3-7.2 to 4.5-5.3 ms all the same (`docs/BENCHMARKS.md`,
+/// *Seventh round*).
 pub const LEAD_MAX_CALLS_IN_FLIGHT: usize = 1;
 
 /// Queue length of submissions to the dispatcher; uploads wait (asynchronously) when it is full.
