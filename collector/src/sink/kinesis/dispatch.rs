@@ -289,18 +289,22 @@ mod tests {
     /// call's time, far under the linger of the dispatchers that must not wait for it.
     const AT_ONCE: Duration = Duration::from_secs(60);
 
-    /// A dispatcher whose calls linger an hour: only a lead submission gets an answer.
-    fn lingering_an_hour(endpoint: &str) -> Dispatcher {
+    /// A dispatcher writing to [`fake_kinesis`] whose calls linger an hour, so that only a
+    /// lead submission gets an answer; the endpoint's count of calls, and an upload's
+    /// reservation.
+    async fn lingering_an_hour() -> (Dispatcher, Arc<AtomicUsize>, Arc<Reservation>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let endpoint = fake_kinesis(Arc::clone(&calls)).await;
         let metrics = Arc::new(Metrics::new());
-        Dispatcher::spawn_lingering(client(endpoint), metrics, Duration::from_secs(3_600))
+        let dispatcher =
+            Dispatcher::spawn_lingering(client(&endpoint), metrics, Duration::from_secs(3_600));
+        let reservation = Arc::new(Reservation::new(&InFlightBudget::new(0, Gauge::default())));
+        (dispatcher, calls, reservation)
     }
 
     #[tokio::test]
     async fn a_lead_submission_does_not_linger_while_the_collector_is_idle() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let endpoint = fake_kinesis(Arc::clone(&calls)).await;
-        let dispatcher = lingering_an_hour(&endpoint);
-        let reservation = Arc::new(Reservation::new(&InFlightBudget::new(0, Gauge::default())));
+        let (dispatcher, calls, reservation) = lingering_an_hour().await;
         let put = dispatcher.put("s", entries("install-1", 1), Linger::Lead, &reservation);
         let written = tokio::time::timeout(AT_ONCE, put)
             .await
@@ -311,10 +315,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lead_submission_sends_the_call_it_joins_with_the_records_already_in_it() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let endpoint = fake_kinesis(Arc::clone(&calls)).await;
-        let dispatcher = lingering_an_hour(&endpoint);
-        let reservation = Arc::new(Reservation::new(&InFlightBudget::new(0, Gauge::default())));
+        let (dispatcher, calls, reservation) = lingering_an_hour().await;
         // `join!` polls in order: the shared submission is queued first and starts the call
         // (an hour's linger), then the lead joins it.
         let both = async {
