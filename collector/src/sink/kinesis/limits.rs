@@ -40,7 +40,7 @@ pub const LINGER: Duration = Duration::from_millis(2);
 /// saturation (v2, fake writes): batch records that never linger made calls 5 % smaller
 /// (385-397 against 412-419 records) and gave 0.84-1.12 times the events per CPU-second (median
 /// 0.92 of six rounds); with this bound the calls keep their size (401-416 records) and the
-/// half-load ack p50 drops from 6.3-7.2 to 4.5-5.3 ms all the same (`docs/BENCHMARKS.md`,
+/// half-load ack p50 drops from 6.4-8.5 to 4.3-5.1 ms all the same (`docs/BENCHMARKS.md`,
 /// *Seventh round*).
 pub const LEAD_MAX_CALLS_IN_FLIGHT: usize = 1;
 
