@@ -305,6 +305,8 @@ async fn handle_batch(
     } else {
         records
     };
+    // A v2 upload's records lead: its two rounds do not linger while the collector is idle.
+    let linger = if ordered { Linger::Lead } else { Linger::Share };
     let main = async {
         let stream = &state.config.kinesis.stream;
         if ordered && records.len() > 1 {
@@ -318,19 +320,13 @@ async fn handle_batch(
             let rest = records.split_off(1);
             state
                 .sink
-                .put_all(stream, records, Linger::Lead, deadline, &reservation)
+                .put_all(stream, records, linger, deadline, &reservation)
                 .await?;
             records = rest;
         }
         state
             .sink
-            .put_all(
-                stream,
-                records,
-                if ordered { Linger::Lead } else { Linger::Share },
-                deadline,
-                &reservation,
-            )
+            .put_all(stream, records, linger, deadline, &reservation)
             .await
     };
     let dlq = async {
