@@ -5,6 +5,8 @@
 #   OLD_BIN=dir   also run the tern-collector binary in dir (e.g. an older commit's build), one
 #                 round of it after each round of this one, with the same proxy and loadgen:
 #                 compare the two within one run, never across runs (the machine is shared).
+#                 Several dirs, space-separated, take turns the same way (OLD_ARGS goes to
+#                 each; a wrapper script in a dir gives one build flags of its own).
 #   MODES="fake kinesalite"   which saturation runs (fake: tern-fault-proxy --fake-writes).
 #   HALF_RATE=n   rate of the half-load runs (default: half the median events/s of this
 #                 collector's fake-writes saturation runs of this run, or 60000 without any).
@@ -130,7 +132,7 @@ PY
 }
 
 bins=("$BIN")
-if [ -n "${OLD_BIN:-}" ]; then bins+=("$OLD_BIN"); fi
+if [ -n "${OLD_BIN:-}" ]; then read -r -a old_bins <<< "$OLD_BIN"; bins+=("${old_bins[@]}"); fi
 pinned off
 fake_rates=()
 for mode in $MODES; do
