@@ -1,7 +1,9 @@
 //! Collector decode benchmarks: `cargo bench -p tern-collector --bench decode` (see
 //! docs/BENCHMARKS.md, *Collector*). One upload of 100 sample events (tern-loadgen's shape),
 //! parsed the collector's way (borrowed, unknown fields counted) and, as the floor, by
-//! serde_json alone into the same types without counting unknown fields.
+//! serde_json alone into the same types without counting unknown fields; then parsed and made
+//! into stream records (v2), the whole of the collector's work on a body between its
+//! decompression and the PutRecords call.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // benchmark code
 
@@ -10,6 +12,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use criterion::{Criterion, Throughput};
 use tern_collector::decode::{self, DecodedBatch};
+use tern_collector::enrich::{prepare, Upload};
 use tern_protocol::{Batch, Event, SdkInfo};
 use uuid::Uuid;
 
@@ -68,6 +71,20 @@ fn main() {
             let text = std::str::from_utf8(&json).unwrap();
             let batch: DecodedBatch<'_> = serde_json::from_str(text).unwrap();
             assert_eq!(batch.events.len(), EVENTS);
+        })
+    });
+    g.bench_function("parse and records v2", |b| {
+        let upload = Upload {
+            app_id: "bench",
+            received_at: Utc::now(),
+            collector_id: "bench",
+            record_version: tern_protocol::RECORD_VERSION_2,
+        };
+        b.iter(|| {
+            let batch = decode::parse_noting_unknown_fields(&json, |_| {}).unwrap();
+            let prepared = prepare(&batch, &upload, false).unwrap();
+            assert_eq!(prepared.records.len(), EVENTS);
+            prepared
         })
     });
     g.finish();

@@ -15,10 +15,11 @@ use tern_protocol::{Batch, Gap};
 use crate::error::RequestError;
 use crate::limits::{context_problem, MAX_CLOCK_ID_BYTES, MAX_SDK_FIELD_BYTES};
 
+mod canonical;
 mod event;
 mod unknown;
 
-pub use event::{DecodedEvent, EventFields, JsonStr, Properties, PropertyValue};
+pub use event::{DecodedEvent, EventFields, EventProperties, JsonStr, Properties, PropertyValue};
 
 /// A batch as the collector parses it: its events' strings borrowed from the decompressed body.
 pub type DecodedBatch<'a> = Batch<DecodedEvent<'a>>;
@@ -170,20 +171,35 @@ pub fn parse_noting_unknown_fields(
         code: "malformed_json",
         message: format!("the body is not a valid v1 batch: {e}"),
     };
+    // The unknown fields the parse notes are passed on once it succeeds; a body it refuses is
+    // read again below, which notes them itself.
+    let mut unknown = Vec::new();
     // Checked as UTF-8 once, the body is parsed as a `str`, and serde_json checks no string
-    // again (each was a call of its own: 3 % of the collector's CPU). A body that is not UTF-8
-    // takes the byte parser, which finds the first bad string and answers as it always did.
-    let batch = match std::str::from_utf8(json) {
-        Ok(text) => parse_batch(
-            serde_json::Deserializer::from_str(text),
-            &mut on_unknown_field,
-        ),
-        Err(_) => parse_batch(
+    // again (each was a call of its own: 3 % of the collector's CPU).
+    let parsed = match std::str::from_utf8(json) {
+        Ok(text) => parse_batch(serde_json::Deserializer::from_str(text), &mut |location| {
+            unknown.push(location)
+        })
+        .ok(),
+        Err(_) => None,
+    };
+    let batch = match parsed {
+        Some(batch) => {
+            unknown.into_iter().for_each(&mut on_unknown_field);
+            batch
+        }
+        // Refused: read again as the wire type, whose parse answers with the message (and the
+        // position in the body) it always gave; `EventProperties` reads properties apart, so
+        // its message would point within them. A body that is not UTF-8 comes straight here:
+        // the byte parser finds the first bad string. Should this parse succeed where the
+        // other did not, its batch is used.
+        None => parse_batch::<tern_protocol::Event, _>(
             serde_json::Deserializer::from_slice(json),
             &mut on_unknown_field,
-        ),
-    }
-    .map_err(malformed)?;
+        )
+        .map_err(malformed)
+        .map(owned_batch)?,
+    };
     let bad = |message: String| RequestError::Malformed {
         code: "invalid_batch",
         message,
@@ -262,13 +278,29 @@ fn copied_fields_problem<E: EventFields>(batch: &Batch<E>) -> Option<String> {
 
 /// The batch, and nothing after it (trailing data is malformed, as `serde_json::from_slice` has
 /// it); ignored fields go to `on_unknown_field`.
-fn parse_batch<'a, R: serde_json::de::Read<'a>>(
+fn parse_batch<'a, E: serde::Deserialize<'a>, R: serde_json::de::Read<'a>>(
     mut deserializer: serde_json::Deserializer<R>,
     on_unknown_field: &mut impl FnMut(&'static str),
-) -> Result<DecodedBatch<'a>, serde_json::Error> {
+) -> Result<Batch<E>, serde_json::Error> {
     let batch = unknown::deserialize(&mut deserializer, on_unknown_field)?;
     deserializer.end()?;
     Ok(batch)
+}
+
+/// A batch of the wire type as the collector's, its events owned.
+fn owned_batch(batch: Batch) -> DecodedBatch<'static> {
+    Batch {
+        batch_id: batch.batch_id,
+        install_id: batch.install_id,
+        sent_at: batch.sent_at,
+        sent_uptime_ms: batch.sent_uptime_ms,
+        clock_id: batch.clock_id,
+        sdk: batch.sdk,
+        context: batch.context,
+        events: batch.events.into_iter().map(DecodedEvent::from).collect(),
+        dropped: batch.dropped,
+        gaps: batch.gaps,
+    }
 }
 
 /// The depth at which `json` first nests deeper than `max` (objects and arrays), if it does.

@@ -1,13 +1,14 @@
 //! Fuzzes the collector's path from request body to records: decompression within limits, the
 //! JSON depth check, parsing into the wire format, the batch-level limits, per-event validation
 //! and enrichment (clock correction, stream and dead-letter records). Any panic, overflow or
-//! runaway allocation is a finding. The first input byte picks the Content-Encoding, whether
-//! a dead-letter stream is configured and the stream record version.
+//! runaway allocation is a finding, as are properties written otherwise than the wire type
+//! writes them. The first input byte picks the Content-Encoding, whether a dead-letter stream
+//! is configured and the stream record version.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tern_collector::decode::{decompress, event_problem, parse, Encoding};
+use tern_collector::decode::{decompress, event_problem, parse, Encoding, EventFields};
 use tern_collector::enrich::{prepare, Upload};
 
 fuzz_target!(|data: &[u8]| {
@@ -29,6 +30,13 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(batch) = parse(&json) {
             for event in &batch.events {
                 let _ = event_problem(event);
+                // Properties kept as their text (canonical) or parsed, a record holds the bytes
+                // the wire type's serialization writes.
+                let mut written = Vec::new();
+                if event.write_properties(&mut written).is_ok() {
+                    let properties = event.to_event().properties;
+                    assert_eq!(written, serde_json::to_vec(&properties).unwrap_or_default());
+                }
             }
             // A fixed arrival time keeps runs reproducible.
             let received_at =

@@ -7,7 +7,9 @@
 //! body (copied only when they hold escapes) and properties as sorted vectors. It accepts and
 //! refuses exactly what `Event` does, with the same messages, and its properties serialize to
 //! the same bytes as `Event`'s: keys in byte order, the last of duplicate keys kept, numbers
-//! and strings as `Value` writes them (the tests below hold it to that).
+//! and strings as `Value` writes them (the tests below hold it to that). Properties whose text
+//! is already in that form, as the SDKs send them, are not parsed into a tree at all: they are
+//! kept as the text (see [`EventProperties`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 use tern_protocol::limits::properties_depth;
 use tern_protocol::Event;
@@ -45,7 +48,7 @@ pub struct DecodedEvent<'a> {
     pub clock_id: Option<JsonStr<'a>>,
     /// See [`Event::properties`].
     #[serde(default, borrow)]
-    pub properties: Properties<'a>,
+    pub properties: EventProperties<'a>,
     /// See [`Event::user_id`].
     #[serde(default, borrow)]
     pub user_id: Option<JsonStr<'a>>,
@@ -142,10 +145,21 @@ impl EventFields for DecodedEvent<'_> {
         self.session_id.as_deref()
     }
     fn properties_depth(&self) -> usize {
-        1 + self.properties.max_value_depth()
+        match &self.properties {
+            EventProperties::Canonical { depth, .. } => *depth,
+            EventProperties::Parsed(properties) => 1 + properties.max_value_depth(),
+        }
     }
     fn write_properties(&self, out: &mut Vec<u8>) -> Result<(), RequestError> {
-        serde_json::to_writer(out, &self.properties).map_err(RequestError::unserializable)
+        match &self.properties {
+            EventProperties::Canonical { json, .. } => {
+                out.extend_from_slice(json.as_bytes());
+                Ok(())
+            }
+            EventProperties::Parsed(properties) => {
+                serde_json::to_writer(out, properties).map_err(RequestError::unserializable)
+            }
+        }
     }
     fn to_event(&self) -> Event {
         let owned = |s: &Option<JsonStr<'_>>| s.as_deref().map(str::to_owned);
@@ -160,6 +174,73 @@ impl EventFields for DecodedEvent<'_> {
             user_id: owned(&self.user_id),
             session_id: owned(&self.session_id),
         }
+    }
+}
+
+impl From<Event> for DecodedEvent<'static> {
+    /// The wire type's event as the collector's, its strings and properties owned.
+    fn from(event: Event) -> Self {
+        let owned = |s: Option<String>| s.map(|s| JsonStr(Cow::Owned(s)));
+        Self {
+            event_id: event.event_id,
+            seq: event.seq,
+            name: JsonStr(Cow::Owned(event.name)),
+            created_at: event.created_at,
+            uptime_ms: event.uptime_ms,
+            clock_id: owned(event.clock_id),
+            properties: EventProperties::Parsed(Properties::from_map(event.properties)),
+            user_id: owned(event.user_id),
+            session_id: owned(event.session_id),
+        }
+    }
+}
+
+/// An event's `properties` as the collector holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventProperties<'a> {
+    /// Their text as it came, already what serializing them would write (keys sorted and
+    /// unique, no whitespace, numbers and strings in serde_json's form; see
+    /// [`super::canonical`]): copied into the record as it is, never parsed into a tree.
+    Canonical {
+        /// The JSON object, borrowed from the body.
+        json: &'a str,
+        /// Its nesting depth (the object itself is depth 1).
+        depth: usize,
+    },
+    /// Anything else (`null`, keys out of order, whitespace…), parsed, to be serialized again.
+    Parsed(Properties<'a>),
+}
+
+impl Default for EventProperties<'_> {
+    fn default() -> Self {
+        Self::Parsed(Properties::default())
+    }
+}
+
+impl EventProperties<'_> {
+    fn to_map(&self) -> Map<String, Value> {
+        match self {
+            // Canonical text is JSON the parse reads (super::canonical's tests hold it to
+            // that); were it ever refused, the text is kept under a key, not dropped.
+            Self::Canonical { json, .. } => serde_json::from_str(json).unwrap_or_else(|_| {
+                Map::from_iter([("_tern_unread".to_owned(), Value::String((*json).to_owned()))])
+            }),
+            Self::Parsed(properties) => properties.to_map(),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for EventProperties<'a> {
+    /// The value's text is taken whole (serde_json checks its syntax while skipping it, without
+    /// building anything), then kept as it is if canonical, else parsed as [`Properties`]. A
+    /// value the parse refuses gets that parse's message, with a position within the value:
+    /// the batch's parse reads such a body again as the wire type for the message it answers.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let json = <&'de RawValue>::deserialize(d)?.get();
+        Ok(match super::canonical::depth(json) {
+            Some(depth) => Self::Canonical { json, depth },
+            None => Self::Parsed(serde_json::from_str(json).map_err(de::Error::custom)?),
+        })
     }
 }
 
@@ -373,7 +454,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for PropertyValue<'a> {
 /// `raw_value` feature, which the workspace enables) reads an object whose first key is this
 /// as the JSON text of its string value; so must this one, or a hostile batch could tell them
 /// apart.
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+pub(super) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// `serde_json::Value`'s own visitor, but for the borrowed types.
 struct PropertyValueVisitor;
@@ -474,18 +555,23 @@ impl Visitor<'_> for RawValueText {
 mod tests {
     use super::*;
 
-    /// Every input either parses to properties that serialize to the bytes, have the depth and
-    /// convert to the map that `Event`'s own parse gives, or fails with the same message.
+    /// Every input either parses (through the collector's batch parse, fast path and
+    /// fallback) to properties that serialize to the bytes, have the depth and convert to the
+    /// map that `Event`'s own parse gives, or fails with the same message.
     #[test]
     fn properties_read_and_write_as_the_wire_event_does() {
-        let event = |properties: &str| {
+        let batch = |properties: &str| {
             format!(
-                r#"{{"event_id":"01938a2e-0000-7000-8000-000000000001","seq":1,"name":"n",
-                "created_at":"2026-11-24T10:00:00.000Z","properties":{properties}}}"#
+                r#"{{"batch_id":"01938a2e-0000-7000-8000-000000000002","install_id":"i",
+                "sent_at":"2026-11-24T10:00:00.000Z","sdk":{{"name":"t","version":"1"}},
+                "context":{{}},"events":[{{"event_id":"01938a2e-0000-7000-8000-000000000001",
+                "seq":1,"name":"n","created_at":"2026-11-24T10:00:00.000Z",
+                "properties":{properties}}}]}}"#
             )
         };
         let inputs = [
             r#"{}"#,
+            r#"{"a":1,"b":[1.5,-2,"x",null,true,{"c":{}}]}"#,
             r#"{ "b" : 1 , "a" : [ 1.0, 1e2, -0, -0.0, 12345678901234567890, -9223372036854775808, 1.5e300, 0.1 ] }"#,
             r#"{"a":1,"a":2,"b":{"z":1,"y":2,"z":3},"a":3}"#,
             r#"{"s":"tab\there \u2028 \"q\" \\ \ud83e\udd80 é","t":"\u0041"}"#,
@@ -509,12 +595,13 @@ mod tests {
             r#""s""#,
             r#"5"#,
         ];
+        let (mut canonical, mut parsed) = (0, 0);
         for properties in inputs {
-            let json = event(properties);
-            let wire = serde_json::from_str::<Event>(&json);
-            let decoded = serde_json::from_str::<DecodedEvent<'_>>(&json);
-            match (wire, decoded) {
+            let json = batch(properties);
+            let wire = serde_json::from_str::<tern_protocol::Batch<Event>>(&json);
+            match (wire, crate::decode::parse(json.as_bytes())) {
                 (Ok(wire), Ok(decoded)) => {
+                    let (wire, decoded) = (&wire.events[0], &decoded.events[0]);
                     let mut written = Vec::new();
                     decoded.write_properties(&mut written).unwrap();
                     assert_eq!(
@@ -527,13 +614,41 @@ mod tests {
                         wire.properties_depth(),
                         "{properties}"
                     );
-                    assert_eq!(decoded.to_event(), wire, "{properties}");
+                    assert_eq!(&decoded.to_event(), wire, "{properties}");
+                    match decoded.properties {
+                        EventProperties::Canonical { .. } => canonical += 1,
+                        EventProperties::Parsed(_) => parsed += 1,
+                    }
                 }
-                (Err(wire), Err(decoded)) => {
-                    assert_eq!(decoded.to_string(), wire.to_string(), "{properties}")
-                }
+                (Err(wire), Err(RequestError::Malformed { message, .. })) => assert_eq!(
+                    message,
+                    format!("the body is not a valid v1 batch: {wire}"),
+                    "{properties}"
+                ),
                 (wire, decoded) => panic!("{properties}: {wire:?} against {decoded:?}"),
             }
+        }
+        assert_eq!((canonical, parsed), (2, 9));
+    }
+
+    /// Properties as the SDK writes them (the wire type serialized) are kept as their text.
+    #[test]
+    fn sdk_written_properties_are_kept_as_text() {
+        for i in 0..50 {
+            let (_, properties) = tern_sample::event(i);
+            let text = serde_json::to_string(&properties).unwrap();
+            let json = format!(
+                r#"{{"event_id":"01938a2e-0000-7000-8000-000000000001","seq":1,"name":"n",
+                "created_at":"2026-11-24T10:00:00Z","properties":{text}}}"#
+            );
+            let event: DecodedEvent<'_> = serde_json::from_str(&json).unwrap();
+            assert_eq!(
+                event.properties,
+                EventProperties::Canonical {
+                    json: &text,
+                    depth: 2
+                }
+            );
         }
     }
 
@@ -541,12 +656,15 @@ mod tests {
     #[test]
     fn strings_are_borrowed_unless_escaped() {
         let json = r#"{"event_id":"01938a2e-0000-7000-8000-000000000001","seq":1,"name":"plain",
-            "created_at":"2026-11-24T10:00:00Z","user_id":"u\u0031","properties":{"k":"v"}}"#;
+            "created_at":"2026-11-24T10:00:00Z","user_id":"u\u0031","properties":{ "k":"v"}}"#;
         let event: DecodedEvent<'_> = serde_json::from_str(json).unwrap();
         assert!(matches!(event.name.0, Cow::Borrowed("plain")));
         assert!(matches!(event.user_id.as_ref().unwrap().0, Cow::Owned(ref s) if s == "u1"));
+        let EventProperties::Parsed(properties) = &event.properties else {
+            panic!("{:?}", event.properties);
+        };
         assert!(matches!(
-            &event.properties.0[0],
+            &properties.0[0],
             (
                 JsonStr(Cow::Borrowed("k")),
                 PropertyValue::String(JsonStr(Cow::Borrowed("v")))
