@@ -207,7 +207,8 @@ pub enum EventProperties<'a> {
         /// Its nesting depth (the object itself is depth 1).
         depth: usize,
     },
-    /// Anything else (`null`, keys out of order, whitespace…), parsed, to be serialized again.
+    /// Anything else (keys out of order or repeated, whitespace…), parsed, to be serialized
+    /// again.
     Parsed(Properties<'a>),
 }
 
